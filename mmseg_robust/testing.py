@@ -70,7 +70,7 @@ def tiny_segmentor_cfg(num_classes: int = 3,
                        std: Sequence[float] = (58.395, 57.12, 57.375),
                        bgr_to_rgb: bool = True,
                        test_mode: str = 'whole',
-                       crop_size: Optional[Tuple[int, int]] = None,
+                       crop_size: Optional[Tuple[int, int]] = (32, 32),
                        aux_head: bool = False,
                        norm: bool = True) -> dict:
     """Config of a tiny ``EncoderDecoder``: :class:`TinyConvBackbone` with an

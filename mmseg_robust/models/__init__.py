@@ -1,5 +1,10 @@
 """Models: the attack adapter for MMSeg segmentors, the robust ConvNeXt
 backbone and its checkpoint initialiser."""
 from .attack_adapter import AttackBatch, SegmentorAttackModel, unwrap_segmentor
+from .backbones import RobustConvNeXt
+from .initializers import RobustPretrained, convert_robust_convnext
 
-__all__ = ['SegmentorAttackModel', 'AttackBatch', 'unwrap_segmentor']
+__all__ = [
+    'SegmentorAttackModel', 'AttackBatch', 'unwrap_segmentor',
+    'RobustConvNeXt', 'RobustPretrained', 'convert_robust_convnext'
+]

@@ -1,0 +1,363 @@
+"""Load ConvNeXt checkpoints of any common layout into mmpretrain's layout.
+
+The robust ImageNet ConvNeXts (SPEC section 8) are stored in timm's key
+layout, with a ConvStem (``stem.stem.0/1/3/4``) for the "CvSt" models and
+``module.`` / ``base_model.`` prefixes from their training wrappers.
+:func:`convert_robust_convnext` renames such checkpoints (and plain timm or
+mmpretrain ConvNeXt checkpoints) to the parameter names of mmpretrain's
+``ConvNeXt`` / :class:`~mmseg_robust.models.RobustConvNeXt`;
+:class:`RobustPretrained` is the MMEngine initialiser that loads them, and
+fails loudly instead of silently leaving weights random.
+
+Key mapping from timm (after removing wrapper prefixes)::
+
+    stem.0 / stem.1               -> downsample_layers.0.0 / .1  (patch stem)
+    stem.stem.{0,1,3,4}           -> downsample_layers.0.{0,1,3,4} (ConvStem)
+    stages.i.downsample.{0,1}     -> downsample_layers.i.{0,1}     (i >= 1)
+    stages.i.blocks.j.conv_dw     -> stages.i.j.depthwise_conv
+    stages.i.blocks.j.norm        -> stages.i.j.norm
+    stages.i.blocks.j.mlp.fc1/fc2 -> stages.i.j.pointwise_conv1/2
+    stages.i.blocks.j.gamma       -> stages.i.j.gamma
+    head.norm (or norm_pre)       -> norm3  (final norm, as mmpretrain's
+                                             own converters do)
+    head.fc, other head.*         -> ignored (classifier)
+"""
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.model.weight_init import update_init_info
+from mmengine.registry import WEIGHT_INITIALIZERS
+from mmengine.runner.checkpoint import _load_checkpoint
+
+__all__ = [
+    'RobustPretrained', 'convert_robust_convnext', 'ConvNeXtConversion'
+]
+
+# containers that training scripts wrap state dicts in, in order of preference
+_CONTAINER_KEYS = ('state_dict', 'model', 'state_dict_ema')
+# wrapper prefixes (DDP, the robust models' normalisation wrapper,
+# torch.compile), stripped in any order and combination
+_WRAPPER_PREFIXES = ('module.', 'base_model.', '_orig_mod.')
+
+_MMPRETRAIN_KEY = re.compile(
+    r'^(backbone\.)?(downsample_layers\.\d+\.|stages\.\d+\.\d+\.)')
+_TIMM_KEY = re.compile(r'^(stem\.|stages\.\d+\.(blocks|downsample)\.)')
+_MMPRETRAIN_BACKBONE_KEY = re.compile(
+    r'^(downsample_layers\.\d+|stages\.\d+\.\d+|norm\d+)\.')
+# per-stage output norms: not part of a classification checkpoint (except
+# norm3, the final norm), built by mmpretrain for each entry of out_indices
+_OUTPUT_NORM_KEY = re.compile(r'^norm\d+\.')
+
+_BLOCK = r'^stages\.(\d+)\.blocks\.(\d+)\.'
+_TIMM_RULES: List[Tuple[re.Pattern, str]] = [
+    (re.compile(r'^stem\.stem\.([0134])\.'), r'downsample_layers.0.\1.'),
+    (re.compile(r'^stem\.([01])\.'), r'downsample_layers.0.\1.'),
+    (re.compile(r'^stages\.([1-9]\d*)\.downsample\.([01])\.'),
+     r'downsample_layers.\1.\2.'),
+    (re.compile(_BLOCK + r'conv_dw\.'), r'stages.\1.\2.depthwise_conv.'),
+    (re.compile(_BLOCK + r'norm\.'), r'stages.\1.\2.norm.'),
+    (re.compile(_BLOCK + r'mlp\.fc1\.'), r'stages.\1.\2.pointwise_conv1.'),
+    (re.compile(_BLOCK + r'mlp\.fc2\.'), r'stages.\1.\2.pointwise_conv2.'),
+    (re.compile(_BLOCK + r'gamma$'), r'stages.\1.\2.gamma'),
+    (re.compile(r'^head\.norm\.'), 'norm3.'),
+    (re.compile(r'^norm_pre\.'), 'norm3.'),
+]
+
+
+@dataclass
+class ConvNeXtConversion:
+    """What :func:`convert_robust_convnext` did.
+
+    Attributes:
+        state_dict (OrderedDict): Weights in mmpretrain's ConvNeXt layout,
+            without a ``backbone.`` prefix.
+        layout (str): Detected source layout, ``'timm'`` or ``'mmpretrain'``.
+        stem (str): Stem found in the checkpoint, ``'patch'`` or ``'conv'``.
+        ignored (list[str]): Source keys deliberately dropped (classifier
+            head, non-backbone parts), after removing wrapper prefixes.
+    """
+    state_dict: 'OrderedDict[str, torch.Tensor]'
+    layout: str
+    stem: str
+    ignored: List[str] = field(default_factory=list)
+
+
+def _format_keys(keys: List[Any], limit: int = 30) -> str:
+    keys = list(keys)
+    shown = ', '.join(str(k) for k in keys[:limit])
+    if len(keys) > limit:
+        shown += f', ... ({len(keys) - limit} more)'
+    return shown
+
+
+def _unwrap(checkpoint: Any) -> Dict[str, torch.Tensor]:
+    """Find the tensor dict inside a checkpoint."""
+    obj = checkpoint
+    while isinstance(obj, Mapping):
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors and len(tensors) == len(obj):
+            return tensors
+        inner = next((obj[k] for k in _CONTAINER_KEYS
+                      if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            if tensors:
+                return tensors
+            raise ValueError(
+                'Unrecognised checkpoint: found no tensors and none of the '
+                f'containers {list(_CONTAINER_KEYS)}; top-level keys: '
+                f'{_format_keys(list(obj))}')
+        obj = inner
+    raise TypeError(f'A checkpoint must be a dict, got {type(obj).__name__}')
+
+
+def _strip_wrappers(key: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+                stripped = True
+    return key
+
+
+def _convert_timm(state_dict: Dict[str, torch.Tensor]) -> ConvNeXtConversion:
+    out: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
+    ignored, unknown = [], []
+    for key, value in state_dict.items():
+        for pattern, repl in _TIMM_RULES:
+            new_key, n = pattern.subn(repl, key)
+            if n:
+                if new_key in out:
+                    raise ValueError(
+                        f'Checkpoint keys collide on {new_key!r} (both a '
+                        'patch stem and a ConvStem, or head.norm and '
+                        'norm_pre?)')
+                out[new_key] = value
+                break
+        else:
+            if key.startswith('head.'):
+                ignored.append(key)
+            else:
+                unknown.append(key)
+    if unknown:
+        raise ValueError(
+            'Unrecognised keys in a timm-layout ConvNeXt checkpoint (only '
+            'ConvNeXt v1 with a patch stem or the robust ConvStem is '
+            f'supported): {_format_keys(unknown)}')
+    stem = 'conv' if any(k.startswith('stem.stem.') for k in state_dict) \
+        else 'patch'
+    return ConvNeXtConversion(out, 'timm', stem, ignored)
+
+
+def _convert_mmpretrain(
+        state_dict: Dict[str, torch.Tensor]) -> ConvNeXtConversion:
+    has_backbone = any(k.startswith('backbone.') for k in state_dict)
+    out: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
+    ignored = []
+    for key, value in state_dict.items():
+        if has_backbone:
+            # a whole classifier/segmentor: keep only its backbone
+            if not key.startswith('backbone.'):
+                ignored.append(key)
+                continue
+            key = key[len('backbone.'):]
+        if _MMPRETRAIN_BACKBONE_KEY.match(key):
+            out[key] = value
+        else:
+            ignored.append(('backbone.' if has_backbone else '') + key)
+    stem = 'conv' if 'downsample_layers.0.3.weight' in out else 'patch'
+    return ConvNeXtConversion(out, 'mmpretrain', stem, ignored)
+
+
+def convert_robust_convnext(
+    state_dict: Mapping[str, Any],
+    prefix: Optional[str] = None,
+    return_info: bool = False
+) -> Union['OrderedDict[str, torch.Tensor]', ConvNeXtConversion]:
+    """Rename a ConvNeXt checkpoint to mmpretrain's ConvNeXt layout.
+
+    Accepts (a) timm's layout, (b) the robust ConvNeXts' layout (timm's with
+    the ConvStem ``stem.stem.*``), both possibly prefixed by any combination
+    of ``module.``, ``base_model.`` and ``_orig_mod.``, and (c) mmpretrain's
+    layout, bare or as a whole model with a ``backbone.`` prefix. The dict
+    may be the state dict itself or a checkpoint holding it under
+    ``state_dict``, ``model`` or ``state_dict_ema`` (first found wins).
+    Classifier heads are dropped; timm's final norm ``head.norm`` becomes
+    ``norm3`` as in mmpretrain's own ConvNeXt checkpoints.
+
+    Args:
+        state_dict (Mapping): A state dict or a checkpoint dict.
+        prefix (str, optional): Keep only keys starting with this prefix
+            (matched after removing wrapper prefixes) and remove it, e.g.
+            ``'encoder.'`` for a backbone nested in a bigger model.
+        return_info (bool): Return a :class:`ConvNeXtConversion` with the
+            detected layout, stem and ignored keys instead of the dict.
+
+    Returns:
+        OrderedDict | ConvNeXtConversion: Tensors keyed like
+        ``RobustConvNeXt.state_dict()`` (no ``backbone.`` prefix).
+
+    Raises:
+        ValueError: If the layout is not recognised, or keys of a
+            recognised layout cannot be mapped.
+    """
+    tensors = _unwrap(state_dict)
+    flat: Dict[str, torch.Tensor] = OrderedDict()
+    for key, value in tensors.items():
+        flat[_strip_wrappers(key)] = value
+    if prefix:
+        flat = OrderedDict((k[len(prefix):], v) for k, v in flat.items()
+                           if k.startswith(prefix))
+        if not flat:
+            raise ValueError(f'No checkpoint key starts with prefix '
+                             f'{prefix!r}; keys: {_format_keys(tensors)}')
+    if any(_MMPRETRAIN_KEY.match(k) for k in flat):
+        result = _convert_mmpretrain(flat)
+    elif any(_TIMM_KEY.match(k) for k in flat):
+        result = _convert_timm(flat)
+    else:
+        raise ValueError(
+            'Unrecognised checkpoint layout: expected a timm ConvNeXt '
+            '(stem.*, stages.N.blocks.M.*), a robust ConvNeXt (stem.stem.*) '
+            'or an mmpretrain ConvNeXt (downsample_layers.*, stages.N.M.*, '
+            f'optionally under backbone.); keys: {_format_keys(flat)}')
+    return result if return_info else result.state_dict
+
+
+def _match_pointwise(value: torch.Tensor,
+                     target: torch.Tensor) -> torch.Tensor:
+    """Reshape 1x1-conv pointwise weights to Linear ones and vice versa."""
+    if value.shape == target.shape or value.numel() != target.numel():
+        return value
+    if value.dim() == 4 and target.dim() == 2 and value.shape[2:] == (1, 1):
+        return value.flatten(1)
+    if value.dim() == 2 and target.dim() == 4 and target.shape[2:] == (1, 1):
+        return value[:, :, None, None]
+    return value
+
+
+@WEIGHT_INITIALIZERS.register_module()
+class RobustPretrained:
+    """Initialise a ConvNeXt backbone from a checkpoint of any common layout.
+
+    Use it as the backbone's ``init_cfg``::
+
+        backbone=dict(
+            type='RobustConvNeXt', stem='conv', out_indices=[0, 1, 2, 3],
+            gap_before_final_norm=False,
+            init_cfg=dict(type='RobustPretrained', checkpoint=PATH))
+
+    The checkpoint is read with MMEngine's checkpoint loader (local files,
+    URLs, ...; with mmseg_robust's ``torch >= 2.6`` fix) and renamed with
+    :func:`convert_robust_convnext`. Unlike ``Pretrained`` it is strict:
+    every backbone weight must come from the checkpoint, except the
+    per-stage output norms ``norm{i}`` that a classification checkpoint does
+    not have (logged as newly initialised); the checkpoint's stem must match
+    the model's ``stem``; shapes must agree. Output norms the model did not
+    build (stages not in ``out_indices``) and the classifier head are
+    ignored and logged.
+
+    :class:`~mmseg_robust.models.RobustConvNeXt` runs this initialiser after
+    all others; on other modules it runs in ``init_cfg`` order before the
+    children's ``init_weights``, as every non-``Pretrained`` initialiser.
+
+    Args:
+        checkpoint (str): Path or URL of the checkpoint.
+        prefix (str, optional): Sub-module prefix to select from the
+            checkpoint (see :func:`convert_robust_convnext`).
+            Defaults to None.
+        map_location (str): ``map_location`` of the load. Defaults to 'cpu'.
+
+    Raises:
+        FileNotFoundError: If a local checkpoint does not exist.
+        ValueError: If the checkpoint layout is not recognised.
+        RuntimeError: If backbone weights would stay uninitialised, the
+            checkpoint has weights the backbone lacks, the stems differ or
+            shapes mismatch.
+    """
+
+    def __init__(self,
+                 checkpoint: str,
+                 prefix: Optional[str] = None,
+                 map_location: str = 'cpu') -> None:
+        self.checkpoint = checkpoint
+        self.prefix = prefix
+        self.map_location = map_location
+
+    def __call__(self, module: nn.Module) -> None:
+        """Load the checkpoint into ``module``."""
+        name = type(module).__name__
+        try:
+            ckpt = _load_checkpoint(
+                self.checkpoint, map_location=self.map_location)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(
+                f'RobustPretrained: checkpoint {self.checkpoint!r} does not '
+                f'exist ({err})') from err
+        conv = convert_robust_convnext(
+            ckpt, prefix=self.prefix, return_info=True)
+
+        model_stem = getattr(module, 'stem_type', 'patch')
+        if conv.stem != model_stem:
+            raise RuntimeError(
+                f'RobustPretrained: {self.checkpoint} has a {conv.stem} stem '
+                f'but {name} was built with stem={model_stem!r}; build '
+                f"RobustConvNeXt with stem='{conv.stem}'")
+
+        target = module.state_dict()
+        to_load: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
+        mismatched, unexpected, unused_norms = [], [], []
+        for key, value in conv.state_dict.items():
+            if key not in target:
+                if _OUTPUT_NORM_KEY.match(key):
+                    unused_norms.append(key)
+                else:
+                    unexpected.append(key)
+                continue
+            value = _match_pointwise(value, target[key])
+            if value.shape != target[key].shape:
+                mismatched.append(f'{key}: checkpoint {tuple(value.shape)} '
+                                  f'vs model {tuple(target[key].shape)}')
+                continue
+            to_load[key] = value
+        missing = [k for k in target if k not in conv.state_dict]
+        new_norms = [k for k in missing if _OUTPUT_NORM_KEY.match(k)]
+        missing = [k for k in missing if not _OUTPUT_NORM_KEY.match(k)]
+
+        problems = []
+        if missing:
+            problems.append(f'{len(missing)} weights of {name} are not in '
+                            f'the checkpoint: {_format_keys(missing)}')
+        if mismatched:
+            problems.append(f'{len(mismatched)} shapes differ: '
+                            f'{_format_keys(mismatched)}')
+        if unexpected:
+            problems.append(f'{len(unexpected)} checkpoint weights have no '
+                            f'place in {name} (a different depth?): '
+                            f'{_format_keys(unexpected)}')
+        if problems:
+            raise RuntimeError(
+                f'RobustPretrained: {self.checkpoint} ({conv.layout} layout, '
+                f'{conv.stem} stem) does not fit {name}:\n  - ' +
+                '\n  - '.join(problems))
+
+        module.load_state_dict(to_load, strict=False)
+
+        ignored = conv.ignored + unused_norms
+        print_log(
+            f'RobustPretrained: loaded {len(to_load)} tensors into {name} '
+            f'from {self.checkpoint} ({conv.layout} layout, {conv.stem} '
+            f'stem); newly initialised (per-stage output norms, not in the '
+            f'checkpoint): {_format_keys(new_norms) or "none"}; ignored '
+            f'{len(ignored)} checkpoint keys: {_format_keys(ignored) or "-"}',
+            logger='current')
+        if hasattr(module, '_params_init_info'):
+            update_init_info(
+                module,
+                init_info=f'RobustPretrained: load from {self.checkpoint}')
