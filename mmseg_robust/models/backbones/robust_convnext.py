@@ -8,6 +8,7 @@ that stem as an option, so that a segmentation config only swaps
 Its weights are loaded with the ``RobustPretrained`` initialiser
 (:mod:`mmseg_robust.models.initializers`).
 """
+from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch.nn as nn
@@ -165,6 +166,15 @@ class RobustConvNeXt(ConvNeXt):
             # the parent froze the patch stem it built; freeze the new one
             self._freeze_stages()
 
+    def train(self, mode: bool = True) -> 'RobustConvNeXt':
+        """Set train/eval mode, keeping frozen stages in eval mode.
+
+        Unlike mmpretrain's ``ConvNeXt.train`` it returns ``self``, as
+        ``nn.Module.train`` does, so ``model.eval()`` can be chained.
+        """
+        super().train(mode)
+        return self
+
     def init_weights(self) -> None:
         """Initialise, running checkpoint loaders last.
 
@@ -181,6 +191,19 @@ class RobustConvNeXt(ConvNeXt):
         if not loading or self._is_init:
             super().init_weights()
             return
+        # MMEngine's per-parameter init report ('_params_init_info') is
+        # written and dropped at the end of the top-level init_weights; when
+        # this backbone is the top level, keep it alive until after the load
+        top_level = not hasattr(self, '_params_init_info')
+        if top_level:
+            info = defaultdict(dict)
+            for param in self.parameters():
+                info[param]['init_info'] = ('The value is the same before and '
+                                            'after calling `init_weights` of '
+                                            f'{type(self).__name__}')
+                info[param]['tmp_mean_value'] = param.data.mean().cpu()
+            for module in self.modules():
+                module._params_init_info = info
         original = self.init_cfg
         self.init_cfg = [c for c in cfgs if not _is_loading_init(c)] or None
         try:
@@ -189,3 +212,7 @@ class RobustConvNeXt(ConvNeXt):
             self.init_cfg = original
         # super() marked the module initialised; now load on top
         initialize(self, loading)
+        if top_level:
+            self._dump_init_info()
+            for module in self.modules():
+                del module._params_init_info

@@ -1,0 +1,103 @@
+"""Small models and a literal single-image APGD reference for the tests."""
+from fractions import Fraction
+from math import ceil
+
+import torch
+import torch.nn as nn
+
+from mmseg_robust.attacks import pixel_loss
+
+
+class PixelNet(nn.Module):
+    """A small conv net mapping (B, 3, H, W) in [0, 1] to (B, K, H, W)."""
+
+    def __init__(self, num_classes=3, width=8, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.Tanh(),
+            nn.Conv2d(width, width, 3, padding=1), nn.Tanh(),
+            nn.Conv2d(width, num_classes, 1))
+
+    def forward(self, x):
+        return self.net(x * 4 - 2)
+
+
+def toy_batch(B=3, H=12, W=12, seed=0, model=None, ignore_some=True):
+    """Images and labels; with ``model`` the labels are its clean
+    predictions (so the clean accuracy is 1) with some noise."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(B, 3, H, W, generator=g)
+    if model is not None:
+        with torch.no_grad():
+            y = model(x).argmax(1)
+    else:
+        y = torch.randint(0, 3, (B, H, W), generator=g)
+    if ignore_some:
+        y[0, :2, :] = 255
+    return x, y
+
+
+def reference_checkpoints(n_iter):
+    """``ceil(p_j * n)`` with exact rational arithmetic."""
+    p = [Fraction(0), Fraction(22, 100)]
+    while True:
+        nxt = p[-1] + max(p[-1] - p[-2] - Fraction(3, 100), Fraction(6, 100))
+        if nxt > 1:
+            break
+        p.append(nxt)
+    return sorted({ceil(q * n_iter) for q in p[1:]} - {0})
+
+
+def reference_apgd(model, x, y, eps, n_iter, loss, x0, ignore=255):
+    """APGD on ONE image (batch of 1), written literally from SPEC §3.
+
+    Returns the lowest-accuracy point of the run and its correct count.
+    """
+    lower = (x - eps).clamp(0, 1)
+    upper = (x + eps).clamp(0, 1)
+
+    def proj(z):
+        return torch.max(torch.min(z, upper), lower)
+
+    def evaluate(z, t):
+        z = z.clone().requires_grad_(True)
+        logits = model(z).float()
+        objective = pixel_loss(
+            loss, logits, y, ignore, step=t, total_steps=n_iter).flatten(
+                1).mean(1)
+        g, = torch.autograd.grad(objective.sum(), z)
+        correct = int(((logits.argmax(1) == y) & (y != ignore)).sum())
+        return objective.item(), g, correct
+
+    checkpoints = set(reference_checkpoints(n_iter))
+    eta = 2 * eps
+    xk, x_prev = x0.clone(), x0.clone()
+    fk, gk, ck = evaluate(x0, 1)
+    x_low, c_low = x0.clone(), ck
+    f_max, x_max, g_max = fk, x0.clone(), gk
+    increases, last, reduced_last, f_max_last = 0, 0, False, f_max
+    for k in range(n_iter):
+        if c_low == 0:
+            break
+        a = 1.0 if k == 0 else 0.75
+        z = proj(xk + eta * gk.sign())
+        xn = proj(xk + a * (z - xk) + (1 - a) * (xk - x_prev))
+        x_prev, xk = xk, xn
+        fn, gn, cn = evaluate(xn, min(k + 2, n_iter))
+        increases += int(fn > fk)
+        fk, gk = fn, gn
+        if fn > f_max:
+            f_max, x_max, g_max = fn, xn.clone(), gn
+        if cn < c_low:
+            c_low, x_low = cn, xn.clone()
+        if k + 1 in checkpoints and k + 1 < n_iter:
+            cond_a = increases < 0.75 * (k + 1 - last)
+            cond_b = (not reduced_last) and f_max <= f_max_last
+            reduce = (cond_a or cond_b) and c_low > 0
+            if reduce:
+                eta /= 2
+                xk, x_prev, gk, fk = x_max.clone(), x_max.clone(), g_max, f_max
+            reduced_last, f_max_last = reduce, f_max
+            increases, last = 0, k + 1
+    return x_low, c_low
