@@ -12,7 +12,7 @@ from torch import Tensor
 from .apgd import _Best, _bounds, _clean_eval, _finish, _prepare, _project
 from .core import AttackResult, SeedLike, Timer, check_eps, start_noise
 
-__all__ = ['pgd', 'pgd_step_size', 'PAPER_PGD_STEP_SIZES']
+__all__ = ['pgd', 'pgd_train', 'pgd_step_size', 'PAPER_PGD_STEP_SIZES']
 
 #: Step sizes the paper's appendix uses for PGD, SegPGD and CosPGD,
 #: keyed by eps in units of 1/255.
@@ -145,3 +145,49 @@ def pgd(model,
                     iters[ia] += 1
     return _finish(x, clean_pred, clean_correct, best, obj, best_loss, iters,
                    timer)
+
+
+def pgd_train(model,
+              x: Tensor,
+              y: Tensor,
+              eps: float,
+              steps: int,
+              step_size: Optional[float] = None,
+              loss: str = 'ce',
+              random_start: bool = False,
+              seed: SeedLike = 0,
+              ignore_index: int = 255,
+              mask: Optional[Tensor] = None,
+              amp: Union[bool, torch.dtype] = False):
+    """PGD for adversarial training (SPEC section 7).
+
+    ``steps`` sign-gradient steps, returning the **last** iterate as
+    Madry-style adversarial training does; no clean or final evaluation, so
+    the cost is exactly ``steps`` forward + input-backward passes.
+
+    Args:
+        model, x, y, eps, loss, seed, ignore_index, mask, amp: As in
+            :func:`pgd`.
+        steps (int): Number of steps ``k`` (AT^k).
+        step_size (float, optional): Defaults to ``2.5 * eps / steps``.
+        random_start (bool): Start uniformly at random in the ball.
+
+    Returns:
+        tuple: ``(x_adv, losses)`` with the per-step mean objective over the
+        batch (a list of ``steps`` floats).
+    """
+    obj, x, eps, steps, mask = _prepare(model, x, y, eps, steps, loss,
+                                        ignore_index, False, amp, None, mask)
+    if step_size is None:
+        step_size = 2.5 * eps / steps
+    lower, upper = _bounds(x, eps, mask)
+    x_adv = _project(x + eps * start_noise(x, seed), lower,
+                     upper) if random_start else x.clone()
+    idx = torch.arange(x.shape[0], device=x.device)
+    losses = []
+    for k in range(steps):
+        value, grad, _, _ = obj.evaluate(
+            x_adv, idx, step=k + 1, total_steps=steps)
+        losses.append(float(value.mean()))
+        x_adv = _project(x_adv + step_size * grad.sign(), lower, upper)
+    return x_adv, losses

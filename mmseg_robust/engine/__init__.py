@@ -1,1 +1,4 @@
-"""Placeholder, filled in by later modules."""
+"""Engine parts: the adversarial-training hook and the SEA test loop."""
+from .hooks import AdvTrainingHook
+
+__all__ = ['AdvTrainingHook']

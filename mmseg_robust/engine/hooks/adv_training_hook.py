@@ -1,0 +1,136 @@
+"""Adversarial training as an MMEngine hook (SPEC section 7)."""
+import math
+from typing import Optional
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+
+from mmseg.registry import HOOKS
+from mmseg_robust.attacks import check_eps, pgd_train
+from mmseg_robust.attacks.losses import check_loss_name
+from mmseg_robust.models import SegmentorAttackModel, unwrap_segmentor
+
+DATA_BATCH = Optional[dict]
+
+
+@HOOKS.register_module()
+class AdvTrainingHook(Hook):
+    """Replace each training batch by PGD adversarial images (AT^k).
+
+    Before every training iteration the hook attacks the batch with ``steps``
+    steps of l_inf PGD and swaps the images in ``data_batch['inputs']``, so
+    the stock ``train_step`` (decode and auxiliary heads, optimizer, AMP)
+    trains on them. The attack:
+
+    * perturbs the raw images in [0, 1] units in front of the data
+      preprocessor (channel order, mean/std and padding are applied inside
+      the differentiable forward; padding is never perturbed);
+    * runs with the segmentor in eval mode, so BatchNorm statistics are not
+      updated by attack forwards, and restores the previous mode;
+    * computes gradients with respect to the input only;
+    * runs under ``optim_wrapper.optim_context`` so AMP configs attack in
+      mixed precision too;
+    * unwraps DDP and other model wrappers.
+
+    Logged to the message hub (and so to MMSeg's training log and
+    TensorBoard): ``adv_loss`` (the attack objective at its last step) and
+    ``adv_steps``. The accuracy of the model on the adversarial batch is the
+    ``decode.acc_seg`` MMSeg already logs, since it trains on that batch.
+
+    Args:
+        eps (float): l_inf radius as a fraction (default ``4/255``).
+        steps (int): PGD steps ``k`` (2 or 5 in the paper).
+        step_size (float, optional): Defaults to ``2.5 * eps / steps``.
+        random_start (bool): Random start in the eps-ball (default off).
+        loss (str): Attack loss (any of :data:`PIXEL_LOSSES`, default
+            ``'ce'``).
+        adv_ratio (float): Fraction of each batch made adversarial (the
+            first ``round(adv_ratio * B)`` images; batches are shuffled).
+        start_iter (int): Train clean before this iteration (warm-up).
+        seed (int): Seed of the random start (offset by the iteration).
+    """
+
+    priority = 'LOW'  # after hooks that may still change the batch
+
+    def __init__(self,
+                 eps: float = 4 / 255,
+                 steps: int = 2,
+                 step_size: Optional[float] = None,
+                 random_start: bool = False,
+                 loss: str = 'ce',
+                 adv_ratio: float = 1.0,
+                 start_iter: int = 0,
+                 seed: int = 0):
+        self.eps = check_eps(eps)
+        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+            raise ValueError(f'steps must be an integer >= 1, got {steps!r}')
+        self.steps = int(steps)
+        self.step_size = (2.5 * self.eps / self.steps
+                          if step_size is None else check_eps(
+                              step_size, 'step_size'))
+        self.random_start = bool(random_start)
+        self.loss = check_loss_name(loss)
+        if not 0.0 <= float(adv_ratio) <= 1.0:
+            raise ValueError(f'adv_ratio must be in [0, 1], got {adv_ratio}')
+        self.adv_ratio = float(adv_ratio)
+        if start_iter < 0:
+            raise ValueError(f'start_iter must be >= 0, got {start_iter}')
+        self.start_iter = int(start_iter)
+        self.seed = int(seed)
+
+    def before_train(self, runner) -> None:
+        print_log(
+            f'AdvTrainingHook: PGD AT^{self.steps}, eps={self.eps * 255:g}/255'
+            f', step size {self.step_size * 255:g}/255, loss {self.loss!r}, '
+            f'random start {self.random_start}, {self.adv_ratio:.0%} of each '
+            f'batch adversarial from iteration {self.start_iter}',
+            logger='current')
+
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
+                          data_batch: DATA_BATCH = None) -> None:
+        if data_batch is None or runner.iter < self.start_iter or \
+                self.adv_ratio == 0 or self.eps == 0:
+            return
+        inputs = data_batch['inputs']
+        n_adv = int(math.floor(self.adv_ratio * len(inputs) + 0.5))
+        if n_adv == 0:
+            return
+        segmentor = unwrap_segmentor(runner.model)
+        sub = dict(
+            inputs=list(inputs[:n_adv]),
+            data_samples=data_batch['data_samples'][:n_adv])
+        x_adv, losses = self.attack(runner, segmentor, sub)
+        adv_inputs = list(inputs)
+        adv_inputs[:n_adv] = x_adv
+        data_batch['inputs'] = adv_inputs
+        runner.message_hub.update_scalar('train/adv_loss', losses[-1])
+
+    def attack(self, runner, segmentor, data: dict):
+        """Adversarial versions of ``data['inputs']`` (float, [0, 255])."""
+        batch = SegmentorAttackModel.from_batch(segmentor, data, mode='train')
+        was_training = segmentor.training
+        segmentor.eval()
+        try:
+            with runner.optim_wrapper.optim_context(segmentor):
+                x_adv, losses = pgd_train(
+                    batch.model,
+                    batch.x,
+                    batch.y,
+                    self.eps,
+                    self.steps,
+                    step_size=self.step_size,
+                    loss=self.loss,
+                    random_start=self.random_start,
+                    seed=self.seed + runner.iter,
+                    ignore_index=batch.ignore_index,
+                    mask=batch.mask)
+        finally:
+            segmentor.train(was_training)
+        # back to the layout the data preprocessor expects, on the CPU like
+        # the dataloader's tensors
+        device = data['inputs'][0].device
+        images = [img.to(device) for img in batch.raw_images(x_adv.detach())]
+        return images, losses
