@@ -9,14 +9,14 @@ import argparse
 import logging
 import os
 import os.path as osp
-import sys
 
 import mmseg_robust  # noqa: F401  (compat fixes + registration, first)
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from mmseg.registry import RUNNERS
+from mmseg_robust.utils import ToolError, load_config, set_work_dir
 
 
 def parse_args(argv=None):
@@ -54,29 +54,13 @@ def parse_args(argv=None):
     return args
 
 
-def load_config(path: str) -> Config:
-    """``Config.fromfile`` with a clear message for a missing file."""
-    if not osp.isfile(path):
-        sys.exit(f'error: config file {path!r} does not exist')
-    return Config.fromfile(path)
-
-
-def set_work_dir(cfg: Config, args) -> None:
-    """CLI > config > ``./work_dirs/<config name>``."""
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
-
-
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    set_work_dir(cfg, args)
+    set_work_dir(cfg, args.work_dir, args.config)
 
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
@@ -86,8 +70,8 @@ def main(argv=None):
                 logger='current',
                 level=logging.WARNING)
         elif wrapper != 'OptimWrapper':
-            sys.exit('error: --amp only works with optim_wrapper type '
-                     f'OptimWrapper, the config has {wrapper}')
+            raise ToolError('--amp only works with optim_wrapper type '
+                            f'OptimWrapper, the config has {wrapper}')
         else:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
@@ -97,8 +81,8 @@ def main(argv=None):
         cfg.load_from = None
     elif args.resume is not None:
         if not osp.isfile(args.resume):
-            sys.exit(f'error: --resume checkpoint {args.resume!r} '
-                     'does not exist')
+            raise ToolError(f'--resume checkpoint {args.resume!r} '
+                            'does not exist')
         cfg.resume = True
         cfg.load_from = args.resume
 

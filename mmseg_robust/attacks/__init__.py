@@ -10,12 +10,12 @@ from .losses import (LOSS_NAMES, PIXEL_LOSSES, class_weights_from_counts,
                      pixel_loss)
 from .pgd import PAPER_PGD_STEP_SIZES, pgd, pgd_step_size, pgd_train
 from .sea import (BASELINE_ATTACKS, SEA, SEA_LOSSES, AttackSpec, SEAResult,
-                  parse_attack, run_attack)
+                  attack_names_help, parse_attack, run_attack)
 
 __all__ = [
     'pixel_loss', 'PIXEL_LOSSES', 'LOSS_NAMES', 'class_weights_from_counts',
     'apgd', 'apgd_red_eps', 'red_eps_schedule', 'apgd_checkpoints', 'pgd',
     'pgd_train', 'pgd_step_size', 'PAPER_PGD_STEP_SIZES', 'SEA', 'SEAResult', 'SEA_LOSSES',
-    'AttackSpec', 'parse_attack', 'run_attack', 'BASELINE_ATTACKS',
+    'AttackSpec', 'parse_attack', 'run_attack', 'attack_names_help', 'BASELINE_ATTACKS',
     'AttackResult', 'check_eps', 'start_noise'
 ]

@@ -227,6 +227,12 @@ class SEA:
                 stacklevel=3)
 
     @torch.no_grad()
+    def clean(self, x: Tensor, y: Tensor):
+        """Clean ``(pred, correct, valid)`` of a batch (checks the model on
+        the first call)."""
+        return self._clean(x, y)
+
+    @torch.no_grad()
     def _clean(self, x: Tensor, y: Tensor):
         logits = self.model(x).float()
         if self.check_model and not self._checked:
@@ -240,7 +246,8 @@ class SEA:
             x: Tensor,
             y: Tensor,
             mask: Optional[Tensor] = None,
-            seed: Optional[SeedLike] = None) -> SEAResult:
+            seed: Optional[SeedLike] = None,
+            clean: Optional[tuple] = None) -> SEAResult:
         """Attack a batch.
 
         Args:
@@ -249,6 +256,8 @@ class SEA:
             mask (Tensor, optional): Pixels that may be perturbed.
             seed (int | Sequence[int], optional): Overrides the seed given at
                 construction (e.g. one seed per dataset index).
+            clean (tuple, optional): Precomputed clean ``(pred, correct)``,
+                e.g. when the same batch is attacked at several radii.
 
         Returns:
             SEAResult: Worst case and per-attack results.
@@ -257,7 +266,11 @@ class SEA:
             mask = check_images(x, y, mask)
             x = x.detach().float()
             y = y.to(x.device).long()
-            clean_pred, clean_correct, valid = self._clean(x, y)
+            if clean is None:
+                clean_pred, clean_correct, valid = self._clean(x, y)
+            else:
+                clean_pred, clean_correct = (t.to(x.device) for t in clean)
+                valid = (y != self.ignore_index).flatten(1).sum(1)
             worst = _Best(x, clean_pred, clean_correct)
             worst_attack = torch.full_like(clean_correct, -1)
             seed = self.seed if seed is None else seed

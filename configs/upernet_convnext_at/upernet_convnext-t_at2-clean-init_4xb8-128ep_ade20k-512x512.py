@@ -1,0 +1,11 @@
+# UPerNet + ConvNeXt-T, ADE20K, 512x512 crops:
+# AT^2 (PGD-2, eps 4/255) from the ImageNet ConvNeXt-T, 128 epochs.
+# Paper: Table 8 (App. C.3), AT^2 clean init. 128 ep..
+# 128 ep x 20210 images / 32 per iteration (4 GPUs x 8) -> 80840 iterations.
+# Train: bash tools/dist_train.sh CONFIG 4
+# SEA evaluation: python tools/test.py CONFIG CKPT --eval sea
+_base_ = [
+    './_base_ade.py',
+    './_sched_ade_128ep.py',
+    './_at2.py',
+]

@@ -1,0 +1,11 @@
+# UPerNet + ConvNeXt-T, PASCAL-VOC aug, 512x512 crops:
+# AT^2 (PGD-2, eps 4/255) from the ImageNet ConvNeXt-T, 300 epochs.
+# Paper: Table 2, 'AT^2 clean init. 300 ep.'.
+# 300 ep x 10582 images / 32 per iteration (4 GPUs x 8) -> 99207 iterations.
+# Train: bash tools/dist_train.sh CONFIG 4
+# SEA evaluation: python tools/test.py CONFIG CKPT --eval sea
+_base_ = [
+    './_base_voc.py',
+    './_sched_voc_300ep.py',
+    './_at2.py',
+]

@@ -1,0 +1,11 @@
+# UPerNet + ConvNeXt-T, PASCAL-VOC aug, 512x512 crops:
+# AT^5 (PGD-5, eps 4/255) from the ImageNet ConvNeXt-T, 50 epochs.
+# Paper: Table 2, 'AT^5 clean init. 50 ep.'.
+# 50 ep x 10582 images / 32 per iteration (4 GPUs x 8) -> 16535 iterations.
+# Train: bash tools/dist_train.sh CONFIG 4
+# SEA evaluation: python tools/test.py CONFIG CKPT --eval sea
+_base_ = [
+    './_base_voc.py',
+    './_sched_voc_50ep.py',
+    './_at5.py',
+]

@@ -1,0 +1,12 @@
+# UPerNet + ConvNeXt-T, ADE20K, 512x512 crops:
+# AT^5 (PGD-5, eps 4/255) from the robust ImageNet ConvNeXt-T, 128 epochs.
+# Paper: Table 3, 'AT^5 robust init. 128 ep.'.
+# 128 ep x 20210 images / 32 per iteration (4 GPUs x 8) -> 80840 iterations.
+# Robust checkpoint: --cfg-options model.backbone.init_cfg.checkpoint=PATH
+# Train: bash tools/dist_train.sh CONFIG 4
+# SEA evaluation: python tools/test.py CONFIG CKPT --eval sea
+_base_ = [
+    './_base_ade_robust-init.py',
+    './_sched_ade_128ep.py',
+    './_at5.py',
+]

@@ -1,0 +1,447 @@
+"""SEATestLoop: robustness evaluation of an MMSeg model with SEA."""
+import copy
+import json
+import math
+import os
+import os.path as osp
+import platform
+import time
+import zlib
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from mmengine.dist import barrier, get_dist_info, is_main_process
+from mmengine.logging import print_log
+from mmengine.runner import TestLoop
+
+from mmseg.registry import LOOPS
+from mmseg_robust.attacks import SEA, SEA_LOSSES, check_eps, parse_attack
+from mmseg_robust.evaluation.metrics import SEAMetric
+from mmseg_robust.evaluation.records import (RecordWriter, areas, eps_key,
+                                             read_records)
+from mmseg_robust.models import SegmentorAttackModel, unwrap_segmentor
+
+__all__ = ['SEATestLoop', 'DEFAULT_EPS']
+
+#: Default radii (4, 8, 12, 16 / 255).
+DEFAULT_EPS = (4 / 255, 8 / 255, 12 / 255, 16 / 255)
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return '?'
+    seconds = int(seconds)
+    return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
+
+
+@LOOPS.register_module()
+class SEATestLoop(TestLoop):
+    """Test loop that evaluates clean and adversarial robustness with SEA.
+
+    For each batch it predicts the clean images and runs, for every radius,
+    SEA (or the chosen attacks) through :class:`SegmentorAttackModel` with
+    gradients enabled. Each image gets its own random-start seed derived
+    from ``seed`` and its dataset index, so results do not depend on batch
+    composition, on the number of processes, or on resuming.
+
+    Per-image results are appended to ``<results_dir>/rank<r>.jsonl`` as each
+    batch finishes; with ``resume=True`` images already there are skipped
+    and the metrics equal an uninterrupted run. At the end the loop writes
+    ``summary.json`` (metrics, settings, versions, timing) and
+    ``robustness_curve.png`` to ``results_dir``.
+
+    Args:
+        runner: The runner.
+        dataloader (DataLoader | dict): The test dataloader.
+        evaluator (Evaluator | dict | list): Must contain a
+            :class:`SEAMetric`.
+        eps (Sequence[float]): Radii as fractions (``4/255``...).
+        n_iter (int): Iterations per attack (300 in the paper).
+        attacks (Sequence[str], optional): Attack names (see
+            :func:`~mmseg_robust.attacks.parse_attack`); default the four
+            SEA losses with red-eps APGD.
+        seed (int): Base seed of the random starts.
+        amp (bool): Mixed precision for the attack's model calls.
+        skip_broken (bool): Do not attack images already at zero accuracy.
+        max_images (int, optional): Only the first ``max_images`` images of
+            the dataset (quick look).
+        results_dir (str, optional): Where records and outputs go (default
+            ``<work_dir>/sea``).
+        resume (bool): Continue from the records in ``results_dir``.
+        show_dir (str, optional): Save clean and worst-case adversarial
+            predictions drawn with MMSeg's visualizer.
+        log_interval (int): Log progress every this many batches.
+        fp16 (bool): Unused (kept for TestLoop compatibility; use ``amp``).
+    """
+
+    def __init__(self,
+                 runner,
+                 dataloader: Union[dict, object],
+                 evaluator: Union[dict, list, object],
+                 eps: Sequence[float] = DEFAULT_EPS,
+                 n_iter: int = 300,
+                 attacks: Optional[Sequence[str]] = None,
+                 seed: int = 0,
+                 amp: bool = False,
+                 skip_broken: bool = True,
+                 max_images: Optional[int] = None,
+                 results_dir: Optional[str] = None,
+                 resume: bool = False,
+                 show_dir: Optional[str] = None,
+                 log_interval: int = 1,
+                 fp16: bool = False) -> None:
+        if isinstance(eps, (int, float)):
+            eps = [eps]
+        self.eps = sorted({check_eps(e) for e in eps})
+        if not self.eps:
+            raise ValueError('SEATestLoop needs at least one radius (eps)')
+        self.attack_names = list(attacks) if attacks else list(SEA_LOSSES)
+        self.specs = [parse_attack(a) for a in self.attack_names]
+        # validates n_iter against the attacks
+        SEA(lambda x: x, self.eps[0], n_iter, attacks=self.specs)
+        self.n_iter = int(n_iter)
+        self.seed = int(seed)
+        self.amp = bool(amp)
+        self.skip_broken = bool(skip_broken)
+        if max_images is not None and int(max_images) < 1:
+            raise ValueError(f'max_images must be >= 1, got {max_images}')
+        self.max_images = None if max_images is None else int(max_images)
+        self.resume = bool(resume)
+        self.show_dir = show_dir
+        self.log_interval = max(int(log_interval), 1)
+        if isinstance(dataloader, dict) and self.max_images is not None:
+            dataloader = copy.deepcopy(dataloader)
+            dataset = dataloader['dataset']
+            if 'datasets' in dataset or 'dataset' in dataset:
+                raise ValueError(
+                    'max_images needs a plain dataset config (with an '
+                    '`indices` option), not a wrapper such as ConcatDataset')
+            dataset['indices'] = self.max_images
+        super().__init__(runner, dataloader, evaluator, fp16=False)
+        if len(self.dataloader.dataset) == 0:
+            raise ValueError(
+                'the test dataset is empty: check data_root, data_prefix and '
+                'ann_file of test_dataloader.dataset')
+        self.metric = self._find_metric()
+        self.results_dir = results_dir or osp.join(runner.work_dir, 'sea')
+        self._expose_sample_idx()
+        self._done: Dict[int, dict] = {}
+        self._stats: Dict[str, List[int]] = {}
+        self._model_checked = False
+
+    # -- set-up ------------------------------------------------------------
+    def _find_metric(self) -> SEAMetric:
+        for metric in self.evaluator.metrics:
+            if isinstance(metric, SEAMetric):
+                return metric
+        raise TypeError(
+            'SEATestLoop needs test_evaluator=dict(type=\'SEAMetric\'), got '
+            f'{[type(m).__name__ for m in self.evaluator.metrics]}; '
+            'tools/test.py --eval sea sets both')
+
+    def _expose_sample_idx(self) -> None:
+        """Add the dataset index to the packed metainfo: records are keyed
+        by it and random starts are seeded with it."""
+        dataset = self.dataloader.dataset
+        pipeline = getattr(dataset, 'pipeline', None)
+        packers = [
+            t for t in getattr(pipeline, 'transforms', [])
+            if hasattr(t, 'meta_keys')
+        ]
+        if not packers:
+            raise TypeError(
+                'SEATestLoop needs a test pipeline that ends with '
+                'PackSegInputs (to carry the dataset index of each image)')
+        for t in packers:
+            if 'sample_idx' not in t.meta_keys:
+                t.meta_keys = tuple(t.meta_keys) + ('sample_idx', )
+
+    def settings(self) -> dict:
+        """Everything that changes the numbers (checked on resume)."""
+        return OrderedDict(
+            eps=[eps_key(e) for e in self.eps],
+            n_iter=self.n_iter,
+            attacks=self.attack_names,
+            seed=self.seed,
+            amp=self.amp,
+            skip_broken=self.skip_broken,
+            checkpoint=self.runner._load_from)
+
+    def image_seed(self, idx: int) -> int:
+        """Random-start seed of dataset image ``idx``."""
+        return zlib.crc32(f'{self.seed}:{idx}'.encode()) + self.seed
+
+    def _results_file(self, rank: int) -> str:
+        return osp.join(self.results_dir, f'rank{rank}.jsonl')
+
+    def _load_previous(self, rank: int) -> RecordWriter:
+        """Read earlier records (resume) and open this rank's file."""
+        header = json.loads(json.dumps(self.settings()))
+        keep: List[dict] = []
+        if self.resume:
+            files = sorted(f for f in (os.listdir(self.results_dir)
+                                       if osp.isdir(self.results_dir) else [])
+                           if f.startswith('rank') and f.endswith('.jsonl'))
+            for name in files:
+                path = osp.join(self.results_dir, name)
+                old_header, records, bad = read_records(path)
+                if old_header is not None and old_header != header:
+                    diff = {
+                        k: (old_header.get(k), header.get(k))
+                        for k in header if old_header.get(k) != header.get(k)
+                    }
+                    raise ValueError(
+                        f'cannot resume from {path}: it was produced with '
+                        f'other settings (old, new): {diff}. Use the same '
+                        'settings, or another --work-dir to start afresh.')
+                if bad:
+                    print_log(
+                        f'{path}: {bad} unreadable line(s) (interrupted '
+                        'write?); those images are evaluated again',
+                        logger='current',
+                        level=30)
+                for rec in records:
+                    self._done.setdefault(rec['idx'], rec)
+                if name == f'rank{rank}.jsonl':
+                    keep = records
+            if self._done:
+                print_log(
+                    f'SEA: resuming, {len(self._done)} image(s) already '
+                    f'evaluated in {self.results_dir}',
+                    logger='current')
+        else:
+            self._archive_old_results(rank)
+        return RecordWriter(self._results_file(rank), header, keep)
+
+    def _archive_old_results(self, rank: int) -> None:
+        """Never overwrite earlier results: move them aside."""
+        path = self._results_file(rank)
+        if osp.exists(path):
+            stamp = time.strftime('%Y%m%d_%H%M%S')
+            os.replace(path, f'{path}.{stamp}.bak')
+            print_log(
+                f'SEA: moved earlier results {path} to {path}.{stamp}.bak '
+                '(use --resume to continue them instead)',
+                logger='current')
+
+    # -- main loop ---------------------------------------------------------
+    def run(self) -> dict:
+        """Evaluate the whole test set."""
+        self.runner.call_hook('before_test')
+        self.runner.call_hook('before_test_epoch')
+        self.runner.model.eval()
+        rank, world_size = get_dist_info()
+        if is_main_process():
+            os.makedirs(self.results_dir, exist_ok=True)
+        barrier()
+        self._writer = self._load_previous(rank)
+        barrier()
+        # earlier records enter the metric once (on rank 0; the metric
+        # deduplicates by dataset index anyway)
+        if rank == 0 and self._done:
+            self.evaluator.process(
+                data_samples=[dict(sea_record=r) for r in self._done.values()],
+                data_batch=None)
+        for rec in (self._done.values() if rank == 0 else []):
+            self._update_stats(rec)
+        self._start = time.perf_counter()
+        self._n_new = 0
+        self._n_seen = len(self._done) if rank == 0 else 0
+        self._log_settings(world_size)
+        try:
+            for idx, data_batch in enumerate(self.dataloader):
+                self.run_iter(idx, data_batch)
+        finally:
+            self._writer.close()
+        metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
+        elapsed = time.perf_counter() - self._start
+        if is_main_process():
+            self._write_outputs(metrics, elapsed, world_size)
+        self.runner.call_hook('after_test_epoch', metrics=metrics)
+        self.runner.call_hook('after_test')
+        return metrics
+
+    def _log_settings(self, world_size: int) -> None:
+        n = len(self.dataloader.dataset)
+        print_log(
+            f'SEA evaluation of {n} image(s) on {world_size} process(es): '
+            f'radii {[eps_key(e) for e in self.eps]} /255, attacks '
+            f'{self.attack_names}, {self.n_iter} iterations each, seed '
+            f'{self.seed}, amp {self.amp}; per-image results in '
+            f'{self.results_dir}',
+            logger='current')
+
+    def run_iter(self, idx: int, data_batch: dict) -> None:
+        """Attack one batch (with gradients, unlike ``TestLoop.run_iter``)."""
+        self.runner.call_hook(
+            'before_test_iter', batch_idx=idx, data_batch=data_batch)
+        samples = data_batch['data_samples']
+        keys = [int(s.metainfo['sample_idx']) for s in samples]
+        todo = [i for i, k in enumerate(keys) if k not in self._done]
+        records = []
+        if todo:
+            sub = dict(
+                inputs=[data_batch['inputs'][i] for i in todo],
+                data_samples=[samples[i] for i in todo])
+            records = self.attack_batch(sub, [keys[i] for i in todo])
+            for rec in records:
+                self._done[rec['idx']] = rec
+                self._update_stats(rec)
+            self._writer.write(records)
+            self.evaluator.process(
+                data_samples=[dict(sea_record=r) for r in records],
+                data_batch=data_batch)
+            self._n_new += len(records)
+        self._n_seen += len(todo)
+        if (idx + 1) % self.log_interval == 0 or \
+                idx + 1 == len(self.dataloader):
+            self._log_progress(idx)
+        self.runner.call_hook(
+            'after_test_iter', batch_idx=idx, data_batch=data_batch,
+            outputs=None)
+
+    def attack_batch(self, data: dict, keys: List[int]) -> List[dict]:
+        """Clean prediction and SEA at every radius for one batch."""
+        segmentor = unwrap_segmentor(self.runner.model)
+        batch = SegmentorAttackModel.from_batch(segmentor, data, mode='test')
+        num_classes = len(self.dataloader.dataset.metainfo['classes'])
+        ignore = self.metric.ignore_index
+        seeds = [self.image_seed(k) for k in keys]
+        t0 = time.perf_counter()
+        sea0 = self._sea(batch.model, self.eps[0], ignore)
+        clean_pred, clean_correct, valid = sea0.clean(batch.x, batch.y)
+        self._model_checked = True
+        records = []
+        for i, (key, sample) in enumerate(zip(keys, data['data_samples'])):
+            records.append(
+                dict(
+                    idx=key,
+                    img_path=sample.metainfo.get('img_path'),
+                    valid=int(valid[i]),
+                    clean=areas(clean_pred[i], batch.y[i], num_classes,
+                                ignore),
+                    eps={},
+                    worst_attack={}))
+        adversarial = {}
+        for eps in self.eps:
+            sea = self._sea(batch.model, eps, ignore)
+            res = sea.run(
+                batch.x,
+                batch.y,
+                mask=batch.mask,
+                seed=seeds,
+                clean=(clean_pred, clean_correct))
+            ek = eps_key(eps)
+            for i, rec in enumerate(records):
+                entry = OrderedDict(
+                    worst=areas(res.pred[i], batch.y[i], num_classes,
+                                ignore))
+                for name, r in res.attacks.items():
+                    entry[name] = areas(r.pred[i], batch.y[i], num_classes,
+                                        ignore)
+                rec['eps'][ek] = entry
+                k = int(res.worst_attack[i])
+                rec['worst_attack'][ek] = 'clean' if k < 0 else \
+                    self.attack_names[k]
+            adversarial[ek] = (res.x_adv, res.pred)
+        elapsed = time.perf_counter() - t0
+        for rec in records:
+            rec['time'] = elapsed / len(records)
+        if self.show_dir:
+            self._show(batch, data['data_samples'], clean_pred, adversarial)
+        return records
+
+    def _sea(self, model, eps: float, ignore: int) -> SEA:
+        return SEA(
+            model,
+            eps,
+            n_iter=self.n_iter,
+            attacks=self.specs,
+            ignore_index=ignore,
+            seed=self.seed,
+            skip_broken=self.skip_broken,
+            amp=self.amp,
+            check_model=not self._model_checked)
+
+    # -- progress ----------------------------------------------------------
+    def _update_stats(self, rec: dict) -> None:
+        stats = self._stats.setdefault('clean', [0, 0])
+        stats[0] += rec['clean']['correct']
+        stats[1] += rec['valid']
+        for ek, entry in rec['eps'].items():
+            s = self._stats.setdefault(ek, [0, 0])
+            s[0] += entry['worst']['correct']
+            s[1] += rec['valid']
+
+    def _log_progress(self, idx: int) -> None:
+        rank, world_size = get_dist_info()
+        total = len(self.dataloader.dataset)
+        # each rank sees its shard: estimate the global count
+        done = min(self._n_seen * world_size, total)
+        elapsed = time.perf_counter() - self._start
+        remaining_batches = len(self.dataloader) - idx - 1
+        per_batch = elapsed / max(idx + 1, 1)
+        eta = per_batch * remaining_batches if self._n_new else float('nan')
+
+        def acc(key):
+            c, v = self._stats.get(key, (0, 0))
+            return f'{100 * c / v:.1f}' if v else '-'
+
+        robust = ', '.join(f'{k}/255: {acc(k)}'
+                           for k in [eps_key(e) for e in self.eps])
+        print_log(
+            f'SEA [{idx + 1}/{len(self.dataloader)}] images {done}/{total}, '
+            f'elapsed {_fmt_time(elapsed)}, ETA {_fmt_time(eta)} | aAcc '
+            f'clean {acc("clean")}, worst {robust}'
+            + (' (this rank)' if world_size > 1 else ''),
+            logger='current')
+
+    # -- outputs -----------------------------------------------------------
+    def _write_outputs(self, metrics: dict, elapsed: float,
+                       world_size: int) -> None:
+        import mmcv
+        import mmengine
+
+        import mmseg
+        import mmseg_robust
+        times = [r['time'] for r in self._done.values() if 'time' in r]
+        summary = OrderedDict(
+            metrics=metrics,
+            settings=self.settings(),
+            n_images=len(self.dataloader.dataset),
+            world_size=world_size,
+            timing=dict(
+                wall_seconds_this_run=elapsed,
+                attack_seconds_per_image=(sum(times) / len(times)
+                                          if times else None)),
+            versions=dict(
+                mmseg_robust=mmseg_robust.__version__,
+                torch=torch.__version__,
+                mmseg=mmseg.__version__,
+                mmengine=mmengine.__version__,
+                mmcv=mmcv.__version__,
+                python=platform.python_version()),
+            device=str(next(self.runner.model.parameters()).device),
+            tables=self.metric.last_tables)
+        path = osp.join(self.results_dir, 'summary.json')
+        with open(path, 'w', encoding='utf-8') as f:
+            json.dump(summary, f, indent=2, default=float)
+        curve = osp.join(self.results_dir, 'robustness_curve.png')
+        try:
+            from mmseg_robust.visualization import plot_robustness_curve
+            plot_robustness_curve(metrics, curve, title=osp.basename(
+                str(self.runner.cfg.get('filename', '')) or 'model'))
+        except ImportError as err:  # matplotlib missing
+            print_log(f'no robustness curve: {err}', logger='current',
+                      level=30)
+            curve = None
+        print_log(
+            f'SEA results: {path}' + (f', curve: {curve}' if curve else ''),
+            logger='current')
+
+    def _show(self, batch, samples, clean_pred, adversarial) -> None:
+        from mmseg_robust.visualization import save_sea_predictions
+        save_sea_predictions(self.show_dir, batch, samples, clean_pred,
+                             adversarial,
+                             self.dataloader.dataset.metainfo)

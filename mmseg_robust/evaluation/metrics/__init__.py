@@ -1,0 +1,3 @@
+from .sea_metric import SEAMetric
+
+__all__ = ['SEAMetric']

@@ -1,0 +1,142 @@
+"""Pictures: robustness curves and clean/adversarial prediction panels."""
+import os
+import os.path as osp
+import re
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+__all__ = ['plot_robustness_curve', 'save_sea_predictions', 'parse_metrics']
+
+_KEY = re.compile(r'(?:^|/)eps([0-9.]+)/([^/]+)/([A-Za-z]+)$')
+
+
+def parse_metrics(metrics: Dict[str, float], metric: str = 'mIoU'):
+    """``{attack: {eps: value}}`` and the clean value from SEAMetric keys."""
+    curves: Dict[str, Dict[float, float]] = {}
+    clean = None
+    for key, value in metrics.items():
+        if key.endswith(f'clean/{metric}'):
+            clean = value
+        m = _KEY.search(key)
+        if m and m.group(3) == metric:
+            curves.setdefault(m.group(2), {})[float(m.group(1))] = value
+    return curves, clean
+
+
+def plot_robustness_curve(metrics: Dict[str, float],
+                          out_file: str,
+                          title: Optional[str] = None,
+                          extra: Optional[Dict[str, Dict[str, float]]] = None
+                          ) -> str:
+    """mIoU and aAcc against eps (in /255), one line per attack, the worst
+    case in bold, the clean value at eps 0.
+
+    Args:
+        metrics (dict): SEAMetric output of one model.
+        out_file (str): PNG path.
+        title (str, optional): Figure title.
+        extra (dict, optional): ``{label: metrics}`` of further models drawn
+            as worst-case lines (e.g. clean vs adversarially trained).
+
+    Returns:
+        str: ``out_file``.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    models = {None: metrics}
+    if extra:
+        models.update(extra)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    styles = ['-', '--', ':', '-.']
+    for ax, metric in zip(axes, ('mIoU', 'aAcc')):
+        for m_i, (label, mets) in enumerate(models.items()):
+            curves, clean = parse_metrics(mets, metric)
+            for name, points in sorted(curves.items(),
+                                       key=lambda kv: kv[0] != 'worst'):
+                if label is not None and name != 'worst':
+                    continue
+                xs = sorted(points)
+                ys = [points[x] for x in xs]
+                if clean is not None:
+                    xs, ys = [0.0] + xs, [clean] + ys
+                worst = name == 'worst'
+                text = name if label is None else f'{label} ({name})'
+                ax.plot(
+                    xs,
+                    ys,
+                    styles[m_i % len(styles)] if label else '-',
+                    marker='o' if worst else '.',
+                    linewidth=2.5 if worst else 1.0,
+                    label=text)
+        ax.set_xlabel('eps (x 1/255)')
+        ax.set_ylabel(f'{metric} (%)')
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(osp.dirname(out_file) or '.', exist_ok=True)
+    fig.savefig(out_file, dpi=100)
+    plt.close(fig)
+    return out_file
+
+
+def _to_rgb_uint8(x_chw, size, bgr: bool):
+    import cv2
+    img = (x_chw.detach().float().cpu().clamp(0, 1) * 255).round().byte()
+    img = img.permute(1, 2, 0).numpy()
+    if bgr:
+        img = img[..., ::-1]
+    if img.shape[:2] != tuple(size):
+        img = cv2.resize(
+            np.ascontiguousarray(img), (size[1], size[0]),
+            interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(img)
+
+
+def save_sea_predictions(show_dir: str, batch, samples: Sequence,
+                         clean_pred, adversarial: dict,
+                         dataset_meta: dict) -> None:
+    """Draw ground truth and predictions (MMSeg's visualizer style) for the
+    clean images and, per radius, the worst-case adversarial images.
+
+    Files: ``<show_dir>/<image>_clean.png`` and
+    ``<show_dir>/<image>_eps<e>.png``.
+    """
+    from mmengine.structures import PixelData
+
+    from mmseg.structures import SegDataSample
+    from mmseg.visualization import SegLocalVisualizer
+    os.makedirs(show_dir, exist_ok=True)
+    vis = SegLocalVisualizer(
+        name=f'sea_show_{id(batch)}', alpha=0.6, save_dir=None)
+    vis.set_dataset_meta(
+        classes=dataset_meta.get('classes'),
+        palette=dataset_meta.get('palette'))
+    # LoadImageFromFile gives BGR unless told otherwise
+    bgr = True
+    for i, sample in enumerate(samples):
+        label = sample.gt_sem_seg.data[0]
+        size = tuple(label.shape)
+        h, w = batch.sizes[i]
+        stem = osp.splitext(osp.basename(
+            sample.metainfo.get('img_path') or f'img{i}'))[0]
+        panels = [('clean', batch.x[i, :, :h, :w], clean_pred[i])]
+        for ek, (x_adv, pred) in adversarial.items():
+            panels.append((f'eps{ek}', x_adv[i, :, :h, :w], pred[i]))
+        for tag, img, pred in panels:
+            ds = SegDataSample()
+            ds.gt_sem_seg = PixelData(data=label[None].cpu())
+            ds.pred_sem_seg = PixelData(
+                data=pred[:size[0], :size[1]][None].cpu())
+            vis.add_datasample(
+                f'{stem}_{tag}',
+                _to_rgb_uint8(img, size, bgr),
+                ds,
+                draw_gt=True,
+                draw_pred=True,
+                show=False,
+                out_file=osp.join(show_dir, f'{stem}_{tag}.png'))
