@@ -8,7 +8,7 @@ from mmengine.config import Config
 
 __all__ = [
     'load_config', 'set_work_dir', 'checkpoint_mismatch', 'eps_from_cli',
-    'ToolError'
+    'ToolError', 'setup_cpu_distributed'
 ]
 
 
@@ -93,3 +93,24 @@ def eps_from_cli(values: Sequence[float]) -> List[float]:
             f'(= {8 / 255:.4f}) write --eps 8.',
             stacklevel=2)
     return out
+
+
+def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
+    """Make ``--launcher pytorch`` work without GPUs.
+
+    MMEngine's PyTorch launcher calls ``torch.cuda.set_device`` and wraps
+    the model with ``device_ids=[LOCAL_RANK]``; both need CUDA. On a
+    machine without it we start the gloo process group ourselves (MMEngine
+    then skips its own initialisation) and wrap the model without device
+    ids.
+    """
+    if launcher != 'pytorch' or torch.cuda.is_available():
+        return
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper['device_ids'] = None
+    wrapper.setdefault('broadcast_buffers', False)
+    cfg.model_wrapper_cfg = wrapper

@@ -26,3 +26,50 @@ def tiny_segmentor():
     """A tiny EncoderDecoder in eval mode with fixed random weights."""
     from mmseg_robust.testing import build_tiny_segmentor
     return build_tiny_segmentor(seed=0)
+
+
+def load_tool(name: str):
+    """The ``main`` function of ``tools/<name>.py`` (run in-process)."""
+    import runpy
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / 'tools' / f'{name}.py'
+    return runpy.run_path(str(path), run_name='tool_' + name)['main']
+
+
+@pytest.fixture(scope='session')
+def trained_tiny(tmp_path_factory):
+    """A tiny segmentor trained for 60 iterations on the toy dataset.
+
+    Returns:
+        dict: ``config`` (path of a dumped config with test set), ``ckpt``,
+        ``data_root``, ``cfg`` (the config dict).
+    """
+    import time
+
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from mmseg_robust.testing import make_toy_dataset, tiny_runner_cfg
+    root = tmp_path_factory.mktemp('trained_tiny')
+    data = make_toy_dataset(str(root / 'data'), n_train=16, n_val=4)
+    cfg = tiny_runner_cfg(
+        str(root / 'train'),
+        data,
+        max_iters=60,
+        batch_size=4,
+        lr=0.05,
+        checkpoint_interval=60)
+    cfg['train_cfg']['val_interval'] = 10**6
+    cfg['experiment_name'] = f'trained_tiny_{time.time()}'
+    Runner.from_cfg(cfg).train()
+    test_cfg = dict(cfg)
+    test_cfg.pop('experiment_name')
+    test_cfg['work_dir'] = str(root / 'test')
+    path = str(root / 'tiny_config.py')
+    Config(test_cfg).dump(path)
+    return dict(
+        config=path,
+        ckpt=str(root / 'train' / 'iter_60.pth'),
+        data_root=data,
+        cfg=test_cfg,
+        root=root)

@@ -14,13 +14,13 @@ import os
 import os.path as osp
 
 import mmseg_robust  # noqa: F401  (compat fixes + registration, first)
-import torch
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from mmseg_robust.attacks import attack_names_help, parse_attack
 from mmseg_robust.utils import (ToolError, checkpoint_mismatch, eps_from_cli,
-                                load_config, set_work_dir)
+                                load_config, set_work_dir,
+                                setup_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -199,10 +199,7 @@ def main(argv=None):
             f'{args.config} has no test_dataloader: set one (e.g. '
             'test_dataloader = val_dataloader in the config) to say which '
             'images to evaluate')
-    if args.launcher != 'none' and not torch.cuda.is_available():
-        # NCCL (the stock default) needs GPUs
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
-        cfg.env_cfg.dist_cfg['backend'] = 'gloo'
+    setup_cpu_distributed(cfg, args.launcher)
 
     use_sea = args.eval == 'sea' or \
         (cfg.get('test_cfg') or {}).get('type') == 'SEATestLoop'

@@ -16,7 +16,8 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from mmseg.registry import RUNNERS
-from mmseg_robust.utils import ToolError, load_config, set_work_dir
+from mmseg_robust.utils import (ToolError, load_config, set_work_dir,
+                                setup_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -61,6 +62,7 @@ def main(argv=None):
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     set_work_dir(cfg, args.work_dir, args.config)
+    setup_cpu_distributed(cfg, args.launcher)
 
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')

@@ -118,11 +118,18 @@ class SEATestLoop(TestLoop):
                     'max_images needs a plain dataset config (with an '
                     '`indices` option), not a wrapper such as ConcatDataset')
             dataset['indices'] = self.max_images
-        super().__init__(runner, dataloader, evaluator, fp16=False)
+        empty = ValueError(
+            'the test dataset is empty: check data_root, data_prefix and '
+            'ann_file of test_dataloader.dataset')
+        try:
+            super().__init__(runner, dataloader, evaluator, fp16=False)
+        except ValueError as err:
+            # mmengine's serialisation of an empty data list fails so
+            if 'need at least one array' in str(err):
+                raise empty from err
+            raise
         if len(self.dataloader.dataset) == 0:
-            raise ValueError(
-                'the test dataset is empty: check data_root, data_prefix and '
-                'ann_file of test_dataloader.dataset')
+            raise empty
         self.metric = self._find_metric()
         self.results_dir = results_dir or osp.join(runner.work_dir, 'sea')
         self._expose_sample_idx()

@@ -1,0 +1,298 @@
+"""SEATestLoop through tools/test.py --eval sea on a tiny trained model."""
+import json
+import os
+import os.path as osp
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmseg_robust.attacks import SEA
+from mmseg_robust.engine import SEATestLoop
+from mmseg_robust.models import SegmentorAttackModel
+
+from ..conftest import load_tool
+
+REPO = Path(__file__).resolve().parents[2]
+SEA_ARGS = ['--eval', 'sea', '--eps', '4', '12', '--n-iter', '6']
+
+
+def _test(trained, work_dir, *extra):
+    main = load_tool('test')
+    return main([trained['config'], trained['ckpt'], '--work-dir',
+                 str(work_dir)] + SEA_ARGS + list(extra))
+
+
+@pytest.fixture(scope='module')
+def reference(trained_tiny, tmp_path_factory):
+    """One uninterrupted run."""
+    work = tmp_path_factory.mktemp('sea_ref')
+    metrics = _test(trained_tiny, work)
+    return metrics, work
+
+
+def test_outputs_table_json_png(reference):
+    metrics, work = reference
+    sea_dir = work / 'sea'
+    summary = json.loads((sea_dir / 'summary.json').read_text())
+    assert summary['metrics'] == pytest.approx(metrics)
+    assert summary['settings']['eps'] == ['4', '12']
+    assert summary['settings']['n_iter'] == 6
+    assert summary['versions']['torch'] == torch.__version__
+    assert summary['timing']['attack_seconds_per_image'] > 0
+    assert 'worst aAcc' in summary['tables']['summary']
+    png = (sea_dir / 'robustness_curve.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n'
+    records = (sea_dir / 'rank0.jsonl').read_text().splitlines()
+    assert len(records) == 1 + 4  # header + one line per image
+
+
+def test_numbers_are_consistent(reference, trained_tiny):
+    metrics, _ = reference
+    # the attack does something on this model, and more at 12/255
+    clean = metrics['sea/clean/aAcc']
+    assert metrics['sea/eps4/worst/aAcc'] <= clean
+    assert metrics['sea/eps12/worst/aAcc'] < clean - 1.0
+    assert metrics['sea/eps12/worst/aAcc'] <= metrics['sea/eps4/worst/aAcc']
+    # worst case never above any single attack
+    for e in ('4', '12'):
+        for name in ('mask_ce', 'bal_ce', 'js', 'mask_sph'):
+            assert metrics[f'sea/eps{e}/worst/aAcc'] <= \
+                metrics[f'sea/eps{e}/{name}/aAcc']
+
+
+def test_clean_numbers_equal_stock_mmseg_test(reference, trained_tiny,
+                                              tmp_path):
+    metrics, _ = reference
+    main = load_tool('test')
+    stock = main([
+        trained_tiny['config'], trained_tiny['ckpt'], '--work-dir',
+        str(tmp_path)
+    ])
+    assert stock['aAcc'] == pytest.approx(metrics['sea/clean/aAcc'])
+    assert stock['mIoU'] == pytest.approx(metrics['sea/clean/mIoU'])
+
+
+def test_matches_direct_attack(reference, trained_tiny):
+    """The loop's worst case equals running SEA directly with the per-image
+    seeds the loop documents."""
+    from mmengine.runner import Runner
+    metrics, work = reference
+    cfg = Config.fromfile(trained_tiny['config'])
+    cfg.load_from = trained_tiny['ckpt']
+    cfg.work_dir = str(work / 'direct')
+    cfg.test_cfg = dict(type='SEATestLoop', eps=[12 / 255], n_iter=6)
+    cfg.test_evaluator = dict(type='SEAMetric')
+    runner = Runner.from_cfg(cfg)
+    runner.load_or_resume()
+    loop = runner.test_loop
+    model = runner.model.eval()
+    correct = valid = 0
+    for data in loop.dataloader:
+        batch = SegmentorAttackModel.from_batch(model, data)
+        seeds = [
+            loop.image_seed(int(s.metainfo['sample_idx']))
+            for s in data['data_samples']
+        ]
+        res = SEA(batch.model, 12 / 255, n_iter=6).run(
+            batch.x, batch.y, seed=seeds)
+        correct += int(res.correct.sum())
+        valid += int(res.valid.sum())
+    assert metrics['sea/eps12/worst/aAcc'] == pytest.approx(
+        round(100 * correct / valid, 2))
+
+
+def test_resume_after_interruption_gives_identical_numbers(
+        reference, trained_tiny, tmp_path, monkeypatch):
+    ref_metrics, _ = reference
+    calls = {'n': 0}
+    original = SEATestLoop.attack_batch
+
+    def interrupted(self, data, keys):
+        calls['n'] += 1
+        if calls['n'] == 3:
+            raise KeyboardInterrupt
+        return original(self, data, keys)
+
+    monkeypatch.setattr(SEATestLoop, 'attack_batch', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _test(trained_tiny, tmp_path)
+    monkeypatch.setattr(SEATestLoop, 'attack_batch', original)
+    results = tmp_path / 'sea' / 'rank0.jsonl'
+    lines = results.read_text().splitlines()
+    assert len(lines) == 1 + 2  # two images done before the interruption
+    # an interrupted write leaves a partial line: it is redone, not fatal
+    with open(results, 'a') as f:
+        f.write(lines[-1][:40])
+    attacked = []
+
+    def counting(self, data, keys):
+        attacked.extend(keys)
+        return original(self, data, keys)
+
+    monkeypatch.setattr(SEATestLoop, 'attack_batch', counting)
+    metrics = _test(trained_tiny, tmp_path, '--resume')
+    assert sorted(attacked) == [2, 3]  # only the images not done
+    assert metrics == pytest.approx(ref_metrics)
+
+
+def test_resume_with_other_settings_is_refused(reference, trained_tiny,
+                                               tmp_path):
+    _, work = reference
+    shutil.copytree(work / 'sea', tmp_path / 'sea')
+    main = load_tool('test')
+    with pytest.raises(ValueError, match='other settings'):
+        main([trained_tiny['config'], trained_tiny['ckpt'], '--work-dir',
+              str(tmp_path), '--eval', 'sea', '--eps', '4', '--n-iter', '6',
+              '--resume'])
+
+
+def test_rerun_without_resume_keeps_old_results(reference, trained_tiny,
+                                                tmp_path):
+    _test(trained_tiny, tmp_path, '--max-images', '1')
+    _test(trained_tiny, tmp_path, '--max-images', '2')
+    backups = list((tmp_path / 'sea').glob('rank0.jsonl.*.bak'))
+    assert len(backups) == 1
+
+
+def test_max_images_and_show_dir(trained_tiny, tmp_path):
+    metrics = _test(trained_tiny, tmp_path, '--max-images', '2',
+                    '--show-dir', 'vis', '--attacks', 'segpgd', 'js')
+    assert metrics['sea/n_images'] == 2
+    assert 'sea/eps4/segpgd/aAcc' in metrics
+    assert 'sea/eps4/mask_ce/aAcc' not in metrics
+    files = sorted(os.listdir(tmp_path / 'vis'))
+    assert files == sorted(f'val_00{i}_{t}.png' for i in (0, 1)
+                           for t in ('clean', 'eps4', 'eps12'))
+
+
+def test_images_with_only_ignored_pixels(trained_tiny, tmp_path):
+    data = tmp_path / 'data'
+    shutil.copytree(trained_tiny['data_root'], data)
+    import cv2
+    import numpy as np
+    ann = data / 'ann_dir' / 'val' / 'val_001.png'
+    label = cv2.imread(str(ann), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(ann), np.full_like(label, 255))
+    main = load_tool('test')
+    metrics = main([
+        trained_tiny['config'], trained_tiny['ckpt'], '--work-dir',
+        str(tmp_path / 'work'), '--cfg-options',
+        f'test_dataloader.dataset.data_root={data}'
+    ] + SEA_ARGS)
+    assert metrics['sea/n_no_valid'] == 1 and metrics['sea/n_images'] == 4
+
+
+def test_sea_from_config_without_cli_flag(trained_tiny, tmp_path):
+    cfg = Config.fromfile(trained_tiny['config'])
+    cfg.test_cfg = dict(type='SEATestLoop', eps=[4 / 255], n_iter=3,
+                        attacks=['cospgd'], max_images=1)
+    cfg.test_evaluator = dict(type='SEAMetric')
+    path = str(tmp_path / 'sea_cfg.py')
+    cfg.dump(path)
+    main = load_tool('test')
+    metrics = main([path, trained_tiny['ckpt'], '--work-dir',
+                    str(tmp_path)])
+    assert set(k.split('/')[2] for k in metrics if '/eps4/' in k) == {
+        'worst', 'cospgd'}
+
+
+class TestBadInput:
+
+    def test_config_without_test_dataloader(self, trained_tiny, tmp_path):
+        cfg = Config.fromfile(trained_tiny['config'])
+        for key in ('test_dataloader', 'test_cfg', 'test_evaluator'):
+            cfg.pop(key)
+        path = str(tmp_path / 'no_test.py')
+        cfg.dump(path)
+        with pytest.raises(SystemExit, match='no test_dataloader'):
+            load_tool('test')([path, trained_tiny['ckpt']] + SEA_ARGS)
+
+    def test_checkpoint_that_does_not_fit(self, trained_tiny, tmp_path):
+        path = str(tmp_path / 'wrong.pth')
+        state = torch.load(trained_tiny['ckpt'], weights_only=False)
+        sd = state['state_dict']
+        sd['decode_head.conv_seg.weight'] = torch.zeros(5, 16, 1, 1)
+        sd.pop('backbone.stages.0.0.weight')
+        sd['extra.weight'] = torch.zeros(1)
+        torch.save(state, path)
+        with pytest.raises(SystemExit) as err:
+            load_tool('test')([trained_tiny['config'], path, '--work-dir',
+                               str(tmp_path)] + SEA_ARGS)
+        msg = str(err.value)
+        assert 'missing keys (1): backbone.stages.0.0.weight' in msg
+        assert 'unexpected keys (1): extra.weight' in msg
+        assert 'decode_head.conv_seg.weight: checkpoint (5, 16, 1, 1)' in msg
+
+    def test_missing_checkpoint(self, trained_tiny):
+        with pytest.raises(SystemExit, match='does not exist'):
+            load_tool('test')([trained_tiny['config'], 'nope.pth'])
+
+    def test_eps_given_as_fraction_warns(self, trained_tiny, tmp_path):
+        with pytest.warns(UserWarning, match='units of 1/255'):
+            load_tool('test')([
+                trained_tiny['config'], trained_tiny['ckpt'], '--work-dir',
+                str(tmp_path), '--eval', 'sea', '--eps', '0.03', '--n-iter',
+                '3', '--max-images', '1'
+            ])
+        with pytest.raises(SystemExit, match='units of 1/255'):
+            load_tool('test')([
+                trained_tiny['config'], trained_tiny['ckpt'], '--eval',
+                'sea', '--eps', '-1'
+            ])
+
+    def test_unknown_attack(self, trained_tiny):
+        with pytest.raises(SystemExit, match='unknown attack'):
+            load_tool('test')([
+                trained_tiny['config'], trained_tiny['ckpt'], '--eval',
+                'sea', '--attacks', 'fgsm'
+            ])
+
+    def test_empty_dataset(self, trained_tiny, tmp_path):
+        empty = tmp_path / 'empty'
+        (empty / 'img_dir' / 'val').mkdir(parents=True)
+        (empty / 'ann_dir' / 'val').mkdir(parents=True)
+        with pytest.raises(ValueError, match='test dataset is empty'):
+            load_tool('test')([
+                trained_tiny['config'], trained_tiny['ckpt'], '--work-dir',
+                str(tmp_path), '--cfg-options',
+                f'test_dataloader.dataset.data_root={empty}'
+            ] + SEA_ARGS)
+
+    def test_wrong_evaluator_in_config(self, trained_tiny, tmp_path):
+        from mmengine.runner import Runner
+        cfg = Config.fromfile(trained_tiny['config'])
+        cfg.test_cfg = dict(type='SEATestLoop', eps=[4 / 255], n_iter=3)
+        cfg.work_dir = str(tmp_path)
+        runner = Runner.from_cfg(cfg)
+        with pytest.raises(TypeError, match="type='SEAMetric'"):
+            runner.test_loop  # built lazily
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_distributed_two_processes_identical(reference, trained_tiny,
+                                             tmp_path):
+    ref_metrics, _ = reference
+    env = dict(os.environ, PORT=str(_free_port()), OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        ['bash', str(REPO / 'tools' / 'dist_test.sh'), trained_tiny['config'],
+         trained_tiny['ckpt'], '2', '--work-dir', str(tmp_path)] + SEA_ARGS,
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / 'sea' / 'summary.json').read_text())
+    assert summary['world_size'] == 2
+    assert summary['metrics'] == pytest.approx(ref_metrics)
+    # each rank wrote its own shard
+    assert {p.name for p in (tmp_path / 'sea').glob('rank*.jsonl')} == {
+        'rank0.jsonl', 'rank1.jsonl'}
