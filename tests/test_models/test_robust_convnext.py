@@ -301,8 +301,10 @@ def _mmpretrain_classifier_state_dict(seed: int = 0):
     """A whole mmpretrain ImageClassifier (backbone. + head. keys)."""
     from mmpretrain.registry import MODELS as PRETRAIN_MODELS
     torch.manual_seed(seed)
+    # _scope_: other tests may have made 'mmseg' the default scope
     classifier = PRETRAIN_MODELS.build(
         dict(
+            _scope_='mmpretrain',
             type='ImageClassifier',
             backbone=dict(type='ConvNeXt', arch=copy.deepcopy(ARCH)),
             head=dict(type='LinearClsHead', num_classes=5, in_channels=64)))
