@@ -1,0 +1,277 @@
+"""The main job on an embedded default: clean vs adversarially trained
+segmentation on real microscopy images, evaluated with SEA.
+
+    python tools/demo.py [--work-dir work_dirs/demo] [--save-docs docs]
+
+1. builds a small real dataset from the PyPI package ``ndev-sampledata``
+   (scratch-assay frames, 3 classes) in MMSeg's layout;
+2. trains a toy UPerNet + ConvNeXt twice with ``tools/train.py``: clean, and
+   with ``AdvTrainingHook`` (PGD AT^2 at 4/255);
+3. evaluates both with ``tools/test.py --eval sea`` at several radii, with
+   SEA and the PGD / SegPGD / CosPGD baselines at the same iteration budget;
+4. prints the comparison, draws the robustness curves and a Figure-1 style
+   picture (``tools/visualize_attack.py``).
+
+Trained checkpoints and finished evaluations are reused on a second run.
+"""
+import argparse
+import hashlib
+import json
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = osp.dirname(osp.abspath(__file__))
+ROOT = osp.dirname(HERE)
+CONFIGS = {
+    'clean': 'configs/demo/'
+    'upernet_convnext-demo_clean_1xb8-400it_scratch-assay-64x64.py',
+    'AT^2': 'configs/demo/'
+    'upernet_convnext-demo_at2_1xb8-400it_scratch-assay-64x64.py',
+}
+SEA_ATTACKS = ['mask_ce', 'bal_ce', 'js', 'mask_sph']
+BASELINES = ['pgd', 'segpgd', 'cospgd']
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--work-dir', default='work_dirs/demo')
+    p.add_argument(
+        '--eps', type=float, nargs='+', default=[1, 2, 4, 8],
+        help='radii in units of 1/255')
+    p.add_argument('--n-iter', type=int, default=20,
+                   help='iterations of every attack (SEA and baselines)')
+    p.add_argument('--max-iters', type=int, default=None,
+                   help='training iterations (default: the configs\')')
+    p.add_argument('--max-images', type=int, default=None,
+                   help='evaluate only the first N validation tiles')
+    p.add_argument('--target-class', default='background',
+                   help='target of the targeted attack in the picture')
+    p.add_argument('--retrain', action='store_true',
+                   help='train again even if checkpoints exist')
+    p.add_argument('--save-docs', metavar='DIR',
+                   help='also write the pictures and the table to DIR')
+    return p.parse_args(argv)
+
+
+def _run(cmd, log_path):
+    """Run a tool in a subprocess (the same code path as a user's command
+    line), its output going to ``log_path``; fail loudly with its tail."""
+    t0 = time.perf_counter()
+    with open(log_path, 'w') as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
+                              cwd=ROOT)
+    if proc.returncode:
+        with open(log_path) as log:
+            tail = log.read()[-3000:]
+        raise SystemExit(f'error: {" ".join(cmd)} failed:\n{tail}')
+    return time.perf_counter() - t0
+
+
+def _data_options(data_root):
+    return [
+        f'{loader}.dataset.data_root={data_root}'
+        for loader in ('train_dataloader', 'val_dataloader',
+                       'test_dataloader')
+    ]
+
+
+def train(name, config, work_dir, data_root, args):
+    out = osp.join(work_dir, 'train', _slug(name))
+    ckpt = osp.join(out, 'final.pth')
+    if osp.isfile(ckpt) and not args.retrain:
+        print(f'[{name}] reusing {ckpt}')
+        return ckpt, 0.0
+    opts = _data_options(data_root) + ['log_level=INFO']
+    if args.max_iters:
+        opts += [f'train_cfg.max_iters={args.max_iters}',
+                 f'train_cfg.val_interval={args.max_iters}',
+                 f'default_hooks.checkpoint.interval={args.max_iters}']
+    print(f'[{name}] training with tools/train.py {config} ...', flush=True)
+    os.makedirs(out, exist_ok=True)
+    seconds = _run([sys.executable, 'tools/train.py', config, '--work-dir',
+                    out, '--cfg-options'] + opts, osp.join(out, 'train.log'))
+    with open(osp.join(out, 'last_checkpoint')) as f:
+        shutil.copy(f.read().strip(), ckpt)
+    print(f'[{name}] trained in {seconds:.0f} s -> {ckpt}')
+    return ckpt, seconds
+
+
+def evaluate(name, config, ckpt, work_dir, data_root, args):
+    attacks = SEA_ATTACKS + BASELINES
+    settings = json.dumps([args.eps, args.n_iter, attacks, args.max_images,
+                           osp.getmtime(ckpt)])
+    tag = hashlib.sha1(settings.encode()).hexdigest()[:8]
+    out = osp.join(work_dir, 'eval', f'{_slug(name)}_{tag}')
+    summary = osp.join(out, 'sea', 'summary.json')
+    if osp.isfile(summary):
+        print(f'[{name}] reusing {summary}')
+        with open(summary) as f:
+            return json.load(f), 0.0
+    cmd = [sys.executable, 'tools/test.py', config, ckpt, '--eval', 'sea',
+           '--work-dir', out, '--eps'] + [f'{e:g}' for e in args.eps] + [
+               '--n-iter', str(args.n_iter), '--attacks'] + attacks + [
+                   '--resume', '--cfg-options'] + _data_options(data_root)
+    if args.max_images:
+        cmd += ['--max-images', str(args.max_images)]
+    os.makedirs(out, exist_ok=True)
+    print(f'[{name}] SEA + baselines with tools/test.py --eval sea ...',
+          flush=True)
+    seconds = _run(cmd, osp.join(out, 'test.log'))
+    with open(summary) as f:
+        result = json.load(f)
+    print(f'[{name}] evaluated in {seconds:.0f} s')
+    return result, seconds
+
+
+def _slug(name):
+    return name.lower().replace('^', '').replace(' ', '_')
+
+
+def comparison_table(results, eps):
+    """Rows: radii; per model: worst-case aAcc/mIoU of SEA and of the best
+    baseline (the strongest of PGD, SegPGD, CosPGD)."""
+    from prettytable import PrettyTable
+    t = PrettyTable()
+    t.field_names = ['eps'] + [
+        f'{name} {col}' for name in results
+        for col in ('SEA aAcc', 'SEA mIoU', 'strongest baseline mIoU')
+    ]
+    rows = []
+    for e in [0.0] + list(eps):
+        row = ['clean' if e == 0 else f'{e:g}/255']
+        for name, res in results.items():
+            m = res['metrics']
+            if e == 0:
+                row += [m['sea/clean/aAcc'], m['sea/clean/mIoU'], '']
+            else:
+                k = f'sea/eps{e:g}'
+                row += [
+                    m[f'{k}/worst/aAcc'], m[f'{k}/worst/mIoU'],
+                    min(m[f'{k}/{b}/mIoU'] for b in BASELINES)
+                ]
+        t.add_row(row)
+        rows.append(row)
+    return t, rows
+
+
+def checks(results, eps):
+    """The demo's claims, checked on its own numbers."""
+    out = []
+    at, clean = results['AT^2']['metrics'], results['clean']['metrics']
+    if 4 in eps:
+        a, c = at['sea/eps4/worst/mIoU'], clean['sea/eps4/worst/mIoU']
+        out.append((a > c + 5, f'AT^2 worst-case mIoU at 4/255 ({a:.1f}) '
+                    f'clearly above the clean model\'s ({c:.1f})'))
+    ok = all(
+        m[f'sea/eps{e:g}/worst/{metric}'] <= m[f'sea/eps{e:g}/{b}/{metric}']
+        for m in (at, clean) for e in eps for b in BASELINES
+        for metric in ('aAcc', 'mIoU'))
+    out.append((ok, 'SEA worst case at or below every baseline (PGD, '
+                'SegPGD, CosPGD) at every radius, for both models'))
+    return out
+
+
+def plot(results, eps, path):
+    """mIoU vs eps: SEA worst case and each baseline, for both models."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    colours = {'clean': 'tab:red', 'AT^2': 'tab:blue'}
+    for ax, metric in zip(axes, ('mIoU', 'aAcc')):
+        for name, res in results.items():
+            m = res['metrics']
+            xs = [0.0] + list(eps)
+            for attack, style, width in [('worst', '-', 2.5)] + [
+                    (b, s, 1.0) for b, s in zip(BASELINES, (':', '--', '-.'))
+            ]:
+                ys = [m[f'sea/clean/{metric}']] + [
+                    m[f'sea/eps{e:g}/{attack}/{metric}'] for e in eps
+                ]
+                label = f'{name}: ' + ('SEA' if attack == 'worst' else
+                                       attack)
+                ax.plot(xs, ys, style, color=colours.get(name),
+                        linewidth=width, marker='o' if width > 2 else None,
+                        label=label)
+        ax.set_xlabel('eps (x 1/255)')
+        ax.set_ylabel(f'{metric} (%)')
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle('Clean vs adversarially trained (AT^2) toy UPerNet + '
+                 'ConvNeXt, scratch-assay validation tiles')
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    work_dir = osp.abspath(args.work_dir)
+    os.makedirs(work_dir, exist_ok=True)
+    from mmseg_robust.datasets import prepare_scratch_assay
+    data_root = prepare_scratch_assay(osp.join(work_dir, 'data'))
+    timing, ckpts, results = {}, {}, {}
+    for name, config in CONFIGS.items():
+        ckpts[name], timing[f'train {name}'] = train(name, config, work_dir,
+                                                     data_root, args)
+    for name, config in CONFIGS.items():
+        results[name], timing[f'evaluate {name}'] = evaluate(
+            name, config, ckpts[name], work_dir, data_root, args)
+
+    table, _ = comparison_table(results, args.eps)
+    print('\nSEA worst case (aAcc / mIoU %) and the strongest baseline '
+          f'(mIoU), {args.n_iter} iterations per attack, '
+          f'{results["clean"]["metrics"]["sea/n_images"]} validation tiles:')
+    print(table)
+    claims = checks(results, args.eps)
+    for ok, text in claims:
+        print(('[ok]   ' if ok else '[FAIL] ') + text)
+
+    curve = plot(results, args.eps, osp.join(work_dir,
+                                              'demo_robustness_curve.png'))
+    val_dir = osp.join(data_root, 'img_dir', 'val')
+    image = osp.join(val_dir, sorted(os.listdir(val_dir))[0])
+    panel = osp.join(work_dir, 'demo_attack_panel.png')
+    t0 = time.perf_counter()
+    _run([
+        sys.executable, 'tools/visualize_attack.py', CONFIGS['clean'],
+        ckpts['clean'], image, '--model', CONFIGS['AT^2'], ckpts['AT^2'],
+        '--names', 'clean', 'AT^2', '--target-class', args.target_class,
+        '--eps', '4', '--n-iter', str(args.n_iter), '--out', panel
+    ], osp.join(work_dir, 'visualize.log'))
+    timing['picture'] = time.perf_counter() - t0
+    total = time.perf_counter() - t_start
+    print(f'\npictures: {curve}\n          {panel}')
+    print('time (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in timing.items())
+          + f', total {total:.0f}')
+    if args.save_docs:
+        _save_docs(args, results, table, claims, curve, panel, total)
+    return dict(results=results, claims=claims, timing=timing, total=total)
+
+
+def _save_docs(args, results, table, claims, curve, panel, total):
+    os.makedirs(args.save_docs, exist_ok=True)
+    shutil.copy(curve, osp.join(args.save_docs, 'demo_robustness_curve.png'))
+    shutil.copy(panel, osp.join(args.save_docs, 'demo_attack_panel.png'))
+    table.set_style(11)  # MARKDOWN
+    lines = [
+        '<!-- written by tools/demo.py --save-docs -->',
+        f'SEA worst case and the strongest baseline, {args.n_iter} '
+        'iterations per attack, '
+        f'{results["clean"]["metrics"]["sea/n_images"]} validation tiles:',
+        '', table.get_string(), ''
+    ] + [('- [ok] ' if ok else '- [FAIL] ') + text for ok, text in claims]
+    lines += ['', f'Whole run: {total:.0f} s.']
+    with open(osp.join(args.save_docs, 'demo_results.md'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+
+
+if __name__ == '__main__':
+    main()
