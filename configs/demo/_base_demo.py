@@ -21,23 +21,24 @@ data_preprocessor = dict(
     pad_val=0,
     seg_pad_val=255,
     size=crop_size)
-arch = dict(depths=[1, 1, 2, 1], channels=[24, 48, 96, 192])
+channels = [24, 48, 96, 192]
 model = dict(
     data_preprocessor=data_preprocessor,
     backbone=dict(
         type='mmpretrain.ConvNeXt',
-        arch=arch,
+        # the stock base names an arch ('base'); replace it by a toy one
+        arch=dict(_delete_=True, depths=[1, 1, 2, 1], channels=channels),
         drop_path_rate=0.0,
         layer_scale_init_value=1.0,
         init_cfg=None),  # trained from scratch: no checkpoint to download
     decode_head=dict(
-        in_channels=arch['channels'],
+        in_channels=channels,
         channels=32,
         num_classes=3,
         norm_cfg=norm_cfg,
         dropout_ratio=0.0),
     auxiliary_head=dict(
-        in_channels=arch['channels'][2],
+        in_channels=channels[2],
         channels=16,
         num_classes=3,
         norm_cfg=norm_cfg,

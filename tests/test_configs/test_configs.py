@@ -33,13 +33,18 @@ STOCK_CONVNEXT_T = osp.join(
     osp.dirname(mmseg.__file__), '.mim', 'configs', 'convnext',
     'convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py')
 
-LEAVES = sorted(
+# every leaf config (smoke tests) and the paper's (recipe tests)
+ALL_LEAVES = sorted(
     p for p in CONFIG_ROOT.rglob('*.py')
     if '_base_' not in p.parts and not p.name.startswith('_'))
+LEAVES = [p for p in ALL_LEAVES if p.parent.name == 'upernet_convnext_at']
 
 # training-set sizes behind the epoch -> iteration conversion
 TRAIN_IMAGES = {'voc12aug': 10582, 'ade20k': 20210}
-NUM_CLASSES = {'voc12aug': 21, 'ade20k': 150}
+NUM_CLASSES = {'voc12aug': 21, 'ade20k': 150, 'scratch-assay': 3}
+# the demo configs: configs/demo/upernet_convnext-demo_<recipe>_...
+DEMO_NAME = re.compile(r'^upernet_convnext-demo_(?:clean|at(?P<steps>\d+))_'
+                       r'.*_(?P<dataset>scratch-assay)-\d+x\d+$')
 TOTAL_BATCH = 32  # 4 GPUs x 8 images
 NAME = re.compile(r'^upernet_convnext-t_(?P<recipe>clean|at(?P<steps>\d+)-'
                   r'(?P<init>clean|robust)-init)_4xb8-(?P<epochs>\d+)ep_'
@@ -50,6 +55,14 @@ ROBUST_MEAN_STD = ([0., 0., 0.], [255., 255., 255.])
 
 
 def _meta(path: Path) -> dict:
+    demo = DEMO_NAME.match(path.stem)
+    if demo:
+        steps = demo.group('steps')
+        return dict(
+            steps=int(steps) if steps else None,
+            init='clean',
+            epochs=None,
+            dataset=demo.group('dataset'))
     m = NAME.match(path.stem)
     assert m, f'{path.name} does not follow the naming scheme'
     steps = m.group('steps')
@@ -134,9 +147,10 @@ def adv_hooks(cfg: Config) -> list:
 
 def test_configs_found():
     assert len(LEAVES) >= 13, LEAVES
+    assert len(ALL_LEAVES) > len(LEAVES)  # and the demo's
 
 
-@pytest.mark.parametrize('path', LEAVES, ids=lambda p: p.stem)
+@pytest.mark.parametrize('path', ALL_LEAVES, ids=lambda p: p.stem)
 def test_config_builds(path):
     cfg = load(path)
     assert cfg.default_scope == 'mmseg'
@@ -336,7 +350,7 @@ def toy_root(tmp_path_factory):
         str(tmp_path_factory.mktemp('toy_configs')), n_train=4, n_val=1)
 
 
-@pytest.mark.parametrize('path', LEAVES, ids=lambda p: p.stem)
+@pytest.mark.parametrize('path', ALL_LEAVES, ids=lambda p: p.stem)
 def test_config_trains_two_iterations(path, tmp_path, toy_root):
     cfg, meta = load(path), _meta(path)
     cfg = _runner_cfg(cfg, tmp_path, toy_root)
