@@ -13,7 +13,8 @@ from typing import Callable, Dict, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .losses import (PIXEL_LOSSES, check_logits_labels, check_loss_name)
+from .losses import (PIXEL_LOSSES, argmax_classes, check_logits_labels,
+                     check_loss_name)
 
 __all__ = ['AttackResult', 'check_eps', 'Objective', 'start_noise',
            'SeedLike', 'apgd_checkpoints']
@@ -239,8 +240,9 @@ class Objective:
                 f'the model returned NaN or inf logits for batch position(s) '
                 f'{bad}; check the model and its inputs (amp overflow?)')
 
-    def _pred_correct(self, logits: Tensor, idx: Tensor):
-        pred = logits.detach().argmax(1)
+    def _pred_correct(self, logits: Tensor, idx: Tensor, pred=None):
+        if pred is None:
+            pred = argmax_classes(logits.detach())
         y = self.y[idx]
         hit = (pred != y) if self.targeted else (pred == y)
         correct = (hit & self.valid[idx]).flatten(1).sum(1)
@@ -280,6 +282,7 @@ class Objective:
                 logits = model(x)
             logits = logits.float()
             self._check_logits(logits, y, idx)
+            pred = argmax_classes(logits.detach())
             if self.targeted:
                 lmap = -PIXEL_LOSSES['ce'](logits, y, self.ignore_index)
             else:
@@ -289,14 +292,15 @@ class Objective:
                     ignore_index=self.ignore_index,
                     step=step,
                     total_steps=total_steps,
-                    class_weights=self.class_weights)
+                    class_weights=self.class_weights,
+                    pred=pred)
             loss = lmap.flatten(1).mean(1)
             grad = None
             if need_grad:
                 # input gradient only: no weight gradients are computed
                 grad, = torch.autograd.grad(loss.sum(), x)
         self.n_evals += x.shape[0]
-        pred, correct = self._pred_correct(logits, idx)
+        pred, correct = self._pred_correct(logits, idx, pred)
         return loss.detach(), grad, pred, correct
 
     def warn_zero_grad(self, grad: Tensor, correct: Tensor,

@@ -10,7 +10,7 @@ from torch import Tensor
 from .apgd import _Best, apgd, apgd_red_eps
 from .core import (AttackResult, SeedLike, Timer, check_eps, check_images,
                    check_n_iter, start_noise, subset_model, warn_if_training)
-from .losses import LOSS_NAMES, check_loss_name
+from .losses import LOSS_NAMES, argmax_classes, check_loss_name
 from .pgd import pgd
 
 __all__ = [
@@ -238,7 +238,7 @@ class SEA:
         if self.check_model and not self._checked:
             self._check_model(x, logits)
         valid = y != self.ignore_index
-        pred = logits.argmax(1)
+        pred = argmax_classes(logits)
         correct = ((pred == y) & valid).flatten(1).sum(1)
         return pred, correct, valid.flatten(1).sum(1)
 

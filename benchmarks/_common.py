@@ -1,0 +1,126 @@
+"""Shared helpers of the benchmark scripts (imported as a sibling module:
+``python benchmarks/bench_*.py`` puts this folder on ``sys.path``)."""
+import glob
+import json
+import os
+import os.path as osp
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, List
+
+import mmseg_robust  # noqa: F401  (compat fixes + registration, first)
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO = osp.join(ROOT, 'work_dirs', 'demo')
+DEMO_CONFIGS = {
+    'clean': osp.join(ROOT, 'configs', 'demo',
+                      'upernet_convnext-demo_clean_1xb8-400it_'
+                      'scratch-assay-64x64.py'),
+    'at2': osp.join(ROOT, 'configs', 'demo',
+                    'upernet_convnext-demo_at2_1xb8-400it_'
+                    'scratch-assay-64x64.py'),
+}
+
+
+def sync(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def median_time(fn: Callable, repeats: int = 5, warmup: int = 1,
+                device: str = 'cpu') -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs (seconds)."""
+    for _ in range(warmup):
+        fn()
+        sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def machine() -> dict:
+    info = dict(
+        python=platform.python_version(),
+        torch=torch.__version__,
+        cpu=platform.processor() or platform.machine(),
+        cpu_count=os.cpu_count(),
+        torch_threads=torch.get_num_threads())
+    try:
+        with open('/proc/cpuinfo') as f:
+            names = [l.split(':', 1)[1].strip() for l in f
+                     if l.startswith('model name')]
+        if names:
+            info['cpu'] = names[0]
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info['gpu'] = torch.cuda.get_device_name(0)
+    return info
+
+
+def demo_checkpoint(name: str) -> str:
+    path = osp.join(DEMO, 'train', name, 'final.pth')
+    if not osp.isfile(path):
+        sys.exit(f'error: {path} not found: run `make demo` first (it '
+                 'trains the demo models these benchmarks attack)')
+    return path
+
+
+def demo_model(name: str, device: str = 'cpu'):
+    """The demo's trained clean or AT^2 model, in eval mode."""
+    from mmseg.apis import init_model
+    return init_model(DEMO_CONFIGS[name], demo_checkpoint(name),
+                      device=device).eval()
+
+
+def demo_batches(model, batch_size: int = 10, max_images: int = 20) -> List:
+    """Validation tiles of the demo dataset as attack batches."""
+    from mmengine.dataset import Compose
+
+    from mmseg_robust.datasets import prepare_scratch_assay
+    from mmseg_robust.models import SegmentorAttackModel
+    root = prepare_scratch_assay(osp.join(DEMO, 'data'))
+    files = sorted(glob.glob(osp.join(root, 'img_dir', 'val', '*.png')))
+    files = files[:max_images]
+    pipeline = Compose(model.cfg.test_dataloader.dataset.pipeline)
+    out = []
+    for i in range(0, len(files), batch_size):
+        items = [
+            pipeline(
+                dict(img_path=f, seg_map_path=f.replace('img_dir',
+                                                        'ann_dir'),
+                     reduce_zero_label=False, seg_fields=[]))
+            for f in files[i:i + batch_size]
+        ]
+        data = dict(inputs=[d['inputs'] for d in items],
+                    data_samples=[d['data_samples'] for d in items])
+        out.append(SegmentorAttackModel.from_batch(model, data))
+    return out
+
+
+def write_json(name: str, payload: dict, out_dir: str) -> str:
+    os.makedirs(out_dir, exist_ok=True)
+    path = osp.join(out_dir, f'{name}.json')
+    payload = dict(payload, machine=machine(),
+                   date=time.strftime('%Y-%m-%d %H:%M'))
+    with open(path, 'w') as f:
+        json.dump(payload, f, indent=2, default=float)
+    return path
+
+
+def in_subprocess(module_args: List[str]) -> dict:
+    """Run ``python <this script> ...`` in a fresh process (clean peak-RSS
+    accounting) and parse the JSON it prints last."""
+    proc = subprocess.run([sys.executable] + module_args, capture_output=True,
+                          text=True, cwd=ROOT)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
