@@ -142,7 +142,7 @@ def draw_panel(results: List[dict], names: List[str], classes, palette,
         return _colorize(lab, palette)
 
     cols = 2 + 3 * len(results)
-    fig, axes = plt.subplots(1, cols, figsize=(2.4 * cols, 2.9))
+    fig, axes = plt.subplots(1, cols, figsize=(2.4 * cols, 3.4))
     first = results[0]
     panels = [(rgb(first['image']), 'image'),
               (seg(first['label']), 'ground truth')]

@@ -1,0 +1,69 @@
+"""``tools/demo.py`` on a shortened run: the same code path as ``make demo``
+(dataset from ndev-sampledata, ``tools/train.py`` twice, ``tools/test.py
+--eval sea`` for SEA and the baselines, the pictures), with fewer training
+iterations, one radius, fewer attack iterations and fewer tiles."""
+import json
+import os.path as osp
+
+import pytest
+
+from ..conftest import load_tool
+
+SHORT = ['--max-iters', '200', '--eps', '4', '--n-iter', '8',
+         '--max-images', '10']
+
+
+@pytest.fixture(scope='module')
+def demo_runs(tmp_path_factory):
+    demo = load_tool('demo')
+    work = tmp_path_factory.mktemp('demo')
+    docs = work / 'docs'
+    first = demo(['--work-dir', str(work)] + SHORT +
+                 ['--save-docs', str(docs)])
+    second = demo(['--work-dir', str(work)] + SHORT)
+    return dict(first=first, second=second, work=work, docs=docs)
+
+
+def test_at_model_is_more_robust_and_sea_is_strongest(demo_runs):
+    first = demo_runs['first']
+    at = first['results']['AT^2']['metrics']
+    clean = first['results']['clean']['metrics']
+    assert at['sea/n_images'] == clean['sea/n_images'] == 10
+    # the paper's qualitative claim, on the demo's own numbers
+    assert at['sea/eps4/worst/mIoU'] > clean['sea/eps4/worst/mIoU'] + 5
+    # robust <= clean for every attack
+    for m in (at, clean):
+        for attack in ('worst', 'pgd', 'segpgd', 'cospgd'):
+            assert m[f'sea/eps4/{attack}/aAcc'] <= m['sea/clean/aAcc']
+    texts = [text for _, text in first['claims']]
+    assert len(texts) == 3 and texts[0].startswith('AT^2 worst-case mIoU')
+    # on the clean model SEA is far stronger than any baseline at 4/255
+    for b in ('pgd', 'segpgd', 'cospgd'):
+        assert clean['sea/eps4/worst/aAcc'] <= clean[f'sea/eps4/{b}/aAcc']
+
+
+def test_second_run_reuses_checkpoints_and_evaluations(demo_runs):
+    first, second = demo_runs['first'], demo_runs['second']
+    assert first['timing']['train clean'] > 0
+    assert first['timing']['train AT^2'] > 0
+    for key in ('train clean', 'train AT^2', 'evaluate clean',
+                'evaluate AT^2'):
+        assert second['timing'][key] == 0.0, key
+    assert second['results'] == first['results']
+
+
+def test_pictures_and_docs_are_written(demo_runs):
+    work, docs = demo_runs['work'], demo_runs['docs']
+    for name in ('demo_robustness_curve.png', 'demo_attack_panel.png'):
+        for folder in (work, docs):
+            path = folder / name
+            assert path.is_file() and path.stat().st_size > 10_000, path
+    text = (docs / 'demo_results.md').read_text()
+    assert '| 4/255 |' in text and '[ok] AT^2 worst-case mIoU' in text
+    # the evaluations went through tools/test.py --eval sea
+    summaries = list((work / 'eval').glob('*/sea/summary.json'))
+    assert len(summaries) == 4
+    with open(summaries[0]) as f:
+        summary = json.load(f)
+    assert summary['metrics']['sea/n_images'] == 10
+    assert osp.isfile(work / 'data' / 'meta.json')
