@@ -6,7 +6,6 @@ import os
 import os.path as osp
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from typing import Callable, List
@@ -55,8 +54,8 @@ def machine() -> dict:
         torch_threads=torch.get_num_threads())
     try:
         with open('/proc/cpuinfo') as f:
-            names = [l.split(':', 1)[1].strip() for l in f
-                     if l.startswith('model name')]
+            names = [ln.split(':', 1)[1].strip() for ln in f
+                     if ln.startswith('model name')]
         if names:
             info['cpu'] = names[0]
     except OSError:
@@ -114,13 +113,3 @@ def write_json(name: str, payload: dict, out_dir: str) -> str:
     with open(path, 'w') as f:
         json.dump(payload, f, indent=2, default=float)
     return path
-
-
-def in_subprocess(module_args: List[str]) -> dict:
-    """Run ``python <this script> ...`` in a fresh process (clean peak-RSS
-    accounting) and parse the JSON it prints last."""
-    proc = subprocess.run([sys.executable] + module_args, capture_output=True,
-                          text=True, cwd=ROOT)
-    if proc.returncode:
-        raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])

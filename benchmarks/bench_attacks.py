@@ -17,16 +17,17 @@ Needs the demo models (`make demo`). Prints tables and writes
    the per-iteration overhead.
 2. Skipping: SEA on the clean demo model with and without skipping images
    already at zero accuracy; the worst case must be identical.
-3. Memory: peak memory of an SEA batch vs one training step on the same
-   batch (fresh processes, peak RSS above the state before the step on the
-   CPU; ``max_memory_allocated`` on CUDA).
+3. Memory: peak memory held by tensors during an SEA batch vs one training
+   step on the same batch (``max_memory_allocated`` on CUDA, the torch
+   profiler's allocation events on the CPU).
 """
 import argparse
-import json
+import copy
 import os.path as osp
-import resource
+import statistics
 import sys
 import time
+from typing import Callable
 
 import torch
 from _common import (ROOT, demo_batches, demo_model, median_time, sync,
@@ -46,15 +47,13 @@ def parse_args(argv=None):
     p.add_argument('--big-n-iter', type=int, default=2)
     p.add_argument('--skip-big', action='store_true')
     p.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results'))
-    p.add_argument('--memory-probe', choices=['sea', 'train'],
-                   help=argparse.SUPPRESS)
-    p.add_argument('--probe-model', default='demo', help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def big_model(device: str, size: int):
-    """UPerNet + ConvNeXt-T as in MMSeg's ADE20K config, random weights,
-    and one fabricated batch at ``size`` x ``size``."""
+def big_model(device: str, size: int, batch_size: int = 1, model=None):
+    """UPerNet + ConvNeXt-T as in MMSeg's ADE20K config, random weights
+    (or the given ``model``), and a fabricated batch at ``size`` x ``size``.
+    """
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
@@ -70,13 +69,14 @@ def big_model(device: str, size: int):
     cfg.model.test_cfg = dict(mode='whole')
     init_default_scope('mmseg')
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model).to(device).eval()
-    data = fake_batch(1, (size, size), num_classes=150)
+    if model is None:
+        model = MODELS.build(cfg.model).to(device).eval()
+    data = fake_batch(batch_size, (size, size), num_classes=150)
     return model, SegmentorAttackModel.from_batch(model, data)
 
 
-def fb_times(batch, device, repeats, amp):
-    """Median time of forward + input-backward, and of forward only."""
+def fb_fns(batch, device, amp):
+    """One forward + input-backward, and one forward only, on the batch."""
     ctx = torch.autocast(device.split(':')[0], dtype=torch.float16 if
                          device.startswith('cuda') else torch.bfloat16,
                          enabled=amp)
@@ -91,11 +91,11 @@ def fb_times(batch, device, repeats, amp):
         with torch.no_grad(), ctx:
             batch.model(batch.x)
 
-    return median_time(fb, repeats, 1, device), median_time(f, repeats, 1,
-                                                            device)
+    return fb, f
 
 
 def timed(fn, device):
+    """Result of ``fn()`` and its wall time."""
     sync(device)
     t0 = time.perf_counter()
     out = fn()
@@ -103,35 +103,52 @@ def timed(fn, device):
     return out, time.perf_counter() - t0
 
 
+def paired_ratio(attack, n_fb, fb, device, repeats):
+    """Median over ``repeats`` of time(attack) / time(n_fb passes of fb in a
+    loop), each pair measured back to back so that machine drift cancels."""
+    fb()  # warm-up
+    ratios, t_attack, t_floor = [], [], []
+    res = None
+    for _ in range(repeats):
+        _, tf = timed(lambda: [fb() for _ in range(n_fb)], device)
+        res, ta = timed(attack, device)
+        ratios.append(ta / tf)
+        t_attack.append(ta)
+        t_floor.append(tf)
+    return (res, statistics.median(ratios), statistics.median(t_attack),
+            statistics.median(t_floor))
+
+
 def overhead_rows(name, batch, n_iter, device, repeats, amp, eps=4 / 255):
-    t_fb, t_f = fb_times(batch, device, repeats, amp)
-    B = batch.x.shape[0]
+    """APGD and SEA time against the same number of bare forward + input-
+    backward passes. The attacks also make a few forward-only passes (the
+    clean batch; the last iterate of every APGD run, which needs no
+    gradient): counted in ``ratio``,
+    removed in ``per_iter_overhead`` (what is left at 300 iterations)."""
+    fb, f = fb_fns(batch, device, amp)
+    t_f = median_time(f, repeats, 1, device)
     rows = []
-    res, t_apgd = timed(
+    res, ratio, ta, tf = paired_ratio(
         lambda: apgd(batch.model, batch.x, batch.y, eps, n_iter,
                      loss='mask_ce', mask=batch.mask, amp=amp,
-                     early_stop=False), device)
-    # fixed extras of one run: clean pass + last iterate (forward only)
-    extra = 2 * t_f
+                     early_stop=False), n_iter, fb, device, repeats)
     rows.append(
-        dict(model=name, attack='APGD mask_ce', n_iter=n_iter, batch=B,
-             t_fb=t_fb, t_f=t_f, time=t_apgd,
-             ratio=t_apgd / (n_iter * t_fb),
-             per_iter_overhead=(t_apgd - extra) / (n_iter * t_fb) - 1))
-    sea = SEA(batch.model, eps, n_iter=max(n_iter, 3), amp=amp,
-              skip_broken=False, check_model=False)
-    res, t_sea = timed(lambda: sea.run(batch.x, batch.y, mask=batch.mask),
-                       device)
+        dict(model=name, attack='APGD mask_ce', n_iter=n_iter, n_fb=n_iter,
+             n_forward=2, batch=batch.x.shape[0], time=ta, floor=tf, t_f=t_f,
+             ratio=ratio, per_iter_overhead=(ta - 2 * t_f) / tf - 1))
     n = max(n_iter, 3)
-    # clean pass + per red-eps stage one forward-only last iterate
-    extra = t_f * (1 + 3 * len(sea.attacks))
-    evals = sum(r.n_evals for r in res.attacks.values())
+    sea = SEA(batch.model, eps, n_iter=n, amp=amp, skip_broken=False,
+              check_model=False)
+    n_fb = len(sea.attacks) * n
+    n_forward = 1 + 3 * len(sea.attacks)  # clean + last iterate per stage
+    res, ratio, ta, tf = paired_ratio(
+        lambda: sea.run(batch.x, batch.y, mask=batch.mask), n_fb, fb,
+        device, repeats)
     rows.append(
-        dict(model=name, attack='SEA (4 x red-eps APGD)', n_iter=n, batch=B,
-             t_fb=t_fb, t_f=t_f, time=t_sea,
-             ratio=t_sea / (4 * n * t_fb),
-             per_iter_overhead=(t_sea - extra) / (4 * n * t_fb) - 1,
-             evaluations_per_image=evals / B))
+        dict(model=name, attack='SEA (4 x red-eps APGD)', n_iter=n,
+             n_fb=n_fb, n_forward=n_forward, batch=batch.x.shape[0],
+             time=ta, floor=tf, t_f=t_f, ratio=ratio,
+             per_iter_overhead=(ta - n_forward * t_f) / tf - 1))
     return rows
 
 
@@ -153,51 +170,70 @@ def skip_rows(batches, n_iter, eps_list):
                 evals += sum(r.n_evals for r in res.attacks.values())
             out[skip] = (t, torch.cat(worst), evals)
         identical = torch.equal(out[False][1], out[True][1])
+        broken = int((out[True][1] == 0).sum())
         rows.append(
             dict(eps=f'{eps * 255:g}/255', time_no_skip=out[False][0],
                  time_skip=out[True][0],
                  saving=1 - out[True][0] / out[False][0],
                  evals_no_skip=out[False][2], evals_skip=out[True][2],
+                 images_broken=broken, images=len(out[True][1]),
                  identical_worst_case=identical))
     return rows
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def peak_tensor_mb(fn: Callable, device: str) -> float:
+    """Peak of the memory held by live tensors while ``fn()`` runs (MB).
+
+    CUDA: ``max_memory_allocated``. CPU: the allocation events of the torch
+    profiler, replayed in time order -- process RSS is no measure here,
+    because the allocator and oneDNN keep freed memory and caches.
+    """
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU],
+                 profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events()
+                     if e.name() == '[memory]'),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak / 2**20
 
 
-def memory_probe(kind: str, args) -> dict:
-    """Peak memory of one SEA batch or one training step (this process)."""
+def memory_rows(name, segmentor, batch, device, n_iter=3):
+    """Peak tensor memory of an SEA batch vs one training step (AdamW) on
+    the same images; the segmentor's weights are restored afterwards."""
     from mmengine.optim import OptimWrapper
-    device = args.device
-    model = demo_model('at2', device)
-    batch = demo_batches(model, batch_size=10, max_images=10)[0]
+    state = copy.deepcopy(segmentor.state_dict())
     data = dict(inputs=batch.raw_images(batch.x),
                 data_samples=batch.model.data_samples)
-    if device.startswith('cuda'):
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        base = _rss_mb()
-    if kind == 'sea':
-        SEA(batch.model, 4 / 255, n_iter=3, check_model=False).run(
-            batch.x, batch.y, mask=batch.mask)
-    else:
-        model.train()
-        optim = OptimWrapper(torch.optim.AdamW(model.parameters(), 1e-4))
-        model.train_step(data, optim)
-    if device.startswith('cuda'):
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = _rss_mb()
-    return dict(kind=kind, base_mb=base, peak_mb=peak, extra_mb=peak - base)
+    sea = SEA(batch.model, 4 / 255, n_iter=n_iter, check_model=False)
+    sea_mb = peak_tensor_mb(
+        lambda: sea.run(batch.x, batch.y, mask=batch.mask), device)
+    optim = OptimWrapper(torch.optim.AdamW(segmentor.parameters(), 1e-4))
+
+    def train_step():
+        segmentor.train()
+        segmentor.train_step(data, optim)
+        segmentor.eval()
+
+    train_mb = peak_tensor_mb(train_step, device)
+    segmentor.load_state_dict(state)
+    return dict(model=name, sea_mb=sea_mb, train_mb=train_mb,
+                ratio=sea_mb / train_mb)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.memory_probe:
-        print(json.dumps(memory_probe(args.memory_probe, args)))
-        return
     device = args.device
     results = dict(settings=vars(args))
 
@@ -206,31 +242,35 @@ def main(argv=None):
     batch = demo_batches(model, batch_size=10, max_images=10)[0]
     rows = overhead_rows('demo AT^2 (128x128, batch 10)', batch,
                          args.n_iter, device, args.repeats, args.amp)
+    big = big_batch = big_name = None
     if not args.skip_big:
         big, big_batch = big_model(device, args.big_size)
-        rows += overhead_rows(
-            f'UPerNet+ConvNeXt-T ({args.big_size}x{args.big_size}, '
-            'batch 1)', big_batch, args.big_n_iter, device,
-            1 if device == 'cpu' else args.repeats, args.amp)
-        del big, big_batch
-    t = PrettyTable(['model', 'attack', 'n_iter', 't(fwd+in-bwd) s',
-                     'time s', 'ratio to floor', 'per-iter overhead'])
+        big_name = (f'UPerNet+ConvNeXt-T ({args.big_size}x{args.big_size}, '
+                    'batch 1)')
+        rows += overhead_rows(big_name, big_batch, args.big_n_iter, device,
+                              1 if device == 'cpu' else args.repeats,
+                              args.amp)
+    t = PrettyTable(['model', 'attack', 'n_iter', 'floor s', 'time s',
+                     'ratio to floor', 'per-iter overhead'])
     for r in rows:
-        t.add_row([r['model'], r['attack'], r['n_iter'], f'{r["t_fb"]:.3f}',
+        t.add_row([r['model'], r['attack'], r['n_iter'], f'{r["floor"]:.2f}',
                    f'{r["time"]:.2f}', f'{r["ratio"]:.3f}',
                    f'{r["per_iter_overhead"]:+.1%}'])
-    print('1. attack time / (n_attacks * n_iter * t(fwd + input-bwd))')
+    print('1. attack time / time of n_attacks * n_iter bare forward + '
+          'input-backward passes (median of paired runs)')
     print(t)
     results['overhead'] = rows
 
     # 2. skipping broken images (clean demo model)
     clean = demo_model('clean', device)
     batches = demo_batches(clean, batch_size=10, max_images=20)
-    srows = skip_rows(batches, args.n_iter, [4 / 255, 8 / 255])
-    t = PrettyTable(['eps', 'time no skip s', 'time skip s', 'saving',
-                     'evals no skip', 'evals skip', 'identical'])
+    srows = skip_rows(batches, args.n_iter, [8 / 255, 16 / 255, 32 / 255])
+    t = PrettyTable(['eps', 'images at 0 acc', 'time no skip s',
+                     'time skip s', 'saving', 'evals no skip', 'evals skip',
+                     'identical'])
     for r in srows:
-        t.add_row([r['eps'], f'{r["time_no_skip"]:.1f}',
+        t.add_row([r['eps'], f'{r["images_broken"]}/{r["images"]}',
+                   f'{r["time_no_skip"]:.1f}',
                    f'{r["time_skip"]:.1f}', f'{r["saving"]:.0%}',
                    r['evals_no_skip'], r['evals_skip'],
                    r['identical_worst_case']])
@@ -239,27 +279,26 @@ def main(argv=None):
     print(t)
     results['skip_broken'] = srows
 
-    # 3. peak memory, fresh processes
-    script = osp.abspath(__file__)
-    common = ['--device', device]
-    sea_mem = _probe(script, 'sea', common)
-    train_mem = _probe(script, 'train', common)
-    ratio = sea_mem['extra_mb'] / train_mem['extra_mb']
-    t = PrettyTable(['step', 'peak above start (MB)'])
-    t.add_row(['SEA batch (10 tiles 128x128, 4 attacks)',
-               f'{sea_mem["extra_mb"]:.0f}'])
-    t.add_row(['training step (same batch)', f'{train_mem["extra_mb"]:.0f}'])
-    print('\n3. peak memory (demo AT^2 model)')
+    # 3. peak memory (the demo model, and the big one if built)
+    mrows = [memory_rows('demo AT^2 (128x128, batch 10)', model, batch,
+                         device)]
+    if big is not None:
+        # training needs 2 images (BatchNorm of the 1x1 pooling branch)
+        _, big2 = big_model(device, args.big_size, batch_size=2, model=big)
+        mrows.append(
+            memory_rows(big_name.replace('batch 1', 'batch 2'), big, big2,
+                        device))
+    t = PrettyTable(['model', 'SEA batch MB', 'training step MB', 'ratio',
+                     'target'])
+    for r in mrows:
+        t.add_row([r['model'], f'{r["sea_mb"]:.0f}', f'{r["train_mb"]:.0f}',
+                   f'{r["ratio"]:.2f}', '<= 1.2'])
+    print('\n3. peak memory held by tensors: SEA (4 attacks, 3 iterations) '
+          'vs one training step, same batch')
     print(t)
-    print(f'   ratio SEA / training step: {ratio:.2f} (target <= 1.2)')
-    results['memory'] = dict(sea=sea_mem, train=train_mem, ratio=ratio)
+    results['memory'] = mrows
     path = write_json('bench_attacks', results, args.out)
     print(f'\nwrote {path}')
-
-
-def _probe(script, kind, common):
-    from _common import in_subprocess
-    return in_subprocess([script, '--memory-probe', kind] + common)
 
 
 if __name__ == '__main__':

@@ -75,7 +75,7 @@ def attack_suite(b, eps, n):
         out[f'3 restarts {loss}'] = best
         r = apgd_red_eps(b.model, b.x, b.y, eps, n, loss=loss, **kw)
         out[f'red-eps {loss}'] = (r.pred, r.correct)
-    for group, names in (('SEA', [f'red-eps {l}' for l in SEA_LOSSES]),
+    for group, names in (('SEA', [f'red-eps {loss}' for loss in SEA_LOSSES]),
                          ('worst of all', list(out))):
         preds = torch.stack([out[k][0] for k in names])
         correct = torch.stack([out[k][1] for k in names])

@@ -14,7 +14,6 @@ import argparse
 import copy
 import os.path as osp
 import sys
-import time
 from types import SimpleNamespace
 
 import torch

@@ -36,6 +36,17 @@ def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str
                                 osp.splitext(osp.basename(config_path))[0])
 
 
+def config_from_args(args) -> Config:
+    """The config of a train/test command line: loaded, ``--launcher`` and
+    ``--cfg-options`` applied, work dir set (MMSeg's tools do the same)."""
+    cfg = load_config(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    set_work_dir(cfg, args.work_dir, args.config)
+    return cfg
+
+
 def checkpoint_mismatch(model: torch.nn.Module, checkpoint: str,
                         max_keys: int = 20) -> Optional[str]:
     """Describe how a checkpoint does not fit ``model`` (``None`` if it

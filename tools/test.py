@@ -18,8 +18,8 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from mmseg_robust.attacks import attack_names_help, parse_attack
-from mmseg_robust.utils import (ToolError, checkpoint_mismatch, eps_from_cli,
-                                load_config, set_work_dir,
+from mmseg_robust.utils import (ToolError, checkpoint_mismatch,
+                                config_from_args, eps_from_cli,
                                 setup_cpu_distributed)
 
 
@@ -186,11 +186,7 @@ def configure_sea(cfg, args) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    set_work_dir(cfg, args.work_dir, args.config)
+    cfg = config_from_args(args)
     if not osp.isfile(args.checkpoint):
         raise ToolError(f'checkpoint {args.checkpoint!r} does not exist')
     cfg.load_from = args.checkpoint

@@ -16,7 +16,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from mmseg.registry import RUNNERS
-from mmseg_robust.utils import (ToolError, load_config, set_work_dir,
+from mmseg_robust.utils import (ToolError, config_from_args,
                                 setup_cpu_distributed)
 
 
@@ -57,11 +57,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    set_work_dir(cfg, args.work_dir, args.config)
+    cfg = config_from_args(args)
     setup_cpu_distributed(cfg, args.launcher)
 
     if args.amp:

@@ -5,7 +5,6 @@ Every image of a batch runs its own APGD: its own step size, checkpoints
 decisions, best points and early stop. Images that are finished are dropped
 from the forward passes, so a batch costs what its unfinished images cost.
 """
-import warnings
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -65,6 +64,20 @@ def _bounds(x: Tensor, eps: float,
 
 def _project(z: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
     return torch.maximum(torch.minimum(z, upper), lower)
+
+
+def _start_point(x: Tensor, eps: float, lower: Tensor, upper: Tensor,
+                 x_init: Optional[Tensor], random_start: bool,
+                 noise: Optional[Tensor], seed: SeedLike) -> Tensor:
+    """First iterate: ``x_init`` or a seeded uniform random start, projected
+    onto the feasible set, else the clean image."""
+    if x_init is not None:
+        return _project(x_init.detach().to(x), lower, upper)
+    if random_start:
+        if noise is None:
+            noise = start_noise(x, seed)
+        return _project(x + eps * noise, lower, upper)
+    return x.clone()
 
 
 def _run_apgd(obj: Objective,
@@ -291,14 +304,8 @@ def apgd(model,
         best, best_loss, iters = None, None, None
         if eps > 0 and bool(active.any()):
             lower, upper = _bounds(x, eps, mask)
-            if x_init is not None:
-                x0 = _project(x_init.detach().to(x), lower, upper)
-            elif random_start:
-                if noise is None:
-                    noise = start_noise(x, seed)
-                x0 = _project(x + eps * noise, lower, upper)
-            else:
-                x0 = x.clone()
+            x0 = _start_point(x, eps, lower, upper, x_init, random_start,
+                              noise, seed)
             best, best_loss, iters = _run_apgd(
                 obj, x0, lower, upper, eps, n_iter, active, early_stop,
                 (x, clean_pred, clean_correct))

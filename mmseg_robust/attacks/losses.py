@@ -91,8 +91,8 @@ def mask_ce_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255,
                  **kwargs) -> Tensor:
     """CE on correctly classified pixels only."""
     logits, valid, safe = _prepare(logits, labels, ignore_index)
-    return _correct(logits, safe, kwargs.get('pred')) * _ce(logits,
-                                                           safe) * valid
+    mask = _correct(logits, safe, kwargs.get('pred'))
+    return mask * _ce(logits, safe) * valid
 
 
 def js_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255,

@@ -9,7 +9,8 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from .apgd import _Best, _bounds, _clean_eval, _finish, _prepare, _project
+from .apgd import (_Best, _bounds, _clean_eval, _finish, _prepare, _project,
+                   _start_point)
 from .core import AttackResult, SeedLike, Timer, check_eps, start_noise
 
 __all__ = ['pgd', 'pgd_train', 'pgd_step_size', 'PAPER_PGD_STEP_SIZES']
@@ -105,14 +106,8 @@ def pgd(model,
         best_loss = torch.full((B, ), float('nan'), device=x.device)
         if eps > 0 and bool(active.any()):
             lower, upper = _bounds(x, eps, mask)
-            if x_init is not None:
-                x_adv = _project(x_init.detach().to(x), lower, upper)
-            elif random_start:
-                if noise is None:
-                    noise = start_noise(x, seed)
-                x_adv = _project(x + eps * noise, lower, upper)
-            else:
-                x_adv = x.clone()
+            x_adv = _start_point(x, eps, lower, upper, x_init, random_start,
+                                 noise, seed)
             best = _Best(x, clean_pred, clean_correct)
             all_idx = torch.arange(B, device=x.device)
             first = True

@@ -173,8 +173,8 @@ def _fit_short_side(image: np.ndarray, label: np.ndarray,
     if min(h, w) >= size:
         return image, label
     scale = size / min(h, w)
-    new_wh = (max(size, int(round(w * scale))), max(size,
-                                                      int(round(h * scale))))
+    new_wh = (max(size, int(round(w * scale))),
+              max(size, int(round(h * scale))))
     image = cv2.resize(image, new_wh, interpolation=cv2.INTER_LINEAR)
     label = cv2.resize(label, new_wh, interpolation=cv2.INTER_NEAREST)
     return image, label

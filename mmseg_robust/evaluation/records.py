@@ -15,7 +15,7 @@ pixel count: ``{'c': [classes], 'i': [...], 'u': [...], 'p': [...],
 """
 import json
 import os
-from typing import Dict, Iterable, List, Tuple
+from typing import Iterable, List, Tuple
 
 import numpy as np
 import torch

@@ -9,7 +9,6 @@ differentiable forward and then runs the segmentor's own inference (``whole``
 or ``slide``) and post-processing (padding removal, flip, resize to the label
 size), so the attack differentiates what test time evaluates.
 """
-import copy
 import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence

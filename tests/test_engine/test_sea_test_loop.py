@@ -1,11 +1,9 @@
 """SEATestLoop through tools/test.py --eval sea on a tiny trained model."""
 import json
 import os
-import os.path as osp
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
