@@ -266,8 +266,8 @@ def main(argv=None):
     for ok, text in claims:
         print(('[ok]   ' if ok else '[FAIL] ') + text)
 
-    curve = plot(results, args.eps, osp.join(work_dir,
-                                              'demo_robustness_curve.png'))
+    curve = plot(results, args.eps,
+                 osp.join(work_dir, 'demo_robustness_curve.png'))
     val_dir = osp.join(data_root, 'img_dir', 'val')
     image = osp.join(val_dir, sorted(os.listdir(val_dir))[0])
     panel = osp.join(work_dir, 'demo_attack_panel.png')
@@ -302,8 +302,9 @@ def _save_docs(args, results, table, claims, curve, panel, timing, total):
         'SEA worst case and the strongest of PGD / SegPGD / CosPGD (aAcc / '
         f'mIoU %), {args.n_iter} iterations per attack, '
         f'{results["clean"]["metrics"]["sea/n_images"]} validation tiles:',
-        ''] + md + [''
-    ] + [('- [ok] ' if ok else '- [FAIL] ') + text for ok, text in claims]
+        ''
+    ] + md + [''] + [('- [ok] ' if ok else '- [FAIL] ') + text
+                     for ok, text in claims]
     steps = ', '.join(f'{k} {v:.0f} s' if v else f'{k} reused'
                       for k, v in timing.items())
     lines += ['', f'Whole run: {total:.0f} s ({steps}).']
