@@ -144,14 +144,25 @@ def _run_apgd(obj: Objective,
         if ia.numel() == 0:
             break
         a = 1.0 if k == 0 else MOMENTUM
-        xa = x_adv[ia]
-        lo, up = lower[ia], upper[ia]
-        st = step[ia].view(-1, 1, 1, 1)
-        z = _project(xa + st * grad[ia].sign(), lo, up)
-        x_new = _project(xa + a * (z - xa) + (1 - a) * (xa - x_prev[ia]), lo,
-                         up)
-        x_prev[ia] = xa
-        x_adv[ia] = x_new
+        # every image still running (the common case): work on the state
+        # tensors themselves instead of indexed copies of them
+        full = ia.numel() == B
+        if full:
+            xa, lo, up, g_a, xp = x_adv, lower, upper, grad, x_prev
+            st = step.view(-1, 1, 1, 1)
+        else:
+            xa, lo, up = x_adv[ia], lower[ia], upper[ia]
+            g_a, xp = grad[ia], x_prev[ia]
+            st = step[ia].view(-1, 1, 1, 1)
+        z = _project(xa + st * g_a.sign(), lo, up)
+        x_new = _project(xa + a * (z - xa) + (1 - a) * (xa - xp), lo, up)
+        if full:
+            # x_new is a fresh tensor and nothing else refers to the old
+            # x_prev, so rebinding replaces the two copies
+            x_prev, x_adv = x_adv, x_new
+        else:
+            x_prev[ia] = xa
+            x_adv[ia] = x_new
         iters[ia] += 1
 
         need_grad = k + 1 < n_iter
@@ -164,7 +175,10 @@ def _run_apgd(obj: Objective,
         n_increase[ia] += (l > loss[ia]).float()
         loss[ia] = l
         if g is not None:
-            grad[ia] = g
+            if full:
+                grad = g  # fresh from autograd, referenced nowhere else
+            else:
+                grad[ia] = g
         improved = l > best_loss[ia]
         if bool(improved.any()):
             sel = ia[improved]

@@ -120,7 +120,10 @@ def mask_sph_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255,
     """Masked spherical loss ``-1[argmax u = y] * u_y / ||u||_2``."""
     logits, valid, safe = _prepare(logits, labels, ignore_index)
     u_y = logits.gather(1, safe.unsqueeze(1)).squeeze(1)
-    norm = logits.norm(p=2, dim=1).clamp_min(1e-12)
+    # sum of squares, not Tensor.norm(dim=1): the strided reduction over the
+    # class dim is ~20x slower on the CPU; clamping before the sqrt keeps the
+    # gradient finite (and zero) at all-zero logits
+    norm = (logits * logits).sum(1).clamp_min(1e-24).sqrt()
     return -_correct(logits, safe, kwargs.get('pred')) * (u_y / norm) * valid
 
 

@@ -116,7 +116,8 @@ def pgd(model,
                 ia = all_idx[active]
                 if ia.numel() == 0:
                     break
-                xa = x_adv[ia]
+                full = ia.numel() == B  # no indexed copies needed
+                xa = x_adv if full else x_adv[ia]
                 need_grad = k < n_iter
                 l, g, p, c = obj.evaluate(
                     xa,
@@ -135,8 +136,12 @@ def pgd(model,
                 if early_stop:
                     active = active & (best.correct > 0)
                 if need_grad:
-                    x_adv[ia] = _project(xa + step_size * g.sign(), lower[ia],
-                                         upper[ia])
+                    if full:  # a fresh tensor; xa was copied into best
+                        x_adv = _project(xa + step_size * g.sign(), lower,
+                                         upper)
+                    else:
+                        x_adv[ia] = _project(xa + step_size * g.sign(),
+                                             lower[ia], upper[ia])
                     iters[ia] += 1
     return _finish(x, clean_pred, clean_correct, best, obj, best_loss, iters,
                    timer)

@@ -124,6 +124,8 @@ class SegmentorAttackModel(nn.Module):
     def subset(self, idx: Tensor) -> 'SegmentorAttackModel':
         """The same model restricted to images ``idx`` of the batch."""
         idx_list = idx.tolist()
+        if idx_list == list(range(len(self.data_samples))):
+            return self  # the whole batch: nothing to select
         return SegmentorAttackModel(self.segmentor,
                                     [self.data_samples[i] for i in idx_list],
                                     self.mask[idx], self.mode,

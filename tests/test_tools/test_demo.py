@@ -5,27 +5,26 @@ iterations, one radius, fewer attack iterations and fewer tiles."""
 import json
 import os.path as osp
 
-import pytest
-
 from ..conftest import load_tool
 
 SHORT = ['--max-iters', '200', '--eps', '4', '--n-iter', '8',
          '--max-images', '10']
 
 
-@pytest.fixture(scope='module')
-def demo_runs(tmp_path_factory):
+def test_demo_shortened_run(tmp_path):
+    """One test (not several sharing a fixture): pytest-xdist would run a
+    shared module fixture once per worker, i.e. the demo twice."""
     demo = load_tool('demo')
-    work = tmp_path_factory.mktemp('demo')
-    docs = work / 'docs'
+    work, docs = tmp_path / 'demo', tmp_path / 'docs'
     first = demo(['--work-dir', str(work)] + SHORT +
                  ['--save-docs', str(docs)])
     second = demo(['--work-dir', str(work)] + SHORT)
-    return dict(first=first, second=second, work=work, docs=docs)
+    _check_claims(first)
+    _check_reuse(first, second)
+    _check_outputs(work, docs)
 
 
-def test_at_model_is_more_robust_and_sea_is_strongest(demo_runs):
-    first = demo_runs['first']
+def _check_claims(first):
     at = first['results']['AT^2']['metrics']
     clean = first['results']['clean']['metrics']
     assert at['sea/n_images'] == clean['sea/n_images'] == 10
@@ -37,13 +36,13 @@ def test_at_model_is_more_robust_and_sea_is_strongest(demo_runs):
             assert m[f'sea/eps4/{attack}/aAcc'] <= m['sea/clean/aAcc']
     texts = [text for _, text in first['claims']]
     assert len(texts) == 3 and texts[0].startswith('AT^2 worst-case mIoU')
+    assert first['claims'][0][0]
     # on the clean model SEA is far stronger than any baseline at 4/255
     for b in ('pgd', 'segpgd', 'cospgd'):
         assert clean['sea/eps4/worst/aAcc'] <= clean[f'sea/eps4/{b}/aAcc']
 
 
-def test_second_run_reuses_checkpoints_and_evaluations(demo_runs):
-    first, second = demo_runs['first'], demo_runs['second']
+def _check_reuse(first, second):
     assert first['timing']['train clean'] > 0
     assert first['timing']['train AT^2'] > 0
     for key in ('train clean', 'train AT^2', 'evaluate clean',
@@ -52,8 +51,7 @@ def test_second_run_reuses_checkpoints_and_evaluations(demo_runs):
     assert second['results'] == first['results']
 
 
-def test_pictures_and_docs_are_written(demo_runs):
-    work, docs = demo_runs['work'], demo_runs['docs']
+def _check_outputs(work, docs):
     for name in ('demo_robustness_curve.png', 'demo_attack_panel.png'):
         for folder in (work, docs):
             path = folder / name
