@@ -126,7 +126,7 @@ def _run_apgd(obj: Objective,
     if early_stop:
         active = active & (best.correct > 0)
 
-    x_adv = x0.clone()
+    x_adv = x0  # callers hand x0 over (it is not used after this call)
     x_prev = x0.clone()
     step = torch.full((B, ), 2.0 * eps, device=device)
     best_loss = loss.clone()
@@ -163,6 +163,8 @@ def _run_apgd(obj: Objective,
         else:
             x_prev[ia] = xa
             x_adv[ia] = x_new
+        # free the step's temporaries before the forward pass allocates
+        del z, xa, xp, g_a
         iters[ia] += 1
 
         need_grad = k + 1 < n_iter
@@ -391,6 +393,9 @@ def apgd_red_eps(model,
                     x0 = _project(x + radius * noise, lower, upper)
                 else:
                     x0 = _project(start, lower, upper)
+                # only the last stage's points count (smaller radius): drop
+                # the previous stage's state before this one allocates its own
+                start = best = None
                 best, best_loss, it = _run_apgd(
                     obj, x0, lower, upper, radius, n, active, early_stop,
                     (x, clean_pred, clean_correct))

@@ -284,17 +284,23 @@ class SEA:
                 correct = worst.correct.clone()
                 res = None
                 if idx.numel() and self.eps > 0:
+                    # the whole batch (usual for the first attack): no copies
+                    full = idx.numel() == x.shape[0]
+
+                    def rows(t):
+                        return t if t is None or full else t[idx]
+
                     kwargs = dict(
                         ignore_index=self.ignore_index,
                         amp=self.amp,
-                        mask=None if mask is None else mask[idx],
-                        clean=(clean_pred[idx], clean_correct[idx]))
+                        mask=rows(mask),
+                        clean=(rows(clean_pred), rows(clean_correct)))
                     if spec.method != 'pgd':
                         kwargs.update(
                             random_start=self.random_start,
-                            noise=None if noise is None else noise[idx])
+                            noise=rows(noise))
                     res = run_attack(spec, subset_model(self.model, idx),
-                                     x[idx], y[idx], self.eps, self.n_iter,
+                                     rows(x), rows(y), self.eps, self.n_iter,
                                      **kwargs)
                     pred[idx] = res.pred
                     correct[idx] = res.correct
