@@ -178,7 +178,10 @@ def _run_apgd(obj: Objective,
         loss[ia] = l
         if g is not None:
             if full:
-                grad = g  # fresh from autograd, referenced nowhere else
+                # fresh from autograd and referenced nowhere else; made
+                # contiguous because autograd may return an expanded
+                # (stride-0) tensor, which must not be written in place
+                grad = g.contiguous()
             else:
                 grad[ia] = g
         improved = l > best_loss[ia]

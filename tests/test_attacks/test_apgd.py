@@ -273,6 +273,21 @@ class TestBadInput:
         with pytest.warns(UserWarning, match='gradient masking'):
             apgd(masked, x, y, EPS, 2)
 
+    def test_expanded_zero_gradient_is_not_written_in_place(self, net):
+        """autograd returns an expanded (stride-0) zero gradient here; the
+        step-size restarts must not write into it."""
+        x, y = toy_batch(model=net)
+
+        def masked(z):
+            return net(z.detach()) + 0 * z.sum()
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='.*gradient masking.*')
+            warnings.filterwarnings('error', message='.*expanded tensors.*')
+            res = apgd(masked, x, y, EPS, 20, random_start=False)
+        # no usable gradient: sign(0) = 0 steps keep the clean images
+        assert torch.equal(res.x_adv, x)
+
     def test_ok_model_gives_no_warning(self, net):
         x, y = toy_batch(model=net)
         with warnings.catch_warnings():
