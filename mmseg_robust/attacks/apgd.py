@@ -386,16 +386,12 @@ def apgd_red_eps(model,
         best, best_loss = None, None
         iters = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         if eps > 0 and bool(active.any()):
-            start = x if x_init is None else x_init.detach().to(x)
+            start = x_init  # later stages start from the previous best
             for stage, (radius, n) in enumerate(red_eps_schedule(eps,
                                                                  n_iter)):
                 lower, upper = _bounds(x, radius, mask)
-                if stage == 0 and x_init is None and random_start:
-                    if noise is None:
-                        noise = start_noise(x, seed)
-                    x0 = _project(x + radius * noise, lower, upper)
-                else:
-                    x0 = _project(start, lower, upper)
+                x0 = _start_point(x, radius, lower, upper, start,
+                                  random_start and stage == 0, noise, seed)
                 # only the last stage's points count (smaller radius): drop
                 # the previous stage's state before this one allocates its own
                 start = best = None

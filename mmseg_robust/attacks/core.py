@@ -137,6 +137,15 @@ def start_noise(x: Tensor, seed: SeedLike) -> Tensor:
     return noise.mul_(2).sub_(1).to(device=x.device, dtype=x.dtype)
 
 
+def take_rows(t: Optional[Tensor], idx: Tensor) -> Optional[Tensor]:
+    """``t[idx]`` for batch positions ``idx`` (a sorted subset of the batch,
+    as the attacks use them), without the copy when ``idx`` is the whole
+    batch; ``None`` stays ``None``."""
+    if t is None or idx.numel() == t.shape[0]:
+        return t
+    return t[idx]
+
+
 def subset_model(model: Model, idx: Optional[Tensor]) -> Model:
     """The model restricted to images ``idx`` of the batch.
 
@@ -240,18 +249,12 @@ class Objective:
                 f'the model returned NaN or inf logits for batch position(s) '
                 f'{bad}; check the model and its inputs (amp overflow?)')
 
-    @staticmethod
-    def _rows(t: Tensor, idx: Tensor) -> Tensor:
-        """``t[idx]``, without the copy when ``idx`` is the whole batch
-        (``idx`` is always a sorted subset of the batch positions)."""
-        return t if idx.numel() == t.shape[0] else t[idx]
-
     def _pred_correct(self, logits: Tensor, idx: Tensor, pred=None):
         if pred is None:
             pred = argmax_classes(logits.detach())
-        y = self._rows(self.y, idx)
+        y = take_rows(self.y, idx)
         hit = (pred != y) if self.targeted else (pred == y)
-        correct = (hit & self._rows(self.valid, idx)).flatten(1).sum(1)
+        correct = (hit & take_rows(self.valid, idx)).flatten(1).sum(1)
         return pred, correct
 
     @torch.no_grad()
@@ -261,7 +264,7 @@ class Objective:
         with self._autocast(x.device):
             logits = subset_model(self.model, idx)(x)
         logits = logits.float()
-        self._check_logits(logits, self._rows(self.y, idx), idx)
+        self._check_logits(logits, take_rows(self.y, idx), idx)
         self.n_evals += x.shape[0]
         return self._pred_correct(logits, idx)
 
@@ -279,7 +282,7 @@ class Objective:
             ``need_grad``), predictions ``(b, H, W)`` and correct-pixel counts
             ``(b,)``.
         """
-        y = self._rows(self.y, idx)
+        y = take_rows(self.y, idx)
         model = subset_model(self.model, idx)
         x = x.detach().requires_grad_(need_grad)
         grad_ctx = torch.enable_grad() if need_grad else torch.no_grad()

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .apgd import (_Best, _bounds, _clean_eval, _finish, _prepare, _project,
                    _start_point)
-from .core import AttackResult, SeedLike, Timer, check_eps, start_noise
+from .core import AttackResult, SeedLike, Timer, check_eps
 
 __all__ = ['pgd', 'pgd_train', 'pgd_step_size', 'PAPER_PGD_STEP_SIZES']
 
@@ -181,8 +181,8 @@ def pgd_train(model,
     if step_size is None:
         step_size = 2.5 * eps / steps
     lower, upper = _bounds(x, eps, mask)
-    x_adv = _project(x + eps * start_noise(x, seed), lower,
-                     upper) if random_start else x.clone()
+    x_adv = _start_point(x, eps, lower, upper, None, random_start, None,
+                         seed)
     idx = torch.arange(x.shape[0], device=x.device)
     losses = []
     for k in range(steps):

@@ -9,7 +9,8 @@ from torch import Tensor
 
 from .apgd import _Best, apgd, apgd_red_eps
 from .core import (AttackResult, SeedLike, Timer, check_eps, check_images,
-                   check_n_iter, start_noise, subset_model, warn_if_training)
+                   check_n_iter, start_noise, subset_model, take_rows,
+                   warn_if_training)
 from .losses import LOSS_NAMES, argmax_classes, check_loss_name
 from .pgd import pgd
 
@@ -284,24 +285,21 @@ class SEA:
                 correct = worst.correct.clone()
                 res = None
                 if idx.numel() and self.eps > 0:
-                    # the whole batch (usual for the first attack): no copies
-                    full = idx.numel() == x.shape[0]
-
-                    def rows(t):
-                        return t if t is None or full else t[idx]
-
+                    # take_rows: no copies for the whole batch (the usual
+                    # case for the first attack)
                     kwargs = dict(
                         ignore_index=self.ignore_index,
                         amp=self.amp,
-                        mask=rows(mask),
-                        clean=(rows(clean_pred), rows(clean_correct)))
+                        mask=take_rows(mask, idx),
+                        clean=(take_rows(clean_pred, idx),
+                               take_rows(clean_correct, idx)))
                     if spec.method != 'pgd':
                         kwargs.update(
                             random_start=self.random_start,
-                            noise=rows(noise))
+                            noise=take_rows(noise, idx))
                     res = run_attack(spec, subset_model(self.model, idx),
-                                     rows(x), rows(y), self.eps, self.n_iter,
-                                     **kwargs)
+                                     take_rows(x, idx), take_rows(y, idx),
+                                     self.eps, self.n_iter, **kwargs)
                     pred[idx] = res.pred
                     correct[idx] = res.correct
                     better = worst.update(idx, res.x_adv, res.pred,
