@@ -25,6 +25,34 @@ DEMO_CONFIGS = {
 }
 
 
+#: UPerNet + ConvNeXt-T as MMSeg's ADE20K recipe (150 classes)
+CONVNEXT_T = osp.join(ROOT, 'configs', 'upernet_convnext_at',
+                      'upernet_convnext-t_clean_4xb8-128ep_ade20k-512x512.py')
+
+
+def build_segmentor(config: str, device: str, crop: int = None,
+                    whole: bool = False):
+    """A segmentor of ``config`` with random weights (no pretrained
+    checkpoint) and BatchNorm instead of SyncBN in the heads, so it runs in
+    one process. ``crop`` fixes the preprocessor's pad size, ``whole``
+    makes inference whole-image."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(config)
+    cfg.model.backbone.init_cfg = None
+    if crop is not None:
+        cfg.model.data_preprocessor.size = (crop, crop)
+    if whole:
+        cfg.model.test_cfg = dict(mode='whole')
+    for head in ('decode_head', 'auxiliary_head'):
+        cfg.model[head].norm_cfg = dict(type='BN', requires_grad=True)
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    return MODELS.build(cfg.model).to(device)
+
+
 def sync(device: str) -> None:
     if device.startswith('cuda'):
         torch.cuda.synchronize()

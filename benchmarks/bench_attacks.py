@@ -30,8 +30,8 @@ import time
 from typing import Callable
 
 import torch
-from _common import (ROOT, demo_batches, demo_model, median_time, sync,
-                     write_json)
+from _common import (CONVNEXT_T, ROOT, build_segmentor, demo_batches,
+                     demo_model, median_time, sync, write_json)
 from prettytable import PrettyTable
 
 from mmseg_robust.attacks import SEA, apgd
@@ -50,29 +50,14 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def big_model(device: str, size: int, batch_size: int = 1, model=None):
-    """UPerNet + ConvNeXt-T as in MMSeg's ADE20K config, random weights
-    (or the given ``model``), and a fabricated batch at ``size`` x ``size``.
-    """
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-
-    from mmseg.registry import MODELS
+def fake_attack_batch(model, batch_size: int, size: int):
+    """A fabricated batch of ``size`` x ``size`` images for ``model`` as an
+    attack batch."""
     from mmseg_robust.models import SegmentorAttackModel
     from mmseg_robust.testing import fake_batch
-    cfg = Config.fromfile(
-        osp.join(ROOT, 'configs', 'upernet_convnext_at',
-                 'upernet_convnext-t_clean_4xb8-128ep_ade20k-512x512.py'))
-    cfg.model.backbone.init_cfg = None
-    for head in ('decode_head', 'auxiliary_head'):
-        cfg.model[head].norm_cfg = dict(type='BN', requires_grad=True)
-    cfg.model.test_cfg = dict(mode='whole')
-    init_default_scope('mmseg')
-    torch.manual_seed(0)
-    if model is None:
-        model = MODELS.build(cfg.model).to(device).eval()
-    data = fake_batch(batch_size, (size, size), num_classes=150)
-    return model, SegmentorAttackModel.from_batch(model, data)
+    data = fake_batch(batch_size, (size, size),
+                      num_classes=model.decode_head.num_classes)
+    return SegmentorAttackModel.from_batch(model, data)
 
 
 def fb_fns(batch, device, amp):
@@ -244,7 +229,9 @@ def main(argv=None):
                          args.n_iter, device, args.repeats, args.amp)
     big = big_batch = big_name = None
     if not args.skip_big:
-        big, big_batch = big_model(device, args.big_size)
+        # UPerNet + ConvNeXt-T as in MMSeg's ADE20K config, random weights
+        big = build_segmentor(CONVNEXT_T, device, whole=True).eval()
+        big_batch = fake_attack_batch(big, 1, args.big_size)
         big_name = (f'UPerNet+ConvNeXt-T ({args.big_size}x{args.big_size}, '
                     'batch 1)')
         rows += overhead_rows(big_name, big_batch, args.big_n_iter, device,
@@ -284,7 +271,7 @@ def main(argv=None):
                          device)]
     if big is not None:
         # training needs 2 images (BatchNorm of the 1x1 pooling branch)
-        _, big2 = big_model(device, args.big_size, batch_size=2, model=big)
+        big2 = fake_attack_batch(big, 2, args.big_size)
         mrows.append(
             memory_rows(big_name.replace('batch 1', 'batch 2'), big, big2,
                         device))

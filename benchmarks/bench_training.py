@@ -17,7 +17,8 @@ import sys
 from types import SimpleNamespace
 
 import torch
-from _common import ROOT, median_time, write_json
+from _common import (CONVNEXT_T, ROOT, build_segmentor, median_time,
+                     write_json)
 from prettytable import PrettyTable
 
 from mmseg_robust.engine import AdvTrainingHook
@@ -36,22 +37,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def build(config: str, size: int, device: str, num_classes=None):
-    from mmengine.config import Config
+def build(config: str, size: int, device: str):
     from mmengine.optim import OptimWrapper
-    from mmengine.registry import init_default_scope
-
-    from mmseg.registry import MODELS
-    cfg = Config.fromfile(config)
-    cfg.model.backbone.init_cfg = None
-    cfg.model.data_preprocessor.size = (size, size)
-    for head in ('decode_head', 'auxiliary_head'):
-        cfg.model[head].norm_cfg = dict(type='BN', requires_grad=True)
-    init_default_scope('mmseg')
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model).to(device).train()
+    model = build_segmentor(config, device, crop=size).train()
     optim = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-5))
-    return model, optim, cfg.model.decode_head.num_classes
+    return model, optim, model.decode_head.num_classes
 
 
 def measure(name, model, optim, data, steps_list, repeats, device):
@@ -95,9 +85,7 @@ def main(argv=None):
     if not args.skip_big:
         runs.append((f'UPerNet+ConvNeXt-T ({args.big_size}x{args.big_size}'
                      f', batch {args.big_batch})',
-                     osp.join(ROOT, 'configs', 'upernet_convnext_at',
-                              'upernet_convnext-t_clean_4xb8-128ep_'
-                              'ade20k-512x512.py'), args.big_size,
+                     CONVNEXT_T, args.big_size,
                      args.big_batch))
     rows = []
     for name, config, size, batch in runs:
