@@ -15,21 +15,71 @@ from torch import Tensor
 
 __all__ = [
     'PIXEL_LOSSES', 'pixel_loss', 'class_weights_from_counts', 'LOSS_NAMES',
-    'STEP_DEPENDENT_LOSSES', 'check_logits_labels', 'check_loss_name'
+    'PixelTerms', 'check_logits_labels', 'check_loss_name'
 ]
 
 _LOG2 = math.log(2.0)
 
 
-def _prepare(logits: Tensor, labels: Tensor, ignore_index: int):
-    logits = logits.float()
-    valid = labels != ignore_index
-    safe_labels = torch.where(valid, labels, torch.zeros_like(labels))
-    return logits, valid, safe_labels
+class PixelTerms:
+    """Terms the pixel losses share, computed once per model evaluation.
 
+    The attacks evaluate the attacked loss and, for APGD's step-size
+    control, a tracked objective (often CE, SPEC section 3) on the same
+    logits; both read the log-softmax, the CE map and the correctness mask
+    from here, so tracking CE costs no extra pass over the logits.
 
-def _ce(logits: Tensor, safe_labels: Tensor) -> Tensor:
-    return F.cross_entropy(logits, safe_labels, reduction='none')
+    Args:
+        logits (Tensor): ``(B, K, H, W)`` logits (cast to float32).
+        labels (Tensor): ``(B, H, W)`` integer labels.
+        ignore_index (int): Label of ignored pixels.
+        pred (Tensor, optional): ``argmax`` of the logits if already known.
+    """
+
+    def __init__(self, logits: Tensor, labels: Tensor, ignore_index: int,
+                 pred: Optional[Tensor] = None):
+        self.logits = logits.float()
+        self.valid = labels != ignore_index
+        self.labels = torch.where(self.valid, labels,
+                                  torch.zeros_like(labels))
+        self._pred = pred
+        self._cache: Dict[str, Tensor] = {}
+
+    def _get(self, key: str, fn: Callable[[], Tensor]) -> Tensor:
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
+    @property
+    def log_probs(self) -> Tensor:
+        """``log_softmax`` over the classes, ``(B, K, H, W)``."""
+        return self._get('log_probs',
+                         lambda: F.log_softmax(self.logits, dim=1))
+
+    @property
+    def log_p_label(self) -> Tensor:
+        """``log p_y`` per pixel, ``(B, H, W)``."""
+        return self._get(
+            'log_p_label', lambda: self.log_probs.gather(
+                1, self.labels.unsqueeze(1)).squeeze(1))
+
+    @property
+    def ce(self) -> Tensor:
+        """Cross-entropy ``-log p_y`` per pixel (not yet masked)."""
+        return self._get('ce', lambda: -self.log_p_label)
+
+    @property
+    def pred(self) -> Tensor:
+        """Predicted class per pixel (detached)."""
+        if self._pred is None:
+            self._pred = argmax_classes(self.logits.detach())
+        return self._pred
+
+    @property
+    def correct(self) -> Tensor:
+        """Detached float mask of pixels whose argmax equals the label."""
+        return self._get('correct',
+                         lambda: (self.pred == self.labels).float())
 
 
 def argmax_classes(logits: Tensor) -> Tensor:
@@ -38,19 +88,19 @@ def argmax_classes(logits: Tensor) -> Tensor:
     return logits.max(1).indices
 
 
-def _correct(logits: Tensor, safe_labels: Tensor,
-             pred: Optional[Tensor] = None) -> Tensor:
-    """Detached float mask of pixels whose argmax equals the label."""
-    if pred is None:
-        pred = argmax_classes(logits.detach())
-    return (pred == safe_labels).float()
+def _terms(logits: Tensor, labels: Tensor, ignore_index: int,
+           kwargs: dict) -> PixelTerms:
+    terms = kwargs.get('terms')
+    if terms is None:
+        terms = PixelTerms(logits, labels, ignore_index, kwargs.get('pred'))
+    return terms
 
 
 def ce_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255,
             **kwargs) -> Tensor:
     """Cross-entropy ``-log p_y``."""
-    logits, valid, safe = _prepare(logits, labels, ignore_index)
-    return _ce(logits, safe) * valid
+    t = _terms(logits, labels, ignore_index, kwargs)
+    return t.ce * t.valid
 
 
 def bal_ce_loss(logits: Tensor,
@@ -70,61 +120,75 @@ def bal_ce_loss(logits: Tensor,
         raise ValueError(f"loss 'bal_ce': step must be in [1, total_steps="
                          f'{total_steps}], got {step}')
     lam = (step - 1) / (2 * total_steps)
-    logits, valid, safe = _prepare(logits, labels, ignore_index)
-    correct = _correct(logits, safe, kwargs.get('pred'))
-    weight = (1 - lam) * correct + lam * (1 - correct)
-    return weight * _ce(logits, safe) * valid
+    t = _terms(logits, labels, ignore_index, kwargs)
+    weight = (1 - lam) * t.correct + lam * (1 - t.correct)
+    return weight * t.ce * t.valid
 
 
 def cossim_ce_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255,
                    **kwargs) -> Tensor:
     """CosPGD: CE weighted by ``sigmoid(u_y) / ||sigmoid(u)||_2``."""
-    logits, valid, safe = _prepare(logits, labels, ignore_index)
+    t = _terms(logits, labels, ignore_index, kwargs)
     with torch.no_grad():
-        sig = logits.sigmoid()
-        weight = sig.gather(1, safe.unsqueeze(1)).squeeze(1) / \
+        sig = t.logits.sigmoid()
+        weight = sig.gather(1, t.labels.unsqueeze(1)).squeeze(1) / \
             sig.norm(p=2, dim=1)
-    return weight * _ce(logits, safe) * valid
+    return weight * t.ce * t.valid
 
 
 def mask_ce_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255,
                  **kwargs) -> Tensor:
     """CE on correctly classified pixels only."""
-    logits, valid, safe = _prepare(logits, labels, ignore_index)
-    mask = _correct(logits, safe, kwargs.get('pred'))
-    return mask * _ce(logits, safe) * valid
+    t = _terms(logits, labels, ignore_index, kwargs)
+    return t.correct * t.ce * t.valid
 
 
 def js_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255,
             **kwargs) -> Tensor:
     """Jensen-Shannon divergence between ``softmax(u)`` and one-hot ``e_y``.
 
-    With ``m = (p + e_y) / 2`` the divergence only depends on ``q = p_y``::
+    With ``m = (p + e_y) / 2`` the divergence depends only on ``q = p_y``::
 
         D_JS = log 2 + (q log q - (1 + q) log(1 + q)) / 2
 
-    computed from ``log_softmax`` so that it stays finite, with finite
-    gradients, when ``p_y`` underflows to 0 or saturates at 1.
+    That form cancels (``log 2 - log 2``) once ``q`` is close to 1: in float32
+    beyond a logit margin of about 17 it rounds to exactly 0, with a zero
+    gradient, on every confidently correct pixel. For ``q >= 1/2`` it is
+    therefore evaluated in ``d = 1 - q``, summed from the other classes'
+    probabilities (exact also when ``d`` is below float32's resolution of
+    1)::
+
+        D_JS = (d log 2 + (1 - d) log(1 - d) - (2 - d) log(1 - d/2)) / 2
+
+    whose leading term ``d log 2 / 2`` carries the value and the gradient
+    (relative accuracy ~1e-6 at any margin; tested against a high-precision
+    reference). Finite, with finite gradients, at ``p_y -> 0`` and ``1``.
     """
-    logits, valid, safe = _prepare(logits, labels, ignore_index)
-    log_q = F.log_softmax(logits, dim=1).gather(
-        1, safe.unsqueeze(1)).squeeze(1)
+    t = _terms(logits, labels, ignore_index, kwargs)
+    log_q = t.log_p_label
     q = log_q.exp()
-    js = _LOG2 + 0.5 * (q * log_q - (1 + q) * torch.log1p(q))
-    # q log q - (1+q) log(1+q) >= -2 log 2 analytically; clamp rounding
-    return js.clamp_min(0.0) * valid
+    # d = sum of p_k over k != y, without the cancellation of 1 - q
+    d = t.log_probs.exp().scatter(1, t.labels.unsqueeze(1), 0.0).sum(1)
+    js_q = _LOG2 + 0.5 * (q * log_q - (1 + q) * torch.log1p(q))
+    # clamp: the branch not taken must stay finite (0 * log 0 -> NaN grads)
+    d_c = d.clamp(max=0.5)
+    js_d = 0.5 * (d_c * _LOG2 + (1 - d_c) * torch.log1p(-d_c) -
+                  (2 - d_c) * torch.log1p(-0.5 * d_c))
+    js = torch.where(q < 0.5, js_q, js_d)
+    return js.clamp_min(0.0) * t.valid
 
 
 def mask_sph_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255,
                   **kwargs) -> Tensor:
     """Masked spherical loss ``-1[argmax u = y] * u_y / ||u||_2``."""
-    logits, valid, safe = _prepare(logits, labels, ignore_index)
-    u_y = logits.gather(1, safe.unsqueeze(1)).squeeze(1)
+    t = _terms(logits, labels, ignore_index, kwargs)
+    u = t.logits
+    u_y = u.gather(1, t.labels.unsqueeze(1)).squeeze(1)
     # sum of squares, not Tensor.norm(dim=1): the strided reduction over the
     # class dim is ~20x slower on the CPU; clamping before the sqrt keeps the
     # gradient finite (and zero) at all-zero logits
-    norm = (logits * logits).sum(1).clamp_min(1e-24).sqrt()
-    return -_correct(logits, safe, kwargs.get('pred')) * (u_y / norm) * valid
+    norm = (u * u).sum(1).clamp_min(1e-24).sqrt()
+    return -t.correct * (u_y / norm) * t.valid
 
 
 def mask_ce_bal_loss(logits: Tensor,
@@ -138,23 +202,23 @@ def mask_ce_bal_loss(logits: Tensor,
     frequency of its own valid labels (see :func:`class_weights_from_counts`),
     so an image's objective never depends on the rest of the batch.
     """
-    logits, valid, safe = _prepare(logits, labels, ignore_index)
-    num_classes = logits.shape[1]
+    t = _terms(logits, labels, ignore_index, kwargs)
+    safe, valid = t.labels, t.valid
+    num_classes = t.logits.shape[1]
     if class_weights is None:
-        counts = logits.new_zeros(safe.shape[0], num_classes).scatter_add_(
+        counts = t.logits.new_zeros(safe.shape[0], num_classes).scatter_add_(
             1, safe.flatten(1), valid.flatten(1).float())  # (B, K)
         weights = class_weights_from_counts(counts)  # (B, K)
         w = weights.gather(1, safe.flatten(1)).view_as(safe)
     else:
         class_weights = torch.as_tensor(
-            class_weights, dtype=torch.float32, device=logits.device)
+            class_weights, dtype=torch.float32, device=t.logits.device)
         if class_weights.shape != (num_classes, ):
             raise ValueError(
                 f'class_weights must have shape ({num_classes},) for '
                 f'{num_classes} classes, got {tuple(class_weights.shape)}')
         w = class_weights[safe]
-    return w * _correct(logits, safe, kwargs.get('pred')) * _ce(
-        logits, safe) * valid
+    return w * t.correct * t.ce * valid
 
 
 def class_weights_from_counts(counts: Tensor) -> Tensor:
@@ -179,8 +243,9 @@ def class_weights_from_counts(counts: Tensor) -> Tensor:
 
 
 #: name -> loss function ``fn(logits, labels, ignore_index, step,
-#: total_steps, class_weights, pred=None) -> (B, H, W)``; ``pred`` (the
-#: argmax of the logits, if already computed) saves recomputing it
+#: total_steps, class_weights, pred=None, terms=None) -> (B, H, W)``;
+#: ``pred`` (the argmax of the logits, if already computed) and ``terms``
+#: (a :class:`PixelTerms` of the same logits) save recomputing shared terms
 PIXEL_LOSSES: Dict[str, Callable[..., Tensor]] = {
     'ce': ce_loss,
     'bal_ce': bal_ce_loss,
@@ -192,9 +257,6 @@ PIXEL_LOSSES: Dict[str, Callable[..., Tensor]] = {
 }
 
 LOSS_NAMES: Sequence[str] = tuple(PIXEL_LOSSES)
-
-#: losses whose value depends on the iteration counter
-STEP_DEPENDENT_LOSSES = frozenset({'bal_ce'})
 
 
 def check_logits_labels(logits: Tensor, labels: Tensor,

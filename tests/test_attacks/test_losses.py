@@ -233,3 +233,56 @@ def test_registry_lists_all_losses():
         'ce', 'bal_ce', 'cossim_ce', 'mask_ce', 'js', 'mask_sph',
         'mask_ce_bal'
     }
+
+
+def _js_high_precision(u, y):
+    """D_JS(softmax(u) || e_y) and its gradient, with 60 significant
+    digits (mpmath ships with torch's sympy): no cancellation at any
+    margin."""
+    import mpmath
+    with mpmath.workdps(60):
+        u = [mpmath.mpf(float(v)) for v in u]
+        top = max(u)
+        e = [mpmath.e**(v - top) for v in u]
+        z = sum(e)
+        p = [v / z for v in e]
+        q = p[y]
+        js = mpmath.log(2) + (q * mpmath.log(q) -
+                              (1 + q) * mpmath.log(1 + q)) / 2
+        # dJS/dq = log(q / (1 + q)) / 2 and dq/du_k = q (1[k = y] - p_k)
+        dq = mpmath.log(q / (1 + q)) / 2
+        grad = [dq * q * ((1 if k == y else 0) - p[k])
+                for k in range(len(u))]
+        return float(js), [float(g) for g in grad]
+
+
+@pytest.mark.parametrize('margin', [5, 10, 17, 20, 30, 45, 60, -5, -20])
+def test_js_value_and_gradient_without_cancellation(margin):
+    """JS on confidently correct pixels (logit margin 5-60) keeps its value
+    and a non-zero gradient, matching a 60-digit reference to float32
+    precision (the closed form log 2 + ... rounds to exactly 0 beyond a
+    margin of ~17)."""
+    u = torch.tensor([0.3, -1.0, 0.5, 0.0])
+    u[0] = 0.5 + margin  # label 0, margin over the runner-up (0.5)
+    x = u.view(1, 4, 1, 1).clone().requires_grad_(True)
+    out = pixel_loss('js', x, torch.zeros(1, 1, 1, dtype=torch.long))
+    out.sum().backward()
+    ref, ref_grad = _js_high_precision(u.tolist(), 0)
+    assert ref > 0
+    assert out.item() == pytest.approx(ref, rel=1e-5)
+    got = x.grad.view(-1).tolist()
+    assert all(g != 0 for g in got)
+    for g, r in zip(got, ref_grad):
+        assert g == pytest.approx(r, rel=1e-4)
+
+
+def test_js_has_no_nan_at_extreme_margins():
+    u = torch.zeros(4, 3, 1, 1)
+    u[0, 0], u[1, 1], u[2, 0], u[3, 0] = 200.0, 200.0, 1e4, -1e4
+    u.requires_grad_(True)
+    out = pixel_loss('js', u, torch.zeros(4, 1, 1, dtype=torch.long))
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(u.grad).all()
+    # correct with margin 200: D_JS underflows to 0; wrong: log 2
+    assert out[0].item() == 0.0 and out[2].item() == 0.0
+    assert out[1].item() == pytest.approx(math.log(2))
