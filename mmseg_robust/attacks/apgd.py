@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .core import (AttackResult, Objective, SeedLike, Timer,
                    apgd_checkpoints, check_eps, check_images, check_n_iter,
-                   start_noise, warn_if_training)
+                   default_tracked, start_noise, warn_if_training)
 
 __all__ = ['apgd', 'apgd_red_eps', 'red_eps_schedule']
 
@@ -23,30 +23,46 @@ MOMENTUM = 0.75
 RHO = 0.75
 
 
+#: How the lowest-accuracy point breaks ties (temporary ablation switch):
+#: 'earliest', 'latest', or 'tracked' (higher tracked objective wins).
+TIE_BREAK = 'earliest'
+#: Whether condition (b) may fire at the first checkpoint.
+COND_B_AT_FIRST = True
+
+
 class _Best:
     """The lowest-accuracy point seen so far, per image."""
 
-    def __init__(self, x: Tensor, pred: Tensor, correct: Tensor):
+    def __init__(self, x: Tensor, pred: Tensor, correct: Tensor,
+                 tracked: Optional[Tensor] = None):
         self.x = x.clone()
         self.pred = pred.clone()
         self.correct = correct.clone()
+        self.tracked = (torch.full(correct.shape, -float('inf'),
+                                   device=correct.device)
+                        if tracked is None else tracked.clone())
 
-    def update(self, idx: Tensor, x: Tensor, pred: Tensor,
-               correct: Tensor) -> Tensor:
-        """Keep the points of images ``idx`` that are strictly better.
-
-        Strictly lower only: ties keep the earlier point, which makes the
-        result independent of how long broken images keep running.
+    def update(self, idx: Tensor, x: Tensor, pred: Tensor, correct: Tensor,
+               tracked: Optional[Tensor] = None) -> Tensor:
+        """Keep the points of images ``idx`` that are better.
 
         Returns:
             Tensor: bool mask over ``idx`` of the images that improved.
         """
         better = correct < self.correct[idx]
+        if tracked is not None and TIE_BREAK != 'earliest':
+            tie = correct == self.correct[idx]
+            if TIE_BREAK == 'latest':
+                better = better | tie
+            else:
+                better = better | (tie & (tracked > self.tracked[idx]))
         if bool(better.any()):
             sel = idx[better]
             self.x[sel] = x[better]
             self.pred[sel] = pred[better]
             self.correct[sel] = correct[better]
+            if tracked is not None:
+                self.tracked[sel] = tracked[better]
         return better
 
 
@@ -91,6 +107,11 @@ def _run_apgd(obj: Objective,
               fallback: Optional[tuple] = None):
     """One APGD run from ``x0`` (already inside the box).
 
+    The step-size control (conditions (a) and (b)) and the restart point
+    follow the *tracked* objective of ``obj`` (SPEC section 3); the step
+    direction is the gradient of the attacked loss; the output is the
+    lowest-accuracy point.
+
     Args:
         obj: The objective.
         x0: ``(B, C, H, W)`` starting points.
@@ -103,7 +124,7 @@ def _run_apgd(obj: Objective,
             (the clean images).
 
     Returns:
-        tuple: ``(_Best, best objective (B,), iterations run (B,))``.
+        tuple: ``(_Best, best tracked objective (B,), iterations run (B,))``.
     """
     B = x0.shape[0]
     device = x0.device
@@ -112,32 +133,35 @@ def _run_apgd(obj: Objective,
     ia = all_idx[active]
 
     # evaluate the starting point of the images to attack
-    loss = torch.full((B, ), -float('inf'), device=device)
+    track = torch.full((B, ), -float('inf'), device=device)
     grad = torch.zeros_like(x0)
     x_fb, pred_fb, correct_fb = fallback
     best = _Best(x_fb, pred_fb, correct_fb)
     if ia.numel():
-        l, g, p, c = obj.evaluate(x0[ia], ia, step=1, total_steps=n_iter)
-        loss[ia] = l
-        grad[ia] = g
-        obj.warn_zero_grad(g, c, ia)
+        ev = obj.evaluate(x0[ia], ia, step=1, total_steps=n_iter)
+        track[ia] = ev.tracked
+        grad[ia] = ev.grad
+        obj.warn_zero_grad(ev.grad, ev.correct, ia)
         # the starting point is where the run's tracking begins
-        best.x[ia], best.pred[ia], best.correct[ia] = x0[ia], p, c
+        best.x[ia], best.pred[ia] = x0[ia], ev.pred
+        best.correct[ia], best.tracked[ia] = ev.correct, ev.tracked
+        del ev
     if early_stop:
         active = active & (best.correct > 0)
 
     x_adv = x0  # callers hand x0 over (it is not used after this call)
     x_prev = x0.clone()
     step = torch.full((B, ), 2.0 * eps, device=device)
-    best_loss = loss.clone()
-    x_best_loss = x0.clone()
+    best_track = track.clone()
+    x_best_track = x0.clone()
     grad_best = grad.clone()
     # checkpoint state
     checkpoints = set(apgd_checkpoints(n_iter))
     last_ckpt = 0
     n_increase = torch.zeros(B, device=device)
-    best_loss_at_ckpt = best_loss.clone()
-    reduced_last = torch.zeros(B, dtype=torch.bool, device=device)
+    best_track_at_ckpt = best_track.clone()
+    reduced_last = torch.full((B, ), not COND_B_AT_FIRST, dtype=torch.bool,
+                              device=device)
 
     for k in range(n_iter):
         ia = all_idx[active]
@@ -168,14 +192,16 @@ def _run_apgd(obj: Objective,
         iters[ia] += 1
 
         need_grad = k + 1 < n_iter
-        l, g, p, c = obj.evaluate(
+        ev = obj.evaluate(
             x_new,
             ia,
             step=min(k + 2, n_iter),
             total_steps=n_iter,
             need_grad=need_grad)
-        n_increase[ia] += (l > loss[ia]).float()
-        loss[ia] = l
+        t = ev.tracked
+        n_increase[ia] += (t > track[ia]).float()
+        track[ia] = t
+        g = ev.grad
         if g is not None:
             if full:
                 # fresh from autograd and referenced nowhere else; made
@@ -184,39 +210,40 @@ def _run_apgd(obj: Objective,
                 grad = g.contiguous()
             else:
                 grad[ia] = g
-        improved = l > best_loss[ia]
+        improved = t > best_track[ia]
         if bool(improved.any()):
             sel = ia[improved]
-            best_loss[sel] = l[improved]
-            x_best_loss[sel] = x_new[improved]
+            best_track[sel] = t[improved]
+            x_best_track[sel] = x_new[improved]
             if g is not None:
                 grad_best[sel] = g[improved]
-        best.update(ia, x_new, p, c)
+        best.update(ia, x_new, ev.pred, ev.correct, t)
+        del ev, g
         if early_stop:
             active = active & (best.correct > 0)
 
         if (k + 1) in checkpoints and need_grad:
             since = k + 1 - last_ckpt
             cond_a = n_increase < RHO * since
-            cond_b = (~reduced_last) & (best_loss <= best_loss_at_ckpt)
+            cond_b = (~reduced_last) & (best_track <= best_track_at_ckpt)
             reduce = (cond_a | cond_b) & active
             if bool(reduce.any()):
                 step[reduce] /= 2.0
                 # restart from the highest-objective point, no momentum
-                x_adv[reduce] = x_best_loss[reduce]
-                x_prev[reduce] = x_best_loss[reduce]
+                x_adv[reduce] = x_best_track[reduce]
+                x_prev[reduce] = x_best_track[reduce]
                 grad[reduce] = grad_best[reduce]
-                loss[reduce] = best_loss[reduce]
+                track[reduce] = best_track[reduce]
             reduced_last = reduce
-            best_loss_at_ckpt = best_loss.clone()
+            best_track_at_ckpt = best_track.clone()
             n_increase.zero_()
             last_ckpt = k + 1
-    best_loss[best_loss == -float('inf')] = float('nan')
-    return best, best_loss, iters
+    best_track[best_track == -float('inf')] = float('nan')
+    return best, best_track, iters
 
 
 def _prepare(model, x, y, eps, n_iter, loss, ignore_index, targeted, amp,
-             class_weights, mask, min_iter=1):
+             class_weights, mask, min_iter=1, track=None):
     warn_if_training(model)
     eps = check_eps(eps)
     n_iter = check_n_iter(n_iter, min_iter)
@@ -229,8 +256,13 @@ def _prepare(model, x, y, eps, n_iter, loss, ignore_index, targeted, amp,
         ignore_index=ignore_index,
         targeted=targeted,
         amp=amp,
-        class_weights=class_weights)
+        class_weights=class_weights,
+        track=track)
     return obj, x, eps, n_iter, mask
+
+
+def _track(loss: str, track_loss: Optional[str]) -> str:
+    return default_tracked(loss) if track_loss is None else track_loss
 
 
 def _clean_eval(obj: Objective, x: Tensor, clean: Optional[tuple]):
@@ -282,7 +314,8 @@ def apgd(model,
          class_weights: Optional[Tensor] = None,
          early_stop: bool = True,
          clean: Optional[tuple] = None,
-         noise: Optional[Tensor] = None) -> AttackResult:
+         noise: Optional[Tensor] = None,
+         track_loss: Optional[str] = None) -> AttackResult:
     """APGD (l_inf) on a segmentation model with a constant radius.
 
     Args:
@@ -309,15 +342,20 @@ def apgd(model,
         clean (tuple, optional): Precomputed ``(pred, correct)`` at ``x``.
         noise (Tensor, optional): Uniform [-1, 1] random-start noise to use
             instead of drawing it from ``seed``.
+        track_loss (str, optional): Loss whose pixel mean drives the
+            step-size control and the restart point (SPEC section 3);
+            ``None`` takes :data:`TRACKED_DEFAULTS` (CE for the masked,
+            balanced and JS losses, the loss itself for ``mask_sph``); give
+            ``loss``'s own name to track the attacked loss.
 
     Returns:
         AttackResult: The lowest-accuracy point found (or ``x`` if nothing
-        beats the clean image).
+        beats the clean image); ``loss`` holds the best tracked objective.
     """
     with Timer() as timer:
-        obj, x, eps, n_iter, mask = _prepare(model, x, y, eps, n_iter, loss,
-                                             ignore_index, targeted, amp,
-                                             class_weights, mask)
+        obj, x, eps, n_iter, mask = _prepare(
+            model, x, y, eps, n_iter, loss, ignore_index, targeted, amp,
+            class_weights, mask, track=_track(loss, track_loss))
         clean_pred, clean_correct = _clean_eval(obj, x, clean)
         active = clean_correct > 0 if early_stop else obj.n_valid > 0
         best, best_loss, iters = None, None, None
@@ -360,7 +398,8 @@ def apgd_red_eps(model,
                  class_weights: Optional[Tensor] = None,
                  early_stop: bool = True,
                  clean: Optional[tuple] = None,
-                 noise: Optional[Tensor] = None) -> AttackResult:
+                 noise: Optional[Tensor] = None,
+                 track_loss: Optional[str] = None) -> AttackResult:
     """APGD with progressive radius reduction (red-eps, SPEC section 4).
 
     Three APGD runs at radii ``2 eps``, ``1.5 eps`` and ``eps`` with
@@ -369,8 +408,10 @@ def apgd_red_eps(model,
     uses a random start. The result is the lowest-accuracy point of the last
     run (inside the eps-ball), or ``x`` if the clean image is better.
 
-    Arguments are those of :func:`apgd`; ``n_iter`` must be at least 3.
-    ``noise`` optionally gives the uniform [-1, 1] random-start noise.
+    Arguments are those of :func:`apgd` (``track_loss`` included);
+    ``n_iter`` must be at least 3. ``noise`` optionally gives the uniform
+    [-1, 1] random-start noise; ``x_init`` replaces the random start of the
+    first run.
     """
     if n_iter is not None and not isinstance(n_iter, bool) and \
             isinstance(n_iter, int) and n_iter < 3:
@@ -378,9 +419,9 @@ def apgd_red_eps(model,
             f'red-eps APGD splits n_iter over three radii and needs '
             f'n_iter >= 3, got {n_iter}; use apgd() for shorter runs')
     with Timer() as timer:
-        obj, x, eps, n_iter, mask = _prepare(model, x, y, eps, n_iter, loss,
-                                             ignore_index, targeted, amp,
-                                             class_weights, mask, 3)
+        obj, x, eps, n_iter, mask = _prepare(
+            model, x, y, eps, n_iter, loss, ignore_index, targeted, amp,
+            class_weights, mask, 3, track=_track(loss, track_loss))
         clean_pred, clean_correct = _clean_eval(obj, x, clean)
         active = clean_correct > 0 if early_stop else obj.n_valid > 0
         best, best_loss = None, None

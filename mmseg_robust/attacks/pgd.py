@@ -119,7 +119,7 @@ def pgd(model,
                 full = ia.numel() == B  # no indexed copies needed
                 xa = x_adv if full else x_adv[ia]
                 need_grad = k < n_iter
-                l, g, p, c = obj.evaluate(
+                l, _, g, p, c = obj.evaluate(
                     xa,
                     ia,
                     step=min(k + 1, n_iter),
@@ -186,7 +186,7 @@ def pgd_train(model,
     idx = torch.arange(x.shape[0], device=x.device)
     losses = []
     for k in range(steps):
-        value, grad, _, _ = obj.evaluate(
+        value, _, grad, _, _ = obj.evaluate(
             x_adv, idx, step=k + 1, total_steps=steps)
         losses.append(float(value.mean()))
         x_adv = _project(x_adv + step_size * grad.sign(), lower, upper)

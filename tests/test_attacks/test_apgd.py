@@ -28,19 +28,25 @@ def test_checkpoints_for_100_iterations():
     assert apgd_checkpoints(100) == (22, 41, 57, 70, 80, 87, 93, 99)
 
 
-@pytest.mark.parametrize('loss', ['mask_ce', 'bal_ce', 'js', 'mask_sph'])
-def test_batched_apgd_equals_per_image_reference(net, loss):
+@pytest.mark.parametrize('loss,track', [('mask_ce', None), ('bal_ce', None),
+                                        ('js', None), ('mask_sph', None),
+                                        ('mask_ce', 'mask_ce'),
+                                        ('js', 'js'), ('mask_sph', 'ce')])
+def test_batched_apgd_equals_per_image_reference(net, loss, track):
     """Each image of a batch runs exactly the single-image APGD of the
-    SPEC: own step size, checkpoints, momentum, best points, early stop."""
+    SPEC: own step size, checkpoints, momentum, best points, early stop,
+    with the tracked objective driving the step-size control."""
     x, y = toy_batch(B=3, seed=1, model=net)
     n_iter = 25
     noise = start_noise(x, 7)
-    res = apgd(net, x, y, EPS, n_iter, loss=loss, noise=noise)
+    res = apgd(net, x, y, EPS, n_iter, loss=loss, noise=noise,
+               track_loss=track)
     lower, upper = (x - EPS).clamp(0, 1), (x + EPS).clamp(0, 1)
     x0 = torch.max(torch.min(x + EPS * noise, upper), lower)
     for i in range(3):
         ref_x, ref_c = reference_apgd(net, x[i:i + 1], y[i:i + 1], EPS,
-                                      n_iter, loss, x0[i:i + 1])
+                                      n_iter, loss, x0[i:i + 1],
+                                      track=track)
         clean_c = int(((net(x[i:i + 1]).argmax(1) == y[i:i + 1]) &
                        (y[i:i + 1] != 255)).sum())
         if clean_c < ref_c:  # the clean image beats the run
@@ -307,3 +313,30 @@ def test_loss_module_is_plain_torch():
         assert 'import mmseg' not in text and 'from mmseg' not in text, path
         assert 'mmengine' not in text and 'mmcv' not in text, path
     assert pixel_loss is losses_module.pixel_loss
+
+
+def test_default_tracked_objective_is_the_specs(net):
+    """SPEC §3 defaults: CE for mask_ce / bal_ce / js / mask_ce_bal, the
+    loss itself for mask_sph; ``track_loss=None`` means the default."""
+    from mmseg_robust.attacks import TRACKED_DEFAULTS, default_tracked
+    from .helpers import SPEC_TRACKED
+    assert TRACKED_DEFAULTS == SPEC_TRACKED
+    assert default_tracked('mask_sph') == 'mask_sph'
+    x, y = toy_batch(B=2, seed=11, model=net)
+    for loss, track in (('mask_ce', 'ce'), ('mask_sph', 'mask_sph')):
+        a = apgd(net, x, y, EPS, 12, loss=loss, seed=1)
+        b = apgd(net, x, y, EPS, 12, loss=loss, seed=1, track_loss=track)
+        assert torch.equal(a.x_adv, b.x_adv)
+    with pytest.raises(ValueError, match='valid names'):
+        apgd(net, x, y, EPS, 3, loss='mask_ce', track_loss='hinge')
+
+
+def test_tracking_changes_the_run_and_reports_the_tracked_best(net):
+    x, y = toy_batch(B=3, seed=12, model=net)
+    own = apgd(net, x, y, 8 / 255, 20, loss='mask_ce', seed=2,
+               track_loss='mask_ce', early_stop=False)
+    ce = apgd(net, x, y, 8 / 255, 20, loss='mask_ce', seed=2,
+              early_stop=False)
+    assert not torch.equal(own.x_adv, ce.x_adv)
+    # AttackResult.loss is the best tracked objective: CE is >= mask_ce
+    assert (ce.loss >= own.loss - 1e-6).all()
