@@ -1,25 +1,27 @@
-"""SEA, the Segmentation Ensemble Attack (SPEC section 5), and the attack
-names used across the package (``--attacks`` on the command line)."""
+"""SEA, the Segmentation Ensemble Attack (SPEC section 5), its published
+versions, and the attack names used across the package (``--attacks`` on the
+command line)."""
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from .apgd import _Best, apgd, apgd_red_eps
 from .core import (AttackResult, SeedLike, Timer, check_eps, check_images,
-                   check_n_iter, start_noise, subset_model, take_rows,
-                   warn_if_training)
+                   check_n_iter, default_tracked, derive_seed, start_noise,
+                   subset_model, take_rows, warn_if_training)
 from .losses import LOSS_NAMES, argmax_classes, check_loss_name
 from .pgd import pgd
 
 __all__ = [
     'SEA', 'SEAResult', 'AttackSpec', 'parse_attack', 'run_attack',
-    'SEA_LOSSES', 'BASELINE_ATTACKS', 'ATTACK_METHODS', 'attack_names_help'
+    'SEA_LOSSES', 'SEA_VERSIONS', 'SEAVersion', 'BASELINE_ATTACKS',
+    'ATTACK_METHODS', 'attack_names_help', 'sea_version'
 ]
 
-#: The four losses of SEA, each run with red-eps APGD.
+#: The four losses of SEA-2023 (the paper), each run with red-eps APGD.
 SEA_LOSSES = ('mask_ce', 'bal_ce', 'js', 'mask_sph')
 
 #: Baseline names: PGD with the CE, SegPGD and CosPGD losses.
@@ -30,10 +32,52 @@ BASELINE_ATTACKS = {'pgd': 'ce', 'segpgd': 'bal_ce', 'cospgd': 'cossim_ce'}
 ATTACK_METHODS = ('red_eps', 'apgd', 'pgd')
 
 
+@dataclass(frozen=True)
+class SEAVersion:
+    """A published version of SEA (SPEC section 5).
+
+    Attributes:
+        name (str): ``'SEA-2023'`` or ``'SEA-2024'``.
+        attacks (tuple): Attack names (see :func:`parse_attack`).
+        n_iter (int): Iterations per attack.
+        reference (str): Where it was published.
+    """
+    name: str
+    attacks: Tuple[str, ...]
+    n_iter: int
+    reference: str
+
+
+#: The published versions: ``'2023'`` (the paper, the default) and
+#: ``'2024'`` (the authors' ECCV'24 version; ``mask_ce_bal`` weighs classes
+#: by their inverse frequency in the training labels).
+SEA_VERSIONS: Dict[str, SEAVersion] = {
+    '2023':
+    SEAVersion('SEA-2023', SEA_LOSSES, 300,
+               'Croce, Singh, Hein 2023 (this paper)'),
+    '2024':
+    SEAVersion('SEA-2024', ('mask_ce_bal', 'mask_ce', 'js'), 300,
+               'Croce, Singh, Hein, ECCV 2024'),
+}
+
+
+def sea_version(version: Union[str, int]) -> SEAVersion:
+    """The :class:`SEAVersion` for ``'2023'``, ``'SEA-2024'``, ``2024``..."""
+    key = str(version).upper().replace('SEA-', '').replace('SEA', '')
+    if key not in SEA_VERSIONS:
+        raise ValueError(
+            f'unknown SEA version {version!r}: use one of '
+            f'{", ".join(SEA_VERSIONS)} (SEA-2023 is the paper\'s)')
+    return SEA_VERSIONS[key]
+
+
 def attack_names_help() -> str:
     return (f'a loss name ({", ".join(LOSS_NAMES)}) for red-eps APGD, '
             f'one of {", ".join(BASELINE_ATTACKS)}, or METHOD:LOSS with '
-            f'METHOD in {", ".join(ATTACK_METHODS)} (e.g. apgd:ce)')
+            f'METHOD in {", ".join(ATTACK_METHODS)} (e.g. apgd:ce); '
+            'APGD attacks take @TRACKED to choose the objective that '
+            'drives the step size (e.g. mask_ce@mask_ce; default CE, '
+            'mask_sph itself)')
 
 
 @dataclass(frozen=True)
@@ -45,11 +89,14 @@ class AttackSpec:
         method (str): ``'red_eps'``, ``'apgd'`` or ``'pgd'``.
         loss (str): Pixel loss.
         step_size (float, optional): PGD step size; ``None`` for the paper's.
+        track (str, optional): Tracked objective of the APGD attacks (SPEC
+            section 3); ``None`` for PGD.
     """
     name: str
     method: str
     loss: str
     step_size: Optional[float] = None
+    track: Optional[str] = None
 
 
 def parse_attack(spec: Union[str, AttackSpec]) -> AttackSpec:
@@ -58,18 +105,25 @@ def parse_attack(spec: Union[str, AttackSpec]) -> AttackSpec:
     ``'mask_ce'`` (any loss) -> red-eps APGD; ``'pgd'``, ``'segpgd'``,
     ``'cospgd'`` -> PGD with CE, balanced CE, CosSim-CE; ``'apgd:js'``,
     ``'pgd:mask_ce'``, ``'red_eps:ce'`` -> that method with that loss.
+    APGD attacks track :func:`~.core.default_tracked` unless the name ends
+    in ``@TRACKED`` (``'mask_ce@mask_ce'`` tracks the attacked loss).
     """
     if isinstance(spec, AttackSpec):
         return spec
     name = str(spec).strip()
     if name in BASELINE_ATTACKS:
         return AttackSpec(name, 'pgd', BASELINE_ATTACKS[name])
-    method, _, loss = name.rpartition(':')
+    body, at, track = name.partition('@')
+    method, _, loss = body.rpartition(':')
     method = method or 'red_eps'
-    if method not in ATTACK_METHODS or loss not in LOSS_NAMES:
+    if method not in ATTACK_METHODS or loss not in LOSS_NAMES or (
+            at and (method == 'pgd' or track not in LOSS_NAMES)):
         raise ValueError(f'unknown attack {name!r}: use '
                          f'{attack_names_help()}')
-    return AttackSpec(name, method, check_loss_name(loss))
+    if method == 'pgd':
+        return AttackSpec(name, method, loss)
+    return AttackSpec(name, method, check_loss_name(loss),
+                      track=track if at else default_tracked(loss))
 
 
 def run_attack(spec: Union[str, AttackSpec], model, x: Tensor, y: Tensor,
@@ -77,9 +131,11 @@ def run_attack(spec: Union[str, AttackSpec], model, x: Tensor, y: Tensor,
     """Run one attack given by name or spec; ``kwargs`` go to the attack."""
     spec = parse_attack(spec)
     if spec.method == 'red_eps':
-        return apgd_red_eps(model, x, y, eps, n_iter, loss=spec.loss, **kwargs)
+        return apgd_red_eps(model, x, y, eps, n_iter, loss=spec.loss,
+                            track_loss=spec.track, **kwargs)
     if spec.method == 'apgd':
-        return apgd(model, x, y, eps, n_iter, loss=spec.loss, **kwargs)
+        return apgd(model, x, y, eps, n_iter, loss=spec.loss,
+                    track_loss=spec.track, **kwargs)
     kwargs.setdefault('random_start', False)
     return pgd(
         model,
@@ -110,7 +166,8 @@ class SEAResult:
             attack skipped carry the worst case found before it (already zero
             correct pixels); ``extra['ran']`` marks the images it attacked.
         worst_attack (Tensor): ``(B,)`` index into ``attacks`` of the attack
-            that gave the worst case, ``-1`` for the clean image.
+            that gave the worst case, ``-1`` for the clean image, ``-2`` for
+            the worst case of a smaller radius (``run(previous=...)``).
         eps (float): The radius.
         time (float): Wall-clock seconds of the whole run.
     """
@@ -145,24 +202,42 @@ class SEAResult:
         return self._acc(self.attacks[name].correct, self.valid)
 
 
+#: How SEA at a larger radius starts from the worst case found at a smaller
+#: one (temporary ablation switch): 'all' attacks start from it, 'first'
+#: only, or 'none' (random starts; the worst case is still kept).
+CHAIN_START = 'all'
+
+
 class SEA:
     """Segmentation Ensemble Attack.
 
     Runs the attacks one after the other and keeps, per image, the
     adversarial image with the lowest pixel accuracy. Images already at zero
     accuracy are not attacked again (``skip_broken``): the worst case is the
-    same as running every attack on every image, for less time.
+    same as running every attack on every image, for less time. Each attack
+    draws its own random start, seeded by the image's seed and the attack's
+    name.
 
     Args:
         model: Callable ``x -> logits`` at label resolution (eval mode).
         eps (float): l_inf radius, e.g. ``8/255``.
-        n_iter (int): Iterations per attack (300 in the paper).
-        losses (Sequence[str]): Losses of the red-eps APGD runs.
+        n_iter (int, optional): Iterations per attack (default: the
+            version's, 300 as in the paper).
+        losses (Sequence[str], optional): Losses of the red-eps APGD runs
+            (each with its default tracked objective).
         ignore_index (int): Ignored label.
         seed (int | Sequence[int]): Random-start seed (or one per image).
         attacks (Sequence[str | AttackSpec], optional): Attacks to run
-            instead of red-eps APGD with ``losses``; names as in
-            :func:`parse_attack` (e.g. ``'segpgd'``, ``'apgd:ce'``).
+            instead of a version's; names as in :func:`parse_attack` (e.g.
+            ``'segpgd'``, ``'apgd:ce'``, ``'mask_ce@mask_ce'``).
+        version (str, optional): ``'2023'`` (the paper's four losses, the
+            default) or ``'2024'`` (``mask_ce_bal``, ``mask_ce``, ``js``);
+            see :data:`SEA_VERSIONS`. Not combined with ``attacks`` /
+            ``losses``.
+        class_weights (Tensor, optional): ``(K,)`` class weights of
+            ``mask_ce_bal`` (SEA-2024: inverse training-label frequencies,
+            see :func:`~.losses.class_weights_from_counts`); ``None`` weighs
+            each image's classes by their frequency in that image.
         skip_broken (bool): Do not attack images already at zero accuracy.
         amp (bool | torch.dtype): Autocast the model calls.
         random_start (bool): Random start of the APGD attacks (PGD
@@ -176,11 +251,13 @@ class SEA:
     def __init__(self,
                  model,
                  eps: float,
-                 n_iter: int = 300,
-                 losses: Sequence[str] = SEA_LOSSES,
+                 n_iter: Optional[int] = None,
+                 losses: Optional[Sequence[str]] = None,
                  ignore_index: int = 255,
                  seed: SeedLike = 0,
                  attacks: Optional[Sequence[Union[str, AttackSpec]]] = None,
+                 version: Optional[Union[str, int]] = None,
+                 class_weights: Optional[Tensor] = None,
                  skip_broken: bool = True,
                  amp: Union[bool, torch.dtype] = False,
                  random_start: bool = True,
@@ -188,11 +265,21 @@ class SEA:
                  callback: Optional[Callable] = None):
         self.model = model
         self.eps = check_eps(eps)
-        self.attacks: List[AttackSpec] = [
-            parse_attack(a) for a in (attacks if attacks is not None else [
-                check_loss_name(loss) for loss in losses
-            ])
-        ]
+        if version is not None and (attacks is not None
+                                    or losses is not None):
+            raise ValueError(
+                'give either an SEA version or attacks/losses, not both')
+        if attacks is None and losses is None:
+            preset = sea_version('2023' if version is None else version)
+            attacks = preset.attacks
+            self.version = preset.name
+            default_iter = preset.n_iter
+        else:
+            if attacks is None:
+                attacks = [check_loss_name(loss) for loss in losses]
+            self.version = 'custom'
+            default_iter = SEA_VERSIONS['2023'].n_iter
+        self.attacks: List[AttackSpec] = [parse_attack(a) for a in attacks]
         if not self.attacks:
             raise ValueError('SEA needs at least one attack')
         names = [a.name for a in self.attacks]
@@ -200,10 +287,12 @@ class SEA:
             raise ValueError(f'attack names must be unique, got {names}')
         min_iter = 3 if any(a.method == 'red_eps'
                             for a in self.attacks) else 1
-        self.n_iter = check_n_iter(n_iter, min_iter,
-                                   'n_iter (red-eps APGD needs >= 3)')
+        self.n_iter = check_n_iter(
+            default_iter if n_iter is None else n_iter, min_iter,
+            'n_iter (red-eps APGD needs >= 3)')
         self.ignore_index = ignore_index
         self.seed = seed
+        self.class_weights = class_weights
         self.skip_broken = skip_broken
         self.amp = amp
         self.random_start = random_start
@@ -214,6 +303,24 @@ class SEA:
     @property
     def names(self) -> List[str]:
         return [a.name for a in self.attacks]
+
+    def describe(self) -> str:
+        """One line naming the protocol, e.g. for table titles:
+        ``SEA-2023, 300 it./attack: mask_ce (tracks ce), ...``."""
+        parts = []
+        for a in self.attacks:
+            track = f' (tracks {a.track})' if a.track else ''
+            method = '' if a.method == 'red_eps' else f'{a.method}:'
+            parts.append(f'{a.name if a.method == "pgd" else method + a.loss}'
+                         f'{track}')
+        return (f'{self.version}, {self.n_iter} it./attack: ' +
+                ', '.join(parts))
+
+    def with_eps(self, eps: float) -> 'SEA':
+        """The same ensemble at another radius (shares the model check)."""
+        other = _copy(self)
+        other.eps = check_eps(eps)
+        return other
 
     def _check_model(self, x: Tensor, logits: Tensor) -> None:
         self._checked = True
@@ -248,7 +355,8 @@ class SEA:
             y: Tensor,
             mask: Optional[Tensor] = None,
             seed: Optional[SeedLike] = None,
-            clean: Optional[tuple] = None) -> SEAResult:
+            clean: Optional[tuple] = None,
+            previous: Optional['SEAResult'] = None) -> 'SEAResult':
         """Attack a batch.
 
         Args:
@@ -259,6 +367,11 @@ class SEA:
                 construction (e.g. one seed per dataset index).
             clean (tuple, optional): Precomputed clean ``(pred, correct)``,
                 e.g. when the same batch is attacked at several radii.
+            previous (SEAResult, optional): The result of this batch at a
+                smaller radius (SPEC section 5, monotone radii). Its
+                adversarial images are feasible here, so each image starts
+                from its worst case there and is never reported weaker;
+                images it already broke completely are not attacked again.
 
         Returns:
             SEAResult: Worst case and per-attack results.
@@ -274,8 +387,15 @@ class SEA:
                 valid = (y != self.ignore_index).flatten(1).sum(1)
             worst = _Best(x, clean_pred, clean_correct)
             worst_attack = torch.full_like(clean_correct, -1)
+            init = None
+            if previous is not None:
+                init = self._previous(previous, x)
+                better = init.correct < worst.correct
+                worst.x[better] = init.x[better]
+                worst.pred[better] = init.pred[better]
+                worst.correct[better] = init.correct[better]
+                worst_attack[better] = -2
             seed = self.seed if seed is None else seed
-            noise = start_noise(x, seed) if self.random_start else None
             results: Dict[str, AttackResult] = {}
             for k, spec in enumerate(self.attacks):
                 todo = (worst.correct if self.skip_broken else
@@ -294,9 +414,9 @@ class SEA:
                         clean=(take_rows(clean_pred, idx),
                                take_rows(clean_correct, idx)))
                     if spec.method != 'pgd':
-                        kwargs.update(
-                            random_start=self.random_start,
-                            noise=take_rows(noise, idx))
+                        kwargs.update(class_weights=self.class_weights)
+                        kwargs.update(self._start(spec, k, init, x, seed,
+                                                  idx))
                     res = run_attack(spec, subset_model(self.model, idx),
                                      take_rows(x, idx), take_rows(y, idx),
                                      self.eps, self.n_iter, **kwargs)
@@ -329,3 +449,69 @@ class SEA:
             worst_attack=worst_attack,
             eps=self.eps,
             time=timer.elapsed)
+
+    def _previous(self, previous: 'SEAResult', x: Tensor) -> _Best:
+        if previous.eps > self.eps:
+            raise ValueError(
+                f'previous result at eps={previous.eps:.6g} is larger than '
+                f'this radius ({self.eps:.6g}): radii must increase')
+        if previous.x_adv.shape != x.shape:
+            raise ValueError('previous result is for another batch: x_adv '
+                             f'{tuple(previous.x_adv.shape)} vs x '
+                             f'{tuple(x.shape)}')
+        return _Best(previous.x_adv.to(x), previous.pred.to(x.device),
+                     previous.correct.to(x.device))
+
+    def _start(self, spec: AttackSpec, k: int, init: Optional[_Best],
+               x: Tensor, seed: SeedLike, idx: Tensor) -> dict:
+        """Start-point arguments of APGD attack ``k`` on images ``idx``.
+
+        Random starts are seeded by the image's seed and the attack's name
+        (drawn for the whole batch, so an image's start does not depend on
+        which images are still attacked). With a smaller radius's result,
+        the images it moved start from their worst case there.
+        """
+        noise = None
+        if self.random_start:
+            noise = start_noise(x, derive_seed(seed, spec.name))
+        chained = init is not None and (CHAIN_START == 'all' or
+                                        (CHAIN_START == 'first' and k == 0))
+        if not chained:
+            if noise is None:
+                return dict(random_start=False)
+            return dict(random_start=True, noise=take_rows(noise, idx))
+        moved = (init.x != x).flatten(1).any(1).view(-1, 1, 1, 1)
+        radius = 2 * self.eps if spec.method == 'red_eps' else self.eps
+        fresh = x if noise is None else x + radius * noise
+        return dict(x_init=take_rows(torch.where(moved, init.x, fresh), idx))
+
+    def curve(self,
+              x: Tensor,
+              y: Tensor,
+              radii: Sequence[float],
+              mask: Optional[Tensor] = None,
+              seed: Optional[SeedLike] = None) -> List['SEAResult']:
+        """Run the ensemble at increasing radii, each radius starting from
+        the worst case of the one before (monotone by construction).
+
+        Returns:
+            list: One :class:`SEAResult` per radius, in increasing order.
+        """
+        radii = sorted(check_eps(r) for r in radii)
+        pred, correct, _ = self._clean(x.detach().float(),
+                                       y.to(x.device).long())
+        out: List[SEAResult] = []
+        for r in radii:
+            prev = out[-1] if out else None
+            out.append(self.with_eps(r).run(
+                x, y, mask=mask, seed=seed, clean=(pred, correct),
+                previous=prev))
+        return out
+
+
+def _copy(sea: SEA) -> SEA:
+    other = SEA.__new__(SEA)
+    other.__dict__.update(sea.__dict__)
+    return other
+
+

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from mmseg_robust.attacks import (SEA, SEA_LOSSES, AttackSpec, apgd_red_eps,
-                                  parse_attack, pgd, pgd_step_size,
-                                  run_attack, start_noise)
+                                  derive_seed, parse_attack, pgd,
+                                  pgd_step_size, run_attack, start_noise)
 
 from .helpers import PixelNet, toy_batch
 
@@ -15,16 +15,26 @@ def net():
 
 
 def test_parse_attack_names():
+    # APGD attacks carry their tracked objective (SPEC §3 defaults)
     assert parse_attack('mask_ce') == AttackSpec('mask_ce', 'red_eps',
-                                                 'mask_ce')
+                                                 'mask_ce', track='ce')
+    assert parse_attack('mask_sph').track == 'mask_sph'
     assert parse_attack('segpgd') == AttackSpec('segpgd', 'pgd', 'bal_ce')
     assert parse_attack('cospgd').loss == 'cossim_ce'
     assert parse_attack('pgd').loss == 'ce'
-    assert parse_attack('apgd:js') == AttackSpec('apgd:js', 'apgd', 'js')
+    assert parse_attack('apgd:js') == AttackSpec('apgd:js', 'apgd', 'js',
+                                                 track='ce')
+    assert parse_attack('mask_ce@mask_ce') == AttackSpec(
+        'mask_ce@mask_ce', 'red_eps', 'mask_ce', track='mask_ce')
+    assert parse_attack('apgd:mask_sph@ce').track == 'ce'
     with pytest.raises(ValueError, match='segpgd'):
         parse_attack('fgsm')
     with pytest.raises(ValueError, match='unknown attack'):
         parse_attack('pgd:dice')
+    with pytest.raises(ValueError, match='@TRACKED'):
+        parse_attack('pgd:ce@ce')  # PGD has no step-size control
+    with pytest.raises(ValueError, match='unknown attack'):
+        parse_attack('mask_ce@hinge')
 
 
 def test_pgd_step_sizes_from_the_paper():
@@ -75,8 +85,9 @@ def test_sea_attacks_equal_standalone_runs(net):
     """With skip_broken=False each attack is exactly its standalone run."""
     x, y = toy_batch(B=3, seed=4, model=net)
     res = SEA(net, 8 / 255, n_iter=9, seed=2, skip_broken=False).run(x, y)
-    noise = start_noise(x, 2)
     for loss in SEA_LOSSES:
+        # each attack draws its own start, seeded by the seed and its name
+        noise = start_noise(x, derive_seed(2, loss))
         alone = apgd_red_eps(net, x, y, 8 / 255, 9, loss=loss, noise=noise)
         assert torch.equal(alone.correct, res.attacks[loss].correct), loss
         assert torch.equal(alone.pred, res.attacks[loss].pred), loss

@@ -1,0 +1,128 @@
+"""SEA across radii (SPEC §5): per-attack random starts, monotone radii,
+versions."""
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mmseg_robust.attacks import (SEA, SEA_VERSIONS, apgd_red_eps,
+                                  derive_seed, sea_version, start_noise)
+
+from .helpers import PixelNet, toy_batch
+
+
+@pytest.fixture(scope='module')
+def net():
+    return PixelNet(seed=4).eval()
+
+
+def test_each_attack_draws_its_own_start(net):
+    x, y = toy_batch(B=2, seed=1, model=net)
+    assert derive_seed(3, 'js') != derive_seed(3, 'mask_ce')
+    assert derive_seed([3, 4], 'js') == [derive_seed(3, 'js'),
+                                          derive_seed(4, 'js')]
+    a = start_noise(x, derive_seed(3, 'js'))
+    b = start_noise(x, derive_seed(3, 'mask_ce'))
+    assert not torch.equal(a, b)
+
+
+def test_per_image_results_do_not_depend_on_the_batch(net):
+    x, y = toy_batch(B=3, seed=2, model=net)
+    seeds = [101, 102, 103]
+    full = SEA(net, 8 / 255, n_iter=6).run(x, y, seed=seeds)
+    alone = SEA(net, 8 / 255, n_iter=6).run(x[2:], y[2:], seed=seeds[2:])
+    assert torch.equal(full.x_adv[2:], alone.x_adv)
+    assert torch.equal(full.correct[2:], alone.correct)
+
+
+def test_larger_radius_starts_from_the_smaller_ones_worst_case(net):
+    x, y = toy_batch(B=3, seed=3, model=net)
+    small = SEA(net, 4 / 255, n_iter=6).run(x, y, seed=[1, 2, 3])
+    big = SEA(net, 8 / 255, n_iter=6).run(x, y, seed=[1, 2, 3],
+                                          previous=small)
+    assert (big.correct <= small.correct).all()
+    assert ((big.x_adv - x).abs().amax() <= 8 / 255 + 1e-6)
+    kept = big.worst_attack == -2  # the smaller radius's point was kept
+    assert torch.equal(big.x_adv[kept], small.x_adv[kept])
+    with pytest.raises(ValueError, match='radii must increase'):
+        SEA(net, 2 / 255, n_iter=6).run(x, y, previous=small)
+
+
+def _fragile(x):
+    return 50 * (x - 0.5)
+
+
+def test_images_broken_at_a_smaller_radius_are_not_attacked_again():
+    g = torch.Generator().manual_seed(4)
+    x = 0.5 + (torch.rand(3, 3, 6, 6, generator=g) - 0.5) * 0.02
+    x[2] = torch.rand(3, 6, 6, generator=g)  # image 2 is robust
+    y = _fragile(x).argmax(1)
+    curve = SEA(_fragile, 1 / 255, n_iter=6).curve(x, y, [4 / 255, 8 / 255])
+    first, second = curve
+    broken = first.correct == 0
+    assert broken[:2].all() and not broken[2]
+    for r in second.attacks.values():
+        assert not r.extra['ran'][broken].any()
+    assert torch.equal(second.x_adv[broken], first.x_adv[broken])
+
+
+SETTINGS = settings(max_examples=10, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(st.integers(0, 2**16), st.integers(1, 3),
+       st.sampled_from([[1, 4], [2, 8, 16], [0, 4, 12]]))
+def test_curves_are_monotone_and_feasible(seed, B, radii):
+    net = PixelNet(seed=5).eval()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(B, 3, 7, 7, generator=g)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    y[torch.rand(B, 7, 7, generator=g) < 0.1] = 255
+    curve = SEA(net, 1 / 255, n_iter=4).curve(x, y, [r / 255 for r in radii],
+                                             seed=seed)
+    prev = curve[0].clean_correct
+    for res, r in zip(curve, radii):
+        assert (res.correct <= prev).all()
+        assert (res.x_adv - x).abs().max() <= r / 255 + 1e-6
+        assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+        with torch.no_grad():
+            got = ((net(res.x_adv).argmax(1) == y) &
+                   (y != 255)).flatten(1).sum(1)
+        assert torch.equal(got, res.correct)
+        prev = res.correct
+
+
+def test_versions():
+    assert sea_version('2023').attacks == ('mask_ce', 'bal_ce', 'js',
+                                           'mask_sph')
+    assert sea_version('SEA-2024') is SEA_VERSIONS['2024']
+    assert sea_version(2024).attacks == ('mask_ce_bal', 'mask_ce', 'js')
+    with pytest.raises(ValueError, match='2023, 2024'):
+        sea_version('2025')
+    net = PixelNet()
+    default = SEA(net, 4 / 255)
+    assert default.version == 'SEA-2023' and default.n_iter == 300
+    assert [a.track for a in default.attacks] == ['ce', 'ce', 'ce',
+                                                  'mask_sph']
+    new = SEA(net, 4 / 255, version='2024', n_iter=9)
+    assert new.names == ['mask_ce_bal', 'mask_ce', 'js']
+    assert new.describe() == ('SEA-2024, 9 it./attack: mask_ce_bal (tracks '
+                              'ce), mask_ce (tracks ce), js (tracks ce)')
+    assert SEA(net, 4 / 255, attacks=['pgd']).version == 'custom'
+    with pytest.raises(ValueError, match='not both'):
+        SEA(net, 4 / 255, version='2024', attacks=['pgd'])
+
+
+def test_sea_2024_uses_the_class_weights(net):
+    x, y = toy_batch(B=2, seed=6, model=net)
+    w = torch.tensor([0.1, 1.0, 5.0])
+    sea = SEA(net, 8 / 255, n_iter=6, version='2024', class_weights=w,
+              skip_broken=False)
+    res = sea.run(x, y, seed=[1, 2])
+    alone = apgd_red_eps(net, x, y, 8 / 255, 6, loss='mask_ce_bal',
+                         class_weights=w,
+                         noise=start_noise(x, derive_seed([1, 2],
+                                                          'mask_ce_bal')))
+    assert torch.equal(alone.pred, res.attacks['mask_ce_bal'].pred)
