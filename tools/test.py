@@ -3,8 +3,10 @@
 Same command line as MMSegmentation's ``tools/test.py``, plus::
 
     python tools/test.py CONFIG CHECKPOINT --eval sea [--eps 4 8 12 16]
-        [--n-iter 300] [--attacks mask_ce bal_ce js mask_sph] [--seed 0]
-        [--amp] [--resume] [--max-images N] [--no-skip] [--per-class]
+        [--sea-version 2023|2024] [--n-iter 300] [--attacks ...]
+        [--class-weights train|image|W1 W2 ...] [--seed 0] [--amp]
+        [--resume] [--max-images N] [--no-skip] [--per-class]
+        [--table compact|per_radius|wide]
 
 ``--eps`` is in units of 1/255. Per-image results, ``summary.json`` and
 ``robustness_curve.png`` go to ``<work_dir>/sea`` (or ``--out``).
@@ -17,7 +19,8 @@ import mmseg_robust  # noqa: F401  (compat fixes + registration, first)
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
-from mmseg_robust.attacks import attack_names_help, parse_attack
+from mmseg_robust.attacks import (SEA_VERSIONS, attack_names_help,
+                                  parse_attack, sea_version)
 from mmseg_robust.utils import (ToolError, checkpoint_mismatch,
                                 config_from_args, eps_from_cli,
                                 setup_cpu_distributed)
@@ -69,6 +72,11 @@ def parse_args(argv=None):
         default=None,
         help='l_inf radii in units of 1/255 (default: 4 8 12 16)')
     sea.add_argument(
+        '--sea-version',
+        default=None,
+        help='SEA version: 2023 (the paper: mask_ce, bal_ce, js, mask_sph; '
+        'the default) or 2024 (ECCV\'24: mask_ce_bal, mask_ce, js)')
+    sea.add_argument(
         '--n-iter',
         type=int,
         default=None,
@@ -77,8 +85,14 @@ def parse_args(argv=None):
         '--attacks',
         nargs='+',
         default=None,
-        help='attacks (default: mask_ce bal_ce js mask_sph, i.e. SEA); '
-        + attack_names_help())
+        help='attacks instead of an SEA version: ' + attack_names_help())
+    sea.add_argument(
+        '--class-weights',
+        nargs='+',
+        default=None,
+        help='class weights of mask_ce_bal (SEA-2024): train (inverse '
+        'training-label frequencies, the default), image (per image), or '
+        'one number per class')
     sea.add_argument('--seed', type=int, default=None, help='random seed')
     sea.add_argument(
         '--amp',
@@ -98,12 +112,24 @@ def parse_args(argv=None):
     sea.add_argument(
         '--no-skip',
         action='store_true',
-        help='attack every image with every attack (standalone per-attack '
-        'numbers; slower)')
+        help='attack every image with every attack at every radius, each '
+        'radius on its own (standalone per-attack and per-radius numbers; '
+        'slower; curves need not be monotone)')
+    sea.add_argument(
+        '--independent-radii',
+        action='store_true',
+        help='attack every radius from scratch instead of starting from '
+        'the worst case of the smaller radius (curves need not be '
+        'monotone; for comparisons)')
     sea.add_argument(
         '--per-class',
         action='store_true',
         help='also print per-class IoU of the worst case')
+    sea.add_argument(
+        '--table',
+        choices=['compact', 'per_radius', 'wide'],
+        default=None,
+        help='layout of the printed tables (default compact)')
     sea.add_argument(
         '--log-interval',
         type=int,
@@ -141,24 +167,59 @@ def sea_options(args, work_dir: str) -> dict:
     if args.n_iter is not None:
         opts['n_iter'] = args.n_iter
     if args.attacks is not None:
+        if args.sea_version is not None:
+            raise ToolError('give either --sea-version or --attacks, not '
+                            'both')
         try:
             for a in args.attacks:
                 parse_attack(a)
         except ValueError as err:
             raise ToolError(str(err)) from None
+        if len(set(args.attacks)) != len(args.attacks):
+            raise ToolError(f'--attacks {" ".join(args.attacks)}: each '
+                            'attack may be given once')
         opts['attacks'] = list(args.attacks)
+        opts['version'] = None
+    if args.sea_version is not None:
+        try:
+            opts['version'] = sea_version(args.sea_version).name.split(
+                '-')[1]
+        except ValueError:
+            raise ToolError(
+                f'--sea-version {args.sea_version}: use one of '
+                f'{", ".join(SEA_VERSIONS)}') from None
+        opts['attacks'] = None
+    if args.class_weights is not None:
+        opts['class_weights'] = _class_weights_option(args.class_weights)
     for name in ('seed', 'amp', 'resume', 'max_images', 'log_interval'):
         value = getattr(args, name)
         if value is not None:
             opts[name] = value
     if args.no_skip:
         opts['skip_broken'] = False
+        opts['chain_radii'] = False
+    if args.independent_radii:
+        opts['chain_radii'] = False
     if args.out:
         opts['results_dir'] = args.out
     if args.show_dir:
         opts['show_dir'] = args.show_dir if osp.isabs(
             args.show_dir) else osp.join(work_dir, args.show_dir)
     return opts
+
+
+def _class_weights_option(values):
+    if len(values) == 1 and values[0] in ('train', 'image'):
+        return values[0]
+    try:
+        weights = [float(v) for v in values]
+    except ValueError:
+        raise ToolError(
+            f'--class-weights {" ".join(values)}: give train, image, or one '
+            'number per class') from None
+    if any(not w >= 0 for w in weights):
+        raise ToolError('--class-weights: weights must be numbers >= 0')
+    return weights
 
 
 def configure_sea(cfg, args) -> None:
@@ -181,6 +242,8 @@ def configure_sea(cfg, args) -> None:
         evaluator = metric
     if args.per_class:
         evaluator['per_class'] = True
+    if args.table:
+        evaluator['table'] = args.table
     cfg.test_evaluator = evaluator
 
 

@@ -41,6 +41,12 @@ def test_outputs_table_json_png(reference):
     assert summary['metrics'] == pytest.approx(metrics)
     assert summary['settings']['eps'] == ['4', '12']
     assert summary['settings']['n_iter'] == 6
+    # the protocol is named, so numbers are not compared across versions
+    assert summary['settings']['version'] == 'SEA-2023'
+    assert summary['settings']['tracked'] == {
+        'mask_ce': 'ce', 'bal_ce': 'ce', 'js': 'ce', 'mask_sph': 'mask_sph'}
+    assert summary['settings']['chain_radii'] is True
+    assert summary['protocol'].startswith('SEA-2023, 6 it./attack')
     assert summary['versions']['torch'] == torch.__version__
     assert summary['timing']['attack_seconds_per_image'] > 0
     assert 'worst aAcc' in summary['tables']['summary']
@@ -56,7 +62,15 @@ def test_numbers_are_consistent(reference, trained_tiny):
     clean = metrics['sea/clean/aAcc']
     assert metrics['sea/eps4/worst/aAcc'] <= clean
     assert metrics['sea/eps12/worst/aAcc'] < clean - 1.0
-    assert metrics['sea/eps12/worst/aAcc'] <= metrics['sea/eps4/worst/aAcc']
+    # monotone curves (chained radii): aAcc and mIoU, both aggregations
+    for m in ('aAcc', 'mIoU', 'mAcc'):
+        assert metrics[f'sea/eps12/worst/{m}'] <= \
+            metrics[f'sea/eps4/worst/{m}'] <= metrics[f'sea/clean/{m}']
+    assert metrics['sea/eps12/worst_miou/mIoU'] <= \
+        metrics['sea/eps4/worst_miou/mIoU']
+    for e in ('4', '12'):
+        assert metrics[f'sea/eps{e}/worst_miou/mIoU'] <= \
+            metrics[f'sea/eps{e}/worst/mIoU']
     # worst case never above any single attack
     for e in ('4', '12'):
         for name in ('mask_ce', 'bal_ce', 'js', 'mask_sph'):
@@ -77,8 +91,9 @@ def test_clean_numbers_equal_stock_mmseg_test(reference, trained_tiny,
 
 
 def test_matches_direct_attack(reference, trained_tiny):
-    """The loop's worst case equals running SEA directly with the per-image
-    seeds the loop documents."""
+    """The loop's worst case equals running SEA directly, radius after
+    radius (each starting from the smaller one's worst case), with the
+    per-image seeds the loop documents."""
     from mmengine.runner import Runner
     metrics, work = reference
     cfg = Config.fromfile(trained_tiny['config'])
@@ -97,8 +112,9 @@ def test_matches_direct_attack(reference, trained_tiny):
             loop.image_seed(int(s.metainfo['sample_idx']))
             for s in data['data_samples']
         ]
-        res = SEA(batch.model, 12 / 255, n_iter=6).run(
-            batch.x, batch.y, seed=seeds)
+        res = SEA(batch.model, 4 / 255, n_iter=6).curve(
+            batch.x, batch.y, [4 / 255, 12 / 255], mask=batch.mask,
+            seed=seeds)[-1]
         correct += int(res.correct.sum())
         valid += int(res.valid.sum())
     assert metrics['sea/eps12/worst/aAcc'] == pytest.approx(
@@ -150,6 +166,61 @@ def test_resume_with_other_settings_is_refused(reference, trained_tiny,
               '--resume'])
 
 
+def test_resume_identifies_the_checkpoint_by_content(reference, trained_tiny,
+                                                     tmp_path):
+    """The same weights under another path resume; other weights under the
+    same path are refused (never two models in one result)."""
+    ref_metrics, work = reference
+    shutil.copytree(work / 'sea', tmp_path / 'sea')
+    copy = tmp_path / 'copy.pth'
+    shutil.copy(trained_tiny['ckpt'], copy)
+    main = load_tool('test')
+    metrics = main([trained_tiny['config'], str(copy), '--work-dir',
+                    str(tmp_path)] + SEA_ARGS + ['--resume'])
+    assert metrics == pytest.approx(ref_metrics)
+    state = torch.load(copy, weights_only=False)
+    for v in state['state_dict'].values():
+        if v.is_floating_point():
+            v.mul_(0.5)
+    torch.save(state, copy)
+    with pytest.raises(ValueError, match='checkpoint_sha256'):
+        main([trained_tiny['config'], str(copy), '--work-dir',
+              str(tmp_path)] + SEA_ARGS + ['--resume'])
+
+
+def test_sea_2024_with_training_label_weights(trained_tiny, tmp_path):
+    import numpy as np
+    from mmseg_robust.attacks import class_weights_from_counts
+    metrics = _test(trained_tiny, tmp_path, '--sea-version', '2024',
+                    '--max-images', '2', '--table', 'per_radius')
+    assert {k.split('/')[2] for k in metrics if '/eps4/' in k} == {
+        'worst', 'worst_miou', 'mask_ce_bal', 'mask_ce', 'js'}
+    summary = json.loads((tmp_path / 'sea' / 'summary.json').read_text())
+    assert summary['settings']['version'] == 'SEA-2024'
+    assert summary['protocol'].startswith('SEA-2024')
+    # weights = inverse frequencies of the training labels, counted directly
+    import cv2
+    counts = np.zeros(3, np.int64)
+    for f in (Path(trained_tiny['data_root']) / 'ann_dir' /
+              'train').glob('*.png'):
+        lab = cv2.imread(str(f), cv2.IMREAD_UNCHANGED).ravel()
+        counts += np.bincount(lab[lab != 255], minlength=3)[:3]
+    expected = class_weights_from_counts(torch.from_numpy(counts)).tolist()
+    stored = json.loads((tmp_path / 'sea' / 'class_weights.json').read_text())
+    assert stored['weights'] == pytest.approx(expected, rel=1e-6)
+    assert summary['settings']['class_weights']['source'] == 'train'
+
+
+def test_sea_version_and_attacks_conflict(trained_tiny):
+    with pytest.raises(SystemExit, match='not both'):
+        load_tool('test')([trained_tiny['config'], trained_tiny['ckpt'],
+                           '--eval', 'sea', '--sea-version', '2024',
+                           '--attacks', 'js'])
+    with pytest.raises(SystemExit, match='2023, 2024'):
+        load_tool('test')([trained_tiny['config'], trained_tiny['ckpt'],
+                           '--eval', 'sea', '--sea-version', '2025'])
+
+
 def test_rerun_without_resume_keeps_old_results(reference, trained_tiny,
                                                 tmp_path):
     _test(trained_tiny, tmp_path, '--max-images', '1')
@@ -197,7 +268,7 @@ def test_sea_from_config_without_cli_flag(trained_tiny, tmp_path):
     metrics = main([path, trained_tiny['ckpt'], '--work-dir',
                     str(tmp_path)])
     assert set(k.split('/')[2] for k in metrics if '/eps4/' in k) == {
-        'worst', 'cospgd'}
+        'worst', 'worst_miou', 'cospgd'}
 
 
 class TestBadInput:

@@ -135,3 +135,77 @@ def test_record_file_survives_partial_lines(tmp_path):
     w.close()
     header, records, bad = read_records(path)
     assert bad == 0 and [r['idx'] for r in records] == [0, 1, 2]
+
+
+def _two_radius_records(n=8, seed=1):
+    """Records at 4/255 and 8/255; at 8/255 each attack's output is at
+    least as wrong as at 4/255 for some pixels (random), like a chained
+    evaluation whose worst never rises."""
+    g = torch.Generator().manual_seed(seed)
+    images, records = [], []
+    for i in range(n):
+        label = torch.randint(0, K, (6, 7), generator=g)
+        label[0, :3] = 255
+        preds = {}
+        for e in ('4', '8'):
+            for name in ('a', 'b'):
+                preds[e, name] = torch.randint(0, K, (6, 7), generator=g)
+        eps = {}
+        worst_attack = {}
+        prev = None
+        for e in ('4', '8'):
+            entry = {n_: areas(preds[e, n_], label, K, 255)
+                     for n_ in ('a', 'b')}
+            cands = [(entry[n_], n_, preds[e, n_]) for n_ in ('a', 'b')]
+            if prev is not None:
+                cands.append(prev)
+            best = min(cands, key=lambda c: c[0]['correct'])
+            eps[e] = dict(worst=best[0], **entry)
+            worst_attack[e] = best[1]
+            prev = (best[0], 'smaller_eps', best[2])
+        images.append((label, preds))
+        records.append(dict(idx=i, valid=int((label != 255).sum()),
+                            clean=areas(label.clone(), label, K, 255),
+                            eps=eps, worst_attack=worst_attack))
+    return images, records
+
+
+def test_worst_miou_row():
+    images, records = _two_radius_records()
+    metric = SEAMetric(table='per_radius')
+    metric.dataset_meta = dict(classes=('x', 'y', 'z'))
+    metric.process({}, [dict(sea_record=r) for r in records])
+    out = metric.evaluate(len(records))
+    for e in ('4', '8'):
+        # never above the per-image worst by accuracy
+        assert out[f'sea/eps{e}/worst_miou/mIoU'] <= \
+            out[f'sea/eps{e}/worst/mIoU']
+    # monotone: 8/255 may use every output of 4/255
+    assert out['sea/eps8/worst_miou/mIoU'] <= out['sea/eps4/worst_miou/mIoU']
+    assert out['sea/eps8/worst/aAcc'] <= out['sea/eps4/worst/aAcc']
+    # the row is MMSeg's IoUMetric on some per-image choice of outputs:
+    # the brute-force minimum over choices at 4/255 is a lower bound
+    import itertools
+    best = min(
+        _iou_metric([(images[i][1]['4', c], images[i][0])
+                     for i, c in enumerate(choice)])['mIoU']
+        for choice in itertools.product('ab', repeat=len(images)))
+    assert out['sea/eps4/worst_miou/mIoU'] >= best - 0.01
+    assert 'worst_miou' in metric.last_tables['summary']
+
+
+@pytest.mark.parametrize('table', ['compact', 'per_radius', 'wide'])
+def test_table_layouts(table):
+    _, records = _two_radius_records(3)
+    metric = SEAMetric(table=table)
+    metric.protocol = 'SEA-2023, 6 it./attack: a, b'
+    metric.dataset_meta = dict(classes=('x', 'y', 'z'))
+    metric.process({}, [dict(sea_record=r) for r in records])
+    metric.evaluate(3)
+    text = metric.last_tables['summary']
+    assert '8/255' in text and 'worst' in text
+    width = max(len(line) for line in text.splitlines())
+    if table != 'wide':
+        assert width < 100
+    with pytest.raises(ValueError, match='compact'):
+        SEAMetric(table='huge')

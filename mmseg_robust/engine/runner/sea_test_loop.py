@@ -1,5 +1,6 @@
 """SEATestLoop: robustness evaluation of an MMSeg model with SEA."""
 import copy
+import hashlib
 import json
 import math
 import os
@@ -11,12 +12,14 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
-from mmengine.dist import barrier, get_dist_info, is_main_process
+from mmengine.dist import (barrier, broadcast_object_list, get_dist_info,
+                           is_main_process)
 from mmengine.logging import print_log
 from mmengine.runner import TestLoop
 
 from mmseg.registry import LOOPS
-from mmseg_robust.attacks import SEA, SEA_LOSSES, check_eps, parse_attack
+from mmseg_robust.attacks import SEA, check_eps
+from mmseg_robust.evaluation.class_weights import resolve_class_weights
 from mmseg_robust.evaluation.metrics import SEAMetric
 from mmseg_robust.evaluation.records import (RecordWriter, areas, eps_key,
                                              read_records)
@@ -39,11 +42,15 @@ def _fmt_time(seconds: float) -> str:
 class SEATestLoop(TestLoop):
     """Test loop that evaluates clean and adversarial robustness with SEA.
 
-    For each batch it predicts the clean images and runs, for every radius,
-    SEA (or the chosen attacks) through :class:`SegmentorAttackModel` with
-    gradients enabled. Each image gets its own random-start seed derived
-    from ``seed`` and its dataset index, so results do not depend on batch
-    composition, on the number of processes, or on resuming.
+    For each batch it predicts the clean images and runs, for every radius
+    in increasing order, SEA (or the chosen attacks) through
+    :class:`SegmentorAttackModel` with gradients enabled. With
+    ``chain_radii`` each radius starts from the worst case of the smaller
+    one (SPEC section 5): robustness curves are monotone by construction and
+    images broken at a small radius are not attacked again. Each image and
+    attack gets its own random-start seed derived from ``seed``, the
+    image's dataset index and the attack's name, so results do not depend on
+    batch composition, on the number of processes, or on resuming.
 
     Per-image results are appended to ``<results_dir>/rank<r>.jsonl`` as each
     batch finishes; with ``resume=True`` images already there are skipped
@@ -57,13 +64,24 @@ class SEATestLoop(TestLoop):
         evaluator (Evaluator | dict | list): Must contain a
             :class:`SEAMetric`.
         eps (Sequence[float]): Radii as fractions (``4/255``...).
-        n_iter (int): Iterations per attack (300 in the paper).
+        n_iter (int, optional): Iterations per attack (default: the
+            version's, 300 as in the paper).
         attacks (Sequence[str], optional): Attack names (see
-            :func:`~mmseg_robust.attacks.parse_attack`); default the four
-            SEA losses with red-eps APGD.
+            :func:`~mmseg_robust.attacks.parse_attack`) instead of an SEA
+            version.
+        version (str, optional): SEA version, ``'2023'`` (the paper, the
+            default) or ``'2024'`` (see
+            :data:`~mmseg_robust.attacks.SEA_VERSIONS`).
+        class_weights (str | Sequence[float]): Class weights of the
+            ``mask_ce_bal`` attack (SEA-2024): ``'train'`` (inverse
+            frequencies of the training labels, counted once and stored in
+            ``results_dir``), ``'image'`` (each image's own) or one number
+            per class.
         seed (int): Base seed of the random starts.
         amp (bool): Mixed precision for the attack's model calls.
         skip_broken (bool): Do not attack images already at zero accuracy.
+        chain_radii (bool): Each radius starts from (and never reports
+            weaker than) the worst case at the smaller radius.
         max_images (int, optional): Only the first ``max_images`` images of
             the dataset (quick look).
         results_dir (str, optional): Where records and outputs go (default
@@ -80,11 +98,14 @@ class SEATestLoop(TestLoop):
                  dataloader: Union[dict, object],
                  evaluator: Union[dict, list, object],
                  eps: Sequence[float] = DEFAULT_EPS,
-                 n_iter: int = 300,
+                 n_iter: Optional[int] = None,
                  attacks: Optional[Sequence[str]] = None,
+                 version: Optional[Union[str, int]] = None,
+                 class_weights: Union[str, Sequence[float]] = 'train',
                  seed: int = 0,
                  amp: bool = False,
                  skip_broken: bool = True,
+                 chain_radii: bool = True,
                  max_images: Optional[int] = None,
                  results_dir: Optional[str] = None,
                  resume: bool = False,
@@ -96,14 +117,29 @@ class SEATestLoop(TestLoop):
         self.eps = sorted({check_eps(e) for e in eps})
         if not self.eps:
             raise ValueError('SEATestLoop needs at least one radius (eps)')
-        self.attack_names = list(attacks) if attacks else list(SEA_LOSSES)
-        self.specs = [parse_attack(a) for a in self.attack_names]
-        # validates n_iter against the attacks
-        SEA(lambda x: x, self.eps[0], n_iter, attacks=self.specs)
-        self.n_iter = int(n_iter)
+        # the ensemble at the first radius: validates version, attacks and
+        # n_iter once; the other radii are copies (SEA.with_eps)
+        self.sea = SEA(
+            None,
+            self.eps[0],
+            n_iter=n_iter,
+            attacks=list(attacks) if attacks else None,
+            version=version,
+            seed=int(seed),
+            skip_broken=bool(skip_broken),
+            amp=bool(amp))
+        self.specs = self.sea.attacks
+        self.attack_names = self.sea.names
+        self.n_iter = self.sea.n_iter
         self.seed = int(seed)
         self.amp = bool(amp)
         self.skip_broken = bool(skip_broken)
+        self.chain_radii = bool(chain_radii)
+        self.uses_class_weights = any(a.loss == 'mask_ce_bal'
+                                      for a in self.specs)
+        self.class_weights_spec = class_weights if \
+            self.uses_class_weights else None
+        self.class_weights: Optional[List[float]] = None
         if max_images is not None and int(max_images) < 1:
             raise ValueError(f'max_images must be >= 1, got {max_images}')
         self.max_images = None if max_images is None else int(max_images)
@@ -131,6 +167,7 @@ class SEATestLoop(TestLoop):
         if len(self.dataloader.dataset) == 0:
             raise empty
         self.metric = self._find_metric()
+        self.metric.protocol = self.sea.describe()
         self.results_dir = results_dir or osp.join(runner.work_dir, 'sea')
         self._expose_sample_idx()
         self._done: Dict[int, dict] = {}
@@ -165,15 +202,80 @@ class SEATestLoop(TestLoop):
                 t.meta_keys = tuple(t.meta_keys) + ('sample_idx', )
 
     def settings(self) -> dict:
-        """Everything that changes the numbers (checked on resume)."""
+        """Everything that changes the numbers (checked on resume, with
+        the checkpoint identified by its content, not its path)."""
         return OrderedDict(
             eps=[eps_key(e) for e in self.eps],
+            version=self.sea.version,
             n_iter=self.n_iter,
             attacks=self.attack_names,
+            tracked={a.name: a.track for a in self.specs},
+            class_weights=self._class_weights_setting(),
             seed=self.seed,
             amp=self.amp,
             skip_broken=self.skip_broken,
-            checkpoint=self.runner._load_from)
+            chain_radii=self.chain_radii,
+            checkpoint_sha256=self._checkpoint_digest())
+
+    def _class_weights_setting(self):
+        if not self.uses_class_weights:
+            return None
+        if self.class_weights is None:
+            return 'image'
+        return dict(
+            source=self.class_weights_spec if isinstance(
+                self.class_weights_spec, str) else 'given',
+            weights=[round(w, 6) for w in self.class_weights])
+
+    def _checkpoint_digest(self) -> Optional[str]:
+        """SHA-256 of the checkpoint file (computed once)."""
+        if not hasattr(self, '_ckpt_digest'):
+            path = self.runner.cfg.get('load_from')
+            digest = None
+            if path and osp.isfile(path):
+                h = hashlib.sha256()
+                with open(path, 'rb') as f:
+                    for block in iter(lambda: f.read(1 << 22), b''):
+                        h.update(block)
+                digest = h.hexdigest()
+            self._ckpt_digest = digest
+        return self._ckpt_digest
+
+    def _prepare_class_weights(self, rank: int) -> None:
+        """Resolve SEA-2024's class weights once (rank 0 counts the
+        training labels and shares them; stored beside the results)."""
+        if not self.uses_class_weights:
+            return
+        ignore = self.metric.ignore_index
+        num_classes = len(self.dataloader.dataset.metainfo['classes'])
+        path = osp.join(self.results_dir, 'class_weights.json')
+        out = [None]
+        if rank == 0:
+            spec = self.class_weights_spec
+            weights = None
+            if spec == 'train' and osp.isfile(path):
+                with open(path, encoding='utf-8') as f:
+                    stored = json.load(f)
+                if stored.get('num_classes') == num_classes and \
+                        stored.get('source') == 'train':
+                    weights = stored['weights']
+            if weights is None:
+                if spec == 'train':
+                    print_log(
+                        'SEA-2024: counting the training labels for the '
+                        'class weights of mask_ce_bal (once; stored in '
+                        f'{path})',
+                        logger='current')
+                weights = resolve_class_weights(spec, self.runner.cfg,
+                                                num_classes, ignore)
+                if weights is not None:
+                    with open(path, 'w', encoding='utf-8') as f:
+                        json.dump(dict(source=spec if isinstance(
+                            spec, str) else 'given', num_classes=num_classes,
+                                       weights=weights), f, indent=1)
+            out = [weights]
+        broadcast_object_list(out)
+        self.class_weights = out[0]
 
     def image_seed(self, idx: int) -> int:
         """Random-start seed of dataset image ``idx``."""
@@ -242,6 +344,7 @@ class SEATestLoop(TestLoop):
         if is_main_process():
             os.makedirs(self.results_dir, exist_ok=True)
         barrier()
+        self._prepare_class_weights(rank)
         self._writer = self._load_previous(rank)
         barrier()
         # earlier records enter the metric once (on rank 0; the metric
@@ -273,10 +376,10 @@ class SEATestLoop(TestLoop):
         n = len(self.dataloader.dataset)
         print_log(
             f'SEA evaluation of {n} image(s) on {world_size} process(es): '
-            f'radii {[eps_key(e) for e in self.eps]} /255, attacks '
-            f'{self.attack_names}, {self.n_iter} iterations each, seed '
-            f'{self.seed}, amp {self.amp}; per-image results in '
-            f'{self.results_dir}',
+            f'radii {[eps_key(e) for e in self.eps]} /255 '
+            f'({"chained" if self.chain_radii else "independent"}), '
+            f'{self.sea.describe()}; seed {self.seed}, amp {self.amp}; '
+            f'per-image results in {self.results_dir}',
             logger='current')
 
     def run_iter(self, idx: int, data_batch: dict) -> None:
@@ -316,7 +419,7 @@ class SEATestLoop(TestLoop):
         ignore = self.metric.ignore_index
         seeds = [self.image_seed(k) for k in keys]
         t0 = time.perf_counter()
-        sea0 = self._sea(batch.model, self.eps[0], ignore)
+        sea0 = self._sea(batch.model, self.eps[0])
         clean_pred, clean_correct, valid = sea0.clean(batch.x, batch.y)
         self._model_checked = True
         records = []
@@ -331,14 +434,16 @@ class SEATestLoop(TestLoop):
                     eps={},
                     worst_attack={}))
         adversarial = {}
-        for eps in self.eps:
-            sea = self._sea(batch.model, eps, ignore)
+        res = None
+        for eps in self.eps:  # increasing
+            sea = self._sea(batch.model, eps)
             res = sea.run(
                 batch.x,
                 batch.y,
                 mask=batch.mask,
                 seed=seeds,
-                clean=(clean_pred, clean_correct))
+                clean=(clean_pred, clean_correct),
+                previous=res if self.chain_radii else None)
             ek = eps_key(eps)
             for i, rec in enumerate(records):
                 entry = OrderedDict(
@@ -349,8 +454,8 @@ class SEATestLoop(TestLoop):
                                         ignore)
                 rec['eps'][ek] = entry
                 k = int(res.worst_attack[i])
-                rec['worst_attack'][ek] = 'clean' if k < 0 else \
-                    self.attack_names[k]
+                rec['worst_attack'][ek] = 'clean' if k == -1 else (
+                    'smaller_eps' if k == -2 else self.attack_names[k])
             adversarial[ek] = (res.x_adv, res.pred)
         elapsed = time.perf_counter() - t0
         for rec in records:
@@ -359,17 +464,14 @@ class SEATestLoop(TestLoop):
             self._show(batch, data['data_samples'], clean_pred, adversarial)
         return records
 
-    def _sea(self, model, eps: float, ignore: int) -> SEA:
-        return SEA(
-            model,
-            eps,
-            n_iter=self.n_iter,
-            attacks=self.specs,
-            ignore_index=ignore,
-            seed=self.seed,
-            skip_broken=self.skip_broken,
-            amp=self.amp,
-            check_model=not self._model_checked)
+    def _sea(self, model, eps: float) -> SEA:
+        sea = self.sea.with_eps(eps)
+        sea.model = model
+        sea.ignore_index = self.metric.ignore_index
+        sea.class_weights = None if self.class_weights is None else \
+            torch.tensor(self.class_weights)
+        sea.check_model = not self._model_checked
+        return sea
 
     # -- progress ----------------------------------------------------------
     def _update_stats(self, rec: dict) -> None:
@@ -415,7 +517,9 @@ class SEATestLoop(TestLoop):
         times = [r['time'] for r in self._done.values() if 'time' in r]
         summary = OrderedDict(
             metrics=metrics,
+            protocol=self.sea.describe(),
             settings=self.settings(),
+            checkpoint=self.runner.cfg.get('load_from'),
             n_images=len(self.dataloader.dataset),
             world_size=world_size,
             timing=dict(

@@ -10,7 +10,8 @@ from prettytable import PrettyTable
 
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
-from ..records import sum_areas
+from mmseg_robust.attacks import worst_case_miou
+from ..records import dense_areas, sum_areas
 
 __all__ = ['SEAMetric']
 
@@ -27,32 +28,51 @@ class SEAMetric(IoUMetric):
     pools correct and valid pixels over the dataset; ``mIoU`` / ``mAcc``
     average over classes with a non-empty union the ratios of areas summed
     over the dataset. For every radius the areas come from each attack's
-    adversarial prediction and from the worst case (per image, the attack
-    with the lowest pixel accuracy).
+    adversarial prediction, from the worst case (``worst``: per image, the
+    output with the lowest pixel accuracy) and from the worst case by mIoU
+    (``worst_miou``: per image the output, among all attacks' at this and
+    smaller radii, chosen by a local search to minimise the dataset mIoU;
+    the SEA-2024 aggregation, never above ``worst``'s mIoU nor above the
+    smaller radius's ``worst_miou``; see :func:`~mmseg_robust.attacks.
+    worst_case_miou`).
 
     ``compute_metrics`` returns a flat dict (keys ``sea/clean/mIoU``,
-    ``sea/eps4/worst/mIoU``, ``sea/eps4/mask_ce/aAcc``, ...; also
-    ``mImgAcc``, the mean of per-image accuracies over images with valid
-    pixels, and ``sea/n_images``, ``sea/n_no_valid``) and logs a table like
-    the paper's: rows clean and each radius, columns aAcc / mIoU / mAcc per
-    attack and for the worst case.
+    ``sea/eps4/worst/mIoU``, ``sea/eps4/worst_miou/mIoU``,
+    ``sea/eps4/mask_ce/aAcc``, ...; also ``mImgAcc``, the mean of per-image
+    accuracies over images with valid pixels, and ``sea/n_images``,
+    ``sea/n_no_valid``) and logs tables like the paper's.
 
     Args:
         per_class (bool): Also log per-class IoU of the worst case.
+        worst_miou (bool): Compute the worst case by mIoU.
+        table (str): ``'compact'`` (a worst-case table and an attack table,
+            one cell per attack), ``'per_radius'`` (one table per radius,
+            a row per attack) or ``'wide'`` (one table, a column per attack
+            and metric).
         prefix (str): Key prefix (default ``'sea'``).
         **kwargs: Passed to :class:`IoUMetric` (``ignore_index``,
             ``iou_metrics``, ``nan_to_num``, ``collect_device``...).
     """
 
     default_prefix = 'sea'
+    TABLES = ('compact', 'per_radius', 'wide')
 
     def __init__(self,
                  per_class: bool = False,
+                 worst_miou: bool = True,
+                 table: str = 'compact',
                  prefix: Optional[str] = None,
                  **kwargs) -> None:
         kwargs.setdefault('iou_metrics', ['mIoU'])
         super().__init__(prefix=prefix, **kwargs)
+        if table not in self.TABLES:
+            raise ValueError(f'table={table!r}: use one of {self.TABLES}')
         self.per_class = per_class
+        self.worst_miou = worst_miou
+        self.table = table
+        #: set by SEATestLoop: the protocol (SEA version, iterations,
+        #: tracked objectives) named in the table title
+        self.protocol: Optional[str] = None
         self.last_tables: Dict[str, str] = {}
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
@@ -113,6 +133,41 @@ class SEAMetric(IoUMetric):
         out['_IoU'] = ret.get('IoU')
         return out
 
+    def _worst_miou(self, results: List[dict], eps_keys: List[str],
+                    names: List[str], num_classes: int) -> Dict[str, list]:
+        """Per radius, the record entry each image contributes to the worst
+        case by mIoU: ``{eps: [(eps_key, name) per image]}``."""
+        n = len(results)
+        cands: List[tuple] = []
+        inter = np.zeros((n, 0, num_classes))
+        union = np.zeros((n, 0, num_classes))
+        prev = None
+        out = {}
+        for e in eps_keys:
+            new = [(e, name) for name in names]
+            block_i = np.zeros((n, len(new), num_classes))
+            block_u = np.zeros((n, len(new), num_classes))
+            for i, rec in enumerate(results):
+                for a, (ek, name) in enumerate(new):
+                    d_i, d_u, _, _ = dense_areas(rec['eps'][ek][name],
+                                                 num_classes)
+                    block_i[i, a], block_u[i, a] = d_i, d_u
+            first_new = len(cands)
+            cands += new
+            inter = np.concatenate([inter, block_i], 1)
+            union = np.concatenate([union, block_u], 1)
+            # starts: the per-image worst case by accuracy, the smaller
+            # radius's selection, and "every image takes attack a" here
+            starts = [np.full(n, first_new + names.index('worst'))]
+            if prev is not None:
+                starts.append(prev)
+            starts += [np.full(n, first_new + a) for a in range(len(new))]
+            found = worst_case_miou(inter, union, starts=starts,
+                                    uniform_starts=False)
+            prev = found['choice']
+            out[e] = [cands[c] for c in prev]
+        return out
+
     def compute_metrics(self, results: list) -> Dict[str, float]:
         """Metrics from the list of per-image records."""
         logger = MMLogger.get_current_instance()
@@ -131,13 +186,20 @@ class SEAMetric(IoUMetric):
         per_class['clean'] = clean.pop('_IoU')
         for k, v in clean.items():
             metrics[f'clean/{k}'] = v
+        selected = self._worst_miou(results, eps_keys, ['worst'] + attacks,
+                                    num_classes) if (self.worst_miou and
+                                                     eps_keys) else {}
         for e in eps_keys:
             row = OrderedDict()
-            for name in ['worst'] + attacks:
-                summ = self._summary(
-                    results, lambda r, e=e, n=name: r['eps'][e][n],
-                    num_classes, lambda r, e=e, n=name: r['eps'][e][n][
-                        'correct'])
+            sources = [(name, lambda r, e=e, n=name: r['eps'][e][n])
+                       for name in ['worst'] + attacks]
+            if e in selected:
+                choice = {r['idx']: c for r, c in zip(results, selected[e])}
+                sources.insert(1, ('worst_miou', lambda r, c=choice: r[
+                    'eps'][c[r['idx']][0]][c[r['idx']][1]]))
+            for name, select in sources:
+                summ = self._summary(results, select, num_classes,
+                                     lambda r, s=select: s(r)['correct'])
                 iou = summ.pop('_IoU')
                 if name == 'worst':
                     per_class[f'eps{e}'] = iou
@@ -150,24 +212,69 @@ class SEAMetric(IoUMetric):
         self._log_tables(table, per_class, attacks, logger)
         return metrics
 
+    def _title(self) -> str:
+        protocol = f' [{self.protocol}]' if self.protocol else ''
+        return (f'SEA robustness{protocol}. worst = per image the output '
+                'with the lowest pixel accuracy' +
+                ('; worst_miou = per-image choice minimising the dataset '
+                 'mIoU' if self.worst_miou else ''))
+
     def _log_tables(self, table, per_class, attacks, logger) -> None:
         cols = [m for m in ('aAcc', 'mIoU', 'mAcc', 'mDice', 'mFscore')
                 if m in table['clean']['clean']]
-        t = PrettyTable()
-        t.field_names = ['radius'] + [
-            f'{name} {m}' for name in ['worst'] + attacks for m in cols
-        ]
-        for row_name, row in table.items():
-            cells = [row_name if row_name == 'clean' else
-                     row_name.replace('eps', '') + '/255']
-            for name in ['worst'] + attacks:
-                src = row.get(name, row.get('clean'))
-                cells += [f'{src[m]:.2f}' for m in cols]
-            t.add_row(cells)
-        self.last_tables['summary'] = t.get_string()
-        print_log('SEA robustness (worst case = per image the attack with '
-                  'the lowest pixel accuracy):\n' + t.get_string(),
-                  logger=logger)
+        worst_names = ['worst'] + (['worst_miou'] if self.worst_miou else [])
+
+        def radius(row_name):
+            return row_name if row_name == 'clean' else \
+                row_name.replace('eps', '') + '/255'
+
+        def cells(src):
+            return [f'{src[m]:.2f}' for m in cols]
+
+        tables = []
+        if self.table == 'wide':
+            t = PrettyTable()
+            t.field_names = ['radius'] + [
+                f'{name} {m}' for name in worst_names + attacks for m in cols
+            ]
+            for row_name, row in table.items():
+                line = [radius(row_name)]
+                for name in worst_names + attacks:
+                    line += cells(row.get(name, row.get('clean')))
+                t.add_row(line)
+            tables.append(t.get_string())
+        elif self.table == 'per_radius':
+            for row_name, row in table.items():
+                t = PrettyTable()
+                t.title = radius(row_name)
+                t.field_names = ['output'] + cols
+                for name, src in row.items():
+                    t.add_row([name] + cells(src))
+                tables.append(t.get_string())
+        else:
+            t = PrettyTable()
+            t.field_names = ['radius'] + [f'worst {m}' for m in cols] + (
+                ['worst_miou mIoU'] if self.worst_miou else [])
+            a = PrettyTable()
+            a.field_names = ['radius'] + [f'{n} aAcc / mIoU'
+                                          for n in attacks]
+            for row_name, row in table.items():
+                src = row.get('worst', row.get('clean'))
+                line = [radius(row_name)] + cells(src)
+                if self.worst_miou:
+                    line.append(f'{row.get("worst_miou", src)["mIoU"]:.2f}')
+                t.add_row(line)
+                if row_name != 'clean':
+                    a.add_row([radius(row_name)] + [
+                        f'{row[n]["aAcc"]:.2f} / {row[n]["mIoU"]:.2f}'
+                        for n in attacks
+                    ])
+            tables.append(t.get_string())
+            if attacks:
+                tables.append('per attack:\n' + a.get_string())
+        text = '\n'.join(tables)
+        self.last_tables['summary'] = text
+        print_log(self._title() + ':\n' + text, logger=logger)
         if self.per_class:
             c = PrettyTable()
             c.add_column('Class', list(self.dataset_meta['classes']))

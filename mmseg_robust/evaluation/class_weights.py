@@ -1,0 +1,110 @@
+"""Class weights of SEA-2024's ``mask_ce_bal`` from training-label
+frequencies (SPEC section 2, docs/attacks.md)."""
+import copy
+import time
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from mmengine.logging import print_log
+
+__all__ = ['count_labels', 'resolve_class_weights']
+
+
+def _strip_pipeline(cfg) -> None:
+    """Replace every pipeline of a (possibly wrapped) dataset config by
+    ``LoadAnnotations`` alone: labels as the dataset defines them
+    (``reduce_zero_label``, label maps), no random crops or flips."""
+    if 'pipeline' in cfg or 'data_prefix' in cfg:
+        cfg['pipeline'] = [dict(type='LoadAnnotations')]
+    for key in ('dataset', ):
+        if isinstance(cfg.get(key), dict):
+            _strip_pipeline(cfg[key])
+    for sub in cfg.get('datasets', []) or []:
+        if isinstance(sub, dict):
+            _strip_pipeline(sub)
+
+
+def count_labels(dataset_cfg: dict, num_classes: int,
+                 ignore_index: int = 255) -> np.ndarray:
+    """Pixel count of every class over a dataset's label maps.
+
+    Args:
+        dataset_cfg (dict): A dataset config (e.g. ``train_dataloader
+            .dataset``); its pipelines are replaced by ``LoadAnnotations``.
+        num_classes (int): Number of classes.
+        ignore_index (int): Label that is not counted.
+
+    Returns:
+        np.ndarray: ``(num_classes,)`` int64 counts.
+    """
+    from mmseg.registry import DATASETS
+    cfg = copy.deepcopy(dict(dataset_cfg))
+    _strip_pipeline(cfg)
+    dataset = DATASETS.build(cfg)
+    counts = np.zeros(num_classes, np.int64)
+    n = len(dataset)
+    t0 = time.perf_counter()
+    for i in range(n):
+        label = np.asarray(dataset[i]['gt_seg_map']).astype(np.int64)
+        label = label[(label != ignore_index) & (label >= 0)]
+        if label.size and label.max() >= num_classes:
+            raise ValueError(
+                f'training label map {i} holds class {int(label.max())} but '
+                f'the model has {num_classes} classes: check num_classes, '
+                'reduce_zero_label and ignore_index')
+        counts += np.bincount(label, minlength=num_classes)
+        if (i + 1) % 500 == 0:
+            print_log(
+                f'SEA-2024 class weights: counted the labels of {i + 1}/{n} '
+                f'training images ({time.perf_counter() - t0:.0f} s)',
+                logger='current')
+    return counts
+
+
+def resolve_class_weights(spec: Union[None, str, Sequence[float]],
+                          cfg, num_classes: int,
+                          ignore_index: int) -> Optional[List[float]]:
+    """The ``mask_ce_bal`` class weights an evaluation uses.
+
+    Args:
+        spec: ``'train'`` (inverse frequency of the training labels of
+            ``cfg.train_dataloader``), ``'image'`` or ``None`` (each image's
+            own label frequencies), or ``num_classes`` numbers.
+        cfg: The runner's config.
+        num_classes (int): Number of classes.
+        ignore_index (int): Ignored label.
+
+    Returns:
+        list | None: ``num_classes`` weights, or ``None`` for per-image
+        weights.
+    """
+    from mmseg_robust.attacks import class_weights_from_counts
+    if spec is None or spec == 'image':
+        return None
+    if isinstance(spec, str):
+        if spec != 'train':
+            raise ValueError(
+                f"class_weights={spec!r}: use 'train' (training-label "
+                "frequencies), 'image' (per-image frequencies) or a list of "
+                f'{num_classes} numbers')
+        loader = cfg.get('train_dataloader') if cfg is not None else None
+        if not loader or 'dataset' not in loader:
+            raise ValueError(
+                "class_weights='train' needs train_dataloader.dataset in the "
+                'config to count the training labels; give the weights '
+                'instead (test_cfg.class_weights=[...] or --class-weights '
+                "W1 W2 ...) or use per-image weights ('image')")
+        counts = count_labels(loader['dataset'], num_classes, ignore_index)
+        if counts.sum() == 0:
+            raise ValueError('the training labels hold no valid pixel: '
+                             'cannot compute class weights')
+        weights = class_weights_from_counts(torch.from_numpy(counts))
+        return [float(w) for w in weights]
+    weights = [float(w) for w in spec]
+    if len(weights) != num_classes or any(
+            not np.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(
+            f'class_weights must be {num_classes} finite numbers >= 0 (one '
+            f'per class), got {len(weights)}: {weights[:8]}')
+    return weights
