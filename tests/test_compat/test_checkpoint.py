@@ -165,6 +165,7 @@ def test_train_tool_refuses_then_trusts(crafted, tiny_config, tmp_path,
     --trust-checkpoint is the opt-in."""
     path, marker = crafted
     monkeypatch.delenv(ENV_TRUST, raising=False)
+    monkeypatch.setattr(ckpt_compat, '_trusted', set())  # undone after
     main = load_tool('train')
     args = [str(tiny_config), '--work-dir', str(tmp_path / 'w'), '--resume',
             str(path)]
@@ -177,7 +178,6 @@ def test_train_tool_refuses_then_trusts(crafted, tiny_config, tmp_path,
         main(args + ['--trust-checkpoint', str(path)])
     assert not isinstance(info.value, UnsafeCheckpointError)
     assert marker.exists()
-    ckpt_compat._trusted.clear()
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
