@@ -42,6 +42,8 @@ setup(
     python_requires='>=3.8',
     license='Apache License 2.0',
     install_requires=parse_requirements('runtime.txt'),
+    # the demo's data (requirements/demo.txt) is no extra: it must be
+    # installed with --no-deps, which an extra cannot say
     extras_require={
         'tests': parse_requirements('tests.txt'),
         'optional': parse_requirements('optional.txt'),

@@ -1,18 +1,34 @@
 """mmseg_robust: adversarial robustness evaluation (SEA) and adversarial
 training for MMSegmentation 1.x.
 
-``import mmseg_robust`` (or ``custom_imports=dict(imports=['mmseg_robust'])``
-in a config) applies the compatibility fixes in :mod:`mmseg_robust.compat`
-and registers the package's modules into MMSeg's registries.
+``import mmseg_robust`` is light: it imports neither torch, MMSeg nor
+MMEngine. The attacks (:mod:`mmseg_robust.attacks`) need only torch. As soon
+as MMSeg is imported -- or at once, if it already is -- the package applies
+the compatibility patches it needs (:mod:`mmseg_robust.compat`) and
+registers its modules (``SEATestLoop``, ``SEAMetric``, ``AdvTrainingHook``,
+``RobustConvNeXt``, ``RobustPretrained``, ``ScratchAssayDataset``) into
+MMSeg's registries, so ``custom_imports=dict(imports=['mmseg_robust'])`` in a
+config works as for any plugin (see :mod:`mmseg_robust._plugin`).
 """
-from .version import __version__  # noqa: I001
-from .compat import install_compat
+import importlib
 
-# must run before anything imports mmseg.models (mmcv-lite support)
-install_compat()
+from . import _plugin
+from .version import __version__
 
-from . import attacks  # noqa: E402,F401
-from . import datasets, engine, evaluation, models  # noqa: E402,F401
+_plugin.activate()
 
-__all__ = ['__version__', 'attacks', 'models', 'engine', 'evaluation',
-           'datasets']
+register_all_modules = _plugin.register_all_modules
+
+_SUBMODULES = ('attacks', 'compat', 'datasets', 'engine', 'evaluation',
+               'models', 'testing', 'utils', 'visualization')
+
+__all__ = ['__version__', 'register_all_modules', 'attacks', 'models',
+           'engine', 'evaluation', 'datasets', 'compat']
+
+
+def __getattr__(name: str):
+    """Submodules on first access (``mmseg_robust.models.X`` after a bare
+    ``import mmseg_robust``)."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f'{__name__}.{name}')
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

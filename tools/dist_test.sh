@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_test.sh CONFIG CHECKPOINT NPROC [test.py options, e.g. --eval sea]
-# Environment: NNODES, NODE_RANK, PORT, MASTER_ADDR (as in MMSegmentation).
+# Environment: NNODES, NODE_RANK, PORT, MASTER_ADDR (as in MMSegmentation);
+# PYTHON: the interpreter (default: python3, else python).
 set -e
 CONFIG=$1
 CHECKPOINT=$2
@@ -9,8 +10,9 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
 
-python -m torch.distributed.run \
+"$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \

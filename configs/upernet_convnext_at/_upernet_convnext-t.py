@@ -13,6 +13,8 @@ _base_ = [
 custom_imports = dict(
     imports=['mmpretrain.models', 'mmseg_robust'], allow_failed_imports=False)
 
+# clean init: downloaded on first use; offline, point
+# model.backbone.init_cfg.checkpoint at a local copy (README.md)
 checkpoint_file = 'https://download.openmmlab.com/mmclassification/v0/convnext/downstream/convnext-tiny_3rdparty_32xb128-noema_in1k_20220301-795e9634.pth'  # noqa
 model = dict(
     backbone=dict(
@@ -28,7 +30,8 @@ model = dict(
     decode_head=dict(in_channels=[96, 192, 384, 768]),
     auxiliary_head=dict(in_channels=384))
 
-# AdamW + stage-wise lr decay + AMP, as the stock ConvNeXt-T config.
+# AdamW + stage-wise lr decay + AMP, as the stock ConvNeXt-T config
+# (tools/train.py --no-amp turns AMP off, e.g. on a CPU).
 # Warm-up and PolyLR are in the `_sched_*.py` files (they depend on the
 # schedule length).
 optim_wrapper = dict(

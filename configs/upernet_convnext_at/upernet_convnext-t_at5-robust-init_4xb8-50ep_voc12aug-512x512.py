@@ -5,6 +5,8 @@
 # Robust checkpoint: --cfg-options model.backbone.init_cfg.checkpoint=PATH
 # Train: bash tools/dist_train.sh CONFIG 4
 # SEA evaluation: python tools/test.py CONFIG CKPT --eval sea
+# Crop size, test scale, AMP off (CPU), data root, local ImageNet file:
+# one option each, see README.md in this folder.
 _base_ = [
     './_base_voc_robust-init.py',
     './_sched_voc_50ep.py',

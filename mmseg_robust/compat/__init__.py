@@ -1,26 +1,166 @@
-"""Compatibility fixes applied by ``import mmseg_robust``.
+"""Compatibility patches, each narrow, gated, announced once and reversible.
 
-* :mod:`.mmcv_ops`: pure-PyTorch ``mmcv.ops`` names MMSeg needs at import
-  time when only ``mmcv-lite`` is installed.
-* :mod:`.checkpoint`: loading mmengine checkpoints with ``torch >= 2.6``.
-* :mod:`.packages`: ``mmseg::`` config paths without ``pkg_resources``
-  (setuptools >= 81).
+* ``mmcv_ops``: when ``mmseg`` is imported and ``import mmcv.ops`` fails for
+  lack of ``mmcv._ext`` (mmcv-lite), a pure-PyTorch ``mmcv.ops`` with
+  ``point_sample`` and ``sigmoid_focal_loss`` only (:mod:`.mmcv_ops`).
+* ``checkpoint``: when ``mmengine.runner.checkpoint`` is imported under
+  torch >= 2.6 and mmengine < 1.0, mmengine's local-file checkpoint loader
+  loads with ``weights_only=True`` plus an allow-list of exactly the types
+  mmengine writes; anything else needs an explicit "I trust this file"
+  (:mod:`.checkpoint`).
+* ``mmseg_scope``: when ``mmengine`` is imported and ``pkg_resources`` is
+  missing (setuptools >= 81), ``mmseg::`` config paths are resolved through
+  :mod:`importlib.metadata` (:mod:`.packages`).
+
+:func:`install_compat` (called by ``import mmseg_robust``) only arranges for
+each patch to be considered when the library it patches is imported, so
+importing the package costs nothing and the attacks never pull in MMSeg. A
+patch that is not needed changes nothing. Each applied patch says once what
+it did (a :class:`CompatWarning`). ``MMSEG_ROBUST_NO_COMPAT=1`` switches all
+patches off, ``MMSEG_ROBUST_NO_COMPAT=checkpoint,mmcv_ops`` some of them;
+:func:`uninstall_compat` undoes the applied ones; :func:`compat_status`
+tells what happened. Details: ``docs/compat.md``.
 """
-from .checkpoint import install_checkpoint_loader, torch_load
-from .mmcv_ops import (FALLBACK_OPS, ensure_mmcv_ops, fallback_installed,
-                       point_sample, sigmoid_focal_loss)
-from .packages import install_package_paths
+import importlib
+import os
+import warnings
+from typing import Dict, List, Optional, Sequence
 
-
-def install_compat() -> None:
-    """Apply every fix; each one is a no-op where it is not needed."""
-    ensure_mmcv_ops()
-    install_checkpoint_loader()
-    install_package_paths()
-
+from .. import _import_hooks
 
 __all__ = [
-    'install_compat', 'ensure_mmcv_ops', 'fallback_installed', 'FALLBACK_OPS',
-    'point_sample', 'sigmoid_focal_loss', 'install_checkpoint_loader',
-    'torch_load', 'install_package_paths'
+    'CompatWarning', 'PATCHES', 'ENV_DISABLE', 'install_compat',
+    'uninstall_compat', 'compat_status', 'disabled_patches'
 ]
+
+#: Environment variable that switches patches off: ``1``/``all`` or names.
+ENV_DISABLE = 'MMSEG_ROBUST_NO_COMPAT'
+
+
+class CompatWarning(UserWarning):
+    """The one message each compatibility patch gives when it is applied."""
+
+
+class _Patch:
+    """One patch: ``impl`` names a module with ``needed()``, ``apply()`` and
+    ``undo()``; ``trigger`` is the module whose import applies it."""
+
+    def __init__(self, name: str, trigger: str, impl: str) -> None:
+        self.name = name
+        self.trigger = trigger
+        self.impl = impl
+        self.state = 'not installed'
+        self.detail = ''
+
+    def module(self):
+        return importlib.import_module(self.impl)
+
+    def on_trigger(self) -> None:
+        if self.state != 'pending':
+            return
+        impl = self.module()
+        reason = impl.needed()
+        if reason is not None:
+            self.state, self.detail = 'not needed', reason
+            return
+        self.detail = impl.apply()
+        self.state = 'applied'
+        # explicit location: the patch runs from inside an import statement
+        warnings.warn_explicit(
+            f'mmseg_robust compat patch {self.name!r}: {self.detail} '
+            f'(docs/compat.md; {ENV_DISABLE}={self.name} turns it off)',
+            CompatWarning,
+            filename='mmseg_robust.compat',
+            lineno=0,
+            module='mmseg_robust.compat')
+
+
+#: The patches by name, in the order they are considered.
+PATCHES: Dict[str, _Patch] = {
+    p.name: p
+    for p in (
+        _Patch('mmcv_ops', 'mmseg', 'mmseg_robust.compat.mmcv_ops'),
+        _Patch('checkpoint', 'mmengine.runner.checkpoint',
+               'mmseg_robust.compat.checkpoint'),
+        _Patch('mmseg_scope', 'mmengine', 'mmseg_robust.compat.packages'),
+    )
+}
+
+
+def disabled_patches() -> List[str]:
+    """Names switched off by ``MMSEG_ROBUST_NO_COMPAT``.
+
+    ``1``, ``true``, ``yes`` or ``all`` switch every patch off; otherwise the
+    value is a comma-separated list of patch names. Unknown names give a
+    warning (a typo must not silently leave a patch on).
+    """
+    value = os.environ.get(ENV_DISABLE, '').strip()
+    if value.lower() in ('', '0', 'false', 'no'):
+        return []
+    if value.lower() in ('1', 'true', 'yes', 'all'):
+        return list(PATCHES)
+    names = [v.strip() for v in value.split(',') if v.strip()]
+    unknown = [n for n in names if n not in PATCHES]
+    if unknown:
+        warnings.warn(
+            f'{ENV_DISABLE}={value!r}: unknown patch name(s) {unknown}; '
+            f'known: {", ".join(PATCHES)} (or 1 for all)',
+            CompatWarning,
+            stacklevel=3)
+    return [n for n in names if n in PATCHES]
+
+
+def install_compat(names: Optional[Sequence[str]] = None) -> Dict[str, str]:
+    """Arrange for the patches to be applied when their library is imported.
+
+    Each patch whose library is already imported is considered at once. A
+    patch switched off by ``MMSEG_ROBUST_NO_COMPAT`` is left alone. Calling
+    this again does nothing for patches already pending or applied.
+
+    Args:
+        names (Sequence[str], optional): Patches to install; all by default.
+
+    Returns:
+        dict: :func:`compat_status` afterwards.
+    """
+    disabled = disabled_patches()
+    for name in names if names is not None else list(PATCHES):
+        patch = PATCHES[name]
+        if patch.state in ('pending', 'applied', 'not needed'):
+            continue
+        if name in disabled:
+            patch.state, patch.detail = 'disabled', f'{ENV_DISABLE} is set'
+            continue
+        patch.state, patch.detail = 'pending', f'waits for {patch.trigger}'
+        _import_hooks.when_imported(patch.trigger, patch.on_trigger)
+    return compat_status()
+
+
+def uninstall_compat() -> Dict[str, str]:
+    """Undo every applied patch and drop the pending ones.
+
+    Modules that were imported while a patch was active keep what they
+    imported then (e.g. an MMSeg module holding the fallback
+    ``point_sample``); everything imported afterwards sees the original
+    libraries.
+
+    Returns:
+        dict: :func:`compat_status` afterwards.
+    """
+    for patch in reversed(list(PATCHES.values())):
+        if patch.state == 'applied':
+            patch.module().undo()
+        elif patch.state == 'pending':
+            _import_hooks.cancel(patch.trigger, patch.on_trigger)
+        patch.state, patch.detail = 'not installed', ''
+    return compat_status()
+
+
+def compat_status() -> Dict[str, str]:
+    """What each patch did: ``{name: 'applied: ...'}``, ``'not needed:
+    ...'``, ``'pending: waits for ...'``, ``'disabled: ...'`` or ``'not
+    installed'``."""
+    return {
+        name: f'{p.state}: {p.detail}' if p.detail else p.state
+        for name, p in PATCHES.items()
+    }

@@ -2,17 +2,26 @@
 
 MMSegmentation 1.2.x imports ``point_sample`` and ``sigmoid_focal_loss`` from
 ``mmcv.ops`` at module level. With ``mmcv-lite`` (no compiled ``mmcv._ext``)
-that import fails, and with it ``import mmseg.models``. This module installs a
-small replacement ``mmcv.ops`` module that provides exactly those two
-functions, written in plain PyTorch, and raises :class:`ModuleNotFoundError`
-for every other name, so MMSeg's guarded imports (``cc_head``, ``psa_head``,
-``point_head`` ...) take their "op not available" branch as they were written
-to. Nothing is touched when the compiled ops import fine.
+that import fails, and with it ``import mmseg.models``. When, and only when,
+``import mmcv.ops`` fails for that reason, :func:`apply` installs a small
+replacement ``mmcv.ops`` that provides exactly those two functions, written
+in plain PyTorch. Every other name behaves as a missing compiled op:
+
+* ``hasattr(mmcv.ops, 'nms')`` is ``False`` and ``getattr(mmcv.ops, 'nms',
+  None)`` is ``None`` (attribute access raises :class:`AttributeError`);
+* ``from mmcv.ops import nms`` and ``import mmcv.ops.nms`` raise
+  :class:`ModuleNotFoundError` (``name='mmcv._ext'``), which MMSeg's guarded
+  imports (``cc_head``, ``psa_head``, ``point_head`` ...) catch, so they take
+  their "op not available" branch as they were written to.
+
+Nothing is touched when the compiled ops import fine. :func:`undo` removes the
+replacement again.
 """
 import importlib
+import importlib.machinery
+import importlib.util
 import sys
 import types
-import warnings
 from typing import Optional
 
 import torch
@@ -105,6 +114,37 @@ def sigmoid_focal_loss(input: Tensor,
     return loss
 
 
+def _missing_op_message(name: str) -> str:
+    return (f'mmcv.ops.{name} needs the compiled mmcv ops (mmcv._ext), which '
+            'are not installed (mmcv-lite). mmseg_robust only provides '
+            f'pure-PyTorch {" and ".join(FALLBACK_OPS)}; install the full '
+            '`mmcv` package to use this op.')
+
+
+class _MissingOpsFinder:
+    """Answers ``import mmcv.ops.<anything>`` with ``ModuleNotFoundError``.
+
+    ``from mmcv.ops import nms`` first looks for the attribute; as it is
+    missing and the fallback module is a package, Python then imports
+    ``mmcv.ops.nms``, which lands here. The error names ``mmcv._ext``, not
+    ``mmcv.ops.nms``, so that Python reports it instead of turning it into
+    ``ImportError: cannot import name``.
+    """
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname.startswith('mmcv.ops.') and fallback_installed():
+            raise ModuleNotFoundError(
+                _missing_op_message(fullname[len('mmcv.ops.'):]),
+                name='mmcv._ext')
+        return None
+
+    def invalidate_caches(self) -> None:
+        pass
+
+
+_finder = _MissingOpsFinder()
+
+
 def _make_fallback_module() -> types.ModuleType:
     module = types.ModuleType(
         'mmcv.ops', 'mmcv.ops replaced by mmseg_robust: only ' +
@@ -112,20 +152,16 @@ def _make_fallback_module() -> types.ModuleType:
     module.point_sample = point_sample
     module.sigmoid_focal_loss = sigmoid_focal_loss
     module.__all__ = list(FALLBACK_OPS)
+    # a package, so that `from mmcv.ops import X` falls back to importing
+    # the submodule mmcv.ops.X, which _MissingOpsFinder refuses
+    module.__path__ = []
+    module.__spec__ = importlib.machinery.ModuleSpec(
+        'mmcv.ops', None, is_package=True)
     setattr(module, _FALLBACK_ATTR, True)
 
     def __getattr__(name: str):
-        if name.startswith('__'):
-            raise AttributeError(name)
-        # ModuleNotFoundError (not AttributeError) so that MMSeg's
-        # ``try: from mmcv.ops import X except ModuleNotFoundError`` guards
-        # behave exactly as with mmcv-lite before the fallback existed.
-        raise ModuleNotFoundError(
-            f'mmcv.ops.{name} needs the compiled mmcv ops, which are not '
-            'installed (mmcv-lite). mmseg_robust only provides pure-PyTorch '
-            f'{" and ".join(FALLBACK_OPS)}. Install the full `mmcv` package '
-            'to use this op.',
-            name='mmcv._ext')
+        # AttributeError: hasattr() is False and getattr(..., None) is None
+        raise AttributeError(_missing_op_message(name))
 
     module.__getattr__ = __getattr__
     return module
@@ -136,23 +172,38 @@ def fallback_installed() -> bool:
     return getattr(sys.modules.get('mmcv.ops'), _FALLBACK_ATTR, False)
 
 
-def ensure_mmcv_ops() -> bool:
-    """Make ``mmcv.ops`` importable, installing the fallback if needed.
+def needed() -> Optional[str]:
+    """``None`` if ``mmcv.ops`` cannot be imported for lack of the compiled
+    extension, else why the fallback is not needed.
 
-    Returns:
-        bool: ``True`` if the fallback was installed by this call, ``False``
-        if the compiled ops import fine or the fallback was already active.
+    Raises:
+        ModuleNotFoundError: If ``mmcv.ops`` fails for another reason (a
+            missing dependency that must surface).
     """
+    if fallback_installed():
+        return 'the fallback is already installed'
+    if importlib.util.find_spec('mmcv') is None:
+        return 'mmcv is not installed'
     if 'mmcv.ops' in sys.modules:
-        return False
+        return 'mmcv.ops is already imported'
     try:
         importlib.import_module('mmcv.ops')
-        return False
+        return 'the compiled mmcv ops import fine'
     except ModuleNotFoundError as err:
         # Only the missing compiled extension is ours to paper over.
         if not (err.name or '').startswith('mmcv._ext') and \
                 'mmcv._ext' not in str(err):
             raise
+    return None
+
+
+def apply() -> str:
+    """Install the fallback ``mmcv.ops`` (call only when :func:`needed`
+    returned ``None``).
+
+    Returns:
+        str: What was done, for the one-time announcement.
+    """
     # drop half-imported submodules of the failed import
     for name in [m for m in sys.modules if m.startswith('mmcv.ops.')]:
         del sys.modules[name]
@@ -160,10 +211,22 @@ def ensure_mmcv_ops() -> bool:
     module = _make_fallback_module()
     sys.modules['mmcv.ops'] = module
     mmcv.ops = module
-    warnings.warn(
-        'mmcv compiled ops (mmcv._ext) are not available (mmcv-lite?): '
-        'mmseg_robust installed pure-PyTorch `mmcv.ops.point_sample` and '
-        '`mmcv.ops.sigmoid_focal_loss` so that MMSegmentation imports. Other '
-        'mmcv ops stay unavailable; install full mmcv for them.',
-        stacklevel=2)
-    return True
+    if _finder not in sys.meta_path:
+        sys.meta_path.insert(0, _finder)
+    return ('the compiled mmcv ops (mmcv._ext) are missing (mmcv-lite?), so '
+            'mmcv.ops is now a pure-PyTorch module with only point_sample and '
+            'sigmoid_focal_loss, enough for MMSegmentation to import; other '
+            'mmcv ops stay unavailable (install full mmcv for them)')
+
+
+def undo() -> None:
+    """Remove the fallback ``mmcv.ops`` (a later ``import mmcv.ops`` fails
+    again as it does with mmcv-lite)."""
+    sys.meta_path[:] = [f for f in sys.meta_path if f is not _finder]
+    if fallback_installed():
+        del sys.modules['mmcv.ops']
+        mmcv = sys.modules.get('mmcv')
+        if mmcv is not None and getattr(mmcv, 'ops', None) is not None and \
+                getattr(mmcv.ops, _FALLBACK_ATTR, False):
+            del mmcv.ops
+

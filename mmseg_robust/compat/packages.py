@@ -4,15 +4,24 @@ MMEngine 0.10.7 resolves ``_base_ = 'mmseg::...'`` with
 ``mmengine.utils.is_installed`` / ``get_installed_path``, which import
 ``pkg_resources``. setuptools >= 81 no longer ships it, so every config that
 inherits MMSeg's stock configs fails with ``No module named
-'pkg_resources'``. Where ``pkg_resources`` is missing we replace those two
-helpers (and ``package2module``) with equivalents built on
-:mod:`importlib.metadata`; where it exists nothing changes.
+'pkg_resources'``. Where ``pkg_resources`` is missing, :func:`apply` replaces
+those two helpers (and ``package2module``) with equivalents built on
+:mod:`importlib.metadata`; where it exists nothing changes. :func:`undo`
+restores MMEngine's own.
+
+This takes effect when ``mmengine`` is imported after ``import mmseg_robust``
+(or at once, if it already is). A script that parses a config *before*
+importing mmseg_robust -- MMSeg's own ``tools/train.py`` does, since
+``custom_imports`` is read only after the ``_base_`` files -- still needs
+``pkg_resources`` (``setuptools<81``) for ``mmseg::`` bases.
 """
 import importlib.metadata as metadata
 import importlib.util
 import os.path as osp
+import sys
+from typing import Optional
 
-__all__ = ['install_package_paths', 'is_installed', 'get_installed_path',
+__all__ = ['needed', 'apply', 'undo', 'is_installed', 'get_installed_path',
            'package2module']
 
 
@@ -70,25 +79,53 @@ def get_installed_path(package: str) -> str:
     return osp.join(location, module)
 
 
-def install_package_paths() -> bool:
-    """Patch MMEngine's package helpers if ``pkg_resources`` is missing.
+_TARGETS = ('mmengine.utils.package_utils', 'mmengine.utils',
+            'mmengine.config.config', 'mmengine.hub.hub')
+_NAMES = ('is_installed', 'get_installed_path', 'package2module')
+_originals: dict = {}
+
+
+def needed() -> Optional[str]:
+    """``None`` if ``pkg_resources`` is missing, else why no patch is
+    needed."""
+    if importlib.util.find_spec('pkg_resources') is not None:
+        return 'pkg_resources is available'
+    return None
+
+
+def apply() -> str:
+    """Point MMEngine's package helpers at the :mod:`importlib.metadata`
+    versions above (call only when :func:`needed` returned ``None``).
+
+    ``mmengine.hub.hub`` is patched only if it is already imported; imported
+    later, it takes the patched names from ``mmengine.utils``.
 
     Returns:
-        bool: Whether the helpers were replaced.
+        str: What was done, for the one-time announcement.
     """
-    try:
-        import pkg_resources  # noqa: F401
-        return False
-    except ImportError:
-        pass
-    import mmengine.config.config as config_module
-    import mmengine.hub.hub as hub_module
-    import mmengine.utils as utils
     import mmengine.utils.package_utils as package_utils
-    for module in (package_utils, utils, config_module, hub_module):
-        for name, fn in (('is_installed', is_installed),
-                         ('get_installed_path', get_installed_path),
-                         ('package2module', package2module)):
+    _originals.update({name: getattr(package_utils, name) for name in _NAMES})
+    ours = {'is_installed': is_installed,
+            'get_installed_path': get_installed_path,
+            'package2module': package2module}
+    for module_name in _TARGETS:
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        for name, fn in ours.items():
             if hasattr(module, name):
                 setattr(module, name, fn)
-    return True
+    return ('pkg_resources is missing (setuptools >= 81), so mmengine '
+            'resolves mmseg:: config paths through importlib.metadata')
+
+
+def undo() -> None:
+    """Give MMEngine back its own helpers."""
+    ours = (is_installed, get_installed_path, package2module)
+    for module_name in _TARGETS:
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        for name in _NAMES:
+            if getattr(module, name, None) in ours:
+                setattr(module, name, _originals[name])

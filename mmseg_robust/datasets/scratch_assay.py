@@ -64,16 +64,26 @@ DEFAULT_VAL_FRAMES = (3, 7)
 # bump when the conversion changes so old caches are rebuilt
 FORMAT_VERSION = 1
 
-_INSTALL_HINT = ('pip install ndev-sampledata tifffile (both are listed in '
-                 'requirements/optional.txt)')
+_INSTALL_HINT = ('pip install --no-deps ndev-sampledata && pip install '
+                 'tifffile (see requirements/demo.txt: the package is only '
+                 'the data, its own dependencies are not needed)')
 
 
 @DATASETS.register_module()
 class ScratchAssayDataset(BaseSegDataset):
     """Scratch-assay microscopy tiles: background / cytoplasm / nucleus.
 
-    Expects the layout written by :func:`prepare_scratch_assay`
-    (``img_dir/{train,val}/*.png``, ``ann_dir/{train,val}/*.png``).
+    Reads the layout written by :func:`prepare_scratch_assay`
+    (``img_dir/{train,val}/*.png``, ``ann_dir/{train,val}/*.png``). If
+    ``data_root`` holds no prepared dataset yet (no ``meta.json``), it is
+    built there first from the installed ``ndev-sampledata`` package with
+    the default parameters (128x128 tiles, frames 3 and 7 for validation);
+    in a distributed run rank 0 builds it while the others wait.
+
+    Args:
+        prepare (bool): Build the dataset when ``data_root`` lacks it.
+            Defaults to True; with False a missing dataset is an error that
+            says how to build it.
     """
 
     METAINFO = dict(classes=CLASSES, palette=PALETTE)
@@ -82,12 +92,43 @@ class ScratchAssayDataset(BaseSegDataset):
                  img_suffix: str = '.png',
                  seg_map_suffix: str = '.png',
                  reduce_zero_label: bool = False,
+                 prepare: bool = True,
                  **kwargs) -> None:
+        data_root = kwargs.get('data_root')
+        if data_root and read_meta(data_root) is None and \
+                not kwargs.get('lazy_init', False):
+            _prepare_once(data_root, prepare)
         super().__init__(
             img_suffix=img_suffix,
             seg_map_suffix=seg_map_suffix,
             reduce_zero_label=reduce_zero_label,
             **kwargs)
+
+
+def _prepare_once(data_root: str, prepare: bool) -> None:
+    """Build the dataset in ``data_root`` (rank 0 only), or explain."""
+    how = (f'python -c "from mmseg_robust.datasets import '
+           f'prepare_scratch_assay; prepare_scratch_assay({data_root!r})"')
+    if not prepare:
+        raise FileNotFoundError(
+            f'error: no scratch-assay dataset in {data_root} (no meta.json). '
+            f'Build it with: {how}, or set prepare=True in the dataset '
+            'config')
+    from mmengine.dist import barrier, get_dist_info
+    rank, world_size = get_dist_info()
+    if rank == 0:
+        print_log(
+            f'no scratch-assay dataset in {data_root}: building it from '
+            'the ndev-sampledata package', logger='current')
+        try:
+            prepare_scratch_assay(data_root)
+        except ImportError as err:
+            raise ImportError(
+                f'error: no scratch-assay dataset in {data_root}, and it '
+                f'cannot be built: {err}. Install the data, then run the '
+                f'command again (or build it yourself: {how})') from err
+    if world_size > 1:
+        barrier()
 
 
 def _sample_path() -> str:

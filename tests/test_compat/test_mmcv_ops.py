@@ -11,6 +11,7 @@ from mmseg_robust.compat import mmcv_ops
 
 
 def _has_compiled_ops() -> bool:
+    import mmseg  # noqa: F401  (the patch is applied when mmseg is imported)
     return not mmcv_ops.fallback_installed()
 
 
@@ -36,12 +37,26 @@ def test_mmseg_imports_with_mmcv_lite():
 
 
 @pytest.mark.skipif(_has_compiled_ops(), reason='full mmcv installed')
-def test_other_ops_raise_module_not_found():
+def test_missing_ops_behave_as_missing():
+    """hasattr/getattr answer "absent" instead of raising; imports raise
+    ModuleNotFoundError, as MMSeg's guarded imports expect."""
+    import mmcv
     import mmcv.ops
-    with pytest.raises(ModuleNotFoundError, match='compiled mmcv ops'):
-        from mmcv.ops import CrissCrossAttention  # noqa: F401
-    with pytest.raises(ModuleNotFoundError):
+    assert not hasattr(mmcv.ops, 'nms')
+    assert getattr(mmcv.ops, 'nms', None) is None
+    with pytest.raises(AttributeError, match='compiled mmcv ops'):
         mmcv.ops.DeformConv2d
+    with pytest.raises(ModuleNotFoundError, match='compiled mmcv ops') as e:
+        from mmcv.ops import CrissCrossAttention  # noqa: F401
+    assert e.value.name == 'mmcv._ext'
+    with pytest.raises(ModuleNotFoundError, match='compiled mmcv ops'):
+        import mmcv.ops.nms  # noqa: F401
+    with pytest.raises(ModuleNotFoundError):
+        from mmcv.ops.nms import batched_nms  # noqa: F401
+    # the two provided names, both ways
+    from mmcv.ops import point_sample, sigmoid_focal_loss  # noqa: F401
+    assert hasattr(mmcv.ops, 'point_sample')
+    assert mmcv.ops is mmcv.__dict__['ops']
 
 
 def test_fresh_process_warns_once_and_imports_everything():
@@ -53,9 +68,9 @@ def test_fresh_process_warns_once_and_imports_everything():
             import mmseg_robust.compat as c
             c.install_compat()
             import mmseg.models, mmseg.utils
-        from mmseg_robust.compat import fallback_installed
-        ours = [x for x in w if 'mmseg_robust installed pure-PyTorch'
-                in str(x.message)]
+            c.install_compat()
+        from mmseg_robust.compat.mmcv_ops import fallback_installed
+        ours = [x for x in w if "compat patch 'mmcv_ops'" in str(x.message)]
         print(fallback_installed(), len(ours))
         """)
     assert res.returncode == 0, res.stderr
@@ -73,20 +88,23 @@ def test_compiled_ops_present_are_left_untouched():
         import sys, types, warnings
         fake = types.ModuleType('mmcv.ops')
         fake.point_sample = 'compiled'
+        fake.sigmoid_focal_loss = 'compiled'
         import mmcv
         sys.modules['mmcv.ops'] = fake
         mmcv.ops = fake
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter('always')
-            import mmseg_robust
+            import mmseg_robust, mmseg
         import mmcv.ops
-        from mmseg_robust.compat import fallback_installed
-        ours = [x for x in w if 'mmseg_robust' in str(x.message)]
+        from mmseg_robust.compat import compat_status
+        from mmseg_robust.compat.mmcv_ops import fallback_installed
+        ours = [x for x in w if 'mmcv_ops' in str(x.message)]
         print(mmcv.ops is fake, mmcv.ops.point_sample, fallback_installed(),
-              len(ours))
+              len(ours), compat_status()['mmcv_ops'].split(':')[0])
         """)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.split() == ['True', 'compiled', 'False', '0']
+    assert res.stdout.split() == ['True', 'compiled', 'False', '0', 'not',
+                                  'needed']
 
 
 def test_unrelated_import_errors_are_not_hidden():
@@ -99,8 +117,9 @@ def test_unrelated_import_errors_are_not_hidden():
                     raise ModuleNotFoundError("No module named 'scipy_x'",
                                               name='scipy_x')
         sys.meta_path.insert(0, Block())
+        import mmseg_robust
         try:
-            import mmseg_robust
+            import mmseg
         except ModuleNotFoundError as e:
             print('raised', e.name)
         """)

@@ -122,7 +122,7 @@ def test_bad_arguments(tmp_path):
 @pytest.mark.parametrize('missing', ['ndev_sampledata', 'tifffile'])
 def test_missing_package_message(tmp_path, monkeypatch, missing):
     monkeypatch.setitem(sys.modules, missing, None)  # makes it unimportable
-    with pytest.raises(ImportError, match='pip install ndev-sampledata'):
+    with pytest.raises(ImportError, match='pip install --no-deps ndev-sampledata'):
         prepare_scratch_assay(str(tmp_path))
 
 

@@ -4,6 +4,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -353,7 +354,12 @@ def _free_port():
 def test_distributed_two_processes_identical(reference, trained_tiny,
                                              tmp_path):
     ref_metrics, _ = reference
-    env = dict(os.environ, PORT=str(_free_port()), OMP_NUM_THREADS='1')
+    env = dict(os.environ, PORT=str(_free_port()), OMP_NUM_THREADS='1',
+               PYTHON=sys.executable)
+    if torch.cuda.device_count() < 2:
+        # one process per GPU or none: with fewer GPUs than processes run
+        # both on the CPU (gloo) instead of failing in cuda.set_device(1)
+        env['CUDA_VISIBLE_DEVICES'] = ''
     proc = subprocess.run(
         ['bash', str(REPO / 'tools' / 'dist_test.sh'), trained_tiny['config'],
          trained_tiny['ckpt'], '2', '--work-dir', str(tmp_path)] + SEA_ARGS,
