@@ -56,6 +56,9 @@ def parse_args(argv=None):
                    help='train again even if checkpoints exist')
     p.add_argument('--save-docs', metavar='DIR',
                    help='also write the pictures and the table to DIR')
+    p.add_argument('--compare-independent', action='store_true',
+                   help='also run SEA with every radius from scratch and '
+                   'report the time the chained radii save')
     return p.parse_args(argv)
 
 
@@ -103,10 +106,12 @@ def train(name, config, work_dir, data_root, args):
 
 
 def _evaluate_once(name, kind, config, ckpt, work_dir, data_root, args):
-    """One ``tools/test.py --eval sea`` run; reused if already complete."""
-    attacks = SEA_ATTACKS if kind == 'sea' else BASELINES
+    """One ``tools/test.py --eval sea`` run; reused if already complete.
+    ``kind``: ``'sea'``, ``'sea_independent'`` (every radius from
+    scratch) or ``'baselines'``."""
+    attacks = BASELINES if kind == 'baselines' else SEA_ATTACKS
     settings = json.dumps([args.eps, args.n_iter, attacks, args.max_images,
-                           osp.getmtime(ckpt)])
+                           osp.getmtime(ckpt), kind])
     tag = hashlib.sha1(settings.encode()).hexdigest()[:8]
     out = osp.join(work_dir, 'eval', f'{_slug(name)}_{kind}_{tag}')
     summary = osp.join(out, 'sea', 'summary.json')
@@ -120,16 +125,32 @@ def _evaluate_once(name, kind, config, ckpt, work_dir, data_root, args):
                    '--resume', '--cfg-options'] + _data_options(data_root)
     if kind == 'baselines':
         cmd.append('--no-skip')  # standalone numbers for every baseline
+    if kind == 'sea_independent':
+        cmd.append('--independent-radii')
     if args.max_images:
         cmd += ['--max-images', str(args.max_images)]
     os.makedirs(out, exist_ok=True)
-    what = 'SEA' if kind == 'sea' else 'PGD, SegPGD, CosPGD'
+    what = {'sea': 'SEA', 'sea_independent': 'SEA, independent radii',
+            'baselines': 'PGD, SegPGD, CosPGD'}[kind]
     print(f'[{name}] {what} with tools/test.py --eval sea ...', flush=True)
     seconds = _run(cmd, osp.join(out, 'test.log'))
     with open(summary) as f:
         metrics = json.load(f)['metrics']
     print(f'[{name}] {what}: {seconds:.0f} s')
     return metrics, seconds
+
+
+def _attack_seconds(name, kind, work_dir, args, ckpt):
+    """Attack time per image of a finished evaluation (its summary), so a
+    reused evaluation still reports what it cost."""
+    attacks = BASELINES if kind == 'baselines' else SEA_ATTACKS
+    settings = json.dumps([args.eps, args.n_iter, attacks, args.max_images,
+                           osp.getmtime(ckpt), kind])
+    tag = hashlib.sha1(settings.encode()).hexdigest()[:8]
+    path = osp.join(work_dir, 'eval', f'{_slug(name)}_{kind}_{tag}', 'sea',
+                    'summary.json')
+    with open(path) as f:
+        return json.load(f)['timing']['attack_seconds_per_image']
 
 
 def evaluate(name, config, ckpt, work_dir, data_root, args):
@@ -145,7 +166,17 @@ def evaluate(name, config, ckpt, work_dir, data_root, args):
         for k, v in base.items()
         if any(f'/{b}/' in k for b in BASELINES)
     })
-    return dict(metrics=metrics), t_sea + t_base
+    out = dict(metrics=metrics,
+               sea_seconds_per_image=_attack_seconds(name, 'sea', work_dir,
+                                                     args, ckpt))
+    t_ind = 0.0
+    if args.compare_independent:
+        ind, t_ind = _evaluate_once(name, 'sea_independent', config, ckpt,
+                                    work_dir, data_root, args)
+        out['independent'] = ind
+        out['independent_seconds_per_image'] = _attack_seconds(
+            name, 'sea_independent', work_dir, args, ckpt)
+    return out, t_sea + t_base + t_ind
 
 
 def _slug(name):
@@ -185,6 +216,14 @@ def checks(results, eps):
     """The demo's claims, checked on its own numbers."""
     out = []
     at, clean = results['AT^2']['metrics'], results['clean']['metrics']
+    radii = sorted(eps)
+    for metric in ('aAcc', 'mIoU'):
+        ok = all(
+            m[f'sea/eps{b:g}/worst/{metric}'] <=
+            m[f'sea/eps{a:g}/worst/{metric}'] <= m[f'sea/clean/{metric}']
+            for m in (at, clean) for a, b in zip(radii, radii[1:]))
+        out.append((ok, f'SEA worst-case {metric} never increases with the '
+                    'radius (both models)'))
     if 4 in eps:
         a, c = at['sea/eps4/worst/mIoU'], clean['sea/eps4/worst/mIoU']
         out.append((a > c + 5, f'AT^2 worst-case mIoU at 4/255 ({a:.1f}) '
@@ -205,6 +244,22 @@ def checks(results, eps):
                      f'{excess:.2f} points, {where})')
         out.append((excess <= TIE, text))
     return out
+
+
+def chaining_report(results):
+    """Attack time per image with chained radii (and, with
+    ``--compare-independent``, with every radius from scratch)."""
+    lines = []
+    for name, res in results.items():
+        t = res['sea_seconds_per_image']
+        line = (f'{name}: SEA over all radii {t:.2f} s per image with '
+                'chained radii')
+        if 'independent_seconds_per_image' in res:
+            ti = res['independent_seconds_per_image']
+            line += (f', {ti:.2f} s with independent radii (saving '
+                     f'{100 * (1 - t / ti):.0f}%)')
+        lines.append(line)
+    return lines
 
 
 def plot(results, eps, path):
@@ -262,6 +317,8 @@ def main(argv=None):
           f'(aAcc / mIoU %), {args.n_iter} iterations per attack, '
           f'{results["clean"]["metrics"]["sea/n_images"]} validation tiles:')
     print(table)
+    for line in chaining_report(results):
+        print(line)
     claims = checks(results, args.eps)
     for ok, text in claims:
         print(('[ok]   ' if ok else '[FAIL] ') + text)
@@ -304,7 +361,8 @@ def _save_docs(args, results, table, claims, curve, panel, timing, total):
         f'{results["clean"]["metrics"]["sea/n_images"]} validation tiles:',
         ''
     ] + md + [''] + [('- [ok] ' if ok else '- [FAIL] ') + text
-                     for ok, text in claims]
+                     for ok, text in claims] + [''] + [
+                         f'- {line}' for line in chaining_report(results)]
     steps = ', '.join(f'{k} {v:.0f} s' if v else f'{k} reused'
                       for k, v in timing.items())
     lines += ['', f'Whole run: {total:.0f} s ({steps}).']
