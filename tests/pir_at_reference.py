@@ -186,7 +186,9 @@ class RefUperNetHead(nn.Module):
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         x = feats[-1]
-        laterals = [conv(feats[i]) for i, conv in enumerate(self.lateral_convs)]
+        laterals = [
+            conv(feats[i]) for i, conv in enumerate(self.lateral_convs)
+        ]
         laterals.append(
             self.bottleneck(torch.cat([x] + self.psp_modules(x), dim=1)))
         for i in range(len(laterals) - 1, 0, -1):

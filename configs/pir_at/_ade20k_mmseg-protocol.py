@@ -7,5 +7,8 @@
 # drop_classes=[0], which removes that output at test time, so predictions
 # are among the 150 classes and their ids match the dataset's.
 _base_ = ['mmseg::_base_/datasets/ade20k.py']
+# evaluation configs: no training set (the stock file's train_dataloader
+# would otherwise ask for train_cfg and optim_wrapper)
+train_dataloader = None
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')

@@ -121,7 +121,8 @@ def test_upernet_logits_equal_the_published_architecture(
     seg = build_from_config(path, stem=stem)
     result = seg.load_state_dict(state_dict, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
-    x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, SIZE, SIZE, generator=gen)
     with torch.no_grad():
         assert_same_logits(ref(x), mmseg_logits(seg, x))
 

@@ -1,0 +1,270 @@
+"""``configs/pir_at/``: the released PIR-AT models under the paper's and
+MMSeg's protocols, from a converted checkpoint to ``tools/test.py --eval
+sea``.
+
+Each published model is stood in for by a reference network with the
+published layout and random weights (:mod:`tests.pir_at_reference`),
+saved as the authors save it and converted with
+``tools/convert_pir_at.py --config`` (which checks the strict fit). Every
+config then runs ``tools/test.py CONFIG CONVERTED.pth --eval sea
+--max-images 2 --n-iter 3`` on a fabricated PASCAL-VOC / ADE20K folder
+(crops and windows shrunk to 64 pixels with ``--cfg-options``); under the
+paper's protocol its clean numbers must equal those of the reference
+network on the authors' own crops.
+"""
+import gc
+import json
+import os.path as osp
+import re
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import pytest
+import torch
+
+import mmseg_robust  # noqa: F401  (registration)
+from mmengine.config import Config
+from tests.conftest import load_tool
+from tests.pir_at_data import (authors_val_sample, make_ade_folder,
+                               make_voc_folder)
+from tests.pir_at_reference import (DEPTHS_S, DEPTHS_T, RefSegmenter,
+                                    RefUperNetConvNeXt, randomize_)
+
+REPO = Path(__file__).resolve().parents[2]
+FOLDER = REPO / 'configs' / 'pir_at'
+README = FOLDER / 'README.md'
+CONFIGS = sorted(p for p in FOLDER.glob('*.py') if not p.name.startswith('_'))
+NAME = re.compile(r'^(?P<model>upernet_convnext-[ts]-cvst|segmenter_vit-s)'
+                  r'_pir-at_(?P<dataset>voc2012|ade20k)_'
+                  r'(?P<protocol>paper|mmseg)-protocol$')
+# the published models: (model, dataset)
+PUBLISHED = [('upernet_convnext-t-cvst', 'voc2012'),
+             ('upernet_convnext-s-cvst', 'voc2012'),
+             ('upernet_convnext-t-cvst', 'ade20k'),
+             ('upernet_convnext-s-cvst', 'ade20k'),
+             ('segmenter_vit-s', 'ade20k')]
+CLASSES = {'voc2012': 21, 'ade20k': 151}
+SIZE = 64  # crop / window size of the end-to-end runs
+N_IMAGES = 2
+
+
+def _meta(path: Path) -> dict:
+    m = NAME.match(path.stem)
+    assert m, f'{path.name} does not follow the naming scheme'
+    return m.groupdict()
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- what the configs say -------------------------------------------------
+
+
+def test_one_config_per_model_and_protocol():
+    found = sorted((m['model'], m['dataset'], m['protocol'])
+                   for m in map(_meta, CONFIGS))
+    expected = sorted((model, dataset, protocol)
+                      for model, dataset in PUBLISHED
+                      for protocol in ('paper', 'mmseg'))
+    assert found == expected
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
+def test_config_says_what_its_name_says(path):
+    cfg, meta = Config.fromfile(str(path)), _meta(path)
+    model, pre = cfg.model, cfg.model.data_preprocessor
+    assert cfg.custom_imports.imports == ['mmpretrain.models', 'mmseg_robust']
+    # [0, 1] RGB inputs, as the models were trained (both protocols)
+    assert (pre.mean, pre.std, pre.bgr_to_rgb) == ([0.] * 3, [255.] * 3,
+                                                   True)
+    assert model.decode_head.num_classes == CLASSES[meta['dataset']]
+    if meta['model'].startswith('upernet'):
+        assert model.backbone.type == 'RobustConvNeXt'
+        assert model.backbone.stem == 'conv'
+        assert model.backbone.arch == {'t': 'tiny', 's': 'small'}[
+            meta['model'].split('-')[1]]
+        assert model.auxiliary_head.num_classes == \
+            model.decode_head.num_classes
+    else:
+        assert model.backbone.type == 'VisionTransformer'
+    dataset = cfg.test_dataloader.dataset
+    pipeline = [t['type'] for t in dataset.pipeline]
+    if meta['protocol'] == 'paper':
+        assert model.type == 'EncoderDecoder'
+        assert model.test_cfg.mode == 'whole'
+        crop = next(t for t in dataset.pipeline
+                    if t['type'] == 'ShortSideResizeCenterCrop')
+        assert crop['size'] == (473 if meta['dataset'] == 'voc2012' else 512)
+        assert dataset.pipeline[0]['imdecode_backend'] == 'pillow'
+        if meta['dataset'] == 'voc2012':
+            assert 'RemapLabels' in pipeline
+            assert dataset.type == 'PascalVOCDataset'
+        else:
+            assert 'RemapLabels' not in pipeline
+            assert dataset.type == 'ADE20KWithOtherDataset'
+    else:
+        assert 'ShortSideResizeCenterCrop' not in pipeline
+        assert 'Resize' in pipeline
+        if meta['dataset'] == 'ade20k':
+            assert dataset.type == 'ADE20KDataset'
+            assert model.type == 'ClassSubsetEncoderDecoder'
+            assert model.drop_classes == [0]
+            assert model.test_cfg.mode == 'slide'
+        else:
+            assert model.type == 'EncoderDecoder'
+            assert model.test_cfg.mode == 'whole'
+    assert cfg.get('train_dataloader') is None
+
+
+def test_every_config_has_a_readme_entry():
+    text = README.read_text()
+    names = set(re.findall(r'`([a-z0-9_.-]+_pir-at_[a-z0-9_-]+)`', text))
+    stems = {p.stem for p in CONFIGS}
+    assert stems <= names, f'configs not in README.md: {stems - names}'
+    assert names <= stems, f'README.md names missing configs: {names - stems}'
+
+
+# --- converted checkpoints -------------------------------------------------
+
+_CACHE: Dict[tuple, dict] = {}
+
+
+def _reference(model: str, dataset: str) -> torch.nn.Module:
+    classes = CLASSES[dataset]
+    if model == 'segmenter_vit-s':
+        ref = RefSegmenter(classes)
+    else:
+        depths = DEPTHS_T if '-t-' in model else DEPTHS_S
+        ref = RefUperNetConvNeXt(depths, classes)
+    return randomize_(ref, seed=len(_CACHE))
+
+
+def _clean_metrics(preds, labels, num_classes: int) -> dict:
+    """aAcc / mIoU / mAcc (%) as MMSeg's IoUMetric pools them."""
+    inter, pred_area, label_area = (np.zeros(num_classes) for _ in range(3))
+    for pred, label in zip(preds, labels):
+        valid = label != 255
+        p, t = pred[valid], label[valid]
+        inter += np.bincount(t[p == t], minlength=num_classes)
+        pred_area += np.bincount(p, minlength=num_classes)
+        label_area += np.bincount(t, minlength=num_classes)
+    union = pred_area + label_area - inter
+    with np.errstate(invalid='ignore', divide='ignore'):
+        iou, acc = inter / union, inter / label_area
+    return {
+        'aAcc': 100 * inter.sum() / label_area.sum(),
+        'mIoU': 100 * np.nanmean(iou),
+        'mAcc': 100 * np.nanmean(acc)
+    }
+
+
+@pytest.fixture(scope='module')
+def data_roots(tmp_path_factory):
+    root = tmp_path_factory.mktemp('pir_at_data')
+    return dict(
+        voc2012=make_voc_folder(str(root)), ade20k=make_ade_folder(str(root)))
+
+
+def published(model: str, dataset: str, data_roots: dict,
+              tmp_dir: Path) -> dict:
+    """Converted checkpoint of a stand-in for a published model and the
+    reference network's clean metrics on the authors' crops of the first
+    ``N_IMAGES`` images (cached per module run)."""
+    key = (model, dataset)
+    if key in _CACHE:
+        return _CACHE[key]
+    ref = _reference(model, dataset)
+    src = tmp_dir / f'{model}_{dataset}_published.pth'
+    dst = tmp_dir / f'{model}_{dataset}_mmseg.pth'
+    torch.save(ref.state_dict(), src)
+    config = FOLDER / f'{model}_pir-at_{dataset}_paper-protocol.py'
+    load_tool('convert_pir_at')([str(src), str(dst), '--config', str(config)])
+    src.unlink()
+
+    cfg = Config.fromfile(str(config))
+    cfg.test_dataloader.dataset.data_root = data_roots[dataset]
+    from mmengine.registry import init_default_scope
+
+    from mmseg.registry import DATASETS
+    init_default_scope('mmseg')
+    ds_cfg = cfg.test_dataloader.dataset
+    ds_cfg.pipeline = []
+    dataset_files = DATASETS.build(ds_cfg)
+    files = [dataset_files.get_data_info(i) for i in range(N_IMAGES)]
+    preds, labels = [], []
+    with torch.no_grad():
+        for item in files:
+            x, y = authors_val_sample(item['img_path'], item['seg_map_path'],
+                                      SIZE, voc=dataset == 'voc2012')
+            preds.append(ref(x[None])[0].argmax(0).numpy())
+            labels.append(y.numpy())
+    del ref
+    gc.collect()
+    _CACHE[key] = dict(
+        checkpoint=str(dst),
+        clean=_clean_metrics(preds, labels, CLASSES[dataset]))
+    return _CACHE[key]
+
+
+@pytest.fixture(scope='module')
+def ckpt_dir(tmp_path_factory):
+    yield tmp_path_factory.mktemp('pir_at_ckpts')
+    _CACHE.clear()
+
+
+def _shrink_options(meta: dict, data_root: str) -> list:
+    """``--cfg-options`` for a fast run on the fabricated folder."""
+    opts = [
+        f'test_dataloader.dataset.data_root={data_root}',
+        'test_dataloader.num_workers=0',
+        'test_dataloader.persistent_workers=False',
+        'log_level=WARNING',
+    ]
+    if meta['protocol'] == 'paper':
+        # pipeline: load image, load label, crop, ...
+        opts += [
+            f'test_dataloader.dataset.pipeline.2.size={SIZE}',
+            f'test_dataloader.batch_size={N_IMAGES}'
+        ]
+    else:
+        # pipeline: load image, resize, load label, pack
+        opts.append(
+            f'test_dataloader.dataset.pipeline.1.scale=({4 * SIZE},{SIZE})')
+        if meta['dataset'] == 'ade20k':
+            opts += [
+                f'model.test_cfg.crop_size=({SIZE},{SIZE})',
+                f'model.test_cfg.stride=({SIZE * 3 // 4},{SIZE * 3 // 4})'
+            ]
+    return opts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
+def test_tools_test_sea_runs_end_to_end(path, data_roots, ckpt_dir):
+    meta = _meta(path)
+    model = published(meta['model'], meta['dataset'], data_roots, ckpt_dir)
+    work_dir = ckpt_dir / path.stem
+    load_tool('test')([
+        str(path), model['checkpoint'], '--eval', 'sea', '--max-images',
+        str(N_IMAGES), '--n-iter', '3', '--eps', '4', '--work-dir',
+        str(work_dir), '--cfg-options'
+    ] + _shrink_options(meta, data_roots[meta['dataset']]))
+
+    with open(osp.join(work_dir, 'sea', 'summary.json')) as f:
+        metrics = json.load(f)['metrics']
+    assert metrics['sea/n_images'] == N_IMAGES
+    for name in ('aAcc', 'mIoU', 'mAcc'):
+        for key in (f'sea/clean/{name}', f'sea/eps4/worst/{name}'):
+            assert 0 <= metrics[key] <= 100, key
+    if meta['protocol'] == 'paper':
+        # the converted model on the configs' crops scores what the
+        # reference network scores on the authors' crops
+        for name, value in model['clean'].items():
+            assert metrics[f'sea/clean/{name}'] == pytest.approx(
+                value, abs=0.006), name
