@@ -268,3 +268,22 @@ def test_tools_test_sea_runs_end_to_end(path, data_roots, ckpt_dir):
         for name, value in model['clean'].items():
             assert metrics[f'sea/clean/{name}'] == pytest.approx(
                 value, abs=0.006), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('dataset', ['voc2012', 'ade20k'])
+def test_plain_tools_test_gives_the_reference_clean_numbers(
+        dataset, data_roots, ckpt_dir):
+    """Without ``--eval sea``: MMSeg's own test loop and IoUMetric."""
+    path = FOLDER / ('upernet_convnext-t-cvst_pir-at_'
+                     f'{dataset}_paper-protocol.py')
+    meta = _meta(path)
+    model = published(meta['model'], dataset, data_roots, ckpt_dir)
+    options = _shrink_options(meta, data_roots[dataset])
+    options.append(f'test_dataloader.dataset.indices={N_IMAGES}')
+    metrics = load_tool('test')([
+        str(path), model['checkpoint'], '--work-dir',
+        str(ckpt_dir / f'{path.stem}_plain'), '--cfg-options'
+    ] + options)
+    for name, value in model['clean'].items():
+        assert metrics[name] == pytest.approx(value, abs=0.006), name
