@@ -203,7 +203,9 @@ def _check_keys(found: Sequence[str], expected: Sequence[str], what: str,
     unexpected = [k for k in found if k not in expected_set
                   and k not in optional]
     if missing or unexpected:
-        lines = [f'this is not the {what} it looks like:']
+        lines = [f'the file looks like a released {what} but its keys differ '
+                 'from the published layout (another model, or an edited '
+                 'file?):']
         if missing:
             lines.append(f'{len(missing)} expected keys are missing: '
                          f'{_format_keys(missing)}')
