@@ -12,12 +12,10 @@ config then runs ``tools/test.py CONFIG CONVERTED.pth --eval sea
 paper's protocol its clean numbers must equal those of the reference
 network on the authors' own crops.
 """
-import gc
 import json
 import os.path as osp
 import re
 from pathlib import Path
-from typing import Dict
 
 import numpy as np
 import pytest
@@ -130,19 +128,17 @@ def test_every_config_has_a_readme_entry():
     assert names <= stems, f'README.md names missing configs: {names - stems}'
 
 
-# --- converted checkpoints -------------------------------------------------
-
-_CACHE: Dict[tuple, dict] = {}
+# --- converted checkpoints, end to end ----------------------------------
 
 
-def _reference(model: str, dataset: str) -> torch.nn.Module:
+def _reference(model: str, dataset: str, seed: int) -> torch.nn.Module:
     classes = CLASSES[dataset]
     if model == 'segmenter_vit-s':
         ref = RefSegmenter(classes)
     else:
         depths = DEPTHS_T if '-t-' in model else DEPTHS_S
         ref = RefUperNetConvNeXt(depths, classes)
-    return randomize_(ref, seed=len(_CACHE))
+    return randomize_(ref, seed=seed)
 
 
 def _clean_metrics(preds, labels, num_classes: int) -> dict:
@@ -171,51 +167,44 @@ def data_roots(tmp_path_factory):
         voc2012=make_voc_folder(str(root)), ade20k=make_ade_folder(str(root)))
 
 
-def published(model: str, dataset: str, data_roots: dict,
-              tmp_dir: Path) -> dict:
-    """Converted checkpoint of a stand-in for a published model and the
-    reference network's clean metrics on the authors' crops of the first
-    ``N_IMAGES`` images (cached per module run)."""
-    key = (model, dataset)
-    if key in _CACHE:
-        return _CACHE[key]
-    ref = _reference(model, dataset)
-    src = tmp_dir / f'{model}_{dataset}_published.pth'
-    dst = tmp_dir / f'{model}_{dataset}_mmseg.pth'
+def _first_images(config: Path, data_root: str) -> list:
+    """``(img_path, seg_map_path)`` of the ``N_IMAGES`` images that
+    ``--max-images`` evaluates."""
+    from mmengine.registry import init_default_scope
+
+    from mmseg.registry import DATASETS
+    cfg = Config.fromfile(str(config))
+    ds_cfg = cfg.test_dataloader.dataset
+    ds_cfg.update(data_root=data_root, pipeline=[])
+    init_default_scope('mmseg')
+    dataset = DATASETS.build(ds_cfg)
+    infos = [dataset.get_data_info(i) for i in range(N_IMAGES)]
+    return [(i['img_path'], i['seg_map_path']) for i in infos]
+
+
+def _published(model: str, dataset: str, data_root: str, tmp_dir: Path,
+               seed: int) -> dict:
+    """A stand-in for a published model, saved as the authors save it and
+    converted with tools/convert_pir_at.py (``--config`` checks the strict
+    fit); also the reference network's clean metrics on the authors' crops
+    (at ``SIZE``) of the images the runs evaluate."""
+    ref = _reference(model, dataset, seed)
+    src = tmp_dir / 'published.pth'
+    dst = tmp_dir / 'converted.pth'
     torch.save(ref.state_dict(), src)
     config = FOLDER / f'{model}_pir-at_{dataset}_paper-protocol.py'
     load_tool('convert_pir_at')([str(src), str(dst), '--config', str(config)])
     src.unlink()
-
-    cfg = Config.fromfile(str(config))
-    cfg.test_dataloader.dataset.data_root = data_roots[dataset]
-    from mmengine.registry import init_default_scope
-
-    from mmseg.registry import DATASETS
-    init_default_scope('mmseg')
-    ds_cfg = cfg.test_dataloader.dataset
-    ds_cfg.pipeline = []
-    dataset_files = DATASETS.build(ds_cfg)
-    files = [dataset_files.get_data_info(i) for i in range(N_IMAGES)]
     preds, labels = [], []
     with torch.no_grad():
-        for item in files:
-            x, y = authors_val_sample(item['img_path'], item['seg_map_path'],
-                                      SIZE, voc=dataset == 'voc2012')
+        for img_path, seg_map_path in _first_images(config, data_root):
+            x, y = authors_val_sample(img_path, seg_map_path, SIZE,
+                                      voc=dataset == 'voc2012')
             preds.append(ref(x[None])[0].argmax(0).numpy())
             labels.append(y.numpy())
-    del ref
-    gc.collect()
-    _CACHE[key] = dict(
+    return dict(
         checkpoint=str(dst),
         clean=_clean_metrics(preds, labels, CLASSES[dataset]))
-    return _CACHE[key]
-
-
-@pytest.fixture(scope='module')
-def ckpt_dir(tmp_path_factory):
-    yield tmp_path_factory.mktemp('pir_at_ckpts')
-    _CACHE.clear()
 
 
 def _shrink_options(meta: dict, data_root: str) -> list:
@@ -244,46 +233,54 @@ def _shrink_options(meta: dict, data_root: str) -> list:
     return opts
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
-def test_tools_test_sea_runs_end_to_end(path, data_roots, ckpt_dir):
-    meta = _meta(path)
-    model = published(meta['model'], meta['dataset'], data_roots, ckpt_dir)
-    work_dir = ckpt_dir / path.stem
+def _run_sea(config: Path, checkpoint: str, data_root: str,
+             work_dir: Path) -> dict:
+    """``tools/test.py CONFIG CKPT --eval sea --max-images 2 --n-iter 3``
+    (at 4/255, shrunk to ``SIZE``); the metrics of ``summary.json``."""
     load_tool('test')([
-        str(path), model['checkpoint'], '--eval', 'sea', '--max-images',
+        str(config), checkpoint, '--eval', 'sea', '--max-images',
         str(N_IMAGES), '--n-iter', '3', '--eps', '4', '--work-dir',
         str(work_dir), '--cfg-options'
-    ] + _shrink_options(meta, data_roots[meta['dataset']]))
-
+    ] + _shrink_options(_meta(config), data_root))
     with open(osp.join(work_dir, 'sea', 'summary.json')) as f:
         metrics = json.load(f)['metrics']
     assert metrics['sea/n_images'] == N_IMAGES
     for name in ('aAcc', 'mIoU', 'mAcc'):
         for key in (f'sea/clean/{name}', f'sea/eps4/worst/{name}'):
             assert 0 <= metrics[key] <= 100, key
-    if meta['protocol'] == 'paper':
-        # the converted model on the configs' crops scores what the
-        # reference network scores on the authors' crops
-        for name, value in model['clean'].items():
-            assert metrics[f'sea/clean/{name}'] == pytest.approx(
-                value, abs=0.006), name
+    return metrics
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('dataset', ['voc2012', 'ade20k'])
-def test_plain_tools_test_gives_the_reference_clean_numbers(
-        dataset, data_roots, ckpt_dir):
-    """Without ``--eval sea``: MMSeg's own test loop and IoUMetric."""
-    path = FOLDER / ('upernet_convnext-t-cvst_pir-at_'
-                     f'{dataset}_paper-protocol.py')
-    meta = _meta(path)
-    model = published(meta['model'], dataset, data_roots, ckpt_dir)
-    options = _shrink_options(meta, data_roots[dataset])
-    options.append(f'test_dataloader.dataset.indices={N_IMAGES}')
-    metrics = load_tool('test')([
-        str(path), model['checkpoint'], '--work-dir',
-        str(ckpt_dir / f'{path.stem}_plain'), '--cfg-options'
-    ] + options)
-    for name, value in model['clean'].items():
-        assert metrics[name] == pytest.approx(value, abs=0.006), name
+@pytest.mark.parametrize(
+    'model, dataset', PUBLISHED, ids=[f'{m}_{d}' for m, d in PUBLISHED])
+def test_published_model_end_to_end(model, dataset, data_roots, tmp_path):
+    """Convert once, then ``tools/test.py --eval sea`` with both configs of
+    the model (one test per model: each converted file is made once, on
+    one worker)."""
+    root = data_roots[dataset]
+    published = _published(model, dataset, root, tmp_path,
+                           seed=PUBLISHED.index((model, dataset)))
+    paper = FOLDER / f'{model}_pir-at_{dataset}_paper-protocol.py'
+    mmseg = FOLDER / f'{model}_pir-at_{dataset}_mmseg-protocol.py'
+
+    metrics = _run_sea(paper, published['checkpoint'], root,
+                       tmp_path / 'paper')
+    # the converted model on the config's crops scores what the reference
+    # network scores on the authors' crops
+    for name, value in published['clean'].items():
+        assert metrics[f'sea/clean/{name}'] == pytest.approx(
+            value, abs=0.006), name
+
+    _run_sea(mmseg, published['checkpoint'], root, tmp_path / 'mmseg')
+
+    if model == 'upernet_convnext-t-cvst':
+        # without --eval sea: MMSeg's own test loop and IoUMetric
+        options = _shrink_options(_meta(paper), root)
+        options.append(f'test_dataloader.dataset.indices={N_IMAGES}')
+        plain = load_tool('test')([
+            str(paper), published['checkpoint'], '--work-dir',
+            str(tmp_path / 'plain'), '--cfg-options'
+        ] + options)
+        for name, value in published['clean'].items():
+            assert plain[name] == pytest.approx(value, abs=0.006), name
