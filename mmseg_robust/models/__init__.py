@@ -1,10 +1,12 @@
 """Models: the attack adapter for MMSeg segmentors, the robust ConvNeXt
 backbone and its checkpoint initialiser."""
-from .attack_adapter import AttackBatch, SegmentorAttackModel, unwrap_segmentor
+from .attack_adapter import (AttackBatch, SegmentorAttackModel,
+                             final_decode_head, unwrap_segmentor)
 from .backbones import RobustConvNeXt
 from .initializers import RobustPretrained, convert_robust_convnext
 
 __all__ = [
     'SegmentorAttackModel', 'AttackBatch', 'unwrap_segmentor',
-    'RobustConvNeXt', 'RobustPretrained', 'convert_robust_convnext'
+    'final_decode_head', 'RobustConvNeXt', 'RobustPretrained',
+    'convert_robust_convnext'
 ]
