@@ -426,8 +426,9 @@ def tiny_model_cfg(family: Family,
             preprocessor: ``('size_divisor', n)`` or ``('size', (h, w))``.
 
     Returns:
-        dict: A plain-dict model config.
+        ConfigDict: The model config (attribute access, as MMSeg expects).
     """
+    from mmengine.config import ConfigDict
     cfg = _load_config(family.config, True)
     model = _merge(_cpu_fix(cfg.model.to_dict()), family.shrink)
     pre = dict(model.get('data_preprocessor') or {})
@@ -443,7 +444,7 @@ def tiny_model_cfg(family: Family,
         test_cfg.update(crop_size=(crop, crop),
                         stride=(3 * crop // 4, 3 * crop // 4))
     model['test_cfg'] = test_cfg
-    return model
+    return ConfigDict(model)
 
 
 def build_tiny(family: Family, seed: int = 0, **kwargs) -> torch.nn.Module:
@@ -451,11 +452,10 @@ def build_tiny(family: Family, seed: int = 0, **kwargs) -> torch.nn.Module:
     from mmseg_robust.models.requirements import build_segmentor
     import logging
 
-    from mmengine.config import ConfigDict
     from mmengine.logging import MMLogger
     cfg = _load_config(family.config, True)
     torch.manual_seed(seed)
-    model = build_segmentor(ConfigDict(tiny_model_cfg(family, **kwargs)),
+    model = build_segmentor(tiny_model_cfg(family, **kwargs),
                             cfg.get('custom_imports'))
     logger = MMLogger.get_current_instance()
     level = logger.level
