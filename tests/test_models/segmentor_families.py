@@ -66,6 +66,10 @@ class Family:
         crop (int): Training crop and slide window.
         patch (str, optional): Name of a function of this module applied
             to the built model (a change the config cannot express).
+        mmseg_init (bool): Initialise with MMSeg's ``init_weights``. SAN's
+            crashes without its CLIP checkpoint and leaves the text encoder
+            uninitialised (``torch.empty``); a ``patch`` stands in for the
+            checkpoint's weights.
         weighted_ce (bool): Its ``CrossEntropyLoss`` has a ``class_weight``,
             with which MMSeg 1.2.2 crashes on labels containing 255 (ignored
             or padded pixels; open-mmlab/mmsegmentation#3734): train it on
@@ -79,6 +83,7 @@ class Family:
     randomised: bool = False
     crop: int = CROP
     patch: Optional[str] = None
+    mmseg_init: bool = True
     weighted_ce: bool = False
 
 
@@ -87,6 +92,14 @@ def small_lraspp_pool(model: torch.nn.Module) -> None:
     49x49 window fixed in the code, so it needs inputs of at least 392
     pixels; at CPU size a 3x3 window stands in for it."""
     model.decode_head.image_pool[0] = torch.nn.AvgPool2d(3, stride=2)
+
+
+def normal_init(model: torch.nn.Module) -> None:
+    """Every parameter drawn from N(0, 0.3**2): the stand-in for a loaded
+    checkpoint where MMSeg cannot initialise a model itself (SAN; with
+    smaller weights its random logits hardly depend on the image)."""
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
 
 
 def _resnet_family(name, config, head, aux=True, **kw):
@@ -291,6 +304,24 @@ FAMILIES = [
            dict(backbone=dict(depth=50, stem_channels=8, base_channels=4),
                 decode_head=dict(in_channels=128, channels=16),
                 auxiliary_head=dict(in_channels=64, channels=8))),
+    Family('san', 'san/san-vit-b16_coco-stuff164k-640x640.py',
+           dict(image_encoder=_vit(num_layers=3, out_indices=(0, 1, 2)),
+                text_encoder=dict(embed_dims=32, num_layers=1, num_heads=2,
+                                  output_dims=32,
+                                  templates=['a photo of a {}.']),
+                decode_head=dict(
+                    san_cfg=dict(clip_channels=32, embed_dims=24,
+                                 num_queries=10,
+                                 cfg_encoder=dict(num_encode_layer=2,
+                                                  num_heads=2, mlp_ratio=2),
+                                 cfg_decoder=dict(num_heads=2,
+                                                  embed_channels=16,
+                                                  mlp_channels=16)),
+                    maskgen_cfg=dict(sos_token_num=10, num_layers=1,
+                                     embed_dims=32, num_heads=2,
+                                     out_dims=32))),
+           # CLIP sees the image at half resolution: 2 x 2 tokens
+           crop=64, mmseg_init=False, patch='normal_init'),
     Family('segformer',
            'segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py',
            dict(backbone=dict(embed_dims=8, num_layers=[1, 1, 1, 1]),
@@ -367,8 +398,6 @@ FAMILIES = [
            'maskformer/maskformer_r50-d32_8xb2-160k_ade20k-512x512.py',
            needs='mmdet'),
     Family('vpd', 'vpd/vpd_sd_4xb8-25k_nyu-480x480.py', needs='ldm'),
-    Family('san', 'san/san-vit-b16_voc12aug-640x640.py',
-           needs='CLIP checkpoint'),
 ]
 
 FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
@@ -457,13 +486,14 @@ def build_tiny(family: Family, seed: int = 0, **kwargs) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = build_segmentor(tiny_model_cfg(family, **kwargs),
                             cfg.get('custom_imports'))
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)  # init_weights logs every parameter
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
+    if family.mmseg_init:
+        logger = MMLogger.get_current_instance()
+        level = logger.level
+        logger.setLevel(logging.WARNING)  # init_weights logs each parameter
+        try:
+            model.init_weights()
+        finally:
+            logger.setLevel(level)
     if family.patch is not None:
         globals()[family.patch](model)
     return model.eval()

@@ -59,13 +59,20 @@ def test_buildable_config_has_no_problems():
 
 def test_san_needs_its_checkpoint_only_for_training():
     """SAN builds, and evaluating a trained checkpoint works without the
-    CLIP file; training cannot initialise it without that file."""
-    model = _model('san')
+    CLIP file; training cannot initialise it without that file (a URL is
+    left to MMEngine to download)."""
+    from mmengine.config import Config
+    model = Config.fromfile(
+        f'{mmseg_config_dir()}/san/san-vit-b16_voc12aug-640x640.py').model
     assert model_requirement_problems(model) == []
     (problem, ) = model_requirement_problems(model, training=True)
     assert problem.startswith('SAN (MultimodalEncoderDecoder) needs its CLIP '
                               'checkpoint')
     assert "'pretrain/vit_base_patch16_224.pth' does not exist" in problem
+    model.pretrained = None
+    (problem, ) = model_requirement_problems(model, training=True)
+    assert '(none is set)' in problem
+    assert model_requirement_problems(_model('san'), training=True) == []
 
 
 def test_unknown_errors_are_left_alone():

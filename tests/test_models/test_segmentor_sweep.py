@@ -12,8 +12,8 @@ shrunk to CPU size with random weights. For each family that builds here:
   real segmentor, then the stock ``train_step``) runs.
 
 The families this installation cannot build (compiled mmcv ops, mmdet,
-VPD's packages, SAN's CLIP checkpoint) must stop with one sentence naming
-the family and what it needs.
+VPD's packages) must stop with one sentence naming the family and what it
+needs. Results and what each family needed: ``docs/segmentors.md``.
 """
 import copy
 from types import SimpleNamespace
@@ -243,14 +243,12 @@ def test_adversarial_training_with_a_real_runner(name, tmp_path, toy_data):
 def test_missing_requirement_is_one_sentence(family):
     cfg = load_stock_config(family, import_custom_modules=False)
     name = {'mask2former': 'Mask2Former', 'maskformer': 'MaskFormer',
-            'ccnet': 'CCNet', 'psanet': 'PSANet', 'vpd': 'VPD',
-            'san': 'SAN'}[family.name]
+            'ccnet': 'CCNet', 'psanet': 'PSANet', 'vpd': 'VPD'}[family.name]
     with pytest.raises(MissingRequirementError) as info:
-        check_model_requirements(cfg.model, training=True)
+        check_model_requirements(cfg.model)
     message = str(info.value)
     assert message.startswith(name), message
-    assert family.needs.split()[0] in message, message
+    assert family.needs in message, message
     assert '\n' not in message
-    if family.name != 'san':  # SAN builds; its checkpoint is what is missing
-        with pytest.raises(MissingRequirementError, match=f'^{name}'):
-            build_segmentor(cfg.model)
+    with pytest.raises(MissingRequirementError, match=f'^{name}'):
+        build_segmentor(cfg.model)
