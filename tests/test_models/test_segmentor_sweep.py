@@ -168,9 +168,12 @@ def test_gradients_and_sea(family):
         y = torch.where(batch.y == batch.ignore_index, batch.y, pred)
         torch.manual_seed(0)
         sea = SEA(batch.model, EPS, n_iter=3, losses=losses,
-                  ignore_index=batch.ignore_index, skip_broken=False,
-                  check_model=not family.randomised)
-        res = sea.run(batch.x, y, mask=batch.mask)
+                  ignore_index=batch.ignore_index, skip_broken=False)
+        if family.randomised:  # SEA says its results are unreliable
+            with pytest.warns(UserWarning, match='different outputs'):
+                res = sea.run(batch.x, y, mask=batch.mask)
+        else:
+            res = sea.run(batch.x, y, mask=batch.mask)
         assert all(a.n_evals > 0 for a in res.attacks.values()), what
         assert (res.correct <= res.clean_correct).all(), what
         assert res.correct.sum() < res.clean_correct.sum(), what
