@@ -226,7 +226,8 @@ class SegmentorAttackModel(nn.Module):
     def from_batch(cls,
                    segmentor: nn.Module,
                    data: dict,
-                   mode: str = 'test') -> AttackBatch:
+                   mode: str = 'test',
+                   ignore_index: Optional[int] = None) -> AttackBatch:
         """Build images, labels, mask and model from a dataloader batch.
 
         Args:
@@ -235,6 +236,10 @@ class SegmentorAttackModel(nn.Module):
                 data_samples=[SegDataSample with gt_sem_seg])`` as MMSeg's
                 dataloaders yield it.
             mode (str): ``'test'`` or ``'train'`` (see the class).
+            ignore_index (int, optional): Label of ignored (and padded)
+                pixels; default the final decode head's. The evaluation
+                passes its metric's, so attack and metric ignore the same
+                pixels.
 
         Returns:
             AttackBatch: Everything the attacks need.
@@ -255,8 +260,9 @@ class SegmentorAttackModel(nn.Module):
                 'labels; add LoadAnnotations to the test pipeline')
         device = next(
             (p.device for p in seg.parameters()), torch.device('cpu'))
-        ignore_index = int(
-            getattr(final_decode_head(seg), 'ignore_index', 255))
+        if ignore_index is None:
+            ignore_index = int(
+                getattr(final_decode_head(seg), 'ignore_index', 255))
         sizes = [tuple(img.shape[-2:]) for img in inputs]
         if mode == 'train':
             h, w = _target_size(sizes, pre.size, pre.size_divisor)

@@ -176,6 +176,20 @@ def test_labels_of_other_size_and_per_image():
     _close([logits[0], logits[1, :, :9, :12]], ref)
 
 
+def test_padding_label_follows_the_given_ignore_index():
+    """The evaluation passes its metric's ignore_index, so padded pixels are
+    ignored by attack and metric alike even if the head uses another."""
+    seg = _build()
+    data = make_batch(2, (16, 20), (30, 25), seed=5, num_classes=3)
+    small = make_batch(1, (16, 20), (9, 12), seed=6, num_classes=3)
+    data['data_samples'][1] = small['data_samples'][0]
+    data['inputs'][1] = small['inputs'][0]
+    batch = SegmentorAttackModel.from_batch(seg, copy.deepcopy(data),
+                                            ignore_index=99)
+    assert batch.ignore_index == 99
+    assert (batch.y[1, 9:] == 99).all() and (batch.y[1, :, 12:] == 99).all()
+
+
 def test_subset_equals_rows_of_the_batch():
     """``subset(idx)`` keeps each image's metadata (flip, label size)."""
     seg = _build(test_pad=dict(size_divisor=8))

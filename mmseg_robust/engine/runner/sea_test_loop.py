@@ -415,7 +415,9 @@ class SEATestLoop(TestLoop):
     def attack_batch(self, data: dict, keys: List[int]) -> List[dict]:
         """Clean prediction and SEA at every radius for one batch."""
         segmentor = unwrap_segmentor(self.runner.model)
-        batch = SegmentorAttackModel.from_batch(segmentor, data, mode='test')
+        batch = SegmentorAttackModel.from_batch(
+            segmentor, data, mode='test',
+            ignore_index=self.metric.ignore_index)
         num_classes = len(self.dataloader.dataset.metainfo['classes'])
         ignore = self.metric.ignore_index
         seeds = [self.image_seed(k) for k in keys]
