@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from mmengine.logging import print_log
 
+from mmseg_robust.errors import ConfigError
+
 __all__ = ['count_labels', 'resolve_class_weights']
 
 
@@ -49,7 +51,7 @@ def count_labels(dataset_cfg: dict, num_classes: int,
         label = np.asarray(dataset[i]['gt_seg_map']).astype(np.int64)
         label = label[(label != ignore_index) & (label >= 0)]
         if label.size and label.max() >= num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f'training label map {i} holds class {int(label.max())} but '
                 f'the model has {num_classes} classes: check num_classes, '
                 'reduce_zero_label and ignore_index')
@@ -84,27 +86,27 @@ def resolve_class_weights(spec: Union[None, str, Sequence[float]],
         return None
     if isinstance(spec, str):
         if spec != 'train':
-            raise ValueError(
+            raise ConfigError(
                 f"class_weights={spec!r}: use 'train' (training-label "
                 "frequencies), 'image' (per-image frequencies) or a list of "
                 f'{num_classes} numbers')
         loader = cfg.get('train_dataloader') if cfg is not None else None
         if not loader or 'dataset' not in loader:
-            raise ValueError(
+            raise ConfigError(
                 "class_weights='train' needs train_dataloader.dataset in the "
                 'config to count the training labels; give the weights '
                 'instead (test_cfg.class_weights=[...] or --class-weights '
                 "W1 W2 ...) or use per-image weights ('image')")
         counts = count_labels(loader['dataset'], num_classes, ignore_index)
         if counts.sum() == 0:
-            raise ValueError('the training labels hold no valid pixel: '
+            raise ConfigError('the training labels hold no valid pixel: '
                              'cannot compute class weights')
         weights = class_weights_from_counts(torch.from_numpy(counts))
         return [float(w) for w in weights]
     weights = [float(w) for w in spec]
     if len(weights) != num_classes or any(
             not np.isfinite(w) or w < 0 for w in weights):
-        raise ValueError(
+        raise ConfigError(
             f'class_weights must be {num_classes} finite numbers >= 0 (one '
             f'per class), got {len(weights)}: {weights[:8]}')
     return weights

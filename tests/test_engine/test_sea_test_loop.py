@@ -13,6 +13,7 @@ from mmengine.config import Config
 
 from mmseg_robust.attacks import SEA
 from mmseg_robust.engine import SEATestLoop
+from mmseg_robust.errors import ConfigError
 from mmseg_robust.models import SegmentorAttackModel
 
 from ..conftest import load_tool
@@ -340,7 +341,7 @@ class TestBadInput:
         cfg.test_cfg = dict(type='SEATestLoop', eps=[4 / 255], n_iter=3)
         cfg.work_dir = str(tmp_path)
         runner = Runner.from_cfg(cfg)
-        with pytest.raises(TypeError, match="type='SEAMetric'"):
+        with pytest.raises(ConfigError, match="type='SEAMetric'"):
             runner.test_loop  # built lazily
 
 
