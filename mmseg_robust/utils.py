@@ -28,7 +28,7 @@ __all__ = [
     'set_test_scale', 'set_data_root', 'AMP_ONLY_KEYS', 'ConfigError',
     'USER_ERRORS', 'DEBUG_ENV', 'debug_requested', 'user_errors',
     'checkpoint_file_problem', 'read_checkpoint', 'check_output_dir',
-    'check_launcher_env', 'check_data_roots'
+    'check_launcher_env'
 ]
 
 #: ``AmpOptimWrapper`` arguments that ``OptimWrapper`` does not take.
@@ -364,45 +364,6 @@ def check_output_dir(path: str, what: str = '--work-dir') -> None:
     except OSError as err:
         raise ToolError(f'{what} {path}: cannot create or write this '
                         f'directory ({err.strerror or err})') from None
-
-
-def _dataset_roots(node, found: list) -> None:
-    if isinstance(node, dict):
-        root = node.get('data_root')
-        if isinstance(root, str) and root and '://' not in root:
-            found.append(root)
-        for value in node.values():
-            _dataset_roots(value, found)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            _dataset_roots(value, found)
-
-
-def check_data_roots(cfg: Config, loaders: Sequence[str],
-                     hint: str = '') -> None:
-    """Refuse dataloaders whose ``data_root`` does not exist (MMEngine would
-    fail with a ``FileNotFoundError`` traceback while building them).
-
-    Args:
-        cfg (Config): The config.
-        loaders (Sequence[str]): Dataloader keys to check
-            (``'test_dataloader'``...); missing ones are skipped.
-        hint (str): How to set it, appended to the message.
-
-    Raises:
-        ToolError: A ``data_root`` is not a directory.
-    """
-    for key in loaders:
-        loader = cfg.get(key, None)
-        if not loader:
-            continue
-        roots: list = []
-        _dataset_roots(loader.get('dataset'), roots)
-        for root in roots:
-            if not osp.isdir(root):
-                raise ToolError(
-                    f'{key}: data_root {root!r} is not a directory' +
-                    (f' ({hint})' if hint else ''))
 
 
 def setup_cpu_distributed(cfg: Config, launcher: str) -> None:

@@ -32,12 +32,19 @@ from mmseg_robust.attacks import (SEA_VERSIONS, attack_names_help,
 from mmseg_robust.compat.checkpoint import trust_checkpoints
 from mmseg_robust.engine.runner.sea_test_loop import (TTA_PROBLEM,
                                                       dataset_problem)
-from mmseg_robust.utils import (ToolError, check_data_roots,
-                                check_launcher_env, check_output_dir,
+from mmseg_robust.utils import (ToolError, check_launcher_env,
+                                check_output_dir,
                                 checkpoint_mismatch, config_from_args,
                                 debug_requested, eps_from_cli,
                                 read_checkpoint, set_test_scale,
                                 setup_cpu_distributed, user_errors)
+
+
+#: Options of the ``--eval sea`` group (refused without it).
+SEA_OPTIONS = ('eps', 'allow_tiny_eps', 'sea_version', 'n_iter', 'attacks',
+               'class_weights', 'seed', 'amp', 'resume', 'max_images',
+               'no_skip', 'independent_radii', 'per_class', 'table',
+               'log_interval')
 
 
 def parse_args(argv=None):
@@ -341,11 +348,13 @@ def check_test_config(cfg, args, use_sea: bool) -> None:
             'test_dataloader = val_dataloader in the config) to say which '
             'images to evaluate')
     check_launcher_env(args.launcher)
-    check_data_roots(
-        cfg, ['test_dataloader'],
-        'set it in the config or with --cfg-options '
-        'test_dataloader.dataset.data_root=DIR')
     if not use_sea:
+        given = [f'--{name.replace("_", "-")}' for name in SEA_OPTIONS
+                 if getattr(args, name) not in (None, False)]
+        if given:
+            raise ToolError(f'{", ".join(given)}: only with --eval sea (or '
+                            'a config with test_cfg=dict(type=\'SEATestLoop\''
+                            ', ...))')
         if args.tta and not (cfg.get('tta_pipeline') and
                              cfg.get('tta_model')):
             raise ToolError(f'--tta: {args.config} has no tta_pipeline and '
@@ -370,7 +379,7 @@ def check_test_config(cfg, args, use_sea: bool) -> None:
         raise ToolError(TTA_PROBLEM)
 
 
-def check_output_dirs(cfg, args) -> None:
+def check_output_dirs(cfg, args, use_sea: bool) -> None:
     """The work dir and the output folders are (or can be made) writable
     directories. Creates them: called last, just before the Runner (which
     would create the work dir anyway)."""
@@ -378,7 +387,7 @@ def check_output_dirs(cfg, args) -> None:
                      '--work-dir' if args.work_dir else 'work_dir')
     if args.out:
         check_output_dir(args.out, '--out')
-    if args.show_dir:
+    if args.show_dir and use_sea:
         check_output_dir(
             args.show_dir if osp.isabs(args.show_dir) else osp.join(
                 cfg.work_dir, args.show_dir), '--show-dir')
@@ -413,7 +422,7 @@ def run(args):
     # before anything (results of an earlier run included) is touched
     ckpt = read_checkpoint(args.checkpoint)
     cfg.load_from = args.checkpoint
-    check_output_dirs(cfg, args)
+    check_output_dirs(cfg, args, use_sea)
     setup_cpu_distributed(cfg, args.launcher)
 
     if not use_sea:

@@ -29,8 +29,8 @@ from mmseg.registry import RUNNERS
 from mmseg_robust.compat.checkpoint import (UnsafeCheckpointError,
                                             trust_checkpoints)
 from mmseg_robust.errors import ConfigError
-from mmseg_robust.utils import (ToolError, check_data_roots,
-                                check_launcher_env, check_output_dir,
+from mmseg_robust.utils import (ToolError, check_launcher_env,
+                                check_output_dir,
                                 checkpoint_file_problem, config_from_args,
                                 debug_requested, set_amp, set_crop_size,
                                 set_data_root, set_test_scale,
@@ -124,6 +124,27 @@ def _checkpoint_to_load(cfg) -> str:
     return cfg.get('load_from')
 
 
+def _guard_dataloaders(runner) -> None:
+    """Turn a dataset whose files are missing into a ConfigError (the
+    Runner builds the dataloaders inside ``train()``; a dataset may create
+    its own data_root, so it is not checked up front)."""
+    build_dataloader = runner.build_dataloader
+
+    def guarded(dataloader, *args, **kwargs):
+        try:
+            return build_dataloader(dataloader, *args, **kwargs)
+        except FileNotFoundError as err:
+            dataset = dataloader.get('dataset', {}) \
+                if isinstance(dataloader, dict) else {}
+            kind = dataset.get('type') if isinstance(dataset, dict) else None
+            raise ConfigError(
+                f'a dataset{f" ({kind})" if kind else ""} could not be '
+                f'built: {err}. Check its data_root, data_prefix and '
+                'ann_file (--data-root sets every data_root)') from err
+
+    runner.build_dataloader = guarded
+
+
 def _guard_checkpoint_loading(runner, path: str, resume: bool) -> None:
     """Turn a checkpoint that cannot be loaded into a ConfigError naming
     it (``Runner.train`` loads it only after building everything else)."""
@@ -191,19 +212,9 @@ def run(args):
         print_log(f'--test-scale {args.test_scale}: set {", ".join(keys)}',
                   logger='current')
     if args.data_root:
-        if not osp.isdir(args.data_root):
-            raise ToolError(f'--data-root {args.data_root}: not a '
-                            'directory')
         keys = set_data_root(cfg, args.data_root)
         print_log(f'--data-root {args.data_root}: set {", ".join(keys)}',
                   logger='current')
-
-    loaders = ['train_dataloader']
-    if cfg.get('val_cfg') and cfg.get('val_evaluator'):
-        loaders.append('val_dataloader')
-    check_data_roots(
-        cfg, loaders, 'set it with --data-root DIR or --cfg-options '
-        'KEY.dataset.data_root=DIR')
 
     if args.resume == 'auto':
         cfg.resume = True
@@ -233,6 +244,7 @@ def run(args):
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+    _guard_dataloaders(runner)
     if ckpt:
         _guard_checkpoint_loading(runner, ckpt, bool(cfg.get('resume')))
     runner.train()

@@ -43,7 +43,14 @@ def count_labels(dataset_cfg: dict, num_classes: int,
     from mmseg.registry import DATASETS
     cfg = copy.deepcopy(dict(dataset_cfg))
     _strip_pipeline(cfg)
-    dataset = DATASETS.build(cfg)
+    try:
+        dataset = DATASETS.build(cfg)
+    except FileNotFoundError as err:
+        raise ConfigError(
+            'the training set, whose labels give the class weights of '
+            f'mask_ce_bal, could not be built: {err}. Fix '
+            'train_dataloader.dataset, or give the weights (--class-weights '
+            'W1 W2 ... or image)') from err
     counts = np.zeros(num_classes, np.int64)
     n = len(dataset)
     t0 = time.perf_counter()

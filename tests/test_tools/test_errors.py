@@ -231,6 +231,15 @@ TEST_CASES = [
                       '2'),
          lambda c: 'error: class_weights must be 3 finite numbers >= 0 (one '
          'per class), got 2: [1.0, 2.0]'),
+    Case('class-weights-train-set-missing',
+         lambda c: _t(c, '--eval', 'sea', '--n-iter', '3', '--eps', '4',
+                      '--sea-version', '2024', '--cfg-options',
+                      f'train_dataloader.dataset.data_root={c.root}/nope'),
+         lambda c: 'error: the training set, whose labels give the class '
+         'weights of mask_ce_bal, could not be built: [Errno 2] No such file '
+         f"or directory: '{c.root}/nope/img_dir/train'. Fix "
+         'train_dataloader.dataset, or give the weights (--class-weights W1 '
+         'W2 ... or image)'),
     Case('tta-flag', lambda c: _t(c, *QUICK, '--tta'),
          lambda c: 'error: --tta (test-time augmentation) is not supported '
          'with --eval sea: SEA attacks the plain test-time prediction; leave '
@@ -246,6 +255,10 @@ TEST_CASES = [
     Case('tta-not-configured', lambda c: _t(c, '--tta'),
          lambda c: f'error: --tta: {c.cfg} has no tta_pipeline and tta_model '
          "(MMSeg's dataset and model bases define them)"),
+    Case('sea-option-without-eval', lambda c: _t(c, '--eps', '8',
+                                                 '--max-images', '2'),
+         lambda c: "error: --eps, --max-images: only with --eval sea (or a "
+         "config with test_cfg=dict(type='SEATestLoop', ...))"),
     Case('config-missing',
          lambda c: _t(c, *QUICK, config=str(c.root / 'nope.py')),
          lambda c: f"error: config file '{c.root / 'nope.py'}' does not "
@@ -309,9 +322,9 @@ TEST_CASES = [
     Case('data-root-missing',
          lambda c: _t(c, *QUICK, '--cfg-options',
                       f'test_dataloader.dataset.data_root={c.root}/nope'),
-         lambda c: f"error: test_dataloader: data_root '{c.root}/nope' is "
-         'not a directory (set it in the config or with --cfg-options '
-         'test_dataloader.dataset.data_root=DIR)'),
+         lambda c: 'error: the test dataset could not be built: [Errno 2] '
+         f"No such file or directory: '{c.root}/nope/img_dir/val'. Check "
+         'data_root, data_prefix and ann_file of test_dataloader.dataset'),
     Case('dataset-empty',
          lambda c: _t(c, *QUICK, '--cfg-options',
                       f'test_dataloader.dataset.data_root={c.empty_data}'),
@@ -472,13 +485,17 @@ TRAIN_CASES = [
          f'load_from={t.weights} instead of --resume'),
     Case('train-data-root-missing',
          lambda t: _tr(t, None, '--data-root', str(t.root / 'nope')),
-         lambda t: f'error: --data-root {t.root / "nope"}: not a directory'),
+         lambda t: 'error: a dataset (BaseSegDataset) could not be built: '
+         f"[Errno 2] No such file or directory: '{t.root}/nope/img_dir/"
+         "train'. Check its data_root, data_prefix and ann_file (--data-root "
+         'sets every data_root)'),
     Case('train-config-data-root-missing',
          lambda t: _tr(t, None, '--cfg-options',
                        f'train_dataloader.dataset.data_root={t.root}/nope'),
-         lambda t: f"error: train_dataloader: data_root '{t.root}/nope' is "
-         'not a directory (set it with --data-root DIR or --cfg-options '
-         'KEY.dataset.data_root=DIR)'),
+         lambda t: 'error: a dataset (BaseSegDataset) could not be built: '
+         f"[Errno 2] No such file or directory: '{t.root}/nope/img_dir/"
+         "train'. Check its data_root, data_prefix and ann_file (--data-root "
+         'sets every data_root)'),
     Case('train-amp-on-cpu', lambda t: _tr(t, t.amp),
          lambda t: 'error: the config trains with mixed precision '
          '(AmpOptimWrapper), which needs a GPU; on a CPU add --no-amp'),
