@@ -21,6 +21,7 @@ work where it can be checked up front (docs/errors.md lists them);
 import argparse
 import os
 import os.path as osp
+from typing import Optional, Sequence
 
 import mmseg_robust  # noqa: F401  (compat fixes + registration, first)
 from mmengine.config import DictAction
@@ -393,13 +394,14 @@ def check_output_dirs(cfg, args, use_sea: bool) -> None:
                 cfg.work_dir, args.show_dir), '--show-dir')
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    """Run the tool; returns the metrics."""
     args = parse_args(argv)
     with user_errors(debug_requested(args.debug)):
         return run(args)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> dict:
     """Everything after parsing; the package's user errors (ConfigError,
     a refused checkpoint) become one ``error:`` line in :func:`main`."""
     cfg = config_from_args(args)

@@ -18,6 +18,7 @@ import os
 import os.path as osp
 import pickle
 import zipfile
+from typing import Optional, Sequence
 
 import mmseg_robust  # noqa: F401  (compat fixes + registration, first)
 import torch
@@ -109,13 +110,14 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Run the tool."""
     args = parse_args(argv)
     with user_errors(debug_requested(args.debug)):
         run(args)
 
 
-def _checkpoint_to_load(cfg) -> str:
+def _checkpoint_to_load(cfg) -> Optional[str]:
     """The checkpoint the Runner will load or resume from, if any."""
     from mmengine.runner.checkpoint import find_latest_checkpoint
     if cfg.get('resume') and cfg.get('load_from') is None:
@@ -174,7 +176,7 @@ def _guard_checkpoint_loading(runner, path: str, resume: bool) -> None:
     runner.load_or_resume = guarded
 
 
-def run(args):
+def run(args: argparse.Namespace) -> None:
     """Everything after parsing; the package's user errors (ConfigError,
     a refused checkpoint) become one ``error:`` line in :func:`main`."""
     cfg = config_from_args(args)

@@ -528,12 +528,18 @@ def test_catalogue_lists_every_case():
 
 
 # -- nothing finished is lost -----------------------------------------------
+#: A quick SEA run with class weights (they are stored beside the results).
+FINISHED = ['--eval', 'sea', '--n-iter', '3', '--eps', '4', '--attacks', 'js',
+            'mask_ce_bal', '--max-images', '2', '--class-weights']
+
+
 @pytest.fixture(scope='module')
 def finished(ctx, tmp_path_factory):
     """A finished quick SEA run on 2 images: its results folder."""
     work = tmp_path_factory.mktemp('finished')
-    load_tool('test')(_t(ctx, *QUICK, '--max-images', '2', work=False) +
+    load_tool('test')(_t(ctx, *FINISHED, '1', '1', '1', work=False) +
                       ['--work-dir', str(work)])
+    assert (work / 'sea' / 'class_weights.json').is_file()
     return work / 'sea'
 
 
@@ -543,28 +549,37 @@ def _snapshot(folder: Path) -> dict:
 
 @pytest.mark.parametrize('bad', [
     ('--resume', 'truncated'), ('--resume', 'unsafe'), ('--resume', 'n-iter'),
-    ('', 'truncated')], ids=lambda b: f'{b[0] or "no-resume"}-{b[1]}')
+    ('--resume', 'class-weights'), ('', 'truncated')],
+    ids=lambda b: f'{b[0] or "no-resume"}-{b[1]}')
 def test_bad_input_keeps_finished_results(bad, ctx, finished, tmp_path):
     """A bad checkpoint or other settings found on (re)starting an
-    evaluation leave the earlier results as they are."""
+    evaluation leave the earlier results (class weights included) as they
+    are."""
     sea = tmp_path / 'sea'
     shutil.copytree(finished, sea)
     before = _snapshot(sea)
     flag, what = bad
     ckpt = {'unsafe': ctx.unsafe_ckpt,
             'truncated': ctx.truncated_ckpt}.get(what, ctx.ckpt)
-    argv = _t(ctx, *QUICK, '--max-images', '2', ckpt=ckpt, work=False) + [
+    weights = ['1', '2', '1'] if what == 'class-weights' else ['1', '1', '1']
+    argv = _t(ctx, *FINISHED, *weights, ckpt=ckpt, work=False) + [
         '--work-dir', str(tmp_path)]
     if what == 'n-iter':
         argv += ['--n-iter', '4']
     if flag:
         argv.append(flag)
     message = _run('test', argv)
-    if what == 'n-iter':
-        _check(message, (f'error: cannot resume from {sea}/rank0.jsonl: it '
-                         'was produced with other settings (old, new): '
-                         "{'n_iter': (3, 4)}. Use the same settings, or "
-                         'another --work-dir to start afresh.', ))
+    changed = {'n-iter': "{'n_iter': (3, 4)}",
+               'class-weights': "{'class_weights': ({'source': 'given', "
+               "'weights': [1.0, 1.0, 1.0]}, {'source': 'given', 'weights': "
+               '[1.0, 2.0, 1.0]})}'}
+    if what in changed:
+        _check(message, f'error: cannot resume from {sea}/rank0.jsonl: it '
+               f'was produced with other settings (old, new): {changed[what]}'
+               '. Use the same settings, or another --work-dir to start '
+               'afresh.')
+    else:
+        _check(message, (f'error: checkpoint {ckpt} ', ))
     assert _snapshot(sea) == before
 
 

@@ -339,7 +339,10 @@ class SEATestLoop(TestLoop):
                         logger='current')
                 weights = resolve_class_weights(spec, self.runner.cfg,
                                                 num_classes, ignore)
-                if weights is not None:
+                # on resume an existing file stays as it is: other weights
+                # are refused with the other settings, nothing is lost
+                if weights is not None and not (self.resume
+                                                and osp.isfile(path)):
                     with open(path, 'w', encoding='utf-8') as f:
                         json.dump(dict(source=spec if isinstance(
                             spec, str) else 'given', num_classes=num_classes,
