@@ -380,7 +380,6 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
             node (``LOCAL_WORLD_SIZE``): MMEngine would fail in
             ``cuda.set_device``. The message says how to run instead.
     """
-    import os
     if launcher != 'pytorch':
         return
     if torch.cuda.is_available():
