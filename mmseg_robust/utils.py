@@ -79,10 +79,29 @@ def user_errors(debug: bool = False) -> Iterator[None]:
 
 
 def load_config(path: str) -> Config:
-    """``Config.fromfile`` with a clear message for a missing file."""
+    """``Config.fromfile`` with a clear message for a missing file, and one
+    sentence (not a registry traceback) for a model this installation
+    cannot build: CCNet/PSANet without compiled mmcv ops, Mask2Former /
+    MaskFormer without mmdet, VPD without its optional packages (see
+    :mod:`mmseg_robust.models.requirements`)."""
+    from mmseg_robust.models.requirements import model_requirement_problems
     if not osp.isfile(path):
         raise ToolError(f'config file {path!r} does not exist')
-    return Config.fromfile(path)
+    try:
+        cfg = Config.fromfile(path)
+    except ImportError:
+        # ``custom_imports`` of a package that is not installed
+        # (Mask2Former's ``mmdet.models``): say which model needs what
+        cfg = Config.fromfile(path, import_custom_modules=False)
+        problems = model_requirement_problems(cfg.get('model'),
+                                              cfg.get('custom_imports'))
+        if problems:
+            raise ToolError(problems[0]) from None
+        raise
+    problems = model_requirement_problems(cfg.get('model'))
+    if problems:
+        raise ToolError(problems[0])
+    return cfg
 
 
 def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str

@@ -1,7 +1,8 @@
 """Convert a (robust) ConvNeXt checkpoint to mmpretrain's ConvNeXt layout.
 
 Reads a timm, robust-ImageNet (ConvStem, ``module.``/``base_model.``
-prefixes) or mmpretrain ConvNeXt checkpoint and writes
+prefixes), original (facebookresearch; also the backbone of a released
+PIR-AT segmentation checkpoint) or mmpretrain ConvNeXt checkpoint and writes
 ``{'state_dict': ..., 'meta': ...}`` with mmpretrain key names, so that the
 stock initialiser can load it::
 
@@ -28,8 +29,8 @@ from mmseg_robust.models.initializers import convert_robust_convnext
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description='Convert a timm / robust / mmpretrain ConvNeXt '
-        "checkpoint to mmpretrain's ConvNeXt key layout")
+        description='Convert a timm / robust / original / mmpretrain '
+        "ConvNeXt checkpoint to mmpretrain's ConvNeXt key layout")
     parser.add_argument('src', help='source checkpoint (path or URL)')
     parser.add_argument('dst', help='output checkpoint path')
     parser.add_argument(

@@ -139,7 +139,8 @@ def parse_args(argv=None):
         nargs='+',
         default=None,
         help='class weights of mask_ce_bal (SEA-2024): train (inverse '
-        'training-label frequencies, the default), image (per image), or '
+        'training-label frequencies, the default), test (of the evaluated '
+        'images, as the authors did for PASCAL-VOC), image (per image), or '
         'one number per class')
     sea.add_argument('--seed', type=int, default=None, help='random seed')
     sea.add_argument(
@@ -297,14 +298,14 @@ def _check_attack_options(test_cfg: dict, args) -> None:
 
 
 def _class_weights_option(values):
-    if len(values) == 1 and values[0] in ('train', 'image'):
+    if len(values) == 1 and values[0] in ('train', 'test', 'image'):
         return values[0]
     try:
         weights = [float(v) for v in values]
     except ValueError:
         raise ToolError(
-            f'--class-weights {" ".join(values)}: give train, image, or one '
-            'number per class') from None
+            f'--class-weights {" ".join(values)}: give train, test, image, '
+            'or one number per class') from None
     if any(not w >= 0 for w in weights):
         raise ToolError('--class-weights: weights must be numbers >= 0')
     return weights
@@ -313,10 +314,10 @@ def _class_weights_option(values):
 def configure_sea(cfg, args) -> None:
     """Switch the config's test loop and evaluator to SEA."""
     test_cfg = cfg.get('test_cfg') or {}
-    if args.eval == 'sea' or test_cfg.get('type') != 'SEATestLoop':
+    if test_cfg.get('type') == 'SEATestLoop':
+        base = dict(test_cfg)  # the config's own SEA settings, then the CLI
+    else:
         base = dict(type='SEATestLoop')
-    else:  # keep the config's own SEA settings
-        base = dict(test_cfg)
     base.update(sea_options(args, cfg.work_dir))
     _check_attack_options(base, args)
     cfg.test_cfg = base

@@ -27,46 +27,59 @@ def _strip_pipeline(cfg) -> None:
             _strip_pipeline(sub)
 
 
+def _label_of(item) -> np.ndarray:
+    if 'gt_seg_map' in item:
+        return np.asarray(item['gt_seg_map'])
+    # a full test pipeline: PackSegInputs' data sample
+    return item['data_samples'].gt_sem_seg.data.squeeze(0).numpy()
+
+
 def count_labels(dataset_cfg: dict, num_classes: int,
-                 ignore_index: int = 255) -> np.ndarray:
+                 ignore_index: int = 255,
+                 keep_pipeline: bool = False) -> np.ndarray:
     """Pixel count of every class over a dataset's label maps.
 
     Args:
         dataset_cfg (dict): A dataset config (e.g. ``train_dataloader
-            .dataset``); its pipelines are replaced by ``LoadAnnotations``.
+            .dataset``).
         num_classes (int): Number of classes.
         ignore_index (int): Label that is not counted.
+        keep_pipeline (bool): Count the labels the dataset's own pipeline
+            produces (a deterministic test pipeline: resized or cropped as
+            evaluated); otherwise the pipelines are replaced by
+            ``LoadAnnotations`` (the label maps as stored, for training
+            sets with random transforms).
 
     Returns:
         np.ndarray: ``(num_classes,)`` int64 counts.
     """
     from mmseg.registry import DATASETS
     cfg = copy.deepcopy(dict(dataset_cfg))
-    _strip_pipeline(cfg)
+    if not keep_pipeline:
+        _strip_pipeline(cfg)
     try:
         dataset = DATASETS.build(cfg)
     except FileNotFoundError as err:
         raise ConfigError(
-            'the training set, whose labels give the class weights of '
-            f'mask_ce_bal, could not be built: {err}. Fix '
-            'train_dataloader.dataset, or give the weights (--class-weights '
-            'W1 W2 ... or image)') from err
+            'the dataset whose labels give the class weights of mask_ce_bal '
+            f'could not be built: {err}. Fix its config, or give the weights '
+            '(--class-weights W1 W2 ... or image)') from err
     counts = np.zeros(num_classes, np.int64)
     n = len(dataset)
     t0 = time.perf_counter()
     for i in range(n):
-        label = np.asarray(dataset[i]['gt_seg_map']).astype(np.int64)
+        label = _label_of(dataset[i]).astype(np.int64)
         label = label[(label != ignore_index) & (label >= 0)]
         if label.size and label.max() >= num_classes:
             raise ConfigError(
-                f'training label map {i} holds class {int(label.max())} but '
-                f'the model has {num_classes} classes: check num_classes, '
+                f'label map {i} holds class {int(label.max())} but the '
+                f'model has {num_classes} classes: check num_classes, '
                 'reduce_zero_label and ignore_index')
         counts += np.bincount(label, minlength=num_classes)
         if (i + 1) % 500 == 0:
             print_log(
                 f'SEA-2024 class weights: counted the labels of {i + 1}/{n} '
-                f'training images ({time.perf_counter() - t0:.0f} s)',
+                f'images ({time.perf_counter() - t0:.0f} s)',
                 logger='current')
     return counts
 
@@ -78,8 +91,11 @@ def resolve_class_weights(spec: Union[None, str, Sequence[float]],
 
     Args:
         spec: ``'train'`` (inverse frequency of the training labels of
-            ``cfg.train_dataloader``), ``'image'`` or ``None`` (each image's
-            own label frequencies), or ``num_classes`` numbers.
+            ``cfg.train_dataloader``), ``'test'`` (of the evaluated images'
+            labels as the test pipeline produces them; the authors' choice
+            for PASCAL-VOC, from the validation crops), ``'image'`` or
+            ``None`` (each image's own label frequencies), or
+            ``num_classes`` numbers.
         cfg: The runner's config.
         num_classes (int): Number of classes.
         ignore_index (int): Ignored label.
@@ -92,22 +108,25 @@ def resolve_class_weights(spec: Union[None, str, Sequence[float]],
     if spec is None or spec == 'image':
         return None
     if isinstance(spec, str):
-        if spec != 'train':
+        if spec not in ('train', 'test'):
             raise ConfigError(
                 f"class_weights={spec!r}: use 'train' (training-label "
-                "frequencies), 'image' (per-image frequencies) or a list of "
-                f'{num_classes} numbers')
-        loader = cfg.get('train_dataloader') if cfg is not None else None
+                "frequencies), 'test' (frequencies in the evaluated images), "
+                f"'image' (per-image frequencies) or a list of {num_classes} "
+                'numbers')
+        key = f'{spec}_dataloader'
+        loader = cfg.get(key) if cfg is not None else None
         if not loader or 'dataset' not in loader:
             raise ConfigError(
-                "class_weights='train' needs train_dataloader.dataset in the "
-                'config to count the training labels; give the weights '
-                'instead (test_cfg.class_weights=[...] or --class-weights '
-                "W1 W2 ...) or use per-image weights ('image')")
-        counts = count_labels(loader['dataset'], num_classes, ignore_index)
+                f"class_weights='{spec}' needs {key}.dataset in the config "
+                'to count its labels; give the weights instead '
+                '(test_cfg.class_weights=[...] or --class-weights W1 W2 ...) '
+                "or use per-image weights ('image')")
+        counts = count_labels(loader['dataset'], num_classes, ignore_index,
+                              keep_pipeline=spec == 'test')
         if counts.sum() == 0:
-            raise ConfigError('the training labels hold no valid pixel: '
-                             'cannot compute class weights')
+            raise ConfigError(f'the {spec} labels hold no valid pixel: '
+                              'cannot compute class weights')
         weights = class_weights_from_counts(torch.from_numpy(counts))
         return [float(w) for w in weights]
     weights = [float(w) for w in spec]

@@ -19,12 +19,24 @@ import torch.nn.functional as F
 from mmengine.model import is_model_wrapper
 from torch import Tensor
 
-__all__ = ['SegmentorAttackModel', 'AttackBatch', 'unwrap_segmentor']
+__all__ = [
+    'SegmentorAttackModel', 'AttackBatch', 'unwrap_segmentor',
+    'final_decode_head'
+]
 
 
 def unwrap_segmentor(model: nn.Module) -> nn.Module:
     """The segmentor inside a model wrapper (DDP, ...) or the model."""
     return model.module if is_model_wrapper(model) else model
+
+
+def final_decode_head(segmentor: nn.Module) -> nn.Module:
+    """The decode head whose output is the prediction: the last stage of a
+    ``CascadeEncoderDecoder`` (OCRNet, PointRend), else the decode head."""
+    head = segmentor.decode_head
+    if isinstance(head, nn.ModuleList):
+        return head[-1]
+    return head
 
 
 @dataclass
@@ -99,6 +111,12 @@ class SegmentorAttackModel(nn.Module):
         if mode not in ('test', 'train'):
             raise ValueError(f"mode must be 'test' or 'train', got {mode!r}")
         segmentor = unwrap_segmentor(segmentor)
+        if any(c.__name__ == 'DepthEstimator'
+               for c in type(segmentor).__mro__):
+            raise TypeError(
+                f'{type(segmentor).__name__} (e.g. VPD) predicts depth, not '
+                'class logits: SEA and adversarial training need a semantic '
+                'segmentor (EncoderDecoder or a subclass)')
         for attr in ('data_preprocessor', 'encode_decode', 'inference'):
             if not hasattr(segmentor, attr):
                 raise TypeError(
@@ -199,7 +217,8 @@ class SegmentorAttackModel(nn.Module):
         argmax reproduces MMSeg's ``sigmoid(u) > threshold``."""
         if logits.shape[1] != 1:
             return logits
-        t = getattr(self.segmentor.decode_head, 'threshold', None) or 0.3
+        t = getattr(final_decode_head(self.segmentor), 'threshold',
+                    None) or 0.3
         return torch.cat(
             [torch.full_like(logits, math.log(t / (1 - t))), logits], dim=1)
 
@@ -207,7 +226,8 @@ class SegmentorAttackModel(nn.Module):
     def from_batch(cls,
                    segmentor: nn.Module,
                    data: dict,
-                   mode: str = 'test') -> AttackBatch:
+                   mode: str = 'test',
+                   ignore_index: Optional[int] = None) -> AttackBatch:
         """Build images, labels, mask and model from a dataloader batch.
 
         Args:
@@ -216,6 +236,10 @@ class SegmentorAttackModel(nn.Module):
                 data_samples=[SegDataSample with gt_sem_seg])`` as MMSeg's
                 dataloaders yield it.
             mode (str): ``'test'`` or ``'train'`` (see the class).
+            ignore_index (int, optional): Label of ignored (and padded)
+                pixels; default the final decode head's. The evaluation
+                passes its metric's, so attack and metric ignore the same
+                pixels.
 
         Returns:
             AttackBatch: Everything the attacks need.
@@ -236,7 +260,9 @@ class SegmentorAttackModel(nn.Module):
                 'labels; add LoadAnnotations to the test pipeline')
         device = next(
             (p.device for p in seg.parameters()), torch.device('cpu'))
-        ignore_index = int(getattr(seg.decode_head, 'ignore_index', 255))
+        if ignore_index is None:
+            ignore_index = int(
+                getattr(final_decode_head(seg), 'ignore_index', 255))
         sizes = [tuple(img.shape[-2:]) for img in inputs]
         if mode == 'train':
             h, w = _target_size(sizes, pre.size, pre.size_divisor)

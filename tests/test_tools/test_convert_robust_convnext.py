@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from mmseg_robust.models import RobustConvNeXt
-from tests.test_models.test_robust_convnext import (ARCH, load_backbone,
+from tests.test_models.test_robust_convnext import (ARCH, DEPTHS, DIMS,
+                                                    load_backbone,
                                                     make_timm_convnext, save,
                                                     wrap_state_dict)
 
@@ -93,6 +94,30 @@ def test_src_prefix(tool, tmp_path):
     dst = str(tmp_path / 'dst.pth')
     tool.main([src, dst, '--src-prefix', 'encoder.'])
     assert 'backbone.stages.1.1.gamma' in torch.load(dst)['state_dict']
+
+
+def test_backbone_of_a_released_segmentation_model(tool, tmp_path, capsys):
+    """The original ConvNeXt layout, here the backbone inside a released
+    PIR-AT UPerNet checkpoint (ConvStem ``downsample_layers.0.stem``)."""
+    from tests.pir_at_reference import RefUperNetConvNeXt, randomize_
+    ref = randomize_(
+        RefUperNetConvNeXt(
+            depths=DEPTHS, dims=DIMS, channels=8, aux_channels=8), seed=0)
+    src = save(ref.state_dict(), tmp_path / 'upernet.pth')
+    dst = str(tmp_path / 'backbone.pth')
+    tool.main([src, dst])
+    assert 'original layout, conv stem' in capsys.readouterr().out
+    converted = torch.load(dst, weights_only=True)
+    meta = converted['meta']
+    assert (meta['source_layout'], meta['stem']) == ('original', 'conv')
+    assert meta['ignored_keys'] and all(
+        k.startswith(('decode_head.', 'auxiliary_head.'))
+        for k in meta['ignored_keys'])
+    stock = _stock_pretrained_backbone(dst, 'conv')
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(stock(x), ref.backbone(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
 def test_missing_source_is_a_clear_error(tool, tmp_path):

@@ -223,8 +223,8 @@ TEST_CASES = [
          '--attacks mask_ce_bal ...)'),
     Case('class-weights-not-numbers',
          lambda c: _t(c, '--eval', 'sea', '--class-weights', 'a', 'b'),
-         lambda c: 'error: --class-weights a b: give train, image, or one '
-         'number per class'),
+         lambda c: 'error: --class-weights a b: give train, test, image, or '
+         'one number per class'),
     Case('class-weights-count',
          lambda c: _t(c, '--eval', 'sea', '--n-iter', '3', '--eps', '4',
                       '--attacks', 'mask_ce_bal', '--class-weights', '1',
@@ -235,11 +235,10 @@ TEST_CASES = [
          lambda c: _t(c, '--eval', 'sea', '--n-iter', '3', '--eps', '4',
                       '--sea-version', '2024', '--cfg-options',
                       f'train_dataloader.dataset.data_root={c.root}/nope'),
-         lambda c: 'error: the training set, whose labels give the class '
-         'weights of mask_ce_bal, could not be built: [Errno 2] No such file '
-         f"or directory: '{c.root}/nope/img_dir/train'. Fix "
-         'train_dataloader.dataset, or give the weights (--class-weights W1 '
-         'W2 ... or image)'),
+         lambda c: 'error: the dataset whose labels give the class weights of '
+         'mask_ce_bal could not be built: [Errno 2] No such file or '
+         f"directory: '{c.root}/nope/img_dir/train'. Fix its config, or give "
+         'the weights (--class-weights W1 W2 ... or image)'),
     Case('tta-flag', lambda c: _t(c, *QUICK, '--tta'),
          lambda c: 'error: --tta (test-time augmentation) is not supported '
          'with --eval sea: SEA attacks the plain test-time prediction; leave '

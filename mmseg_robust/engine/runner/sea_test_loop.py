@@ -131,8 +131,9 @@ class SEATestLoop(TestLoop):
         class_weights (str | Sequence[float]): Class weights of the
             ``mask_ce_bal`` attack (SEA-2024): ``'train'`` (inverse
             frequencies of the training labels, counted once and stored in
-            ``results_dir``), ``'image'`` (each image's own) or one number
-            per class.
+            ``results_dir``), ``'test'`` (of the evaluated images' labels
+            after the test pipeline, as the authors did for PASCAL-VOC),
+            ``'image'`` (each image's own) or one number per class.
         seed (int): Base seed of the random starts.
         amp (bool): Mixed precision for the attack's model calls.
         skip_broken (bool): Do not attack images already at zero accuracy.
@@ -324,16 +325,16 @@ class SEATestLoop(TestLoop):
         if rank == 0:
             spec = self.class_weights_spec
             weights = None
-            if spec == 'train' and osp.isfile(path):
+            if spec in ('train', 'test') and osp.isfile(path):
                 with open(path, encoding='utf-8') as f:
                     stored = json.load(f)
                 if stored.get('num_classes') == num_classes and \
-                        stored.get('source') == 'train':
+                        stored.get('source') == spec:
                     weights = stored['weights']
             if weights is None:
-                if spec == 'train':
+                if spec in ('train', 'test'):
                     print_log(
-                        'SEA-2024: counting the training labels for the '
+                        f'SEA-2024: counting the {spec} labels for the '
                         'class weights of mask_ce_bal (once; stored in '
                         f'{path})',
                         logger='current')
@@ -538,7 +539,9 @@ class SEATestLoop(TestLoop):
     def attack_batch(self, data: dict, keys: List[int]) -> List[dict]:
         """Clean prediction and SEA at every radius for one batch."""
         segmentor = unwrap_segmentor(self.runner.model)
-        batch = SegmentorAttackModel.from_batch(segmentor, data, mode='test')
+        batch = SegmentorAttackModel.from_batch(
+            segmentor, data, mode='test',
+            ignore_index=self.metric.ignore_index)
         num_classes = len(self.dataloader.dataset.metainfo['classes'])
         ignore = self.metric.ignore_index
         seeds = [self.image_seed(k) for k in keys]

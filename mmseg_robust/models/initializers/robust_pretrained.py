@@ -21,6 +21,20 @@ Key mapping from timm (after removing wrapper prefixes)::
     head.norm (or norm_pre)       -> norm3  (final norm, as mmpretrain's
                                              own converters do)
     head.fc, other head.*         -> ignored (classifier)
+
+and from the original (facebookresearch) ConvNeXt layout, also used by the
+backbones inside the paper's released segmentation models (optionally under
+``backbone.``; the other parts of such a model are ignored)::
+
+    downsample_layers.0.stem.{0,1,3,4} -> downsample_layers.0.{0,1,3,4}
+                                          (the authors' ConvStem)
+    downsample_layers.i.{0,1}     -> downsample_layers.i.{0,1}
+    stages.i.j.dwconv             -> stages.i.j.depthwise_conv
+    stages.i.j.pwconv1/pwconv2    -> stages.i.j.pointwise_conv1/2
+    stages.i.j.norm / gamma       -> stages.i.j.norm / gamma
+    norm{0..3}                    -> norm{0..3}   (segmentation backbones)
+    norm                          -> norm3        (classifier's final norm)
+    head.*                        -> ignored (classifier)
 """
 import re
 from collections import OrderedDict
@@ -44,6 +58,11 @@ _CONTAINER_KEYS = ('state_dict', 'model', 'state_dict_ema')
 # torch.compile), stripped in any order and combination
 _WRAPPER_PREFIXES = ('module.', 'base_model.', '_orig_mod.')
 
+# the original ConvNeXt (also the backbone of the paper's UPerNet models):
+# its block names (dwconv, pwconv1/2) or the authors' ConvStem wrapper
+_ORIGINAL_KEY = re.compile(
+    r'^(backbone\.)?(stages\.\d+\.\d+\.(dwconv|pwconv1|pwconv2)\.|'
+    r'downsample_layers\.0\.stem\.)')
 _MMPRETRAIN_KEY = re.compile(
     r'^(backbone\.)?(downsample_layers\.\d+\.|stages\.\d+\.\d+\.)')
 _TIMM_KEY = re.compile(r'^(stem\.|stages\.\d+\.(blocks|downsample)\.)')
@@ -67,6 +86,23 @@ _TIMM_RULES: List[Tuple[re.Pattern, str]] = [
     (re.compile(r'^head\.norm\.'), 'norm3.'),
     (re.compile(r'^norm_pre\.'), 'norm3.'),
 ]
+_ORIGINAL_BLOCK = r'^stages\.(\d+)\.(\d+)\.'
+_ORIGINAL_RULES: List[Tuple[re.Pattern, str]] = [
+    (re.compile(r'^downsample_layers\.0\.stem\.([0134])\.'),
+     r'downsample_layers.0.\1.'),
+    (re.compile(r'^downsample_layers\.(\d+)\.([01])\.'),
+     r'downsample_layers.\1.\2.'),
+    (re.compile(_ORIGINAL_BLOCK + r'dwconv\.'),
+     r'stages.\1.\2.depthwise_conv.'),
+    (re.compile(_ORIGINAL_BLOCK + r'norm\.'), r'stages.\1.\2.norm.'),
+    (re.compile(_ORIGINAL_BLOCK + r'pwconv1\.'),
+     r'stages.\1.\2.pointwise_conv1.'),
+    (re.compile(_ORIGINAL_BLOCK + r'pwconv2\.'),
+     r'stages.\1.\2.pointwise_conv2.'),
+    (re.compile(_ORIGINAL_BLOCK + r'gamma$'), r'stages.\1.\2.gamma'),
+    (re.compile(r'^norm(\d)\.'), r'norm\1.'),
+    (re.compile(r'^norm\.'), 'norm3.'),
+]
 
 
 @dataclass
@@ -76,7 +112,8 @@ class ConvNeXtConversion:
     Attributes:
         state_dict (OrderedDict): Weights in mmpretrain's ConvNeXt layout,
             without a ``backbone.`` prefix.
-        layout (str): Detected source layout, ``'timm'`` or ``'mmpretrain'``.
+        layout (str): Detected source layout, ``'timm'``, ``'original'``
+            or ``'mmpretrain'``.
         stem (str): Stem found in the checkpoint, ``'patch'`` or ``'conv'``.
         ignored (list[str]): Source keys deliberately dropped (classifier
             head, non-backbone parts), after removing wrapper prefixes.
@@ -155,6 +192,42 @@ def _convert_timm(state_dict: Dict[str, torch.Tensor]) -> ConvNeXtConversion:
     return ConvNeXtConversion(out, 'timm', stem, ignored)
 
 
+def _convert_original(
+        state_dict: Dict[str, torch.Tensor]) -> ConvNeXtConversion:
+    has_backbone = any(k.startswith('backbone.') for k in state_dict)
+    out: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
+    ignored, unknown = [], []
+    for key, value in state_dict.items():
+        name = key
+        if has_backbone:
+            # a whole segmentor (e.g. the paper's UPerNet): its backbone only
+            if not key.startswith('backbone.'):
+                ignored.append(key)
+                continue
+            name = key[len('backbone.'):]
+        for pattern, repl in _ORIGINAL_RULES:
+            new_key, n = pattern.subn(repl, name)
+            if n:
+                if new_key in out:
+                    raise ValueError(
+                        f'Checkpoint keys collide on {new_key!r} (both a '
+                        'final norm `norm` and an output norm `norm3`?)')
+                out[new_key] = value
+                break
+        else:
+            if name.startswith('head.'):
+                ignored.append(key)
+            else:
+                unknown.append(key)
+    if unknown:
+        raise ValueError(
+            'Unrecognised keys in an original-layout ConvNeXt checkpoint '
+            '(expected downsample_layers.*, stages.N.M.{dwconv,norm,pwconv1,'
+            f'pwconv2,gamma}}, norm*, head.*): {_format_keys(unknown)}')
+    stem = 'conv' if 'downsample_layers.0.3.weight' in out else 'patch'
+    return ConvNeXtConversion(out, 'original', stem, ignored)
+
+
 def _convert_mmpretrain(
         state_dict: Dict[str, torch.Tensor]) -> ConvNeXtConversion:
     has_backbone = any(k.startswith('backbone.') for k in state_dict)
@@ -183,9 +256,12 @@ def convert_robust_convnext(
     """Rename a ConvNeXt checkpoint to mmpretrain's ConvNeXt layout.
 
     Accepts (a) timm's layout, (b) the robust ConvNeXts' layout (timm's with
-    the ConvStem ``stem.stem.*``), both possibly prefixed by any combination
-    of ``module.``, ``base_model.`` and ``_orig_mod.``, and (c) mmpretrain's
-    layout, bare or as a whole model with a ``backbone.`` prefix. The dict
+    the ConvStem ``stem.stem.*``), (c) the original (facebookresearch)
+    layout, also the backbone of the paper's released UPerNet models (with
+    their ConvStem ``downsample_layers.0.stem.*``), and (d) mmpretrain's
+    layout; all possibly prefixed by any combination of ``module.``,
+    ``base_model.`` and ``_orig_mod.``; (c) and (d) bare or as a whole model
+    with a ``backbone.`` prefix (its other parts are ignored). The dict
     may be the state dict itself or a checkpoint holding it under
     ``state_dict``, ``model`` or ``state_dict_ema`` (first found wins).
     Classifier heads are dropped; timm's final norm ``head.norm`` becomes
@@ -217,16 +293,20 @@ def convert_robust_convnext(
         if not flat:
             raise ValueError(f'No checkpoint key starts with prefix '
                              f'{prefix!r}; keys: {_format_keys(tensors)}')
-    if any(_MMPRETRAIN_KEY.match(k) for k in flat):
+    if any(_ORIGINAL_KEY.match(k) for k in flat):
+        result = _convert_original(flat)
+    elif any(_MMPRETRAIN_KEY.match(k) for k in flat):
         result = _convert_mmpretrain(flat)
     elif any(_TIMM_KEY.match(k) for k in flat):
         result = _convert_timm(flat)
     else:
         raise ValueError(
             'Unrecognised checkpoint layout: expected a timm ConvNeXt '
-            '(stem.*, stages.N.blocks.M.*), a robust ConvNeXt (stem.stem.*) '
-            'or an mmpretrain ConvNeXt (downsample_layers.*, stages.N.M.*, '
-            f'optionally under backbone.); keys: {_format_keys(flat)}')
+            '(stem.*, stages.N.blocks.M.*), a robust ConvNeXt (stem.stem.*), '
+            'an original ConvNeXt (downsample_layers.*, stages.N.M.dwconv.*) '
+            'or an mmpretrain ConvNeXt (downsample_layers.*, '
+            'stages.N.M.depthwise_conv.*), optionally under backbone.; '
+            f'keys: {_format_keys(flat)}')
     return result if return_info else result.state_dict
 
 
