@@ -359,7 +359,9 @@ TEST_CASES = [
          lambda c: 'error: the model predicts 3 classes but the test dataset '
          'has 4 (background, stripe, blob, sky): check '
          'model.decode_head.num_classes and the classes (metainfo) of '
-         'test_dataloader.dataset'),
+         'test_dataloader.dataset (a model trained with an extra class is '
+         "evaluated with type='ClassSubsetEncoderDecoder', "
+         'drop_classes=[...])'),
     Case('test-scale-not-positive',
          lambda c: _t(c, '--test-scale', '0', '5'),
          lambda c: 'error: --test-scale 0 5: both must be positive'),
@@ -719,3 +721,26 @@ def test_tiny_eps_when_asked_and_curve_title(ctx, tmp_path, monkeypatch):
            '1', work=False) + ['--work-dir', str(tmp_path)])
     assert 'sea/eps0.5/worst/aAcc' in metrics
     assert titles == [f'{Path(ctx.cfg).stem} ({Path(ctx.ckpt).name})']
+
+
+def test_class_subset_model_is_not_refused(ctx, tmp_path):
+    """A head with an extra class left out at test time
+    (ClassSubsetEncoderDecoder) predicts the dataset's classes: no error."""
+    cfg = Config.fromfile(ctx.cfg)
+    cfg.model.type = 'ClassSubsetEncoderDecoder'
+    cfg.model.drop_classes = [3]
+    cfg.model.decode_head.num_classes = 4
+    path = _save_config(cfg, tmp_path / 'subset.py')
+    state = torch.load(ctx.ckpt, weights_only=False)
+    sd = state['state_dict']
+    sd['decode_head.conv_seg.weight'] = torch.cat(
+        [sd['decode_head.conv_seg.weight'],
+         torch.zeros(1, *sd['decode_head.conv_seg.weight'].shape[1:])])
+    sd['decode_head.conv_seg.bias'] = torch.cat(
+        [sd['decode_head.conv_seg.bias'], torch.full((1, ), -10.)])
+    ckpt = str(tmp_path / 'subset.pth')
+    torch.save(state, ckpt)
+    metrics = load_tool('test')(_t(ctx, *QUICK, '--max-images', '1',
+                                   config=path, ckpt=ckpt, work=False) +
+                                ['--work-dir', str(tmp_path)])
+    assert metrics['sea/n_images'] == 1

@@ -243,6 +243,7 @@ class SEATestLoop(TestLoop):
         self._done: Dict[int, dict] = {}
         self._stats: Dict[str, List[int]] = {}
         self._model_checked = False
+        self._classes_checked = False
 
     # -- set-up ------------------------------------------------------------
     def _find_metric(self) -> SEAMetric:
@@ -415,7 +416,6 @@ class SEATestLoop(TestLoop):
         self.runner.call_hook('before_test')
         self.runner.call_hook('before_test_epoch')
         self.runner.model.eval()
-        self._check_model_classes()
         rank, world_size = get_dist_info()
         if is_main_process():
             os.makedirs(self.results_dir, exist_ok=True)
@@ -448,20 +448,30 @@ class SEATestLoop(TestLoop):
         self.runner.call_hook('after_test')
         return metrics
 
-    def _check_model_classes(self) -> None:
-        """The model must predict the dataset's classes."""
+    def _check_model_classes(self, data: dict) -> None:
+        """Once, on the first image attacked: the model's test-time logits
+        have one channel per class of the dataset (one forward pass)."""
+        if self._classes_checked:
+            return
         classes = list(self.dataloader.dataset.metainfo['classes'])
-        head = getattr(unwrap_segmentor(self.runner.model), 'decode_head',
-                       None)
-        model_classes = getattr(head, 'num_classes', None)
-        if model_classes is not None and model_classes != len(classes):
+        one = dict(inputs=data['inputs'][:1],
+                   data_samples=data['data_samples'][:1])
+        batch = SegmentorAttackModel.from_batch(
+            unwrap_segmentor(self.runner.model), one, mode='test',
+            ignore_index=self.metric.ignore_index)
+        with torch.no_grad():
+            predicted = int(batch.model(batch.x).shape[1])
+        self._classes_checked = True
+        if predicted != len(classes):
             shown = ', '.join(map(str, classes[:5])) + \
                 (', ...' if len(classes) > 5 else '')
             raise ConfigError(
-                f'the model predicts {model_classes} classes but the test '
+                f'the model predicts {predicted} classes but the test '
                 f'dataset has {len(classes)} ({shown}): check '
                 'model.decode_head.num_classes and the classes (metainfo) '
-                'of test_dataloader.dataset')
+                'of test_dataloader.dataset (a model trained with an extra '
+                'class is evaluated with type=\'ClassSubsetEncoderDecoder\', '
+                'drop_classes=[...])')
 
     def _check_labels(self, samples: Sequence) -> None:
         """Refuse images without labels or with labels outside the classes
@@ -519,6 +529,7 @@ class SEATestLoop(TestLoop):
             sub = dict(
                 inputs=[data_batch['inputs'][i] for i in todo],
                 data_samples=[samples[i] for i in todo])
+            self._check_model_classes(sub)
             records = self.attack_batch(sub, [keys[i] for i in todo])
             for rec in records:
                 self._done[rec['idx']] = rec
