@@ -1,19 +1,46 @@
-"""Helpers shared by the command-line tools."""
+"""Helpers shared by the command-line tools.
+
+Bad input ends a tool with one ``error: ...`` line and exit status 1
+(:class:`ToolError`): argument values, paths and the launcher environment
+are checked before the Runner is built; the user errors the package raises
+later (:class:`~mmseg_robust.errors.ConfigError`, a refused checkpoint) are
+turned into that line by :func:`user_errors`. The catalogue of messages is
+``docs/errors.md``.
+"""
+import contextlib
+import os
 import os.path as osp
+import pickle
+import tempfile
 import warnings
-from typing import List, Optional, Sequence
+import zipfile
+from typing import Iterator, List, Optional, Sequence, Union
 
 import torch
 from mmengine.config import Config
 
+from mmseg_robust.compat.checkpoint import UnsafeCheckpointError
+from mmseg_robust.errors import ConfigError
+
 __all__ = [
     'load_config', 'set_work_dir', 'checkpoint_mismatch', 'eps_from_cli',
     'ToolError', 'setup_cpu_distributed', 'set_amp', 'set_crop_size',
-    'set_test_scale', 'set_data_root', 'AMP_ONLY_KEYS'
+    'set_test_scale', 'set_data_root', 'AMP_ONLY_KEYS', 'ConfigError',
+    'USER_ERRORS', 'DEBUG_ENV', 'debug_requested', 'user_errors',
+    'checkpoint_file_problem', 'read_checkpoint', 'check_output_dir',
+    'check_launcher_env'
 ]
 
 #: ``AmpOptimWrapper`` arguments that ``OptimWrapper`` does not take.
 AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
+
+#: Exceptions that are user errors wherever they are raised: printed as one
+#: ``error:`` line by :func:`user_errors`, other exceptions keep their
+#: traceback.
+USER_ERRORS = (ConfigError, UnsafeCheckpointError)
+
+#: Environment variable that shows the traceback of user errors too.
+DEBUG_ENV = 'MMSEG_ROBUST_DEBUG'
 
 
 class ToolError(SystemExit):
@@ -21,6 +48,34 @@ class ToolError(SystemExit):
 
     def __init__(self, message: str):
         super().__init__(f'error: {message}')
+
+
+def debug_requested(flag: bool = False) -> bool:
+    """Whether user errors should keep their traceback: ``--debug`` or
+    ``MMSEG_ROBUST_DEBUG`` set to anything but ``''`` / ``0``."""
+    return bool(flag) or os.environ.get(DEBUG_ENV, '') not in ('', '0')
+
+
+@contextlib.contextmanager
+def user_errors(debug: bool = False) -> Iterator[None]:
+    """Turn the package's user errors (:data:`USER_ERRORS`) into a
+    :class:`ToolError`: one ``error:`` line, exit status 1, no traceback.
+
+    Args:
+        debug (bool): Re-raise them unchanged instead (with traceback).
+
+    Raises:
+        ToolError: A user error was raised inside the block.
+    """
+    try:
+        yield
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        message = str(err)
+        if message.startswith('error: '):
+            message = message[len('error: '):]
+        raise ToolError(message) from None
 
 
 def load_config(path: str) -> Config:
@@ -70,18 +125,120 @@ def config_from_args(args) -> Config:
     return cfg
 
 
-def checkpoint_mismatch(model: torch.nn.Module, checkpoint: str,
-                        max_keys: int = 20) -> Optional[str]:
-    """Describe how a checkpoint does not fit ``model`` (``None`` if it
-    fits): missing and unexpected keys and shape mismatches."""
-    from mmengine.model import is_model_wrapper
+def checkpoint_file_problem(path: str) -> Optional[str]:
+    """What is wrong with a checkpoint file, found without unpickling it
+    (``None`` if nothing is): missing, a directory, empty, a truncated zip
+    archive, or not a PyTorch checkpoint at all.
+
+    Args:
+        path (str): Checkpoint path.
+
+    Returns:
+        str or None: The problem, for an ``error:`` line.
+    """
+    if not osp.exists(path):
+        return f'checkpoint {path!r} does not exist'
+    if osp.isdir(path):
+        return f'checkpoint {path!r} is a directory, not a file'
+    size = osp.getsize(path)
+    if size == 0:
+        return (f'checkpoint {path} is empty (0 bytes): an interrupted '
+                'download or save? Download or save it again')
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if head.startswith(b'PK'):  # torch.save's zip format (torch >= 1.6)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return (f'checkpoint {path} is truncated or corrupt (an '
+                    f'incomplete zip archive of {size} bytes): an '
+                    'interrupted download or save? Download or save it '
+                    'again')
+        if not any(n.endswith('data.pkl') for n in names):
+            return (f'checkpoint {path} is a zip archive but not a PyTorch '
+                    'checkpoint (no data.pkl inside)')
+        return None
+    if head[:1] == b'\x80':  # a pickle: torch's legacy format
+        return None
+    return (f'checkpoint {path} is not a PyTorch checkpoint (neither a zip '
+            f'archive nor a pickle: it starts with {head!r}); is it the '
+            'right file?')
+
+
+def read_checkpoint(path: str) -> dict:
+    """Load a checkpoint for a tool, with one clear message for every way
+    the file can be unusable.
+
+    Loads through mmengine (so safe loading and ``--trust-checkpoint``
+    apply).
+
+    Args:
+        path (str): Checkpoint path.
+
+    Returns:
+        dict: The loaded checkpoint.
+
+    Raises:
+        ConfigError: The file is missing, empty, truncated, corrupt or holds
+            no state dict.
+        UnsafeCheckpointError: Safe loading refused it (not trusted).
+    """
     from mmengine.runner.checkpoint import _load_checkpoint
-    if is_model_wrapper(model):
+    problem = checkpoint_file_problem(path)
+    if problem:
+        raise ConfigError(problem)
+    try:
+        ckpt = _load_checkpoint(path, map_location='cpu')
+    except UnsafeCheckpointError:
+        raise
+    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError,
+            zipfile.BadZipFile, ValueError) as err:
+        said = (str(err).strip().splitlines() or [''])[0][:200]
+        raise ConfigError(
+            f'checkpoint {path} could not be read, it is truncated or '
+            f'corrupt ({type(err).__name__}: {said}): download or save it '
+            'again') from err
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not any(
+            hasattr(v, 'shape') for v in state.values()):
+        raise ConfigError(
+            f'checkpoint {path} holds no state dict (a dict of tensors, '
+            'alone or under "state_dict")')
+    return ckpt
+
+
+def checkpoint_mismatch(model: torch.nn.Module,
+                        checkpoint: Union[str, dict],
+                        max_keys: int = 20,
+                        name: Optional[str] = None) -> Optional[str]:
+    """Describe how a checkpoint does not fit ``model`` (``None`` if it
+    fits): missing and unexpected keys and shape mismatches.
+
+    Args:
+        model (nn.Module): The model (or a wrapper of it).
+        checkpoint (str | dict): A path, or a checkpoint already loaded
+            (:func:`read_checkpoint`).
+        max_keys (int): Keys listed per kind at most.
+        name (str, optional): The checkpoint's name in the message
+            (default: the path).
+
+    Returns:
+        str or None: The mismatch, for an ``error:`` message.
+    """
+    from mmengine.model import BaseTTAModel, is_model_wrapper
+    from mmengine.runner.checkpoint import _load_checkpoint
+    if is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
-    ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+    if isinstance(checkpoint, str):
+        label = name or checkpoint
+        ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+    else:
+        label = name or 'the checkpoint'
+        ckpt = checkpoint
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
-        return f'{checkpoint} holds no state dict'
+        return f'{label} holds no state dict'
     state = {(k[7:] if k.startswith('module.') else k): v
              for k, v in state.items()}
     own = model.state_dict()
@@ -99,7 +256,7 @@ def checkpoint_mismatch(model: torch.nn.Module, checkpoint: str,
             if len(keys) > max_keys else ''
         return ', '.join(keys[:max_keys]) + more
 
-    parts = [f'checkpoint {checkpoint} does not fit the model of the config']
+    parts = [f'checkpoint {label} does not fit the model of the config']
     if missing:
         parts.append(f'missing keys ({len(missing)}): {show(missing)}')
     if unexpected:
@@ -110,23 +267,122 @@ def checkpoint_mismatch(model: torch.nn.Module, checkpoint: str,
     return '\n  '.join(parts)
 
 
-def eps_from_cli(values: Sequence[float]) -> List[float]:
-    """Radii given on the command line in units of 1/255 -> fractions."""
+def eps_from_cli(values: Sequence[float],
+                 allow_tiny: Optional[bool] = None,
+                 flag: str = '--allow-tiny-eps') -> List[float]:
+    """Radii given on the command line in units of 1/255 -> fractions.
+
+    A radius in (0, 1) looks like a fraction typed by mistake (``--eps 0.03``
+    for 8/255 means 0.03/255).
+
+    Args:
+        values (Sequence[float]): The radii as typed.
+        allow_tiny (bool, optional): ``False``: refuse radii in (0, 1)
+            unless the user said so with ``flag``; ``True``: accept them;
+            ``None``: accept them with a warning (tools without ``flag``).
+        flag (str): The option that allows them, named in the message.
+
+    Returns:
+        list: The radii as fractions.
+
+    Raises:
+        ToolError: A radius is not in [0, 255], or is in (0, 1) and
+            ``allow_tiny`` is ``False``.
+    """
     out = []
     for v in values:
         if not v == v or v < 0 or v > 255:  # NaN or out of range
             raise ToolError(
-                f'--eps {v}: radii are given in units of 1/255 and must be '
+                f'--eps {v:g}: radii are given in units of 1/255 and must be '
                 'in [0, 255], e.g. --eps 4 8 12 16')
         out.append(v / 255.0)
+    tiny = [v for v in values if 0 < v < 1]
+    if tiny and allow_tiny is False:
+        v = tiny[0]
+        meant = min(max(int(round(v * 255)), 1), 255)
+        raise ToolError(
+            f'--eps {v:g}: radii are in units of 1/255, so {v:g} means '
+            f'{v:g}/255 = {v / 255:.6f}, which looks like a fraction: for '
+            f'{meant}/255 (= {meant / 255:.4f}) write --eps {meant}; if you '
+            f'do mean {v:g}/255, add {flag}')
     small = [v for v in values if 0 < v < 0.2]
-    if small:
+    if small and allow_tiny is None:
         warnings.warn(
             f'--eps {small}: radii are in units of 1/255, so {small[0]} '
             f'means {small[0]}/255 = {small[0] / 255:.5f}. For 8/255 '
             f'(= {8 / 255:.4f}) write --eps 8.',
             stacklevel=2)
     return out
+
+
+#: Environment variables each launcher reads (set by torchrun, srun, mpirun).
+LAUNCHER_ENV = {
+    'pytorch': ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
+    'slurm': ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
+    'mpi': ('OMPI_COMM_WORLD_LOCAL_RANK', 'OMPI_COMM_WORLD_RANK',
+            'OMPI_COMM_WORLD_SIZE'),
+}
+
+_LAUNCHER_HOW = {
+    'pytorch': 'start the tool with torchrun (tools/dist_train.sh / '
+    'tools/dist_test.sh CONFIG ... NUM_PROCESSES do that)',
+    'slurm': 'start the tool with srun',
+    'mpi': 'start the tool with Open MPI\'s mpirun',
+}
+
+
+def check_launcher_env(launcher: str) -> None:
+    """Refuse ``--launcher pytorch|slurm|mpi`` outside the launcher that
+    sets its environment (MMEngine would fail with a ``KeyError`` or a
+    rendezvous traceback, or wait forever).
+
+    Args:
+        launcher (str): ``none``, ``pytorch``, ``slurm`` or ``mpi``.
+
+    Raises:
+        ToolError: Variables the launcher needs are not set.
+    """
+    missing = [k for k in LAUNCHER_ENV.get(launcher, ())
+               if not os.environ.get(k)]
+    if missing:
+        raise ToolError(
+            f'--launcher {launcher} needs the environment its launcher sets, '
+            f'but {", ".join(missing)} {"is" if len(missing) == 1 else "are"}'
+            f' not set: {_LAUNCHER_HOW[launcher]}; for one process leave '
+            'out --launcher')
+
+
+def check_output_dir(path: str, what: str = '--work-dir') -> None:
+    """Make sure ``path`` is (or can be made) a writable directory, before
+    any work is done: creates it and writes and removes a probe file.
+
+    Args:
+        path (str): The directory.
+        what (str): Its name in the message (the option that sets it).
+
+    Raises:
+        ToolError: A part of the path is a file, or the directory cannot be
+            created or written.
+    """
+    full = osp.abspath(osp.expanduser(path))
+    probe = full
+    while not osp.exists(probe):
+        parent = osp.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if osp.exists(probe) and not osp.isdir(probe):
+        where = 'is a file' if probe == full else \
+            f'cannot be created: {probe} is a file'
+        raise ToolError(f'{what} {path}: {where}, not a directory')
+    try:
+        os.makedirs(full, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=full, prefix='.write_test_')
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as err:
+        raise ToolError(f'{what} {path}: cannot create or write this '
+                        f'directory ({err.strerror or err})') from None
 
 
 def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
@@ -143,7 +399,6 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
             node (``LOCAL_WORLD_SIZE``): MMEngine would fail in
             ``cuda.set_device``. The message says how to run instead.
     """
-    import os
     if launcher != 'pytorch':
         return
     if torch.cuda.is_available():
@@ -280,7 +535,8 @@ def set_test_scale(cfg: Config, scale: Sequence[int]) -> List[str]:
     """
     scale = tuple(int(v) for v in scale)
     if min(scale) < 1:
-        raise ToolError(f'--test-scale {scale}: both must be positive')
+        raise ToolError(f'--test-scale {" ".join(map(str, scale))}: both '
+                        'must be positive')
     changed = []
 
     def visit(d):

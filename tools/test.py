@@ -6,24 +6,46 @@ Same command line as MMSegmentation's ``tools/test.py``, plus::
         [--sea-version 2023|2024] [--n-iter 300] [--attacks ...]
         [--class-weights train|image|W1 W2 ...] [--seed 0] [--amp]
         [--resume] [--max-images N] [--no-skip] [--per-class]
-        [--table compact|per_radius|wide]
+        [--table compact|per_radius|wide] [--allow-tiny-eps]
+
+and, for any test, ``--trust-checkpoint PATH``, ``--test-scale LONG SHORT``
+and ``--debug``.
 
 ``--eps`` is in units of 1/255. Per-image results, ``summary.json`` and
 ``robustness_curve.png`` go to ``<work_dir>/sea`` (or ``--out``).
+
+Bad input ends with one ``error: ...`` line and exit status 1, before any
+work where it can be checked up front (docs/errors.md lists them);
+``--debug`` shows the traceback of such errors too.
 """
 import argparse
 import os
 import os.path as osp
+from typing import Optional, Sequence
 
 import mmseg_robust  # noqa: F401  (compat fixes + registration, first)
 from mmengine.config import DictAction
+from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from mmseg_robust.attacks import (SEA_VERSIONS, attack_names_help,
                                   parse_attack, sea_version)
-from mmseg_robust.utils import (ToolError, checkpoint_mismatch,
-                                config_from_args, eps_from_cli,
-                                setup_cpu_distributed)
+from mmseg_robust.compat.checkpoint import trust_checkpoints
+from mmseg_robust.engine.runner.sea_test_loop import (TTA_PROBLEM,
+                                                      dataset_problem)
+from mmseg_robust.utils import (ToolError, check_launcher_env,
+                                check_output_dir,
+                                checkpoint_mismatch, config_from_args,
+                                debug_requested, eps_from_cli,
+                                read_checkpoint, set_test_scale,
+                                setup_cpu_distributed, user_errors)
+
+
+#: Options of the ``--eval sea`` group (refused without it).
+SEA_OPTIONS = ('eps', 'allow_tiny_eps', 'sea_version', 'n_iter', 'attacks',
+               'class_weights', 'seed', 'amp', 'resume', 'max_images',
+               'no_skip', 'independent_radii', 'per_class', 'table',
+               'log_interval')
 
 
 def parse_args(argv=None):
@@ -60,6 +82,26 @@ def parse_args(argv=None):
         help='job launcher')
     parser.add_argument(
         '--tta', action='store_true', help='Test time augmentation')
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='append',
+        default=[],
+        metavar='PATH',
+        help='allow full unpickling of this checkpoint if safe loading '
+        'refuses it; it can run code stored in the file, so only for files '
+        'you trust (repeatable; * = all)')
+    parser.add_argument(
+        '--test-scale',
+        nargs=2,
+        type=int,
+        metavar=('LONG', 'SHORT'),
+        help='Resize scale of the test (and validation) pipeline (MMSeg: '
+        '2048 512)')
+    parser.add_argument(
+        '--debug',
+        action='store_true',
+        help='show the traceback of user errors too (also '
+        'MMSEG_ROBUST_DEBUG=1)')
     sea = parser.add_argument_group('robustness evaluation (--eval sea)')
     sea.add_argument(
         '--eval',
@@ -70,7 +112,13 @@ def parse_args(argv=None):
         type=float,
         nargs='+',
         default=None,
-        help='l_inf radii in units of 1/255 (default: 4 8 12 16)')
+        help='l_inf radii in units of 1/255 (default: 4 8 12 16); radii '
+        'in (0, 1) need --allow-tiny-eps')
+    sea.add_argument(
+        '--allow-tiny-eps',
+        action='store_true',
+        help='accept radii in (0, 1): --eps 0.5 means 0.5/255 (without it '
+        'they are refused as fractions typed by mistake, e.g. 0.03 for 8)')
     sea.add_argument(
         '--sea-version',
         default=None,
@@ -164,21 +212,20 @@ def sea_options(args, work_dir: str) -> dict:
     """SEATestLoop options given on the command line."""
     opts = {}
     if args.eps is not None:
-        opts['eps'] = eps_from_cli(args.eps)
+        opts['eps'] = eps_from_cli(args.eps, allow_tiny=args.allow_tiny_eps)
+    for name, minimum in (('n_iter', 1), ('max_images', 1),
+                          ('log_interval', 1)):
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            raise ToolError(f'--{name.replace("_", "-")} {value}: must be '
+                            f'>= {minimum}')
     if args.n_iter is not None:
         opts['n_iter'] = args.n_iter
     if args.attacks is not None:
         if args.sea_version is not None:
             raise ToolError('give either --sea-version or --attacks, not '
                             'both')
-        try:
-            for a in args.attacks:
-                parse_attack(a)
-        except ValueError as err:
-            raise ToolError(str(err)) from None
-        if len(set(args.attacks)) != len(args.attacks):
-            raise ToolError(f'--attacks {" ".join(args.attacks)}: each '
-                            'attack may be given once')
+        _check_attacks(args.attacks)
         opts['attacks'] = list(args.attacks)
         opts['version'] = None
     if args.sea_version is not None:
@@ -209,6 +256,47 @@ def sea_options(args, work_dir: str) -> dict:
     return opts
 
 
+def _check_attacks(names) -> None:
+    """Known attack names, each attack once (``js`` and ``red_eps:js`` are
+    the same attack)."""
+    seen = {}
+    for name in names:
+        try:
+            spec = parse_attack(name)
+        except ValueError as err:
+            raise ToolError(f'--attacks: {err}') from None
+        key = (spec.method, spec.loss, spec.track)
+        if key in seen:
+            same = f'{name!r} is given twice' if seen[key] == name else \
+                f'{seen[key]!r} and {name!r} are the same attack'
+            raise ToolError(f'--attacks {" ".join(names)}: {same}; give '
+                            'each attack once')
+        seen[key] = name
+
+
+def _check_attack_options(test_cfg: dict, args) -> None:
+    """Options that do not fit the attacks the run will use: ``--n-iter``
+    below 3 with red-eps APGD, ``--class-weights`` without mask_ce_bal."""
+    try:
+        attacks = test_cfg.get('attacks') or sea_version(
+            test_cfg.get('version') or '2023').attacks
+        specs = [parse_attack(a) for a in attacks]
+    except ValueError:
+        return  # the test loop names the bad setting
+    red_eps = [a.name for a in specs if a.method == 'red_eps']
+    if red_eps and args.n_iter is not None and args.n_iter < 3:
+        raise ToolError(
+            f'--n-iter {args.n_iter}: {red_eps[0]} (red-eps APGD, as in '
+            'SEA) splits its iterations over three radii and needs '
+            '--n-iter >= 3')
+    if args.class_weights is not None and not any(
+            a.loss == 'mask_ce_bal' for a in specs):
+        raise ToolError(
+            '--class-weights: only the mask_ce_bal attack uses class '
+            'weights, and this run does not (use --sea-version 2024 or '
+            '--attacks mask_ce_bal ...)')
+
+
 def _class_weights_option(values):
     if len(values) == 1 and values[0] in ('train', 'test', 'image'):
         return values[0]
@@ -231,6 +319,7 @@ def configure_sea(cfg, args) -> None:
     else:
         base = dict(type='SEATestLoop')
     base.update(sea_options(args, cfg.work_dir))
+    _check_attack_options(base, args)
     cfg.test_cfg = base
     evaluator = cfg.get('test_evaluator') or {}
     if isinstance(evaluator, (list, tuple)):
@@ -248,26 +337,98 @@ def configure_sea(cfg, args) -> None:
     cfg.test_evaluator = evaluator
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    cfg = config_from_args(args)
-    if not osp.isfile(args.checkpoint):
-        raise ToolError(f'checkpoint {args.checkpoint!r} does not exist')
-    cfg.load_from = args.checkpoint
+def check_test_config(cfg, args, use_sea: bool) -> None:
+    """What can be checked in the config before the Runner is built.
+
+    Raises:
+        ToolError: The test set, the launcher environment or the TTA
+            settings do not work.
+    """
     if cfg.get('test_dataloader') is None:
         raise ToolError(
             f'{args.config} has no test_dataloader: set one (e.g. '
             'test_dataloader = val_dataloader in the config) to say which '
             'images to evaluate')
-    setup_cpu_distributed(cfg, args.launcher)
+    check_launcher_env(args.launcher)
+    if not use_sea:
+        given = [f'--{name.replace("_", "-")}' for name in SEA_OPTIONS
+                 if getattr(args, name) not in (None, False)]
+        if given:
+            raise ToolError(f'{", ".join(given)}: only with --eval sea (or '
+                            'a config with test_cfg=dict(type=\'SEATestLoop\''
+                            ', ...))')
+        if args.tta and not (cfg.get('tta_pipeline') and
+                             cfg.get('tta_model')):
+            raise ToolError(f'--tta: {args.config} has no tta_pipeline and '
+                            'tta_model (MMSeg\'s dataset and model bases '
+                            'define them)')
+        return
+    if args.tta:
+        raise ToolError('--tta (test-time augmentation) is not supported '
+                        'with --eval sea: SEA attacks the plain test-time '
+                        'prediction; leave out --tta')
+    model_type = (cfg.get('model') or {}).get('type')
+    if model_type == 'SegTTAModel':
+        raise ToolError('the model is a SegTTAModel (test-time '
+                        'augmentation), which SEA does not support: use the '
+                        'plain segmentor (tta_model.module) as model')
+    dataset = cfg.test_dataloader.get('dataset') or {}
+    problem = dataset_problem(dataset)
+    if problem:
+        raise ToolError(problem)
+    if any(isinstance(t, dict) and t.get('type') == 'TestTimeAug'
+           for t in dataset.get('pipeline') or []):
+        raise ToolError(TTA_PROBLEM)
 
+
+def check_output_dirs(cfg, args, use_sea: bool) -> None:
+    """The work dir and the output folders are (or can be made) writable
+    directories. Creates them: called last, just before the Runner (which
+    would create the work dir anyway)."""
+    check_output_dir(cfg.work_dir,
+                     '--work-dir' if args.work_dir else 'work_dir')
+    if args.out:
+        check_output_dir(args.out, '--out')
+    if args.show_dir and use_sea:
+        check_output_dir(
+            args.show_dir if osp.isabs(args.show_dir) else osp.join(
+                cfg.work_dir, args.show_dir), '--show-dir')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    """Run the tool; returns the metrics."""
+    args = parse_args(argv)
+    with user_errors(debug_requested(args.debug)):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Everything after parsing; the package's user errors (ConfigError,
+    a refused checkpoint) become one ``error:`` line in :func:`main`."""
+    cfg = config_from_args(args)
     use_sea = args.eval == 'sea' or \
         (cfg.get('test_cfg') or {}).get('type') == 'SEATestLoop'
     if use_sea:
-        if args.tta:
-            raise ToolError('--tta is not supported with --eval sea')
-        configure_sea(cfg, args)
-    else:
+        configure_sea(cfg, args)  # checks the SEA options first
+    check_test_config(cfg, args, use_sea)
+    if args.test_scale:
+        keys = set_test_scale(cfg, args.test_scale)
+        if not keys:
+            long, short = args.test_scale
+            raise ToolError(f'--test-scale {long} {short}: the test pipeline '
+                            'has no Resize with a scale to change')
+        print_log(f'--test-scale {args.test_scale}: set {", ".join(keys)}',
+                  logger='current')
+    for path in args.trust_checkpoint:
+        trust_checkpoints(path)
+    # a missing, empty, truncated, corrupt or refused file stops here,
+    # before anything (results of an earlier run included) is touched
+    ckpt = read_checkpoint(args.checkpoint)
+    cfg.load_from = args.checkpoint
+    check_output_dirs(cfg, args, use_sea)
+    setup_cpu_distributed(cfg, args.launcher)
+
+    if not use_sea:
         if args.show or args.show_dir:
             cfg = trigger_visualization_hook(cfg, args)
         if args.tta:
@@ -279,7 +440,8 @@ def main(argv=None):
             cfg.test_evaluator['keep_results'] = True
 
     runner = Runner.from_cfg(cfg)
-    problem = checkpoint_mismatch(runner.model, args.checkpoint)
+    problem = checkpoint_mismatch(runner.model, ckpt, name=args.checkpoint)
+    del ckpt
     if problem:
         raise ToolError(problem)
     return runner.test()

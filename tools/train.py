@@ -6,12 +6,19 @@ each for what a recipe usually needs changed off its GPU cluster::
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]]
         [--amp | --no-amp] [--crop-size H W] [--test-scale LONG SHORT]
         [--data-root DIR] [--trust-checkpoint PATH] [--cfg-options k=v ...]
-        [--launcher {none,pytorch,slurm,mpi}]
+        [--launcher {none,pytorch,slurm,mpi}] [--debug]
+
+Bad input ends with one ``error: ...`` line and exit status 1, before any
+work where it can be checked up front (docs/errors.md lists them);
+``--debug`` shows the traceback of such errors too.
 """
 import argparse
 import logging
 import os
 import os.path as osp
+import pickle
+import zipfile
+from typing import Optional, Sequence
 
 import mmseg_robust  # noqa: F401  (compat fixes + registration, first)
 import torch
@@ -20,10 +27,15 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from mmseg.registry import RUNNERS
-from mmseg_robust.compat.checkpoint import trust_checkpoints
-from mmseg_robust.utils import (ToolError, config_from_args, set_amp,
-                                set_crop_size, set_data_root, set_test_scale,
-                                setup_cpu_distributed)
+from mmseg_robust.compat.checkpoint import (UnsafeCheckpointError,
+                                            trust_checkpoints)
+from mmseg_robust.errors import ConfigError
+from mmseg_robust.utils import (ToolError, check_launcher_env,
+                                check_output_dir,
+                                checkpoint_file_problem, config_from_args,
+                                debug_requested, set_amp, set_crop_size,
+                                set_data_root, set_test_scale,
+                                setup_cpu_distributed, user_errors)
 
 
 def parse_args(argv=None):
@@ -86,6 +98,11 @@ def parse_args(argv=None):
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
+    parser.add_argument(
+        '--debug',
+        action='store_true',
+        help='show the traceback of user errors too (also '
+        'MMSEG_ROBUST_DEBUG=1)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -93,10 +110,77 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Run the tool."""
     args = parse_args(argv)
+    with user_errors(debug_requested(args.debug)):
+        run(args)
+
+
+def _checkpoint_to_load(cfg) -> Optional[str]:
+    """The checkpoint the Runner will load or resume from, if any."""
+    from mmengine.runner.checkpoint import find_latest_checkpoint
+    if cfg.get('resume') and cfg.get('load_from') is None:
+        return find_latest_checkpoint(cfg.work_dir) \
+            if osp.isdir(cfg.work_dir) else None
+    return cfg.get('load_from')
+
+
+def _guard_dataloaders(runner) -> None:
+    """Turn a dataset whose files are missing into a ConfigError (the
+    Runner builds the dataloaders inside ``train()``; a dataset may create
+    its own data_root, so it is not checked up front)."""
+    build_dataloader = runner.build_dataloader
+
+    def guarded(dataloader, *args, **kwargs):
+        try:
+            return build_dataloader(dataloader, *args, **kwargs)
+        except FileNotFoundError as err:
+            dataset = dataloader.get('dataset', {}) \
+                if isinstance(dataloader, dict) else {}
+            kind = dataset.get('type') if isinstance(dataset, dict) else None
+            raise ConfigError(
+                f'a dataset{f" ({kind})" if kind else ""} could not be '
+                f'built: {err}. Check its data_root, data_prefix and '
+                'ann_file (--data-root sets every data_root)') from err
+
+    runner.build_dataloader = guarded
+
+
+def _guard_checkpoint_loading(runner, path: str, resume: bool) -> None:
+    """Turn a checkpoint that cannot be loaded into a ConfigError naming
+    it (``Runner.train`` loads it only after building everything else)."""
+    load_or_resume = runner.load_or_resume
+
+    def guarded():
+        try:
+            return load_or_resume()
+        except UnsafeCheckpointError:
+            raise
+        except (pickle.UnpicklingError, EOFError, RuntimeError, OSError,
+                zipfile.BadZipFile, KeyError, ValueError) as err:
+            if resume and isinstance(err, KeyError) and \
+                    err.args == ('meta', ):
+                raise ConfigError(
+                    f'cannot resume from {path}: it holds weights but no '
+                    'training state (meta, optimizer, iteration); to start '
+                    'a training from these weights use --cfg-options '
+                    f'load_from={path} instead of --resume') from err
+            said = (str(err).strip().splitlines() or [''])[0][:300]
+            how = 'resume from' if resume else 'load'
+            raise ConfigError(
+                f'could not {how} checkpoint {path} ({type(err).__name__}: '
+                f'{said}): is it a checkpoint of this config, and '
+                'complete? (--debug shows the traceback)') from err
+
+    runner.load_or_resume = guarded
+
+
+def run(args: argparse.Namespace) -> None:
+    """Everything after parsing; the package's user errors (ConfigError,
+    a refused checkpoint) become one ``error:`` line in :func:`main`."""
     cfg = config_from_args(args)
-    setup_cpu_distributed(cfg, args.launcher)
+    check_launcher_env(args.launcher)
 
     for path in args.trust_checkpoint:
         trust_checkpoints(path)
@@ -143,11 +227,28 @@ def main(argv=None):
                             'does not exist')
         cfg.resume = True
         cfg.load_from = args.resume
+    # an empty, truncated or foreign file stops here, before the Runner
+    # writes anything to the work dir (its checkpoints stay as they are)
+    ckpt = _checkpoint_to_load(cfg)
+    if ckpt and '://' not in ckpt:
+        problem = checkpoint_file_problem(ckpt)
+        if problem:
+            what = 'load_from' if not cfg.get('resume') else (
+                '--resume (the latest checkpoint of the work dir)'
+                if args.resume == 'auto' else '--resume')
+            raise ToolError(f'{what}: {problem}')
+    # last check: creates the work dir (as the Runner would)
+    check_output_dir(cfg.work_dir,
+                     '--work-dir' if args.work_dir else 'work_dir')
+    setup_cpu_distributed(cfg, args.launcher)
 
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+    _guard_dataloaders(runner)
+    if ckpt:
+        _guard_checkpoint_loading(runner, ckpt, bool(cfg.get('resume')))
     runner.train()
 
 

@@ -16,7 +16,8 @@ file -- happens only for files marked trusted:
 
 * ``MMSEG_ROBUST_TRUST_CHECKPOINTS=/path/a.pth:/path/b.pth`` (``*``: every
   file), or
-* ``tools/train.py ... --trust-checkpoint /path/a.pth``, or
+* ``tools/train.py`` / ``tools/test.py ... --trust-checkpoint /path/a.pth``,
+  or
 * ``mmseg_robust.compat.checkpoint.trust_checkpoints('/path/a.pth')``,
 
 and then with a warning naming the file. On torch < 2.6 the patch is not
@@ -223,7 +224,8 @@ def safe_torch_load(filename: str, map_location: Optional[Any] = None) -> Any:
                 'trust this file (you made it, or its source is trusted), '
                 f'set {ENV_TRUST}={filename} (several files separated by '
                 f'{os.pathsep!r}; * trusts every file), or pass '
-                f'--trust-checkpoint {filename} to tools/train.py, or call '
+                f'--trust-checkpoint {filename} to tools/train.py or '
+                'tools/test.py, or call '
                 'mmseg_robust.compat.checkpoint.trust_checkpoints(PATH). '
                 f'torch said: {said}') from err
         key = osp.realpath(filename)

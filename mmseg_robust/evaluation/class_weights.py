@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from mmengine.logging import print_log
 
+from mmseg_robust.errors import ConfigError
+
 __all__ = ['count_labels', 'resolve_class_weights']
 
 
@@ -55,7 +57,13 @@ def count_labels(dataset_cfg: dict, num_classes: int,
     cfg = copy.deepcopy(dict(dataset_cfg))
     if not keep_pipeline:
         _strip_pipeline(cfg)
-    dataset = DATASETS.build(cfg)
+    try:
+        dataset = DATASETS.build(cfg)
+    except FileNotFoundError as err:
+        raise ConfigError(
+            'the dataset whose labels give the class weights of mask_ce_bal '
+            f'could not be built: {err}. Fix its config, or give the weights '
+            '(--class-weights W1 W2 ... or image)') from err
     counts = np.zeros(num_classes, np.int64)
     n = len(dataset)
     t0 = time.perf_counter()
@@ -63,7 +71,7 @@ def count_labels(dataset_cfg: dict, num_classes: int,
         label = _label_of(dataset[i]).astype(np.int64)
         label = label[(label != ignore_index) & (label >= 0)]
         if label.size and label.max() >= num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f'label map {i} holds class {int(label.max())} but the '
                 f'model has {num_classes} classes: check num_classes, '
                 'reduce_zero_label and ignore_index')
@@ -101,7 +109,7 @@ def resolve_class_weights(spec: Union[None, str, Sequence[float]],
         return None
     if isinstance(spec, str):
         if spec not in ('train', 'test'):
-            raise ValueError(
+            raise ConfigError(
                 f"class_weights={spec!r}: use 'train' (training-label "
                 "frequencies), 'test' (frequencies in the evaluated images), "
                 f"'image' (per-image frequencies) or a list of {num_classes} "
@@ -109,7 +117,7 @@ def resolve_class_weights(spec: Union[None, str, Sequence[float]],
         key = f'{spec}_dataloader'
         loader = cfg.get(key) if cfg is not None else None
         if not loader or 'dataset' not in loader:
-            raise ValueError(
+            raise ConfigError(
                 f"class_weights='{spec}' needs {key}.dataset in the config "
                 'to count its labels; give the weights instead '
                 '(test_cfg.class_weights=[...] or --class-weights W1 W2 ...) '
@@ -117,14 +125,14 @@ def resolve_class_weights(spec: Union[None, str, Sequence[float]],
         counts = count_labels(loader['dataset'], num_classes, ignore_index,
                               keep_pipeline=spec == 'test')
         if counts.sum() == 0:
-            raise ValueError(f'the {spec} labels hold no valid pixel: '
-                             'cannot compute class weights')
+            raise ConfigError(f'the {spec} labels hold no valid pixel: '
+                              'cannot compute class weights')
         weights = class_weights_from_counts(torch.from_numpy(counts))
         return [float(w) for w in weights]
     weights = [float(w) for w in spec]
     if len(weights) != num_classes or any(
             not np.isfinite(w) or w < 0 for w in weights):
-        raise ValueError(
+        raise ConfigError(
             f'class_weights must be {num_classes} finite numbers >= 0 (one '
             f'per class), got {len(weights)}: {weights[:8]}')
     return weights

@@ -13,6 +13,7 @@ from mmengine.config import Config
 
 from mmseg_robust.attacks import SEA
 from mmseg_robust.engine import SEATestLoop
+from mmseg_robust.errors import ConfigError
 from mmseg_robust.models import SegmentorAttackModel
 
 from ..conftest import load_tool
@@ -161,7 +162,8 @@ def test_resume_with_other_settings_is_refused(reference, trained_tiny,
     _, work = reference
     shutil.copytree(work / 'sea', tmp_path / 'sea')
     main = load_tool('test')
-    with pytest.raises(ValueError, match='other settings'):
+    with pytest.raises(SystemExit, match='error: cannot resume from .* other '
+                       "settings .*'eps': \\(\\['4', '12'\\], \\['4'\\]\\)"):
         main([trained_tiny['config'], trained_tiny['ckpt'], '--work-dir',
               str(tmp_path), '--eval', 'sea', '--eps', '4', '--n-iter', '6',
               '--resume'])
@@ -184,7 +186,8 @@ def test_resume_identifies_the_checkpoint_by_content(reference, trained_tiny,
         if v.is_floating_point():
             v.mul_(0.5)
     torch.save(state, copy)
-    with pytest.raises(ValueError, match='checkpoint_sha256'):
+    with pytest.raises(SystemExit, match='error: cannot resume .*'
+                       'checkpoint_sha256'):
         main([trained_tiny['config'], str(copy), '--work-dir',
               str(tmp_path)] + SEA_ARGS + ['--resume'])
 
@@ -303,8 +306,9 @@ class TestBadInput:
         with pytest.raises(SystemExit, match='does not exist'):
             load_tool('test')([trained_tiny['config'], 'nope.pth'])
 
-    def test_eps_given_as_fraction_warns(self, trained_tiny, tmp_path):
-        with pytest.warns(UserWarning, match='units of 1/255'):
+    def test_eps_given_as_fraction_is_refused(self, trained_tiny, tmp_path):
+        with pytest.raises(SystemExit, match='looks like a fraction: for '
+                           '8/255 .* write --eps 8; .* add --allow-tiny-eps'):
             load_tool('test')([
                 trained_tiny['config'], trained_tiny['ckpt'], '--work-dir',
                 str(tmp_path), '--eval', 'sea', '--eps', '0.03', '--n-iter',
@@ -327,7 +331,8 @@ class TestBadInput:
         empty = tmp_path / 'empty'
         (empty / 'img_dir' / 'val').mkdir(parents=True)
         (empty / 'ann_dir' / 'val').mkdir(parents=True)
-        with pytest.raises(ValueError, match='test dataset is empty'):
+        with pytest.raises(SystemExit, match='error: the test dataset is '
+                           'empty'):
             load_tool('test')([
                 trained_tiny['config'], trained_tiny['ckpt'], '--work-dir',
                 str(tmp_path), '--cfg-options',
@@ -340,7 +345,7 @@ class TestBadInput:
         cfg.test_cfg = dict(type='SEATestLoop', eps=[4 / 255], n_iter=3)
         cfg.work_dir = str(tmp_path)
         runner = Runner.from_cfg(cfg)
-        with pytest.raises(TypeError, match="type='SEAMetric'"):
+        with pytest.raises(ConfigError, match="type='SEAMetric'"):
             runner.test_loop  # built lazily
 
 

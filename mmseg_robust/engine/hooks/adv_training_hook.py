@@ -8,9 +8,16 @@ from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 from mmseg_robust.attacks import check_eps, pgd_train
 from mmseg_robust.attacks.losses import check_loss_name
+from mmseg_robust.errors import ConfigError
 from mmseg_robust.models import SegmentorAttackModel, unwrap_segmentor
 
 DATA_BATCH = Optional[dict]
+
+
+def _is_int(value) -> bool:
+    """An integer (``2``, ``2.0``), not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and value == int(value)
 
 
 @HOOKS.register_module()
@@ -61,20 +68,29 @@ class AdvTrainingHook(Hook):
                  adv_ratio: float = 1.0,
                  start_iter: int = 0,
                  seed: int = 0):
-        self.eps = check_eps(eps)
-        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-            raise ValueError(f'steps must be an integer >= 1, got {steps!r}')
+        try:
+            self.eps = check_eps(eps)
+            self.loss = check_loss_name(loss)
+            if step_size is not None:
+                step_size = check_eps(step_size, 'step_size')
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f'AdvTrainingHook: {err}') from err
+        if not _is_int(steps) or steps < 1:
+            raise ConfigError('AdvTrainingHook: steps must be an integer '
+                              f'>= 1 (2 or 5 in the paper), got {steps!r}')
         self.steps = int(steps)
         self.step_size = (2.5 * self.eps / self.steps
-                          if step_size is None else check_eps(
-                              step_size, 'step_size'))
+                          if step_size is None else step_size)
         self.random_start = bool(random_start)
-        self.loss = check_loss_name(loss)
-        if not 0.0 <= float(adv_ratio) <= 1.0:
-            raise ValueError(f'adv_ratio must be in [0, 1], got {adv_ratio}')
+        if not isinstance(adv_ratio, (int, float)) or \
+                not 0.0 <= float(adv_ratio) <= 1.0:
+            raise ConfigError('AdvTrainingHook: adv_ratio must be in [0, 1] '
+                              f'(the adversarial fraction of each batch), '
+                              f'got {adv_ratio!r}')
         self.adv_ratio = float(adv_ratio)
-        if start_iter < 0:
-            raise ValueError(f'start_iter must be >= 0, got {start_iter}')
+        if not _is_int(start_iter) or start_iter < 0:
+            raise ConfigError('AdvTrainingHook: start_iter must be an '
+                              f'integer >= 0, got {start_iter!r}')
         self.start_iter = int(start_iter)
         self.seed = int(seed)
 

@@ -19,16 +19,65 @@ from mmengine.runner import TestLoop
 
 from mmseg.registry import LOOPS
 from mmseg_robust.attacks import SEA, check_eps
+from mmseg_robust.errors import ConfigError
 from mmseg_robust.evaluation.class_weights import resolve_class_weights
 from mmseg_robust.evaluation.metrics import SEAMetric
 from mmseg_robust.evaluation.records import (RecordWriter, areas, eps_key,
                                              read_records)
 from mmseg_robust.models import SegmentorAttackModel, unwrap_segmentor
 
-__all__ = ['SEATestLoop', 'DEFAULT_EPS']
+__all__ = ['SEATestLoop', 'DEFAULT_EPS', 'dataset_problem', 'TTA_PROBLEM']
 
 #: Default radii (4, 8, 12, 16 / 255).
 DEFAULT_EPS = (4 / 255, 8 / 255, 12 / 255, 16 / 255)
+
+#: Dataset wrappers of MMEngine and MMSeg (their parts' images share
+#: indices, so SEA's per-image records would collide).
+DATASET_WRAPPERS = ('ConcatDataset', 'RepeatDataset', 'ClassBalancedDataset',
+                    'MultiImageMixDataset')
+
+
+#: Why a test pipeline with ``TestTimeAug`` is refused.
+TTA_PROBLEM = (
+    'SEA attacks the plain test-time prediction, but the test pipeline '
+    'holds TestTimeAug (test-time augmentation, MMSeg\'s tta_pipeline), '
+    'which SEA does not support: use the plain test pipeline '
+    '(test_dataloader.dataset.pipeline = test_pipeline; no --tta)')
+
+
+def dataset_problem(dataset) -> Optional[str]:
+    """Why :class:`SEATestLoop` cannot evaluate a test dataset (``None`` if
+    it can): it needs one plain dataset, not a wrapper.
+
+    Per-image records and random starts are keyed by ``sample_idx``, the
+    index of an image in its own dataset, which restarts at 0 in every part
+    of a ``ConcatDataset`` (and repeats in a ``RepeatDataset``).
+
+    Args:
+        dataset (dict | Dataset): ``test_dataloader.dataset``, as a config
+            or built.
+
+    Returns:
+        str or None: The problem, for an error message.
+    """
+    if isinstance(dataset, dict):
+        kind = dataset.get('type')
+        kind = getattr(kind, '__name__', kind)
+        wrapper = kind in DATASET_WRAPPERS or 'datasets' in dataset or \
+            'dataset' in dataset
+    else:
+        kind = type(dataset).__name__
+        wrapper = kind in DATASET_WRAPPERS or not hasattr(
+            dataset, 'pipeline') and (hasattr(dataset, 'datasets')
+                                      or hasattr(dataset, 'dataset'))
+    if not wrapper:
+        return None
+    return (f'SEA evaluates one plain dataset, but test_dataloader.dataset '
+            f'is a {kind}: per-image results are keyed by the index of '
+            'each image in its own dataset, which restarts at 0 in every '
+            'part of a wrapper. Evaluate each part in its own run (a config '
+            'whose test_dataloader.dataset is that part, and its own '
+            '--work-dir)')
 
 
 def _fmt_time(seconds: float) -> str:
@@ -57,6 +106,13 @@ class SEATestLoop(TestLoop):
     and the metrics equal an uninterrupted run. At the end the loop writes
     ``summary.json`` (metrics, settings, versions, timing) and
     ``robustness_curve.png`` to ``results_dir``.
+
+    Bad settings and data (a test set that is empty, a dataset wrapper,
+    test-time augmentation, images without labels or with labels outside
+    the classes, results of other settings on resume) raise
+    :class:`~mmseg_robust.errors.ConfigError` before anything of theirs is
+    recorded; ``tools/test.py`` prints it as one ``error:`` line
+    (docs/errors.md).
 
     Args:
         runner: The runner.
@@ -115,20 +171,26 @@ class SEATestLoop(TestLoop):
                  fp16: bool = False) -> None:
         if isinstance(eps, (int, float)):
             eps = [eps]
-        self.eps = sorted({check_eps(e) for e in eps})
+        try:
+            self.eps = sorted({check_eps(e) for e in eps})
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f'SEATestLoop: {err}') from err
         if not self.eps:
-            raise ValueError('SEATestLoop needs at least one radius (eps)')
+            raise ConfigError('SEATestLoop needs at least one radius (eps)')
         # the ensemble at the first radius: validates version, attacks and
         # n_iter once; the other radii are copies (SEA.with_eps)
-        self.sea = SEA(
-            None,
-            self.eps[0],
-            n_iter=n_iter,
-            attacks=list(attacks) if attacks else None,
-            version=version,
-            seed=int(seed),
-            skip_broken=bool(skip_broken),
-            amp=bool(amp))
+        try:
+            self.sea = SEA(
+                None,
+                self.eps[0],
+                n_iter=n_iter,
+                attacks=list(attacks) if attacks else None,
+                version=version,
+                seed=int(seed),
+                skip_broken=bool(skip_broken),
+                amp=bool(amp))
+        except ValueError as err:
+            raise ConfigError(f'SEATestLoop: {err}') from err
         self.specs = self.sea.attacks
         self.attack_names = self.sea.names
         self.n_iter = self.sea.n_iter
@@ -142,20 +204,19 @@ class SEATestLoop(TestLoop):
             self.uses_class_weights else None
         self.class_weights: Optional[List[float]] = None
         if max_images is not None and int(max_images) < 1:
-            raise ValueError(f'max_images must be >= 1, got {max_images}')
+            raise ConfigError(f'max_images must be >= 1, got {max_images}')
         self.max_images = None if max_images is None else int(max_images)
         self.resume = bool(resume)
         self.show_dir = show_dir
         self.log_interval = max(int(log_interval), 1)
+        if isinstance(dataloader, dict):
+            problem = dataset_problem(dataloader.get('dataset') or {})
+            if problem:
+                raise ConfigError(problem)
         if isinstance(dataloader, dict) and self.max_images is not None:
             dataloader = copy.deepcopy(dataloader)
-            dataset = dataloader['dataset']
-            if 'datasets' in dataset or 'dataset' in dataset:
-                raise ValueError(
-                    'max_images needs a plain dataset config (with an '
-                    '`indices` option), not a wrapper such as ConcatDataset')
-            dataset['indices'] = self.max_images
-        empty = ValueError(
+            dataloader['dataset']['indices'] = self.max_images
+        empty = ConfigError(
             'the test dataset is empty: check data_root, data_prefix and '
             'ann_file of test_dataloader.dataset')
         try:
@@ -165,6 +226,14 @@ class SEATestLoop(TestLoop):
             if 'need at least one array' in str(err):
                 raise empty from err
             raise
+        except FileNotFoundError as err:
+            raise ConfigError(
+                f'the test dataset could not be built: {err}. Check '
+                'data_root, data_prefix and ann_file of '
+                'test_dataloader.dataset') from err
+        problem = dataset_problem(self.dataloader.dataset)
+        if problem:
+            raise ConfigError(problem)
         if len(self.dataloader.dataset) == 0:
             raise empty
         self.metric = self._find_metric()
@@ -174,13 +243,14 @@ class SEATestLoop(TestLoop):
         self._done: Dict[int, dict] = {}
         self._stats: Dict[str, List[int]] = {}
         self._model_checked = False
+        self._classes_checked = False
 
     # -- set-up ------------------------------------------------------------
     def _find_metric(self) -> SEAMetric:
         for metric in self.evaluator.metrics:
             if isinstance(metric, SEAMetric):
                 return metric
-        raise TypeError(
+        raise ConfigError(
             'SEATestLoop needs test_evaluator=dict(type=\'SEAMetric\'), got '
             f'{[type(m).__name__ for m in self.evaluator.metrics]}; '
             'tools/test.py --eval sea sets both')
@@ -190,14 +260,16 @@ class SEATestLoop(TestLoop):
         by it and random starts are seeded with it."""
         dataset = self.dataloader.dataset
         pipeline = getattr(dataset, 'pipeline', None)
-        packers = [
-            t for t in getattr(pipeline, 'transforms', [])
-            if hasattr(t, 'meta_keys')
-        ]
+        transforms = getattr(pipeline, 'transforms', [])
+        names = [type(t).__name__ for t in transforms]
+        if 'TestTimeAug' in names:
+            raise ConfigError(TTA_PROBLEM)
+        packers = [t for t in transforms if hasattr(t, 'meta_keys')]
         if not packers:
-            raise TypeError(
+            raise ConfigError(
                 'SEATestLoop needs a test pipeline that ends with '
-                'PackSegInputs (to carry the dataset index of each image)')
+                'PackSegInputs (to carry the dataset index of each image); '
+                f'the pipeline is [{", ".join(names)}]')
         for t in packers:
             if 'sample_idx' not in t.meta_keys:
                 t.meta_keys = tuple(t.meta_keys) + ('sample_idx', )
@@ -269,7 +341,10 @@ class SEATestLoop(TestLoop):
                         logger='current')
                 weights = resolve_class_weights(spec, self.runner.cfg,
                                                 num_classes, ignore)
-                if weights is not None:
+                # on resume an existing file stays as it is: other weights
+                # are refused with the other settings, nothing is lost
+                if weights is not None and not (self.resume
+                                                and osp.isfile(path)):
                     with open(path, 'w', encoding='utf-8') as f:
                         json.dump(dict(source=spec if isinstance(
                             spec, str) else 'given', num_classes=num_classes,
@@ -301,7 +376,7 @@ class SEATestLoop(TestLoop):
                         k: (old_header.get(k), header.get(k))
                         for k in header if old_header.get(k) != header.get(k)
                     }
-                    raise ValueError(
+                    raise ConfigError(
                         f'cannot resume from {path}: it was produced with '
                         f'other settings (old, new): {diff}. Use the same '
                         'settings, or another --work-dir to start afresh.')
@@ -373,6 +448,64 @@ class SEATestLoop(TestLoop):
         self.runner.call_hook('after_test')
         return metrics
 
+    def _check_model_classes(self, data: dict) -> None:
+        """Once, on the first image attacked: the model's test-time logits
+        have one channel per class of the dataset (one forward pass)."""
+        if self._classes_checked:
+            return
+        classes = list(self.dataloader.dataset.metainfo['classes'])
+        one = dict(inputs=data['inputs'][:1],
+                   data_samples=data['data_samples'][:1])
+        batch = SegmentorAttackModel.from_batch(
+            unwrap_segmentor(self.runner.model), one, mode='test',
+            ignore_index=self.metric.ignore_index)
+        with torch.no_grad():
+            predicted = int(batch.model(batch.x).shape[1])
+        self._classes_checked = True
+        if predicted != len(classes):
+            shown = ', '.join(map(str, classes[:5])) + \
+                (', ...' if len(classes) > 5 else '')
+            raise ConfigError(
+                f'the model predicts {predicted} classes but the test '
+                f'dataset has {len(classes)} ({shown}): check '
+                'model.decode_head.num_classes and the classes (metainfo) '
+                'of test_dataloader.dataset (a model trained with an extra '
+                'class is evaluated with type=\'ClassSubsetEncoderDecoder\', '
+                'drop_classes=[...])')
+
+    def _check_labels(self, samples: Sequence) -> None:
+        """Refuse images without labels or with labels outside the classes
+        (before anything of their batch is attacked or recorded).
+
+        Args:
+            samples (Sequence[SegDataSample]): The batch's data samples.
+
+        Raises:
+            ConfigError: A sample has no ``gt_sem_seg``, or a label that is
+                neither a class index nor ``ignore_index``.
+        """
+        num_classes = len(self.dataloader.dataset.metainfo['classes'])
+        ignore = self.metric.ignore_index
+        for s in samples:
+            name = s.metainfo.get('img_path', s.metainfo.get('sample_idx'))
+            if 'gt_sem_seg' not in s:
+                raise ConfigError(
+                    f'{name} has no ground-truth labels (gt_sem_seg): SEA '
+                    'needs them; add dict(type=\'LoadAnnotations\') to the '
+                    'test pipeline, before PackSegInputs')
+            label = s.gt_sem_seg.data
+            bad = (label != ignore) & ((label < 0) | (label >= num_classes))
+            if bool(bad.any()):
+                values = torch.unique(label[bad]).tolist()
+                raise ConfigError(
+                    f'labels out of range: the label map of {name} '
+                    f'({s.metainfo.get("seg_map_path")}) holds '
+                    f'{values[:8]}, but the dataset has {num_classes} '
+                    f'classes (0-{num_classes - 1}) and ignore_index '
+                    f'{ignore}. Check the classes, reduce_zero_label and '
+                    'ignore_index of test_dataloader.dataset and '
+                    'test_evaluator')
+
     def _log_settings(self, world_size: int) -> None:
         n = len(self.dataloader.dataset)
         print_log(
@@ -392,9 +525,11 @@ class SEATestLoop(TestLoop):
         todo = [i for i, k in enumerate(keys) if k not in self._done]
         records = []
         if todo:
+            self._check_labels([samples[i] for i in todo])
             sub = dict(
                 inputs=[data_batch['inputs'][i] for i in todo],
                 data_samples=[samples[i] for i in todo])
+            self._check_model_classes(sub)
             records = self.attack_batch(sub, [keys[i] for i in todo])
             for rec in records:
                 self._done[rec['idx']] = rec
@@ -544,8 +679,7 @@ class SEATestLoop(TestLoop):
         curve = osp.join(self.results_dir, 'robustness_curve.png')
         try:
             from mmseg_robust.visualization import plot_robustness_curve
-            plot_robustness_curve(metrics, curve, title=osp.basename(
-                str(self.runner.cfg.get('filename', '')) or 'model'))
+            plot_robustness_curve(metrics, curve, title=self._curve_title())
         except ImportError as err:  # matplotlib missing
             print_log(f'no robustness curve: {err}', logger='current',
                       level=30)
@@ -553,6 +687,15 @@ class SEATestLoop(TestLoop):
         print_log(
             f'SEA results: {path}' + (f', curve: {curve}' if curve else ''),
             logger='current')
+
+    def _curve_title(self) -> str:
+        """The config's name and the checkpoint's file name."""
+        cfg = self.runner.cfg
+        path = getattr(cfg, 'filename', None)
+        name = osp.splitext(osp.basename(path))[0] if path else \
+            str(self.runner.experiment_name)
+        ckpt = cfg.get('load_from')
+        return f'{name} ({osp.basename(ckpt)})' if ckpt else name
 
     def _show(self, batch, samples, clean_pred, adversarial) -> None:
         from mmseg_robust.visualization import save_sea_predictions

@@ -11,6 +11,7 @@ from prettytable import PrettyTable
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
 from mmseg_robust.attacks import worst_case_miou
+from mmseg_robust.errors import ConfigError
 from ..records import dense_areas, sum_areas
 
 __all__ = ['SEAMetric']
@@ -66,7 +67,7 @@ class SEAMetric(IoUMetric):
         kwargs.setdefault('iou_metrics', ['mIoU'])
         super().__init__(prefix=prefix, **kwargs)
         if table not in self.TABLES:
-            raise ValueError(f'table={table!r}: use one of {self.TABLES}')
+            raise ConfigError(f'table={table!r}: use one of {self.TABLES}')
         self.per_class = per_class
         self.worst_miou = worst_miou
         self.table = table
@@ -81,7 +82,7 @@ class SEAMetric(IoUMetric):
             record = sample.get('sea_record') if isinstance(sample,
                                                             dict) else None
             if record is None:
-                raise ValueError(
+                raise ConfigError(
                     'SEAMetric expects records from SEATestLoop (data '
                     "samples with 'sea_record'); use test_cfg=dict(type="
                     "'SEATestLoop', ...) or tools/test.py --eval sea")
