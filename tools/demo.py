@@ -127,6 +127,8 @@ def _evaluate_once(name, kind, config, ckpt, work_dir, data_root, args):
         cmd.append('--no-skip')  # standalone numbers for every baseline
     if kind == 'sea_independent':
         cmd.append('--independent-radii')
+    if any(0 < e < 1 for e in args.eps):
+        cmd.append('--allow-tiny-eps')  # e.g. --eps 0.5 means 0.5/255
     if args.max_images:
         cmd += ['--max-images', str(args.max_images)]
     os.makedirs(out, exist_ok=True)

@@ -23,46 +23,32 @@ MOMENTUM = 0.75
 RHO = 0.75
 
 
-#: How the lowest-accuracy point breaks ties (temporary ablation switch):
-#: 'earliest', 'latest', or 'tracked' (higher tracked objective wins).
-TIE_BREAK = 'earliest'
-#: Whether condition (b) may fire at the first checkpoint.
-COND_B_AT_FIRST = True
-
-
 class _Best:
     """The lowest-accuracy point seen so far, per image."""
 
-    def __init__(self, x: Tensor, pred: Tensor, correct: Tensor,
-                 tracked: Optional[Tensor] = None):
+    def __init__(self, x: Tensor, pred: Tensor, correct: Tensor):
         self.x = x.clone()
         self.pred = pred.clone()
         self.correct = correct.clone()
-        self.tracked = (torch.full(correct.shape, -float('inf'),
-                                   device=correct.device)
-                        if tracked is None else tracked.clone())
 
-    def update(self, idx: Tensor, x: Tensor, pred: Tensor, correct: Tensor,
-               tracked: Optional[Tensor] = None) -> Tensor:
-        """Keep the points of images ``idx`` that are better.
+    def update(self, idx: Tensor, x: Tensor, pred: Tensor,
+               correct: Tensor) -> Tensor:
+        """Keep the points of images ``idx`` that are strictly better.
+
+        Strictly lower only: ties keep the earlier point, which makes the
+        result independent of how long broken images keep running (keeping
+        the later or the higher-objective point instead measured the same,
+        docs/benchmarks.md).
 
         Returns:
             Tensor: bool mask over ``idx`` of the images that improved.
         """
         better = correct < self.correct[idx]
-        if tracked is not None and TIE_BREAK != 'earliest':
-            tie = correct == self.correct[idx]
-            if TIE_BREAK == 'latest':
-                better = better | tie
-            else:
-                better = better | (tie & (tracked > self.tracked[idx]))
         if bool(better.any()):
             sel = idx[better]
             self.x[sel] = x[better]
             self.pred[sel] = pred[better]
             self.correct[sel] = correct[better]
-            if tracked is not None:
-                self.tracked[sel] = tracked[better]
         return better
 
 
@@ -143,8 +129,8 @@ def _run_apgd(obj: Objective,
         grad[ia] = ev.grad
         obj.warn_zero_grad(ev.grad, ev.correct, ia)
         # the starting point is where the run's tracking begins
-        best.x[ia], best.pred[ia] = x0[ia], ev.pred
-        best.correct[ia], best.tracked[ia] = ev.correct, ev.tracked
+        best.x[ia], best.pred[ia], best.correct[ia] = x0[ia], ev.pred, \
+            ev.correct
         del ev
     if early_stop:
         active = active & (best.correct > 0)
@@ -160,8 +146,10 @@ def _run_apgd(obj: Objective,
     last_ckpt = 0
     n_increase = torch.zeros(B, device=device)
     best_track_at_ckpt = best_track.clone()
-    reduced_last = torch.full((B, ), not COND_B_AT_FIRST, dtype=torch.bool,
-                              device=device)
+    # condition (b) may fire at the first checkpoint: the start counts as
+    # the last checkpoint, without a reduction (AutoAttack waits one
+    # checkpoint; measured the same, docs/benchmarks.md)
+    reduced_last = torch.zeros(B, dtype=torch.bool, device=device)
 
     for k in range(n_iter):
         ia = all_idx[active]
@@ -217,7 +205,7 @@ def _run_apgd(obj: Objective,
             x_best_track[sel] = x_new[improved]
             if g is not None:
                 grad_best[sel] = g[improved]
-        best.update(ia, x_new, ev.pred, ev.correct, t)
+        best.update(ia, x_new, ev.pred, ev.correct)
         del ev, g
         if early_stop:
             active = active & (best.correct > 0)

@@ -202,12 +202,6 @@ class SEAResult:
         return self._acc(self.attacks[name].correct, self.valid)
 
 
-#: How SEA at a larger radius starts from the worst case found at a smaller
-#: one (temporary ablation switch): 'all' attacks start from it, 'first'
-#: only, or 'none' (random starts; the worst case is still kept).
-CHAIN_START = 'all'
-
-
 class SEA:
     """Segmentation Ensemble Attack.
 
@@ -415,8 +409,7 @@ class SEA:
                                take_rows(clean_correct, idx)))
                     if spec.method != 'pgd':
                         kwargs.update(class_weights=self.class_weights)
-                        kwargs.update(self._start(spec, k, init, x, seed,
-                                                  idx))
+                        kwargs.update(self._start(spec, init, x, seed, idx))
                     res = run_attack(spec, subset_model(self.model, idx),
                                      take_rows(x, idx), take_rows(y, idx),
                                      self.eps, self.n_iter, **kwargs)
@@ -462,21 +455,21 @@ class SEA:
         return _Best(previous.x_adv.to(x), previous.pred.to(x.device),
                      previous.correct.to(x.device))
 
-    def _start(self, spec: AttackSpec, k: int, init: Optional[_Best],
+    def _start(self, spec: AttackSpec, init: Optional[_Best],
                x: Tensor, seed: SeedLike, idx: Tensor) -> dict:
         """Start-point arguments of APGD attack ``k`` on images ``idx``.
 
         Random starts are seeded by the image's seed and the attack's name
         (drawn for the whole batch, so an image's start does not depend on
         which images are still attacked). With a smaller radius's result,
-        the images it moved start from their worst case there.
+        the images it moved start from their worst case there, in every
+        attack (stronger than only the first attack, or none:
+        docs/benchmarks.md).
         """
         noise = None
         if self.random_start:
             noise = start_noise(x, derive_seed(seed, spec.name))
-        chained = init is not None and (CHAIN_START == 'all' or
-                                        (CHAIN_START == 'first' and k == 0))
-        if not chained:
+        if init is None:
             if noise is None:
                 return dict(random_start=False)
             return dict(random_start=True, noise=take_rows(noise, idx))
