@@ -161,8 +161,7 @@ def train_unet(pool: Tuple[Tensor, Tensor],
         x, y = pool_x[idx], pool_y[idx]
         if at_steps:
             model.eval()
-            x, _ = pgd_train(model, x, y, eps, at_steps, random_start=True,
-                             seed=it)
+            x, _ = pgd_train(model, x, y, eps, at_steps, start=it)
         model.train()
         loss = F.cross_entropy(model(x), y, ignore_index=255)
         opt.zero_grad()

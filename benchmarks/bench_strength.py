@@ -139,8 +139,8 @@ def run_model(name, args, log):
 
     from mmseg_robust.attacks import (SEA, apgd, apgd_red_eps,
                                       class_weights_from_counts,
-                                      default_tracked, derive_seed, pgd,
-                                      start_noise)
+                                      UniformNoise, default_tracked,
+                                      derive_seed, pgd, start_noise)
     model, x, y, mask, counts = load(name)
     num_classes = len(counts)
     weights = class_weights_from_counts(counts).float()
@@ -175,8 +175,8 @@ def run_model(name, args, log):
         # mask_ce_bal as in SEA-2024 (same seed derivation as SEA uses)
         r = apgd_red_eps(model, x, y, eps, args.n_iter, loss='mask_ce_bal',
                          class_weights=weights,
-                         noise=start_noise(x, derive_seed(seeds,
-                                                          'mask_ce_bal')),
+                         start=UniformNoise(start_noise(x, derive_seed(seeds,
+                                                          'mask_ce_bal'))),
                          **kw)
         out['red-eps mask_ce_bal (tracks ce)'] = r.pred
         out['SEA-2023'] = res23.pred
@@ -192,15 +192,15 @@ def run_model(name, args, log):
             cw = dict(class_weights=weights) if loss == 'mask_ce_bal' else {}
             other = loss if default_tracked(loss) == 'ce' else 'ce'
             r = apgd_red_eps(model, x, y, eps, args.n_iter, loss=loss,
-                             track_loss=other, seed=seeds, **cw, **kw)
+                             track_loss=other, start=seeds, **cw, **kw)
             out[f'red-eps {loss} (tracks {other})'] = r.pred
-            r = apgd(model, x, y, eps, args.n_iter, loss=loss, seed=seeds,
+            r = apgd(model, x, y, eps, args.n_iter, loss=loss, start=seeds,
                      **cw, **kw)
             out[f'const-eps {loss}'] = r.pred
             preds = []
             for k in range(3):
                 r = apgd(model, x, y, eps, max(args.n_iter // 3, 1),
-                         loss=loss, seed=[s + 7919 * (k + 1) for s in seeds],
+                         loss=loss, start=[s + 7919 * (k + 1) for s in seeds],
                          **cw, **kw)
                 preds.append(r.pred)
             out[f'const-eps {loss}, 3 restarts'] = worst_of(preds, y)

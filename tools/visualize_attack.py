@@ -105,7 +105,7 @@ def attack_model(model, data: dict, target: int, eps: float, n_iter: int,
         loss='ce',
         targeted=True,
         mask=batch.mask,
-        seed=seed,
+        start=seed,
         ignore_index=batch.ignore_index)
     sea = SEA(batch.model, eps, n_iter=max(n_iter, 3), seed=seed,
               ignore_index=batch.ignore_index).run(batch.x, batch.y,

@@ -138,8 +138,8 @@ class AdvTrainingHook(Hook):
                     self.steps,
                     step_size=self.step_size,
                     loss=self.loss,
-                    random_start=self.random_start,
-                    seed=self.seed + runner.iter,
+                    start=self.seed + runner.iter
+                    if self.random_start else None,
                     ignore_index=batch.ignore_index,
                     mask=batch.mask)
         finally:
