@@ -5,8 +5,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmseg_robust.attacks import (SEA, SEA_VERSIONS, apgd_red_eps,
-                                  derive_seed, sea_version, start_noise)
+from mmseg_robust.attacks import (SEA, SEA_VERSIONS, UniformNoise,
+                                  apgd_red_eps, derive_seed, sea_version,
+                                  start_noise)
 
 from .helpers import PixelNet, toy_batch
 
@@ -121,8 +122,7 @@ def test_sea_2024_uses_the_class_weights(net):
     sea = SEA(net, 8 / 255, n_iter=6, version='2024', class_weights=w,
               skip_broken=False)
     res = sea.run(x, y, seed=[1, 2])
+    noise = start_noise(x, derive_seed([1, 2], 'mask_ce_bal'))
     alone = apgd_red_eps(net, x, y, 8 / 255, 6, loss='mask_ce_bal',
-                         class_weights=w,
-                         noise=start_noise(x, derive_seed([1, 2],
-                                                          'mask_ce_bal')))
+                         class_weights=w, start=UniformNoise(noise))
     assert torch.equal(alone.pred, res.attacks['mask_ce_bal'].pred)

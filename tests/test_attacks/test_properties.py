@@ -61,7 +61,7 @@ def test_apgd_attacks_are_feasible_and_not_worse_than_clean(
     with torch.no_grad():
         clean = ((model(x).argmax(1) == y) & (y != 255)).flatten(1).sum(1)
     for attack in (apgd, apgd_red_eps):
-        res = attack(model, x, y, eps, n_iter, loss=loss, seed=seed)
+        res = attack(model, x, y, eps, n_iter, loss=loss, start=seed)
         _check_feasible(res.x_adv, x, eps)
         assert (res.correct <= clean).all()
         with torch.no_grad():
@@ -75,8 +75,8 @@ def test_apgd_attacks_are_feasible_and_not_worse_than_clean(
        st.booleans())
 def test_pgd_is_feasible(problem, loss, random_start):
     model, x, y, eps, seed = problem
-    res = pgd(model, x, y, eps, 4, loss=loss, random_start=random_start,
-              seed=seed)
+    res = pgd(model, x, y, eps, 4, loss=loss,
+              start=seed if random_start else None)
     _check_feasible(res.x_adv, x, eps)
 
 

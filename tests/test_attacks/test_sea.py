@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from mmseg_robust.attacks import (SEA, SEA_LOSSES, AttackSpec, apgd_red_eps,
-                                  derive_seed, parse_attack, pgd,
-                                  pgd_step_size, run_attack, start_noise)
+from mmseg_robust.attacks import (SEA, SEA_LOSSES, AttackSpec, UniformNoise,
+                                  apgd_red_eps, derive_seed, parse_attack,
+                                  pgd, pgd_step_size, run_attack, start_noise)
 
 from .helpers import PixelNet, toy_batch
 
@@ -88,7 +88,7 @@ def test_sea_attacks_equal_standalone_runs(net):
     for loss in SEA_LOSSES:
         # each attack draws its own start, seeded by the seed and its name
         noise = start_noise(x, derive_seed(2, loss))
-        alone = apgd_red_eps(net, x, y, 8 / 255, 9, loss=loss, noise=noise)
+        alone = apgd_red_eps(net, x, y, 8 / 255, 9, loss=loss, start=UniformNoise(noise))
         assert torch.equal(alone.correct, res.attacks[loss].correct), loss
         assert torch.equal(alone.pred, res.attacks[loss].pred), loss
 
@@ -174,6 +174,6 @@ def test_sea_callback_reports_progress(net):
 
 def test_run_attack_dispatch(net):
     x, y = toy_batch(B=1, seed=10, model=net)
-    r1 = run_attack('js', net, x, y, 4 / 255, 6, seed=0)
-    r2 = apgd_red_eps(net, x, y, 4 / 255, 6, loss='js', seed=0)
+    r1 = run_attack('js', net, x, y, 4 / 255, 6, start=0)
+    r2 = apgd_red_eps(net, x, y, 4 / 255, 6, loss='js', start=0)
     assert torch.equal(r1.x_adv, r2.x_adv)

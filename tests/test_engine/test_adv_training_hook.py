@@ -193,7 +193,7 @@ def _robust_acc(runner, eps):
     correct = valid = 0
     for data in loader:
         b = SegmentorAttackModel.from_batch(model, data)
-        res = apgd(b.model, b.x, b.y, eps, 20, seed=0)
+        res = apgd(b.model, b.x, b.y, eps, 20, start=0)
         correct += res.correct.sum().item()
         valid += res.valid.sum().item()
     return correct / valid
