@@ -113,7 +113,7 @@ def demo_batches(model, batch_size: int = 10, max_images: int = 20) -> List:
     from mmengine.dataset import Compose
 
     from mmseg_robust.datasets import prepare_scratch_assay
-    from mmseg_robust.models import SegmentorAttackModel
+    from mmseg_robust.models import AttackBatch
     root = prepare_scratch_assay(osp.join(DEMO, 'data'))
     files = sorted(glob.glob(osp.join(root, 'img_dir', 'val', '*.png')))
     files = files[:max_images]
@@ -129,7 +129,7 @@ def demo_batches(model, batch_size: int = 10, max_images: int = 20) -> List:
         ]
         data = dict(inputs=[d['inputs'] for d in items],
                     data_samples=[d['data_samples'] for d in items])
-        out.append(SegmentorAttackModel.from_batch(model, data))
+        out.append(AttackBatch.from_data(model, data))
     return out
 
 

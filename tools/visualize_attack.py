@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mmseg_robust.attacks import SEA, apgd
-from mmseg_robust.models import SegmentorAttackModel
+from mmseg_robust.models import AttackBatch
 from mmseg_robust.utils import ToolError, eps_from_cli
 
 
@@ -92,7 +92,7 @@ def attack_model(model, data: dict, target: int, eps: float, n_iter: int,
         # no ground truth: attack the model's own clean prediction
         pred = model.test_step(data)[0].pred_sem_seg.data
         sample.gt_sem_seg = PixelData(data=pred)
-    batch = SegmentorAttackModel.from_batch(model, data)
+    batch = AttackBatch.from_data(model, data)
     valid = batch.y != batch.ignore_index
     y_target = torch.where(valid, torch.full_like(batch.y, target),
                            batch.y)

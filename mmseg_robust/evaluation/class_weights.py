@@ -1,6 +1,8 @@
 """Class weights of SEA-2024's ``mask_ce_bal`` from training-label
 frequencies (SPEC section 2, docs/attacks.md)."""
 import copy
+import json
+import os.path as osp
 import time
 from typing import List, Optional, Sequence, Union
 
@@ -10,7 +12,7 @@ from mmengine.logging import print_log
 
 from mmseg_robust.errors import ConfigError
 
-__all__ = ['count_labels', 'resolve_class_weights']
+__all__ = ['count_labels', 'resolve_class_weights', 'load_class_weights']
 
 
 def _strip_pipeline(cfg) -> None:
@@ -135,4 +137,32 @@ def resolve_class_weights(spec: Union[None, str, Sequence[float]],
         raise ConfigError(
             f'class_weights must be {num_classes} finite numbers >= 0 (one '
             f'per class), got {len(weights)}: {weights[:8]}')
+    return weights
+
+
+def load_class_weights(spec: Union[None, str, Sequence[float]], cfg,
+                       num_classes: int, ignore_index: int, path: str,
+                       resume: bool = False) -> Optional[List[float]]:
+    """:func:`resolve_class_weights`, counting labels only once: weights
+    counted before are read from ``path`` (a JSON file beside the results),
+    new ones are written there. On resume an existing file stays as it is
+    (other weights are refused with the other settings; nothing is lost).
+    """
+    if spec in ('train', 'test') and osp.isfile(path):
+        with open(path, encoding='utf-8') as f:
+            stored = json.load(f)
+        if stored.get('num_classes') == num_classes and \
+                stored.get('source') == spec:
+            return stored['weights']
+    if spec in ('train', 'test'):
+        print_log(
+            f'SEA-2024: counting the {spec} labels for the class weights '
+            f'of mask_ce_bal (once; stored in {path})',
+            logger='current')
+    weights = resolve_class_weights(spec, cfg, num_classes, ignore_index)
+    if weights is not None and not (resume and osp.isfile(path)):
+        with open(path, 'w', encoding='utf-8') as f:
+            json.dump(dict(source=spec if isinstance(spec, str) else 'given',
+                           num_classes=num_classes, weights=weights),
+                      f, indent=1)
     return weights

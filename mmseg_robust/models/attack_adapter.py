@@ -66,6 +66,73 @@ class AttackBatch:
         as the data preprocessor expects them."""
         return [x[i, :, :h, :w] * 255.0 for i, (h, w) in enumerate(self.sizes)]
 
+    @classmethod
+    def from_data(cls,
+                  segmentor: nn.Module,
+                  data: dict,
+                  mode: str = 'test',
+                  ignore_index: Optional[int] = None) -> 'AttackBatch':
+        """Build images, labels, mask and model from a dataloader batch.
+
+        Args:
+            segmentor (nn.Module): The segmentor (or its wrapper).
+            data (dict): ``dict(inputs=[(3, H, W) tensors in [0, 255]],
+                data_samples=[SegDataSample with gt_sem_seg])`` as MMSeg's
+                dataloaders yield it.
+            mode (str): ``'test'`` or ``'train'`` (see
+                :class:`SegmentorAttackModel`).
+            ignore_index (int, optional): Label of ignored (and padded)
+                pixels; default the final decode head's. The evaluation
+                passes its metric's, so attack and metric ignore the same
+                pixels.
+
+        Returns:
+            AttackBatch: Everything the attacks need.
+        """
+        seg = unwrap_segmentor(segmentor)
+        pre = seg.data_preprocessor
+        inputs = data['inputs']
+        samples = data.get('data_samples')
+        if samples is None or len(samples) != len(inputs):
+            raise ValueError('the batch needs one data sample per image '
+                             '(with gt_sem_seg) to be attacked')
+        if isinstance(inputs, Tensor):
+            inputs = list(inputs)
+        missing = [i for i, s in enumerate(samples) if 'gt_sem_seg' not in s]
+        if missing:
+            raise ValueError(
+                f'data samples {missing} have no gt_sem_seg: attacks need '
+                'labels; add LoadAnnotations to the test pipeline')
+        device = next(
+            (p.device for p in seg.parameters()), torch.device('cpu'))
+        if ignore_index is None:
+            ignore_index = int(
+                getattr(final_decode_head(seg), 'ignore_index', 255))
+        sizes = [tuple(img.shape[-2:]) for img in inputs]
+        if mode == 'train':
+            h, w = _target_size(sizes, pre.size, pre.size_divisor)
+        else:
+            test_cfg = getattr(pre, 'test_cfg', None) or {}
+            h, w = _target_size(sizes, test_cfg.get('size'),
+                                test_cfg.get('size_divisor'))
+        x = torch.stack([
+            _pad_to(img.to(device).float(), h, w, 0.0) for img in inputs
+        ]) / 255.0
+        mask = torch.zeros((len(inputs), 1, h, w),
+                           dtype=torch.bool,
+                           device=device)
+        for i, (ih, iw) in enumerate(sizes):
+            mask[i, :, :ih, :iw] = True
+        labels = [s.gt_sem_seg.data.to(device).long()[0] for s in samples]
+        if mode == 'train':
+            lh, lw = h, w
+        else:
+            lh = max(t.shape[0] for t in labels)
+            lw = max(t.shape[1] for t in labels)
+        y = torch.stack([_pad_to(t, lh, lw, ignore_index) for t in labels])
+        model = SegmentorAttackModel(seg, samples, mask, mode, (lh, lw))
+        return cls(model, x.clamp_(0.0, 1.0), y, mask, sizes, ignore_index)
+
 
 def _pad_to(t: Tensor, h: int, w: int, value: float) -> Tensor:
     return F.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2]), value=value)
@@ -228,63 +295,6 @@ class SegmentorAttackModel(nn.Module):
                    data: dict,
                    mode: str = 'test',
                    ignore_index: Optional[int] = None) -> AttackBatch:
-        """Build images, labels, mask and model from a dataloader batch.
-
-        Args:
-            segmentor (nn.Module): The segmentor (or its wrapper).
-            data (dict): ``dict(inputs=[(3, H, W) tensors in [0, 255]],
-                data_samples=[SegDataSample with gt_sem_seg])`` as MMSeg's
-                dataloaders yield it.
-            mode (str): ``'test'`` or ``'train'`` (see the class).
-            ignore_index (int, optional): Label of ignored (and padded)
-                pixels; default the final decode head's. The evaluation
-                passes its metric's, so attack and metric ignore the same
-                pixels.
-
-        Returns:
-            AttackBatch: Everything the attacks need.
-        """
-        seg = unwrap_segmentor(segmentor)
-        pre = seg.data_preprocessor
-        inputs = data['inputs']
-        samples = data.get('data_samples')
-        if samples is None or len(samples) != len(inputs):
-            raise ValueError('the batch needs one data sample per image '
-                             '(with gt_sem_seg) to be attacked')
-        if isinstance(inputs, Tensor):
-            inputs = list(inputs)
-        missing = [i for i, s in enumerate(samples) if 'gt_sem_seg' not in s]
-        if missing:
-            raise ValueError(
-                f'data samples {missing} have no gt_sem_seg: attacks need '
-                'labels; add LoadAnnotations to the test pipeline')
-        device = next(
-            (p.device for p in seg.parameters()), torch.device('cpu'))
-        if ignore_index is None:
-            ignore_index = int(
-                getattr(final_decode_head(seg), 'ignore_index', 255))
-        sizes = [tuple(img.shape[-2:]) for img in inputs]
-        if mode == 'train':
-            h, w = _target_size(sizes, pre.size, pre.size_divisor)
-        else:
-            test_cfg = getattr(pre, 'test_cfg', None) or {}
-            h, w = _target_size(sizes, test_cfg.get('size'),
-                                test_cfg.get('size_divisor'))
-        x = torch.stack([
-            _pad_to(img.to(device).float(), h, w, 0.0) for img in inputs
-        ]) / 255.0
-        mask = torch.zeros((len(inputs), 1, h, w),
-                           dtype=torch.bool,
-                           device=device)
-        for i, (ih, iw) in enumerate(sizes):
-            mask[i, :, :ih, :iw] = True
-        labels = [s.gt_sem_seg.data.to(device).long()[0] for s in samples]
-        if mode == 'train':
-            lh, lw = h, w
-        else:
-            lh = max(t.shape[0] for t in labels)
-            lw = max(t.shape[1] for t in labels)
-        y = torch.stack([_pad_to(t, lh, lw, ignore_index) for t in labels])
-        model = cls(seg, samples, mask, mode, (lh, lw))
-        return AttackBatch(model, x.clamp_(0.0, 1.0), y, mask, sizes,
-                           ignore_index)
+        """Same as :meth:`AttackBatch.from_data` (the earlier name, kept for
+        a release)."""
+        return AttackBatch.from_data(segmentor, data, mode, ignore_index)

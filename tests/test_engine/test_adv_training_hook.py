@@ -11,7 +11,7 @@ from mmengine.runner import Runner
 
 from mmseg_robust.attacks import apgd
 from mmseg_robust.engine import AdvTrainingHook
-from mmseg_robust.models import SegmentorAttackModel
+from mmseg_robust.models import AttackBatch
 from mmseg_robust.testing import (build_tiny_segmentor, fake_batch,
                                   make_toy_dataset, tiny_runner_cfg)
 
@@ -192,7 +192,7 @@ def _robust_acc(runner, eps):
     loader = runner.build_dataloader(runner.cfg.test_dataloader)
     correct = valid = 0
     for data in loader:
-        b = SegmentorAttackModel.from_batch(model, data)
+        b = AttackBatch.from_data(model, data)
         res = apgd(b.model, b.x, b.y, eps, 20, start=0)
         correct += res.correct.sum().item()
         valid += res.valid.sum().item()

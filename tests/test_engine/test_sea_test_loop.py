@@ -14,7 +14,7 @@ from mmengine.config import Config
 from mmseg_robust.attacks import SEA
 from mmseg_robust.engine import SEATestLoop
 from mmseg_robust.errors import ConfigError
-from mmseg_robust.models import SegmentorAttackModel
+from mmseg_robust.models import AttackBatch
 
 from ..conftest import load_tool
 
@@ -109,7 +109,7 @@ def test_matches_direct_attack(reference, trained_tiny):
     model = runner.model.eval()
     correct = valid = 0
     for data in loop.dataloader:
-        batch = SegmentorAttackModel.from_batch(model, data)
+        batch = AttackBatch.from_data(model, data)
         seeds = [
             loop.image_seed(int(s.metainfo['sample_idx']))
             for s in data['data_samples']

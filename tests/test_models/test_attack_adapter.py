@@ -45,7 +45,7 @@ def _test_step(seg, data):
 
 def _adapter(seg, data):
     """The adapter's clean logits, each cut to its label size."""
-    batch = SegmentorAttackModel.from_batch(seg, copy.deepcopy(data))
+    batch = AttackBatch.from_data(seg, copy.deepcopy(data))
     with torch.no_grad():
         logits = batch.model(batch.x)
     return [
@@ -147,7 +147,7 @@ def test_normalize_equals_data_preprocessor():
     padding value included."""
     seg = _build(pad_val=5, test_pad=dict(size=(24, 32)))
     data = make_batch(2, (19, 23), seed=4, num_classes=3)
-    batch = SegmentorAttackModel.from_batch(seg, copy.deepcopy(data))
+    batch = AttackBatch.from_data(seg, copy.deepcopy(data))
     ref = seg.data_preprocessor(copy.deepcopy(data), False)['inputs']
     assert ref.shape == (2, 3, 24, 32)
     torch.testing.assert_close(batch.model.normalize(batch.x), ref,
@@ -163,7 +163,7 @@ def test_labels_of_other_size_and_per_image():
     small = make_batch(1, (16, 20), (9, 12), seed=6, num_classes=3)
     data['data_samples'][1] = small['data_samples'][0]
     data['inputs'][1] = small['inputs'][0]
-    batch = SegmentorAttackModel.from_batch(seg, copy.deepcopy(data))
+    batch = AttackBatch.from_data(seg, copy.deepcopy(data))
     assert batch.y.shape == (2, 30, 25)
     assert torch.equal(batch.y[1, :9, :12],
                        data['data_samples'][1].gt_sem_seg.data[0])
@@ -184,7 +184,7 @@ def test_padding_label_follows_the_given_ignore_index():
     small = make_batch(1, (16, 20), (9, 12), seed=6, num_classes=3)
     data['data_samples'][1] = small['data_samples'][0]
     data['inputs'][1] = small['inputs'][0]
-    batch = SegmentorAttackModel.from_batch(seg, copy.deepcopy(data),
+    batch = AttackBatch.from_data(seg, copy.deepcopy(data),
                                             ignore_index=99)
     assert batch.ignore_index == 99
     assert (batch.y[1, 9:] == 99).all() and (batch.y[1, :, 12:] == 99).all()
@@ -195,7 +195,7 @@ def test_subset_equals_rows_of_the_batch():
     seg = _build(test_pad=dict(size_divisor=8))
     data = make_batch(3, (13, 18), (17, 14), flips=(True, False, True),
                       seed=7, num_classes=3)
-    batch = SegmentorAttackModel.from_batch(seg, copy.deepcopy(data))
+    batch = AttackBatch.from_data(seg, copy.deepcopy(data))
     with torch.no_grad():
         full = batch.model(batch.x)
         for idx in ([2], [0, 2], [1]):
@@ -212,7 +212,7 @@ def test_input_gradient_finite_nonzero_and_zero_on_padding():
     seg = _build(test_pad=dict(size_divisor=16))
     data = make_batch(2, (21, 27), (30, 25), flips=(False, True), seed=8,
                       num_classes=3)
-    batch = SegmentorAttackModel.from_batch(seg, data)
+    batch = AttackBatch.from_data(seg, data)
     x = batch.x.clone().requires_grad_(True)
     loss = F.cross_entropy(batch.model(x), batch.y, ignore_index=255)
     (grad, ) = torch.autograd.grad(loss, x)
@@ -231,7 +231,7 @@ def test_padded_pixels_do_not_reach_the_model():
     ``pad_val`` there: the logits do not change."""
     seg = _build(pad_val=0, test_pad=dict(size_divisor=16))
     data = make_batch(2, (21, 27), seed=9, num_classes=3)
-    batch = SegmentorAttackModel.from_batch(seg, data)
+    batch = AttackBatch.from_data(seg, data)
     noisy = torch.where(batch.mask, batch.x, torch.rand_like(batch.x))
     with torch.no_grad():
         torch.testing.assert_close(batch.model(noisy), batch.model(batch.x))
@@ -245,7 +245,7 @@ def test_padded_pixels_do_not_reach_the_model():
 def test_raw_images_round_trip():
     seg = _build(test_pad=dict(size_divisor=16))
     data = make_batch(2, (21, 27), seed=10, num_classes=3)
-    batch = SegmentorAttackModel.from_batch(seg, copy.deepcopy(data))
+    batch = AttackBatch.from_data(seg, copy.deepcopy(data))
     assert isinstance(batch, AttackBatch)
     assert batch.sizes == [(21, 27), (21, 27)]
     for raw, img in zip(batch.raw_images(batch.x), data['inputs']):
@@ -259,7 +259,7 @@ def test_train_mode_equals_the_training_forward():
     from mmseg.models.utils import resize
     seg = _build(crop_size=(32, 32))
     data = make_batch(2, (27, 30), seed=11, num_classes=3)
-    batch = SegmentorAttackModel.from_batch(seg, copy.deepcopy(data),
+    batch = AttackBatch.from_data(seg, copy.deepcopy(data),
                                             mode='train')
     pre = seg.data_preprocessor(copy.deepcopy(data), True)
     labels = torch.stack(
@@ -325,7 +325,7 @@ def test_cascade_segmentor_uses_its_final_head():
     data = make_batch(2, (16, 20), seed=13, num_classes=3)
     data['data_samples'][1] = make_batch(1, (16, 20), (12, 20), seed=14,
                                          num_classes=3)['data_samples'][0]
-    batch = SegmentorAttackModel.from_batch(seg, copy.deepcopy(data))
+    batch = AttackBatch.from_data(seg, copy.deepcopy(data))
     assert batch.ignore_index == 7
     assert (batch.y[1, 12:] == 7).all()
     ref, _ = _test_step(seg, data)
@@ -349,15 +349,15 @@ def test_rejects_what_it_cannot_attack():
     data = make_batch(1, (16, 16), seed=15, num_classes=3)
     del data['data_samples'][0].gt_sem_seg
     with pytest.raises(ValueError, match='LoadAnnotations'):
-        SegmentorAttackModel.from_batch(seg, data)
+        AttackBatch.from_data(seg, data)
     with pytest.raises(ValueError, match='one data sample per image'):
-        SegmentorAttackModel.from_batch(
+        AttackBatch.from_data(
             seg, dict(inputs=make_batch(1, (16, 16))['inputs']))
 
 
 def test_wrapper_holds_no_parameters_and_follows_training_mode():
     seg = _build()
-    batch = SegmentorAttackModel.from_batch(
+    batch = AttackBatch.from_data(
         seg, make_batch(1, (16, 16), seed=16, num_classes=3))
     assert list(batch.model.parameters()) == []
     assert batch.model.state_dict() == {}

@@ -26,7 +26,7 @@ from mmengine.optim import OptimWrapper
 
 from mmseg_robust.attacks import SEA, SEA_LOSSES
 from mmseg_robust.engine import AdvTrainingHook
-from mmseg_robust.models import SegmentorAttackModel
+from mmseg_robust.models import AttackBatch
 from mmseg_robust.models.requirements import (MissingRequirementError,
                                               build_segmentor,
                                               check_model_requirements)
@@ -94,7 +94,7 @@ def _reference(seg, data, seed):
 
 
 def _adapter(seg, data, seed):
-    batch = SegmentorAttackModel.from_batch(seg, copy.deepcopy(data))
+    batch = AttackBatch.from_data(seg, copy.deepcopy(data))
     torch.manual_seed(seed)
     with torch.no_grad():
         logits = batch.model(batch.x)
@@ -149,7 +149,7 @@ def test_gradients_and_sea(family):
             _to_slide(seg, family)
         data = make_batch(2, size, label, flips=(False, True), seed=3,
                           num_classes=classes)
-        batch = SegmentorAttackModel.from_batch(seg, data)
+        batch = AttackBatch.from_data(seg, data)
         x = batch.x.clone().requires_grad_(True)
         torch.manual_seed(0)
         loss = F.cross_entropy(batch.model(x), batch.y,

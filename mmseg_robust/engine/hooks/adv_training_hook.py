@@ -9,7 +9,7 @@ from mmseg.registry import HOOKS
 from mmseg_robust.attacks import check_eps, pgd_train
 from mmseg_robust.attacks.losses import check_loss_name
 from mmseg_robust.errors import ConfigError
-from mmseg_robust.models import SegmentorAttackModel, unwrap_segmentor
+from mmseg_robust.models import AttackBatch, unwrap_segmentor
 
 DATA_BATCH = Optional[dict]
 
@@ -125,7 +125,7 @@ class AdvTrainingHook(Hook):
 
     def attack(self, runner, segmentor, data: dict):
         """Adversarial versions of ``data['inputs']`` (float, [0, 255])."""
-        batch = SegmentorAttackModel.from_batch(segmentor, data, mode='train')
+        batch = AttackBatch.from_data(segmentor, data, mode='train')
         was_training = segmentor.training
         segmentor.eval()
         try:
