@@ -71,7 +71,7 @@ def check_against_config(state_dict: dict, config: str) -> Optional[str]:
     from mmengine.registry import init_default_scope
 
     from mmseg.registry import MODELS
-    from mmseg_robust.utils import load_config
+    from mmseg_robust.cli import load_config
 
     cfg = load_config(config)
     init_default_scope(cfg.get('default_scope', 'mmseg'))

@@ -33,7 +33,7 @@ from mmseg_robust.attacks import (SEA_VERSIONS, attack_names_help,
 from mmseg_robust.compat.checkpoint import trust_checkpoints
 from mmseg_robust.engine.runner.sea_test_loop import (TTA_PROBLEM,
                                                       dataset_problem)
-from mmseg_robust.utils import (ToolError, check_launcher_env,
+from mmseg_robust.cli import (ToolError, check_launcher_env,
                                 check_output_dir,
                                 checkpoint_mismatch, config_from_args,
                                 debug_requested, eps_from_cli,

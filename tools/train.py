@@ -30,7 +30,7 @@ from mmseg.registry import RUNNERS
 from mmseg_robust.compat.checkpoint import (UnsafeCheckpointError,
                                             trust_checkpoints)
 from mmseg_robust.errors import ConfigError
-from mmseg_robust.utils import (ToolError, check_launcher_env,
+from mmseg_robust.cli import (ToolError, check_launcher_env,
                                 check_output_dir,
                                 checkpoint_file_problem, config_from_args,
                                 debug_requested, set_amp, set_crop_size,

@@ -20,7 +20,7 @@ import torch
 
 from mmseg_robust.attacks import SEA, apgd
 from mmseg_robust.models import AttackBatch
-from mmseg_robust.utils import ToolError, eps_from_cli
+from mmseg_robust.cli import ToolError, eps_from_cli
 
 
 def parse_args(argv=None):

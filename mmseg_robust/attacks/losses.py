@@ -1,4 +1,5 @@
-"""Pixel-wise losses for attacks on semantic segmentation (SPEC section 2).
+"""Pixel-wise losses for attacks on semantic segmentation (docs/attacks.md, the
+paper's Section 3.1).
 
 Every loss maps logits ``(B, K, H, W)`` and labels ``(B, H, W)`` to a
 per-pixel loss map ``(B, H, W)`` that is exactly zero on ignored pixels. The
@@ -25,7 +26,7 @@ class PixelTerms:
     """Terms the pixel losses share, computed once per model evaluation.
 
     The attacks evaluate the attacked loss and, for APGD's step-size
-    control, a tracked objective (often CE, SPEC section 3) on the same
+    control, a tracked objective (often CE, docs/attacks.md) on the same
     logits; both read the log-softmax, the CE map and the correctness mask
     from here, so tracking CE costs no extra pass over the logits.
 
@@ -297,7 +298,7 @@ def pixel_loss(name: str,
                step: Optional[int] = None,
                total_steps: Optional[int] = None,
                class_weights: Optional[Tensor] = None) -> Tensor:
-    """Per-pixel attack loss (SPEC section 2).
+    """Per-pixel attack loss (docs/attacks.md).
 
     Args:
         name (str): One of :data:`PIXEL_LOSSES`.

@@ -1,5 +1,5 @@
 """Class weights of SEA-2024's ``mask_ce_bal`` from training-label
-frequencies (SPEC section 2, docs/attacks.md)."""
+frequencies (docs/attacks.md, "Versions")."""
 import copy
 import json
 import os.path as osp

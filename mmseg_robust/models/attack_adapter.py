@@ -2,7 +2,7 @@
 
 The attacks of :mod:`mmseg_robust.attacks` perturb images in [0, 1] and
 expect ``logits = f(x)`` at label resolution. MMSeg's data preprocessor takes
-raw ``[0, 255]`` images, flips channels, normalises and pads. Following SPEC
+raw ``[0, 255]`` images, flips channels, normalises and pads. Following docs/attacks.md
 section 1 the perturbation lives in front of the preprocessor:
 :class:`SegmentorAttackModel` applies the preprocessor's steps inside a
 differentiable forward and then runs the segmentor's own inference (``whole``

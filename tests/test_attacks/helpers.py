@@ -49,7 +49,7 @@ def reference_checkpoints(n_iter):
     return sorted({ceil(q * n_iter) for q in p[1:]} - {0})
 
 
-#: SPEC §3: the tracked objective per attacked loss (CE for the masked,
+#: docs/attacks.md: the tracked objective per attacked loss (CE for the masked,
 #: balanced and JS losses, the loss itself for mask_sph)
 SPEC_TRACKED = {'mask_ce': 'ce', 'bal_ce': 'ce', 'js': 'ce',
                 'mask_ce_bal': 'ce', 'mask_sph': 'mask_sph', 'ce': 'ce',
@@ -58,10 +58,10 @@ SPEC_TRACKED = {'mask_ce': 'ce', 'bal_ce': 'ce', 'js': 'ce',
 
 def reference_apgd(model, x, y, eps, n_iter, loss, x0, ignore=255,
                    track=None):
-    """APGD on ONE image (batch of 1), written literally from SPEC §3.
+    """APGD on ONE image (batch of 1), written literally from docs/attacks.md.
 
     The step direction follows ``loss``; conditions (a), (b) and the restart
-    point follow the tracked objective ``track`` (default: the SPEC's
+    point follow the tracked objective ``track`` (default: the documented
     choice for ``loss``). Returns the lowest-accuracy point of the run and
     its correct count.
     """

@@ -1,4 +1,4 @@
-"""APGD and red-eps APGD (SPEC §3-4)."""
+"""APGD and red-eps APGD (docs/attacks.md)."""
 import warnings
 
 import pytest
@@ -35,7 +35,7 @@ def test_checkpoints_for_100_iterations():
                                         ('js', 'js'), ('mask_sph', 'ce')])
 def test_batched_apgd_equals_per_image_reference(net, loss, track):
     """Each image of a batch runs exactly the single-image APGD of the
-    SPEC: own step size, checkpoints, momentum, best points, early stop,
+    docs: own step size, checkpoints, momentum, best points, early stop,
     with the tracked objective driving the step-size control."""
     x, y = toy_batch(B=3, seed=1, model=net)
     n_iter = 25
@@ -317,7 +317,7 @@ def test_loss_module_is_plain_torch():
 
 
 def test_default_tracked_objective_is_the_specs(net):
-    """SPEC §3 defaults: CE for mask_ce / bal_ce / js / mask_ce_bal, the
+    """The documented defaults (docs/attacks.md): CE for mask_ce / bal_ce / js / mask_ce_bal, the
     loss itself for mask_sph; ``track_loss=None`` means the default."""
     from mmseg_robust.attacks import TRACKED_DEFAULTS, default_tracked
     from .helpers import SPEC_TRACKED

@@ -1,4 +1,4 @@
-"""SEA across radii (SPEC §5): per-attack random starts, monotone radii,
+"""SEA across radii (docs/attacks.md): per-attack random starts, monotone radii,
 versions."""
 import pytest
 import torch

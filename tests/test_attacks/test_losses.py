@@ -1,4 +1,4 @@
-"""Pixel losses against straightforward reference computations (SPEC §2)."""
+"""Pixel losses against straightforward reference computations (docs/attacks.md)."""
 import math
 
 import pytest

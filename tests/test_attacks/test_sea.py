@@ -1,4 +1,4 @@
-"""SEA, PGD baselines, attack names (SPEC §5)."""
+"""SEA, PGD baselines, attack names (docs/attacks.md)."""
 import pytest
 import torch
 
@@ -15,7 +15,7 @@ def net():
 
 
 def test_parse_attack_names():
-    # APGD attacks carry their tracked objective (SPEC §3 defaults)
+    # APGD attacks carry their tracked objective (the documented defaults)
     assert parse_attack('mask_ce') == AttackSpec('mask_ce', 'red_eps',
                                                  'mask_ce', track='ce')
     assert parse_attack('mask_sph').track == 'mask_sph'

@@ -1,4 +1,4 @@
-"""AdvTrainingHook with real Runners on a tiny model (SPEC §7)."""
+"""AdvTrainingHook with real Runners on a tiny model (docs/training.md)."""
 import copy
 import time
 from types import SimpleNamespace

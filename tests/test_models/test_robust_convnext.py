@@ -2,7 +2,7 @@
 
 The reference for the robust checkpoints is timm's ConvNeXt with random
 weights; for the ConvStem models its ``stem`` is replaced by a module whose
-``stem`` attribute is the SPEC section 8 ConvStem, built from timm's own
+``stem`` attribute is the ConvStem of docs/training.md, built from timm's own
 LayerNorm2d, which reproduces the robust checkpoints' keys
 ``stem.stem.0/1/3/4``.
 """

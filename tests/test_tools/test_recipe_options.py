@@ -11,7 +11,7 @@ import torch
 from mmengine.config import Config
 
 import mmseg_robust  # noqa: F401
-from mmseg_robust.utils import (ToolError, set_amp, set_crop_size,
+from mmseg_robust.cli import (ToolError, set_amp, set_crop_size,
                                 set_data_root, set_test_scale,
                                 setup_cpu_distributed)
 

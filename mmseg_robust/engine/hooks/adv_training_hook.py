@@ -1,4 +1,4 @@
-"""Adversarial training as an MMEngine hook (SPEC section 7)."""
+"""Adversarial training as an MMEngine hook (the paper's Section 4, docs/training.md)."""
 import math
 from typing import Optional
 

@@ -2,7 +2,7 @@
 
 The adversarially trained ImageNet ConvNeXts of Singh, Croce and Hein (2023)
 replace ConvNeXt's 4x4 patch stem by a small convolutional stem ("ConvStem",
-SPEC section 8). :class:`RobustConvNeXt` is mmpretrain's ``ConvNeXt`` with
+docs/training.md). :class:`RobustConvNeXt` is mmpretrain's ``ConvNeXt`` with
 that stem as an option, so that a segmentation config only swaps
 ``type='mmpretrain.ConvNeXt'`` for ``type='RobustConvNeXt'`` (+ ``stem=``).
 Its weights are loaded with the ``RobustPretrained`` initialiser

@@ -1,6 +1,6 @@
 """Load ConvNeXt checkpoints of any common layout into mmpretrain's layout.
 
-The robust ImageNet ConvNeXts (SPEC section 8) are stored in timm's key
+The robust ImageNet ConvNeXts (docs/training.md) are stored in timm's key
 layout, with a ConvStem (``stem.stem.0/1/3/4``) for the "CvSt" models and
 ``module.`` / ``base_model.`` prefixes from their training wrappers.
 :func:`convert_robust_convnext` renames such checkpoints (and plain timm or
