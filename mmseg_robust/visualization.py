@@ -6,7 +6,10 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-__all__ = ['plot_robustness_curve', 'save_sea_predictions', 'parse_metrics']
+__all__ = [
+    'plot_robustness_curve', 'plot_robustness_curves', 'save_sea_predictions',
+    'parse_metrics'
+]
 
 _KEY = re.compile(r'(?:^|/)eps([0-9.]+)/([^/]+)/([A-Za-z]+)$')
 
@@ -42,31 +45,64 @@ def plot_robustness_curve(metrics: Dict[str, float],
     Returns:
         str: ``out_file``.
     """
+    models = {None: metrics}
+    models.update(extra or {})
+    return plot_robustness_curves(
+        models, out_file, title,
+        outputs={None: None, **{k: ['worst'] for k in (extra or {})}})
+
+
+def plot_robustness_curves(models: Dict[Optional[str], Dict[str, float]],
+                           out_file: str,
+                           title: Optional[str] = None,
+                           outputs: Optional[Dict] = None,
+                           colors: Optional[Dict[str, str]] = None,
+                           dpi: int = 100) -> str:
+    """mIoU and aAcc against eps (in /255) for several models: per model
+    the worst case in bold and its other outputs (attacks), the clean value
+    at eps 0.
+
+    Args:
+        models (dict): ``{label: SEAMetric metrics}``; a ``None`` label
+            draws unprefixed legend entries.
+        out_file (str): PNG path.
+        title (str, optional): Figure title.
+        outputs (dict, optional): ``{label: [output names]}`` to draw per
+            model (default: every output; ``None`` for a model: all).
+        colors (dict, optional): ``{label: matplotlib colour}``.
+        dpi (int): Resolution of the PNG.
+
+    Returns:
+        str: ``out_file``.
+    """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    models = {None: metrics}
-    if extra:
-        models.update(extra)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     styles = ['-', '--', ':', '-.']
     for ax, metric in zip(axes, ('mIoU', 'aAcc')):
         for m_i, (label, mets) in enumerate(models.items()):
             curves, clean = parse_metrics(mets, metric)
-            for name, points in sorted(curves.items(),
-                                       key=lambda kv: kv[0] != 'worst'):
-                if label is not None and name != 'worst':
-                    continue
+            wanted = (outputs or {}).get(label)
+            names = [n for n in sorted(curves, key=lambda n: n != 'worst')
+                     if wanted is None or n in wanted]
+            for n_i, name in enumerate(names):
+                points = curves[name]
                 xs = sorted(points)
                 ys = [points[x] for x in xs]
                 if clean is not None:
                     xs, ys = [0.0] + xs, [clean] + ys
                 worst = name == 'worst'
-                text = name if label is None else f'{label} ({name})'
+                if label is None:
+                    text, style = name, '-'
+                else:
+                    text = f'{label}: ' + ('SEA' if worst else name)
+                    style = '-' if worst else styles[1 + n_i % 3]
                 ax.plot(
                     xs,
                     ys,
-                    styles[m_i % len(styles)] if label else '-',
+                    style,
+                    color=(colors or {}).get(label),
                     marker='o' if worst else '.',
                     linewidth=2.5 if worst else 1.0,
                     label=text)
@@ -79,7 +115,7 @@ def plot_robustness_curve(metrics: Dict[str, float],
         fig.suptitle(title)
     fig.tight_layout()
     os.makedirs(osp.dirname(out_file) or '.', exist_ok=True)
-    fig.savefig(out_file, dpi=100)
+    fig.savefig(out_file, dpi=dpi)
     plt.close(fig)
     return out_file
 

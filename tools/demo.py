@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from mmseg_robust.attacks import BASELINE_ATTACKS, SEA_LOSSES
+
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
 CONFIGS = {
@@ -32,8 +34,8 @@ CONFIGS = {
     'AT^2': 'configs/demo/'
     'upernet_convnext-demo_at2_1xb8-400it_scratch-assay-64x64.py',
 }
-SEA_ATTACKS = ['mask_ce', 'bal_ce', 'js', 'mask_sph']
-BASELINES = ['pgd', 'segpgd', 'cospgd']
+SEA_ATTACKS = list(SEA_LOSSES)  # SEA-2023
+BASELINES = list(BASELINE_ATTACKS)  # PGD, SegPGD, CosPGD
 # differences below this (points of aAcc / mIoU) count as ties in the checks
 TIE = 0.1
 
@@ -264,39 +266,16 @@ def chaining_report(results):
     return lines
 
 
-def plot(results, eps, path):
-    """mIoU vs eps: SEA worst case and each baseline, for both models."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    colours = {'clean': 'tab:red', 'AT^2': 'tab:blue'}
-    for ax, metric in zip(axes, ('mIoU', 'aAcc')):
-        for name, res in results.items():
-            m = res['metrics']
-            xs = [0.0] + list(eps)
-            for attack, style, width in [('worst', '-', 2.5)] + [
-                    (b, s, 1.0) for b, s in zip(BASELINES, (':', '--', '-.'))
-            ]:
-                ys = [m[f'sea/clean/{metric}']] + [
-                    m[f'sea/eps{e:g}/{attack}/{metric}'] for e in eps
-                ]
-                label = f'{name}: ' + ('SEA' if attack == 'worst' else
-                                       attack)
-                ax.plot(xs, ys, style, color=colours.get(name),
-                        linewidth=width, marker='o' if width > 2 else None,
-                        label=label)
-        ax.set_xlabel('eps (x 1/255)')
-        ax.set_ylabel(f'{metric} (%)')
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle('Clean vs adversarially trained (AT^2) toy UPerNet + '
-                 'ConvNeXt, scratch-assay validation tiles')
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+def plot(results, path):
+    """mIoU vs eps: SEA's worst case and each baseline, for both models."""
+    from mmseg_robust.visualization import plot_robustness_curves
+    return plot_robustness_curves(
+        {name: res['metrics'] for name, res in results.items()}, path,
+        'Clean vs adversarially trained (AT^2) toy UPerNet + ConvNeXt, '
+        'scratch-assay validation tiles',
+        outputs={name: ['worst'] + BASELINES for name in results},
+        colors={'clean': 'tab:red', 'AT^2': 'tab:blue'},
+        dpi=90)
 
 
 def main(argv=None):
@@ -325,8 +304,7 @@ def main(argv=None):
     for ok, text in claims:
         print(('[ok]   ' if ok else '[FAIL] ') + text)
 
-    curve = plot(results, args.eps,
-                 osp.join(work_dir, 'demo_robustness_curve.png'))
+    curve = plot(results, osp.join(work_dir, 'demo_robustness_curve.png'))
     val_dir = osp.join(data_root, 'img_dir', 'val')
     image = osp.join(val_dir, sorted(os.listdir(val_dir))[0])
     panel = osp.join(work_dir, 'demo_attack_panel.png')
