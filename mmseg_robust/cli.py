@@ -93,8 +93,8 @@ def load_config(path: str) -> Config:
         # ``custom_imports`` of a package that is not installed
         # (Mask2Former's ``mmdet.models``): say which model needs what
         cfg = Config.fromfile(path, import_custom_modules=False)
-        problems = model_requirement_problems(cfg.get('model'),
-                                              cfg.get('custom_imports'))
+        problems = model_requirement_problems(
+            cfg.get('model'), cfg.get('custom_imports'))
         if problems:
             raise ToolError(problems[0]) from None
         raise
@@ -104,8 +104,8 @@ def load_config(path: str) -> Config:
     return cfg
 
 
-def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str
-                 ) -> None:
+def set_work_dir(cfg: Config, work_dir: Optional[str],
+                 config_path: str) -> None:
     """Work dir priority: command line > config > ``./work_dirs/<name>``."""
     if work_dir is not None:
         cfg.work_dir = work_dir
@@ -239,8 +239,10 @@ def checkpoint_mismatch(model: torch.nn.Module,
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         return f'{label} holds no state dict'
-    state = {(k[7:] if k.startswith('module.') else k): v
-             for k, v in state.items()}
+    state = {
+        (k[7:] if k.startswith('module.') else k): v
+        for k, v in state.items()
+    }
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -342,8 +344,9 @@ def check_launcher_env(launcher: str) -> None:
     Raises:
         ToolError: Variables the launcher needs are not set.
     """
-    missing = [k for k in LAUNCHER_ENV.get(launcher, ())
-               if not os.environ.get(k)]
+    missing = [
+        k for k in LAUNCHER_ENV.get(launcher, ()) if not os.environ.get(k)
+    ]
     if missing:
         raise ToolError(
             f'--launcher {launcher} needs the environment its launcher sets, '

@@ -27,11 +27,11 @@ def parse_metrics(metrics: Dict[str, float], metric: str = 'mIoU'):
     return curves, clean
 
 
-def plot_robustness_curve(metrics: Dict[str, float],
-                          out_file: str,
-                          title: Optional[str] = None,
-                          extra: Optional[Dict[str, Dict[str, float]]] = None
-                          ) -> str:
+def plot_robustness_curve(
+        metrics: Dict[str, float],
+        out_file: str,
+        title: Optional[str] = None,
+        extra: Optional[Dict[str, Dict[str, float]]] = None) -> str:
     """mIoU and aAcc against eps (in /255), one line per attack, the worst
     case in bold, the clean value at eps 0.
 
@@ -48,8 +48,16 @@ def plot_robustness_curve(metrics: Dict[str, float],
     models = {None: metrics}
     models.update(extra or {})
     return plot_robustness_curves(
-        models, out_file, title,
-        outputs={None: None, **{k: ['worst'] for k in (extra or {})}})
+        models,
+        out_file,
+        title,
+        outputs={
+            None: None,
+            **{
+                k: ['worst']
+                for k in (extra or {})
+            }
+        })
 
 
 def plot_robustness_curves(models: Dict[Optional[str], Dict[str, float]],
@@ -84,8 +92,10 @@ def plot_robustness_curves(models: Dict[Optional[str], Dict[str, float]],
         for m_i, (label, mets) in enumerate(models.items()):
             curves, clean = parse_metrics(mets, metric)
             wanted = (outputs or {}).get(label)
-            names = [n for n in sorted(curves, key=lambda n: n != 'worst')
-                     if wanted is None or n in wanted]
+            names = [
+                n for n in sorted(curves, key=lambda n: n != 'worst')
+                if wanted is None or n in wanted
+            ]
             for n_i, name in enumerate(names):
                 points = curves[name]
                 xs = sorted(points)
@@ -133,9 +143,8 @@ def _to_rgb_uint8(x_chw, size, bgr: bool):
     return np.ascontiguousarray(img)
 
 
-def save_sea_predictions(show_dir: str, batch, samples: Sequence,
-                         clean_pred, adversarial: dict,
-                         dataset_meta: dict) -> None:
+def save_sea_predictions(show_dir: str, batch, samples: Sequence, clean_pred,
+                         adversarial: dict, dataset_meta: dict) -> None:
     """Draw ground truth and predictions (MMSeg's visualizer style) for the
     clean images and, per radius, the worst-case adversarial images.
 
@@ -143,7 +152,6 @@ def save_sea_predictions(show_dir: str, batch, samples: Sequence,
     ``<show_dir>/<image>_eps<e>.png``.
     """
     from mmengine.structures import PixelData
-
     from mmseg.structures import SegDataSample
     from mmseg.visualization import SegLocalVisualizer
     os.makedirs(show_dir, exist_ok=True)
@@ -158,8 +166,8 @@ def save_sea_predictions(show_dir: str, batch, samples: Sequence,
         label = sample.gt_sem_seg.data[0]
         size = tuple(label.shape)
         h, w = batch.sizes[i]
-        stem = osp.splitext(osp.basename(
-            sample.metainfo.get('img_path') or f'img{i}'))[0]
+        stem = osp.splitext(
+            osp.basename(sample.metainfo.get('img_path') or f'img{i}'))[0]
         panels = [('clean', batch.x[i, :, :h, :w], clean_pred[i])]
         for ek, (x_adv, pred) in adversarial.items():
             panels.append((f'eps{ek}', x_adv[i, :, :h, :w], pred[i]))

@@ -20,22 +20,21 @@ import pickle
 import zipfile
 from typing import Optional, Sequence
 
-import mmseg_robust  # noqa: F401  (compat fixes + registration, first)
 import torch
 from mmengine.config import DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
-
 from mmseg.registry import RUNNERS
+
+import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
+from mmseg_robust.cli import (ToolError, check_launcher_env, check_output_dir,
+                              checkpoint_file_problem, config_from_args,
+                              debug_requested, set_amp, set_crop_size,
+                              set_data_root, set_test_scale,
+                              setup_cpu_distributed, user_errors)
 from mmseg_robust.compat.checkpoint import (UnsafeCheckpointError,
                                             trust_checkpoints)
 from mmseg_robust.errors import ConfigError
-from mmseg_robust.cli import (ToolError, check_launcher_env,
-                                check_output_dir,
-                                checkpoint_file_problem, config_from_args,
-                                debug_requested, set_amp, set_crop_size,
-                                set_data_root, set_test_scale,
-                                setup_cpu_distributed, user_errors)
 
 
 def parse_args(argv=None):
@@ -207,16 +206,19 @@ def run(args: argparse.Namespace) -> None:
                         '--no-amp')
     if args.crop_size:
         keys = set_crop_size(cfg, args.crop_size)
-        print_log(f'--crop-size {args.crop_size}: set {", ".join(keys)}',
-                  logger='current')
+        print_log(
+            f'--crop-size {args.crop_size}: set {", ".join(keys)}',
+            logger='current')
     if args.test_scale:
         keys = set_test_scale(cfg, args.test_scale)
-        print_log(f'--test-scale {args.test_scale}: set {", ".join(keys)}',
-                  logger='current')
+        print_log(
+            f'--test-scale {args.test_scale}: set {", ".join(keys)}',
+            logger='current')
     if args.data_root:
         keys = set_data_root(cfg, args.data_root)
-        print_log(f'--data-root {args.data_root}: set {", ".join(keys)}',
-                  logger='current')
+        print_log(
+            f'--data-root {args.data_root}: set {", ".join(keys)}',
+            logger='current')
 
     if args.resume == 'auto':
         cfg.resume = True

@@ -12,9 +12,9 @@ from .core import (TRACKED_DEFAULTS, AttackResult, Evaluation, Prediction,
 from .losses import (LOSS_NAMES, PIXEL_LOSSES, PixelTerms,
                      class_weights_from_counts, pixel_loss)
 from .pgd import PAPER_PGD_STEP_SIZES, pgd, pgd_step_size, pgd_train
-from .sea import (BASELINE_ATTACKS, SEA, SEA_LOSSES, SEA_VERSIONS,
-                  AttackSpec, SEAResult, SEAVersion, attack_names_help,
-                  parse_attack, run_attack, sea_version)
+from .sea import (BASELINE_ATTACKS, SEA, SEA_LOSSES, SEA_VERSIONS, AttackSpec,
+                  SEAResult, SEAVersion, attack_names_help, parse_attack,
+                  run_attack, sea_version)
 from .worst_miou import worst_case_miou
 
 __all__ = [

@@ -16,8 +16,9 @@ from .core import (_DEFAULT, AttackProblem, AttackResult, Prediction,
                    StartLike, WorstCase, default_tracked, project,
                    run_attack_loop, start_from_legacy)
 
-__all__ = ['apgd', 'apgd_red_eps', 'red_eps_schedule', 'apgd_checkpoints',
-           'apgd_run']
+__all__ = [
+    'apgd', 'apgd_red_eps', 'red_eps_schedule', 'apgd_checkpoints', 'apgd_run'
+]
 
 #: Momentum of APGD after the first step.
 MOMENTUM = 0.75
@@ -43,9 +44,8 @@ def apgd_checkpoints(n_iter: int) -> Sequence[int]:
     return tuple(points)
 
 
-def apgd_run(problem: AttackProblem, x0: Tensor, lower: Tensor,
-             upper: Tensor, eps: float,
-             n_iter: int) -> Tuple[WorstCase, Tensor, Tensor]:
+def apgd_run(problem: AttackProblem, x0: Tensor, lower: Tensor, upper: Tensor,
+             eps: float, n_iter: int) -> Tuple[WorstCase, Tensor, Tensor]:
     """One APGD run from ``x0`` (already inside the box).
 
     The step-size control (conditions (a) and (b)) and the restart point
@@ -192,13 +192,12 @@ def _apgd_steps(problem: AttackProblem):
 
 def _schedule(eps: float, n_iter: int) -> Sequence[Tuple[float, int]]:
     first = max(int(0.3 * n_iter), 1)
-    return ((2.0 * eps, first), (1.5 * eps, first),
-            (eps, n_iter - 2 * first))
+    return ((2.0 * eps, first), (1.5 * eps, first), (eps, n_iter - 2 * first))
 
 
 def _red_eps_steps(problem: AttackProblem):
-    iters = torch.zeros(problem.x.shape[0], dtype=torch.long,
-                        device=problem.x.device)
+    iters = torch.zeros(
+        problem.x.shape[0], dtype=torch.long, device=problem.x.device)
     start = problem.start  # later stages start from the previous best
     best = tracked = None
     for radius, n in _schedule(problem.eps, problem.n_iter):
@@ -213,8 +212,19 @@ def _red_eps_steps(problem: AttackProblem):
     return best, tracked, iters
 
 
-def _attack(steps, what: str, random_default: bool, model, x, y, eps,
-            n_iter, loss, start, legacy, clean=None, track_loss=None,
+def _attack(steps,
+            what: str,
+            random_default: bool,
+            model,
+            x,
+            y,
+            eps,
+            n_iter,
+            loss,
+            start,
+            legacy,
+            clean=None,
+            track_loss=None,
             **kwargs) -> AttackResult:
     """Resolve ``start`` and the tracked objective, then run ``steps`` in
     the skeleton (:func:`~.core.run_attack_loop`)."""
@@ -222,7 +232,13 @@ def _attack(steps, what: str, random_default: bool, model, x, y, eps,
     if start is _DEFAULT:
         start = 0 if random_default else None
     problem = AttackProblem.create(
-        model, x, y, eps, n_iter, loss, start=start,
+        model,
+        x,
+        y,
+        eps,
+        n_iter,
+        loss,
+        start=start,
         track=default_tracked(loss) if track_loss is None else track_loss,
         **kwargs)
     return run_attack_loop(steps, problem, clean)
@@ -284,11 +300,27 @@ def apgd(model,
         AttackResult: The lowest-accuracy point found (or ``x`` if nothing
         beats the clean image); ``loss`` holds the best tracked objective.
     """
-    return _attack(_apgd_steps, 'apgd', True, model, x, y, eps, n_iter, loss,
-                   start, legacy, validate=validate, clean=clean,
-                   track_loss=track_loss, ignore_index=ignore_index,
-                   mask=mask, amp=amp, targeted=targeted,
-                   class_weights=class_weights, early_stop=early_stop)
+    return _attack(
+        _apgd_steps,
+        'apgd',
+        True,
+        model,
+        x,
+        y,
+        eps,
+        n_iter,
+        loss,
+        start,
+        legacy,
+        validate=validate,
+        clean=clean,
+        track_loss=track_loss,
+        ignore_index=ignore_index,
+        mask=mask,
+        amp=amp,
+        targeted=targeted,
+        class_weights=class_weights,
+        early_stop=early_stop)
 
 
 def red_eps_schedule(eps: float, n_iter: int) -> Sequence[Tuple[float, int]]:
@@ -333,10 +365,25 @@ def apgd_red_eps(model,
         raise ValueError(
             f'red-eps APGD splits n_iter over three radii and needs '
             f'n_iter >= 3, got {n_iter!r}; use apgd() for shorter runs')
-    return _attack(_red_eps_steps, 'apgd_red_eps', True, model, x, y, eps,
-                   int(n_iter), loss, start, legacy, check_iter=False,
-                   validate=validate,
-                   clean=clean, track_loss=track_loss,
-                   ignore_index=ignore_index, mask=mask, amp=amp,
-                   targeted=targeted, class_weights=class_weights,
-                   early_stop=early_stop)
+    return _attack(
+        _red_eps_steps,
+        'apgd_red_eps',
+        True,
+        model,
+        x,
+        y,
+        eps,
+        int(n_iter),
+        loss,
+        start,
+        legacy,
+        check_iter=False,
+        validate=validate,
+        clean=clean,
+        track_loss=track_loss,
+        ignore_index=ignore_index,
+        mask=mask,
+        amp=amp,
+        targeted=targeted,
+        class_weights=class_weights,
+        early_stop=early_stop)

@@ -38,7 +38,8 @@ def check_n_iter(n_iter: int, minimum: int = 1, what: str = 'n_iter') -> int:
     return int(n_iter)
 
 
-def check_images(x: Tensor, y: Tensor,
+def check_images(x: Tensor,
+                 y: Tensor,
                  mask: Optional[Tensor] = None) -> Optional[Tensor]:
     """Check images ``x`` (B, C, H, W) in [0, 1] and labels ``y`` (B, H', W').
 

@@ -11,8 +11,7 @@ import warnings
 import zlib
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import (Callable, Dict, NamedTuple, Optional, Sequence, Tuple,
-                    Union)
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -340,7 +339,8 @@ class Objective:
             self._warned_zero_grad = True
             warnings.warn(
                 f'the input gradient is zero everywhere for batch position(s) '
-                f'{idx[zero].tolist()[:10]} (loss {self.loss_name!r}) although '
+                f'{idx[zero].tolist()[:10]} (loss {self.loss_name!r}) '
+                'although '
                 'pixels are still correctly classified: possible gradient '
                 'masking (non-differentiable preprocessing, saturated '
                 'outputs, or integer casts). Robust accuracy may be '
@@ -428,7 +428,9 @@ def start_from_legacy(start, legacy: dict, random_default: bool,
     warnings.warn(
         f'{what}(): {", ".join(sorted(legacy))} are deprecated; use '
         "start= (a seed, None for the clean image, UniformNoise(noise) or "
-        'starting points)', DeprecationWarning, stacklevel=3)
+        'starting points)',
+        DeprecationWarning,
+        stacklevel=3)
     if legacy.get('x_init') is not None:
         return legacy['x_init']
     if not legacy.get('random_start', random_default):
@@ -521,7 +523,10 @@ class AttackProblem:
         """The feasible box at ``radius``."""
         return feasible_box(self.x, radius, self.mask)
 
-    def start_point(self, radius: float, lower: Tensor, upper: Tensor,
+    def start_point(self,
+                    radius: float,
+                    lower: Tensor,
+                    upper: Tensor,
                     start: StartLike = _DEFAULT) -> Tensor:
         """The first iterate at ``radius`` (default: the problem's
         start)."""
@@ -538,7 +543,8 @@ class AttackProblem:
 StepLoop = Callable[[AttackProblem], Tuple[WorstCase, Tensor, Tensor]]
 
 
-def run_attack_loop(steps: StepLoop, problem: AttackProblem,
+def run_attack_loop(steps: StepLoop,
+                    problem: AttackProblem,
                     clean: Optional[Prediction] = None) -> 'AttackResult':
     """The skeleton of every attack: clean prediction, the images to
     attack, the attack's step loop, the result.

@@ -93,11 +93,10 @@ def _pgd_steps(problem: AttackProblem, step_size: float):
             active = active & (best.correct > 0)
         if need_grad:
             if full:  # a fresh tensor; xa was copied into best
-                x_adv = project(xa + step_size * ev.grad.sign(), lower,
-                                upper)
+                x_adv = project(xa + step_size * ev.grad.sign(), lower, upper)
             else:
-                x_adv[ia] = project(xa + step_size * ev.grad.sign(),
-                                    lower[ia], upper[ia])
+                x_adv[ia] = project(xa + step_size * ev.grad.sign(), lower[ia],
+                                    upper[ia])
             iters[ia] += 1
     return best, best_loss, iters
 
@@ -145,12 +144,27 @@ def pgd(model,
     if step_size is None:
         step_size = pgd_step_size(eps)
     step_size = check_eps(step_size, 'step_size')
-    return _attack(lambda p: _pgd_steps(p, step_size), 'pgd', False, model,
-                   x, y, eps, n_iter, loss, start, legacy, clean=clean,
-                   track_loss=loss, validate=validate,
-                   ignore_index=ignore_index, mask=mask, amp=amp,
-                   targeted=targeted, class_weights=class_weights,
-                   early_stop=early_stop)
+    return _attack(
+        lambda p: _pgd_steps(p, step_size),
+        'pgd',
+        False,
+        model,
+        x,
+        y,
+        eps,
+        n_iter,
+        loss,
+        start,
+        legacy,
+        clean=clean,
+        track_loss=loss,
+        validate=validate,
+        ignore_index=ignore_index,
+        mask=mask,
+        amp=amp,
+        targeted=targeted,
+        class_weights=class_weights,
+        early_stop=early_stop)
 
 
 def pgd_train(model,
@@ -186,9 +200,16 @@ def pgd_train(model,
     """
     start = start_from_legacy(start, legacy, False, 'pgd_train')
     problem = AttackProblem.create(
-        model, x, y, eps, steps, loss,
+        model,
+        x,
+        y,
+        eps,
+        steps,
+        loss,
         start=None if start is _DEFAULT else start,
-        ignore_index=ignore_index, mask=mask, amp=amp)
+        ignore_index=ignore_index,
+        mask=mask,
+        amp=amp)
     if step_size is None:
         step_size = 2.5 * problem.eps / problem.n_iter
     lower, upper = problem.box(problem.eps)
@@ -196,8 +217,8 @@ def pgd_train(model,
     idx = torch.arange(x.shape[0], device=problem.x.device)
     losses = []
     for k in range(problem.n_iter):
-        ev = problem.obj.evaluate(x_adv, idx, step=k + 1,
-                                  total_steps=problem.n_iter)
+        ev = problem.obj.evaluate(
+            x_adv, idx, step=k + 1, total_steps=problem.n_iter)
         losses.append(float(ev.loss.mean()))
         x_adv = project(x_adv + step_size * ev.grad.sign(), lower, upper)
     return x_adv, losses

@@ -123,8 +123,11 @@ def parse_attack(spec: Union[str, AttackSpec]) -> AttackSpec:
                          f'{attack_names_help()}')
     if method == 'pgd':
         return AttackSpec(name, method, loss)
-    return AttackSpec(name, method, check_loss_name(loss),
-                      track=track if at else default_tracked(loss))
+    return AttackSpec(
+        name,
+        method,
+        check_loss_name(loss),
+        track=track if at else default_tracked(loss))
 
 
 def run_attack(spec: Union[str, AttackSpec], model, x: Tensor, y: Tensor,
@@ -133,11 +136,25 @@ def run_attack(spec: Union[str, AttackSpec], model, x: Tensor, y: Tensor,
     (PGD starts at the clean image unless ``start`` says otherwise)."""
     spec = parse_attack(spec)
     if spec.method == 'red_eps':
-        return apgd_red_eps(model, x, y, eps, n_iter, loss=spec.loss,
-                            track_loss=spec.track, **kwargs)
+        return apgd_red_eps(
+            model,
+            x,
+            y,
+            eps,
+            n_iter,
+            loss=spec.loss,
+            track_loss=spec.track,
+            **kwargs)
     if spec.method == 'apgd':
-        return apgd(model, x, y, eps, n_iter, loss=spec.loss,
-                    track_loss=spec.track, **kwargs)
+        return apgd(
+            model,
+            x,
+            y,
+            eps,
+            n_iter,
+            loss=spec.loss,
+            track_loss=spec.track,
+            **kwargs)
     return pgd(
         model,
         x,
@@ -260,8 +277,7 @@ class SEA:
                  callback: Optional[Callable] = None):
         self.model = model
         self.eps = check_eps(eps)
-        if version is not None and (attacks is not None
-                                    or losses is not None):
+        if version is not None and (attacks is not None or losses is not None):
             raise ValueError(
                 'give either an SEA version or attacks/losses, not both')
         if attacks is None and losses is None:
@@ -280,11 +296,10 @@ class SEA:
         names = [a.name for a in self.attacks]
         if len(set(names)) != len(names):
             raise ValueError(f'attack names must be unique, got {names}')
-        min_iter = 3 if any(a.method == 'red_eps'
-                            for a in self.attacks) else 1
-        self.n_iter = check_n_iter(
-            default_iter if n_iter is None else n_iter, min_iter,
-            'n_iter (red-eps APGD needs >= 3)')
+        min_iter = 3 if any(a.method == 'red_eps' for a in self.attacks) else 1
+        self.n_iter = check_n_iter(default_iter if n_iter is None else n_iter,
+                                   min_iter,
+                                   'n_iter (red-eps APGD needs >= 3)')
         self.ignore_index = ignore_index
         self.seed = seed
         self.class_weights = class_weights
@@ -387,8 +402,8 @@ class SEA:
             seed = self.seed if seed is None else seed
             results: Dict[str, AttackResult] = {}
             for k, spec in enumerate(self.attacks):
-                todo = (worst.correct if self.skip_broken else
-                        clean_correct) > 0
+                todo = (worst.correct
+                        if self.skip_broken else clean_correct) > 0
                 idx = torch.nonzero(todo).flatten()
                 pred = worst.pred.clone()
                 correct = worst.correct.clone()
@@ -400,13 +415,14 @@ class SEA:
                         ignore_index=self.ignore_index,
                         amp=self.amp,
                         mask=take_rows(mask, idx),
-                        clean=Prediction(take_rows(clean_pred, idx),
-                                         take_rows(clean_correct, idx)),
+                        clean=Prediction(
+                            take_rows(clean_pred, idx),
+                            take_rows(clean_correct, idx)),
                         validate=False)
                     if spec.method != 'pgd':
-                        kwargs.update(class_weights=self.class_weights,
-                                      start=self._start(spec, init, x, seed,
-                                                        idx))
+                        kwargs.update(
+                            class_weights=self.class_weights,
+                            start=self._start(spec, init, x, seed, idx))
                     res = run_attack(spec, subset_model(self.model, idx),
                                      take_rows(x, idx), take_rows(y, idx),
                                      self.eps, self.n_iter, **kwargs)
@@ -426,8 +442,7 @@ class SEA:
                     time=res.time if res is not None else 0.0,
                     extra=dict(ran=todo))
                 if self.callback is not None:
-                    self.callback(spec.name, results[spec.name],
-                                  worst.correct)
+                    self.callback(spec.name, results[spec.name], worst.correct)
         return SEAResult(
             x_adv=worst.x,
             pred=worst.pred,
@@ -449,8 +464,9 @@ class SEA:
             raise ValueError('previous result is for another batch: x_adv '
                              f'{tuple(previous.x_adv.shape)} vs x '
                              f'{tuple(x.shape)}')
-        return WorstCase(previous.x_adv.to(x), previous.pred.to(x.device),
-                         previous.correct.to(x.device))
+        return WorstCase(
+            previous.x_adv.to(x), previous.pred.to(x.device),
+            previous.correct.to(x.device))
 
     def _start(self, spec: AttackSpec, init: Optional[WorstCase], x: Tensor,
                seed: SeedLike, idx: Tensor) -> StartLike:
@@ -493,8 +509,9 @@ class SEA:
         out: List[SEAResult] = []
         for r in radii:
             prev = out[-1] if out else None
-            out.append(self.with_eps(r).run(
-                x, y, mask=mask, seed=seed, clean=clean, previous=prev))
+            out.append(
+                self.with_eps(r).run(
+                    x, y, mask=mask, seed=seed, clean=clean, previous=prev))
         return out
 
 
@@ -502,5 +519,3 @@ def _copy(sea: SEA) -> SEA:
     other = SEA.__new__(SEA)
     other.__dict__.update(sea.__dict__)
     return other
-
-

@@ -36,7 +36,8 @@ def _label_of(item) -> np.ndarray:
     return item['data_samples'].gt_sem_seg.data.squeeze(0).numpy()
 
 
-def count_labels(dataset_cfg: dict, num_classes: int,
+def count_labels(dataset_cfg: dict,
+                 num_classes: int,
                  ignore_index: int = 255,
                  keep_pipeline: bool = False) -> np.ndarray:
     """Pixel count of every class over a dataset's label maps.
@@ -86,8 +87,8 @@ def count_labels(dataset_cfg: dict, num_classes: int,
     return counts
 
 
-def resolve_class_weights(spec: Union[None, str, Sequence[float]],
-                          cfg, num_classes: int,
+def resolve_class_weights(spec: Union[None, str,
+                                      Sequence[float]], cfg, num_classes: int,
                           ignore_index: int) -> Optional[List[float]]:
     """The ``mask_ce_bal`` class weights an evaluation uses.
 
@@ -124,24 +125,30 @@ def resolve_class_weights(spec: Union[None, str, Sequence[float]],
                 'to count its labels; give the weights instead '
                 '(test_cfg.class_weights=[...] or --class-weights W1 W2 ...) '
                 "or use per-image weights ('image')")
-        counts = count_labels(loader['dataset'], num_classes, ignore_index,
-                              keep_pipeline=spec == 'test')
+        counts = count_labels(
+            loader['dataset'],
+            num_classes,
+            ignore_index,
+            keep_pipeline=spec == 'test')
         if counts.sum() == 0:
             raise ConfigError(f'the {spec} labels hold no valid pixel: '
                               'cannot compute class weights')
         weights = class_weights_from_counts(torch.from_numpy(counts))
         return [float(w) for w in weights]
     weights = [float(w) for w in spec]
-    if len(weights) != num_classes or any(
-            not np.isfinite(w) or w < 0 for w in weights):
+    if len(weights) != num_classes or any(not np.isfinite(w) or w < 0
+                                          for w in weights):
         raise ConfigError(
             f'class_weights must be {num_classes} finite numbers >= 0 (one '
             f'per class), got {len(weights)}: {weights[:8]}')
     return weights
 
 
-def load_class_weights(spec: Union[None, str, Sequence[float]], cfg,
-                       num_classes: int, ignore_index: int, path: str,
+def load_class_weights(spec: Union[None, str, Sequence[float]],
+                       cfg,
+                       num_classes: int,
+                       ignore_index: int,
+                       path: str,
                        resume: bool = False) -> Optional[List[float]]:
     """:func:`resolve_class_weights`, counting labels only once: weights
     counted before are read from ``path`` (a JSON file beside the results),
@@ -162,7 +169,11 @@ def load_class_weights(spec: Union[None, str, Sequence[float]], cfg,
     weights = resolve_class_weights(spec, cfg, num_classes, ignore_index)
     if weights is not None and not (resume and osp.isfile(path)):
         with open(path, 'w', encoding='utf-8') as f:
-            json.dump(dict(source=spec if isinstance(spec, str) else 'given',
-                           num_classes=num_classes, weights=weights),
-                      f, indent=1)
+            json.dump(
+                dict(
+                    source=spec if isinstance(spec, str) else 'given',
+                    num_classes=num_classes,
+                    weights=weights),
+                f,
+                indent=1)
     return weights

@@ -19,9 +19,8 @@ from typing import Iterable, List, Tuple
 
 import numpy as np
 import torch
-from torch import Tensor
-
 from mmseg.evaluation.metrics import IoUMetric
+from torch import Tensor
 
 __all__ = [
     'eps_key', 'image_areas', 'dense_areas', 'read_records', 'RecordWriter',

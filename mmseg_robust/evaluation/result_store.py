@@ -61,8 +61,8 @@ class ResultStore:
         keep: List[dict] = []
         if resume:
             names = sorted(
-                f for f in (os.listdir(self.results_dir)
-                            if osp.isdir(self.results_dir) else [])
+                f for f in (os.listdir(self.results_dir) if osp.
+                            isdir(self.results_dir) else [])
                 if f.startswith('rank') and f.endswith('.jsonl'))
             for name in names:
                 path = osp.join(self.results_dir, name)

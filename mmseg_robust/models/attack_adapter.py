@@ -2,7 +2,8 @@
 
 The attacks of :mod:`mmseg_robust.attacks` perturb images in [0, 1] and
 expect ``logits = f(x)`` at label resolution. MMSeg's data preprocessor takes
-raw ``[0, 255]`` images, flips channels, normalises and pads. Following docs/attacks.md
+raw ``[0, 255]`` images, flips channels, normalises and pads. Following
+docs/attacks.md
 section 1 the perturbation lives in front of the preprocessor:
 :class:`SegmentorAttackModel` applies the preprocessor's steps inside a
 differentiable forward and then runs the segmentor's own inference (``whole``
@@ -103,8 +104,8 @@ class AttackBatch:
             raise ValueError(
                 f'data samples {missing} have no gt_sem_seg: attacks need '
                 'labels; add LoadAnnotations to the test pipeline')
-        device = next(
-            (p.device for p in seg.parameters()), torch.device('cpu'))
+        device = next((p.device for p in seg.parameters()),
+                      torch.device('cpu'))
         if ignore_index is None:
             ignore_index = int(
                 getattr(final_decode_head(seg), 'ignore_index', 255))
@@ -115,9 +116,9 @@ class AttackBatch:
             test_cfg = getattr(pre, 'test_cfg', None) or {}
             h, w = _target_size(sizes, test_cfg.get('size'),
                                 test_cfg.get('size_divisor'))
-        x = torch.stack([
-            _pad_to(img.to(device).float(), h, w, 0.0) for img in inputs
-        ]) / 255.0
+        x = torch.stack(
+            [_pad_to(img.to(device).float(), h, w, 0.0)
+             for img in inputs]) / 255.0
         mask = torch.zeros((len(inputs), 1, h, w),
                            dtype=torch.bool,
                            device=device)
@@ -186,9 +187,8 @@ class SegmentorAttackModel(nn.Module):
                 'segmentor (EncoderDecoder or a subclass)')
         for attr in ('data_preprocessor', 'encode_decode', 'inference'):
             if not hasattr(segmentor, attr):
-                raise TypeError(
-                    f'{type(segmentor).__name__} is not an MMSeg '
-                    f'EncoderDecoder-like segmentor (no `{attr}`)')
+                raise TypeError(f'{type(segmentor).__name__} is not an MMSeg '
+                                f'EncoderDecoder-like segmentor (no `{attr}`)')
         # keep the segmentor out of this module's children so that
         # state_dict()/parameters() of the wrapper stay empty
         object.__setattr__(self, 'segmentor', segmentor)
@@ -213,8 +213,7 @@ class SegmentorAttackModel(nn.Module):
             return self  # the whole batch: nothing to select
         return SegmentorAttackModel(self.segmentor,
                                     [self.data_samples[i] for i in idx_list],
-                                    self.mask[idx], self.mode,
-                                    self.label_size)
+                                    self.mask[idx], self.mode, self.label_size)
 
     def normalize(self, x: Tensor) -> Tensor:
         """What ``SegDataPreProcessor`` does to ``x * 255``: channel order,
@@ -261,8 +260,8 @@ class SegmentorAttackModel(nn.Module):
             left, right, top, bottom = meta['img_padding_size']
             logit = seg_logits[i:i + 1, :, top:H - bottom, left:W - right]
             if meta.get('flip', False):
-                dims = (3, ) if meta.get('flip_direction',
-                                         'horizontal') == 'horizontal' else (2, )
+                dims = (3, ) if meta.get(
+                    'flip_direction', 'horizontal') == 'horizontal' else (2, )
                 logit = logit.flip(dims=dims)
             out_size = tuple(sample.gt_sem_seg.shape) \
                 if 'gt_sem_seg' in sample else tuple(meta['ori_shape'][:2])

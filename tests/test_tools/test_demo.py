@@ -9,11 +9,13 @@ import pytest
 
 from ..conftest import load_tool
 
-SHORT = ['--max-iters', '200', '--eps', '4', '--n-iter', '8',
-         '--max-images', '10']
+SHORT = [
+    '--max-iters', '200', '--eps', '4', '--n-iter', '8', '--max-images', '10'
+]
 
 
-@pytest.mark.slow  # ~2.5 min on 2 cores: `make test` runs it, `make test-fast` not
+# ~2.5 min on 2 cores: `make test` runs it, `make test-fast` not
+@pytest.mark.slow
 def test_demo_shortened_run(tmp_path):
     """One test (not several sharing a fixture): pytest-xdist would run a
     shared module fixture once per worker, i.e. the demo twice."""

@@ -9,14 +9,15 @@ import torch
 
 from mmseg_robust.errors import ConfigError
 
-__all__ = ['dataset_problem', 'TTA_PROBLEM', 'DATASET_WRAPPERS',
-           'check_pipeline', 'check_labels', 'check_num_classes']
+__all__ = [
+    'dataset_problem', 'TTA_PROBLEM', 'DATASET_WRAPPERS', 'check_pipeline',
+    'check_labels', 'check_num_classes'
+]
 
 #: Dataset wrappers of MMEngine and MMSeg (their parts' images share
 #: indices, so SEA's per-image records would collide).
 DATASET_WRAPPERS = ('ConcatDataset', 'RepeatDataset', 'ClassBalancedDataset',
                     'MultiImageMixDataset')
-
 
 #: Why a test pipeline with ``TestTimeAug`` is refused.
 TTA_PROBLEM = (
@@ -99,8 +100,7 @@ def check_labels(samples: Sequence, num_classes: int,
                 'needs them; add dict(type=\'LoadAnnotations\') to the '
                 'test pipeline, before PackSegInputs')
         label = s.gt_sem_seg.data
-        bad = (label != ignore_index) & ((label < 0) |
-                                         (label >= num_classes))
+        bad = (label != ignore_index) & ((label < 0) | (label >= num_classes))
         if bool(bad.any()):
             values = torch.unique(label[bad]).tolist()
             raise ConfigError(

@@ -32,7 +32,10 @@ class SEAProgress:
         world_size (int): Processes.
     """
 
-    def __init__(self, radii: Sequence[str], n_images: int, n_batches: int,
+    def __init__(self,
+                 radii: Sequence[str],
+                 n_images: int,
+                 n_batches: int,
                  world_size: int = 1):
         self.radii = list(radii)
         self.n_images = n_images
@@ -85,15 +88,15 @@ class SEAProgress:
 def write_summary(results_dir: str, metrics: dict, protocol: str,
                   settings: dict, checkpoint: Optional[str], n_images: int,
                   world_size: int, elapsed: float, records: Iterable[dict],
-                  device: str, tables: Dict[str, str],
-                  curve_title: str) -> str:
+                  device: str, tables: Dict[str,
+                                            str], curve_title: str) -> str:
     """Write ``summary.json`` and ``robustness_curve.png``; returns the
     summary's path."""
     import mmcv
     import mmengine
+    import mmseg
     import torch
 
-    import mmseg
     import mmseg_robust
     times = [r['time'] for r in records if 'time' in r]
     summary = OrderedDict(
@@ -105,8 +108,8 @@ def write_summary(results_dir: str, metrics: dict, protocol: str,
         world_size=world_size,
         timing=dict(
             wall_seconds_this_run=elapsed,
-            attack_seconds_per_image=(sum(times) / len(times)
-                                      if times else None)),
+            attack_seconds_per_image=(sum(times) /
+                                      len(times) if times else None)),
         versions=dict(
             mmseg_robust=mmseg_robust.__version__,
             torch=torch.__version__,

@@ -19,8 +19,8 @@ from mmengine.dist import (barrier, broadcast_object_list, get_dist_info,
                            is_main_process)
 from mmengine.logging import print_log
 from mmengine.runner import TestLoop
-
 from mmseg.registry import LOOPS
+
 from mmseg_robust.attacks import SEA, check_eps
 from mmseg_robust.errors import ConfigError
 from mmseg_robust.evaluation.class_weights import load_class_weights
@@ -47,7 +47,8 @@ class SEATestLoop(TestLoop):
     in increasing order, SEA (or the chosen attacks) through
     :class:`SegmentorAttackModel` with gradients enabled. With
     ``chain_radii`` each radius starts from the worst case of the smaller
-    one (docs/evaluation.md): robustness curves are monotone by construction and
+    one (docs/evaluation.md): robustness curves are monotone by construction
+    and
     images broken at a small radius are not attacked again. Each image and
     attack gets its own random-start seed derived from ``seed``, the
     image's dataset index and the attack's name, so results do not depend on
@@ -232,7 +233,8 @@ class SEATestLoop(TestLoop):
             version=self.sea.version,
             n_iter=self.n_iter,
             attacks=self.attack_names,
-            tracked={a.name: a.track for a in self.sea.attacks},
+            tracked={a.name: a.track
+                     for a in self.sea.attacks},
             class_weights=self._class_weights_setting(),
             seed=self.sea.seed,
             amp=self.sea.amp,
@@ -256,11 +258,13 @@ class SEATestLoop(TestLoop):
             return
         out = [None]
         if rank == 0:
-            out = [load_class_weights(
-                self.class_weights_spec, self.runner.cfg, len(self.classes),
-                self.ignore_index,
-                osp.join(self.results_dir, 'class_weights.json'),
-                self.resume)]
+            out = [
+                load_class_weights(
+                    self.class_weights_spec, self.runner.cfg,
+                    len(self.classes), self.ignore_index,
+                    osp.join(self.results_dir,
+                             'class_weights.json'), self.resume)
+            ]
         broadcast_object_list(out)
         self.class_weights = out[0]
 
@@ -302,14 +306,14 @@ class SEATestLoop(TestLoop):
         if is_main_process():
             tables = sea_tables(metrics, self.metric.table,
                                 self.sea.describe())
-            write_summary(
-                self.results_dir, metrics, self.sea.describe(),
-                self.settings(), self.runner.cfg.get('load_from'),
-                len(self.dataloader.dataset), world_size,
-                self._progress.elapsed, self._done.values(),
-                str(next(self.runner.model.parameters()).device),
-                {k: v for k, v in tables.items() if k != 'title'},
-                self._curve_title())
+            write_summary(self.results_dir, metrics, self.sea.describe(),
+                          self.settings(), self.runner.cfg.get('load_from'),
+                          len(self.dataloader.dataset), world_size,
+                          self._progress.elapsed, self._done.values(),
+                          str(next(self.runner.model.parameters()).device), {
+                              k: v
+                              for k, v in tables.items() if k != 'title'
+                          }, self._curve_title())
         self.runner.call_hook('after_test_epoch', metrics=metrics)
         self.runner.call_hook('after_test')
         return metrics
@@ -350,7 +354,9 @@ class SEATestLoop(TestLoop):
                 idx + 1 == len(self.dataloader):
             self._progress.log(idx)
         self.runner.call_hook(
-            'after_test_iter', batch_idx=idx, data_batch=data_batch,
+            'after_test_iter',
+            batch_idx=idx,
+            data_batch=data_batch,
             outputs=None)
 
     def _check_model_classes(self, data: dict) -> None:
@@ -358,10 +364,12 @@ class SEATestLoop(TestLoop):
         have one channel per class of the dataset (one forward pass)."""
         if self._classes_checked:
             return
-        one = dict(inputs=data['inputs'][:1],
-                   data_samples=data['data_samples'][:1])
+        one = dict(
+            inputs=data['inputs'][:1], data_samples=data['data_samples'][:1])
         batch = AttackBatch.from_data(
-            unwrap_segmentor(self.runner.model), one, mode='test',
+            unwrap_segmentor(self.runner.model),
+            one,
+            mode='test',
             ignore_index=self.ignore_index)
         with torch.no_grad():
             predicted = int(batch.model(batch.x).shape[1])
@@ -371,7 +379,9 @@ class SEATestLoop(TestLoop):
     def attack_batch(self, data: dict, keys: List[int]) -> List[dict]:
         """Clean prediction and SEA at every radius for one batch."""
         batch = AttackBatch.from_data(
-            unwrap_segmentor(self.runner.model), data, mode='test',
+            unwrap_segmentor(self.runner.model),
+            data,
+            mode='test',
             ignore_index=self.ignore_index)
         num_classes, ignore = len(self.classes), self.ignore_index
 
@@ -384,9 +394,13 @@ class SEATestLoop(TestLoop):
         self._model_checked = True
         valid = (batch.y != ignore).flatten(1).sum(1)
         records = [
-            dict(idx=key, img_path=sample.metainfo.get('img_path'),
-                 valid=int(valid[i]), clean=areas(clean.pred[i], i), eps={},
-                 worst_attack={})
+            dict(
+                idx=key,
+                img_path=sample.metainfo.get('img_path'),
+                valid=int(valid[i]),
+                clean=areas(clean.pred[i], i),
+                eps={},
+                worst_attack={})
             for i, (key, sample) in enumerate(zip(keys, data['data_samples']))
         ]
         adversarial = {}

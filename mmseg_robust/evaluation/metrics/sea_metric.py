@@ -6,10 +6,10 @@ import numpy as np
 from mmengine.dist import (all_gather_object, broadcast_object_list,
                            is_main_process)
 from mmengine.logging import MMLogger, print_log
-from prettytable import PrettyTable
-
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
+from prettytable import PrettyTable
+
 from mmseg_robust.attacks import worst_case_miou
 from mmseg_robust.errors import ConfigError
 from ..records import dense_areas, sum_areas
@@ -167,8 +167,8 @@ class SEAMetric(IoUMetric):
             if prev is not None:
                 starts.append(prev)
             starts += [np.full(n, first_new + a) for a in range(len(new))]
-            found = worst_case_miou(inter, union, starts=starts,
-                                    uniform_starts=False)
+            found = worst_case_miou(
+                inter, union, starts=starts, uniform_starts=False)
             prev = found['choice']
             out[e] = [cands[c] for c in prev]
         return out
@@ -192,35 +192,39 @@ class SEAMetric(IoUMetric):
                 metrics[f'{row}/{k}'] = v
             if per_class and self.per_class:
                 for name, v in zip(classes, np.asarray(iou)):
-                    metrics[f'{row}/IoU/{name}'] = float(
-                        np.round(v * 100, 2))
+                    metrics[f'{row}/IoU/{name}'] = float(np.round(v * 100, 2))
 
-        add('clean', self._summary(results, lambda r: r['clean'],
-                                   num_classes,
-                                   lambda r: r['clean']['correct']), True)
-        selected = self._worst_miou(results, eps_keys, ['worst'] + attacks,
-                                    num_classes) if (self.worst_miou and
-                                                     eps_keys) else {}
+        add(
+            'clean',
+            self._summary(results, lambda r: r['clean'], num_classes,
+                          lambda r: r['clean']['correct']), True)
+        selected = self._worst_miou(
+            results, eps_keys, ['worst'] +
+            attacks, num_classes) if (self.worst_miou and eps_keys) else {}
         for e in eps_keys:
             sources = [(name, lambda r, e=e, n=name: r['eps'][e][n])
                        for name in ['worst'] + attacks]
             if e in selected:
                 choice = {r['idx']: c for r, c in zip(results, selected[e])}
-                sources.insert(1, ('worst_miou', lambda r, c=choice: r[
-                    'eps'][c[r['idx']][0]][c[r['idx']][1]]))
+                sources.insert(1, ('worst_miou', lambda r, c=choice: r['eps'][
+                    c[r['idx']][0]][c[r['idx']][1]]))
             for name, select in sources:
-                add(f'eps{e}/{name}',
-                    self._summary(results, select, num_classes,
-                                  lambda r, s=select: s(r)['correct']),
-                    name == 'worst')
+                add(
+                    f'eps{e}/{name}',
+                    self._summary(
+                        results,
+                        select,
+                        num_classes,
+                        lambda r, s=select: s(r)['correct']), name == 'worst')
         metrics['n_images'] = len(results)
         metrics['n_no_valid'] = sum(1 for r in results if r['valid'] == 0)
         tables = sea_tables(metrics, self.table, self.protocol, prefix='')
         logger = MMLogger.get_current_instance()
         print_log(tables['title'] + ':\n' + tables['summary'], logger=logger)
         if 'per_class' in tables:
-            print_log('per-class IoU, clean and worst case:\n' +
-                      tables['per_class'], logger=logger)
+            print_log(
+                'per-class IoU, clean and worst case:\n' + tables['per_class'],
+                logger=logger)
         return metrics
 
 
@@ -261,8 +265,10 @@ def sea_tables(metrics: Dict[str, float],
         row, name = parts[0], ('clean' if parts[0] == 'clean' else parts[1])
         rows.setdefault(row, OrderedDict()).setdefault(
             name, OrderedDict())[parts[-1]] = value
-    cols = [m for m in ('aAcc', 'mIoU', 'mAcc', 'mDice', 'mFscore')
-            if m in rows.get('clean', {}).get('clean', {})]
+    cols = [
+        m for m in ('aAcc', 'mIoU', 'mAcc', 'mDice', 'mFscore')
+        if m in rows.get('clean', {}).get('clean', {})
+    ]
     outputs = []
     for row in rows.values():
         outputs += [n for n in row if n not in outputs and n != 'clean']
@@ -322,8 +328,9 @@ def sea_tables(metrics: Dict[str, float],
         names = list(next(iter(per_class.values())))
         c.add_column('Class', names)
         for row_name, values in per_class.items():
-            c.add_column('clean IoU' if row_name == 'clean' else
-                         f'worst IoU {_radius(row_name)}',
-                         [f'{values[n]:.2f}' for n in names])
+            c.add_column(
+                'clean IoU'
+                if row_name == 'clean' else f'worst IoU {_radius(row_name)}',
+                [f'{values[n]:.2f}' for n in names])
         tables['per_class'] = c.get_string()
     return tables
