@@ -7,6 +7,7 @@ later (:class:`~mmseg_robust.errors.ConfigError`, a refused checkpoint) are
 turned into that line by :func:`user_errors`. The catalogue of messages is
 ``docs/errors.md``.
 """
+import argparse
 import contextlib
 import os
 import os.path as osp
@@ -17,7 +18,7 @@ import zipfile
 from typing import Iterator, List, Optional, Sequence, Union
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 from mmseg_robust.compat.checkpoint import UnsafeCheckpointError
 from mmseg_robust.errors import ConfigError
@@ -28,7 +29,7 @@ __all__ = [
     'set_test_scale', 'set_data_root', 'AMP_ONLY_KEYS', 'ConfigError',
     'USER_ERRORS', 'DEBUG_ENV', 'debug_requested', 'user_errors',
     'checkpoint_file_problem', 'read_checkpoint', 'check_output_dir',
-    'check_launcher_env'
+    'check_launcher_env', 'add_runner_arguments', 'parse_runner_args'
 ]
 
 #: ``AmpOptimWrapper`` arguments that ``OptimWrapper`` does not take.
@@ -582,3 +583,57 @@ def set_data_root(cfg: Config, root: str) -> List[str]:
         cfg.data_root = root
         changed.append('data_root')
     return sorted(set(changed))
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser,
+                         trust_help: str) -> None:
+    """The options ``tools/train.py`` and ``tools/test.py`` share (as in
+    MMSeg's tools): ``--test-scale``, ``--trust-checkpoint``,
+    ``--cfg-options``, ``--launcher``, ``--debug``, ``--local_rank``.
+
+    Args:
+        parser (ArgumentParser): The tool's parser.
+        trust_help (str): What ``--trust-checkpoint`` applies to.
+    """
+    parser.add_argument(
+        '--test-scale',
+        nargs=2,
+        type=int,
+        metavar=('LONG', 'SHORT'),
+        help='Resize scale of the validation/test pipelines (MMSeg: 2048 '
+        '512)')
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='append',
+        default=[],
+        metavar='PATH',
+        help=f'allow full unpickling of this checkpoint ({trust_help}) if '
+        'safe loading refuses it; it can run code stored in the file, so '
+        'only for files you trust (repeatable; * = all)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, xxx=yyy format; lists as '
+        'key="[a,b]" or key=a,b; no white space')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument(
+        '--debug',
+        action='store_true',
+        help='show the traceback of user errors too (also '
+        'MMSEG_ROBUST_DEBUG=1)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_runner_args(
+        parser: argparse.ArgumentParser,
+        argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse, and export ``LOCAL_RANK`` for MMEngine as MMSeg's tools do."""
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args

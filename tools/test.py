@@ -19,22 +19,21 @@ work where it can be checked up front (docs/errors.md lists them);
 ``--debug`` shows the traceback of such errors too.
 """
 import argparse
-import os
 import os.path as osp
 from typing import Optional, Sequence
 
-from mmengine.config import DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
 from mmseg_robust.attacks import (SEA_VERSIONS, attack_names_help,
                                   parse_attack, sea_version)
-from mmseg_robust.cli import (ToolError, check_launcher_env, check_output_dir,
+from mmseg_robust.cli import (ToolError, add_runner_arguments,
+                              check_launcher_env, check_output_dir,
                               checkpoint_mismatch, config_from_args,
-                              debug_requested, eps_from_cli, read_checkpoint,
-                              set_test_scale, setup_cpu_distributed,
-                              user_errors)
+                              debug_requested, eps_from_cli, parse_runner_args,
+                              read_checkpoint, set_test_scale,
+                              setup_cpu_distributed, user_errors)
 from mmseg_robust.compat.checkpoint import trust_checkpoints
 from mmseg_robust.engine.runner.sea_test_loop import (TTA_PROBLEM,
                                                       dataset_problem)
@@ -69,37 +68,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, xxx=yyy format')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument(
         '--tta', action='store_true', help='Test time augmentation')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='append',
-        default=[],
-        metavar='PATH',
-        help='allow full unpickling of this checkpoint if safe loading '
-        'refuses it; it can run code stored in the file, so only for files '
-        'you trust (repeatable; * = all)')
-    parser.add_argument(
-        '--test-scale',
-        nargs=2,
-        type=int,
-        metavar=('LONG', 'SHORT'),
-        help='Resize scale of the test (and validation) pipeline (MMSeg: '
-        '2048 512)')
-    parser.add_argument(
-        '--debug',
-        action='store_true',
-        help='show the traceback of user errors too (also '
-        'MMSEG_ROBUST_DEBUG=1)')
     sea = parser.add_argument_group('robustness evaluation (--eval sea)')
     sea.add_argument(
         '--eval',
@@ -182,11 +151,8 @@ def parse_args(argv=None):
         type=int,
         default=None,
         help='log progress every N batches (default 1)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runner_arguments(parser, 'the checkpoint to test')
+    return parse_runner_args(parser, argv)
 
 
 def trigger_visualization_hook(cfg, args):

@@ -14,23 +14,22 @@ work where it can be checked up front (docs/errors.md lists them);
 """
 import argparse
 import logging
-import os
 import os.path as osp
 import pickle
 import zipfile
 from typing import Optional, Sequence
 
 import torch
-from mmengine.config import DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
-from mmseg_robust.cli import (ToolError, check_launcher_env, check_output_dir,
+from mmseg_robust.cli import (ToolError, add_runner_arguments,
+                              check_launcher_env, check_output_dir,
                               checkpoint_file_problem, config_from_args,
-                              debug_requested, set_amp, set_crop_size,
-                              set_data_root, set_test_scale,
+                              debug_requested, parse_runner_args, set_amp,
+                              set_crop_size, set_data_root, set_test_scale,
                               setup_cpu_distributed, user_errors)
 from mmseg_robust.compat.checkpoint import (UnsafeCheckpointError,
                                             trust_checkpoints)
@@ -69,44 +68,11 @@ def parse_args(argv=None):
         help='training crop: every RandomCrop/Pad, the data preprocessor '
         'and the slide-inference window')
     parser.add_argument(
-        '--test-scale',
-        nargs=2,
-        type=int,
-        metavar=('LONG', 'SHORT'),
-        help='Resize scale of the validation/test pipelines (MMSeg: 2048 '
-        '512)')
-    parser.add_argument(
         '--data-root',
         help='dataset folder for every train/val/test dataset of the config')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='append',
-        default=[],
-        metavar='PATH',
-        help='allow full unpickling of this checkpoint (load_from, --resume '
-        'or an init_cfg) if safe loading refuses it; it can run code stored '
-        'in the file, so only for files you trust (repeatable; * = all)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, xxx=yyy format; lists as '
-        'key="[a,b]" or key=a,b; no white space')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument(
-        '--debug',
-        action='store_true',
-        help='show the traceback of user errors too (also '
-        'MMSEG_ROBUST_DEBUG=1)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runner_arguments(parser,
+                         'load_from, --resume or an init_cfg of the config')
+    return parse_runner_args(parser, argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
