@@ -53,13 +53,7 @@ def _meta(path: Path) -> dict:
     return m.groupdict()
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 # --- what the configs say -------------------------------------------------
 

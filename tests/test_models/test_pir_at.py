@@ -34,13 +34,7 @@ ATOL = 1e-4
 SMALL = dict(
     depths=(1, 1, 2, 1), dims=(8, 16, 32, 64), channels=16, aux_channels=8)
 
-
-@pytest.fixture(scope='module', autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def config_path(model: str, dataset: str, protocol: str) -> str:

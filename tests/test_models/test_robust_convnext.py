@@ -109,14 +109,7 @@ def load_backbone(checkpoint: str,
     return model.eval()
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Tiny tensors gain nothing from intra-op threads, and threads make
-    them many times slower when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

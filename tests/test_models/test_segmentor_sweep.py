@@ -33,21 +33,11 @@ from mmseg_robust.models.requirements import (MissingRequirementError,
 from .helpers import make_batch
 from .segmentor_families import FAMILIES, build_tiny, load_stock_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('one_thread')]
 
 BUILDABLE = [f for f in FAMILIES if f.needs is None]
 NOT_HERE = [f for f in FAMILIES if f.needs is not None]
 EPS = 8 / 255
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared
-    2-core machine their synchronisation makes them many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _sizes(family):

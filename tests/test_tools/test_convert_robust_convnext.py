@@ -26,13 +26,7 @@ def tool():
     return module
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """See tests/test_models/test_robust_convnext.py."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _stock_pretrained_backbone(checkpoint, stem, prefix='backbone.'):
