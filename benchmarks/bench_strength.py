@@ -54,6 +54,12 @@ def parse_args(argv=None):
         '--fresh',
         action='store_true',
         help='recompute models already in the results file')
+    p.add_argument(
+        '--report',
+        nargs='*',
+        metavar='JSON',
+        help='print the markdown tables and claims of results files '
+        '(default: the one in --out) and exit')
     p.add_argument('--out', default=osp.join(HERE, 'results'))
     return p.parse_args(argv)
 
@@ -291,50 +297,43 @@ def run_model(name, args, log):
 
 
 def claims(results, eps):
-    """The paper's claims (and ours against the authors'), checked."""
+    """The paper's claims (and ours against the authors'), checked; the
+    margin is the largest excess over the radii (negative: holds with room),
+    with where it is."""
     out = []
 
     def val(model, key, e, m='aAcc'):
         return results[model]['table'][key][f'{e:g}'][m]
 
+    def check(model, claim, pairs, m):
+        """``pairs``: (ours, theirs) row names; holds if ours <= theirs at
+        every radius."""
+        excess = max((val(model, a, e, m) - val(model, b, e, m), b, e)
+                     for a, b in pairs for e in eps)
+        out.append(
+            dict(
+                model=model,
+                claim=f'{claim} ({m})',
+                ok=excess[0] <= 0,
+                margin=excess[0],
+                where=f'{excess[1]} at {excess[2]:g}/255'))
+
     for model, res in results.items():
-        keys = [k for k in res['table'] if k not in ('clean', )]
+        keys = [k for k in res['table'] if k != 'clean']
         singles = [k for k in keys if 'SEA' not in k]
-        for version in ('2023', '2024'):
-            for m in ('aAcc', 'mIoU'):
-                worst = [
-                    val(model, f'SEA-{version}', e, m) -
-                    val(model, f'authors SEA-{version}', e, m) for e in eps
-                ]
-                out.append(
-                    dict(
-                        model=model,
-                        claim=f'our SEA-{version} <= authors\' '
-                        f'SEA-{version} ({m})',
-                        ok=max(worst) <= 0,
-                        margin=max(worst)))
         for m in ('aAcc', 'mIoU'):
-            excess = max(
-                (val(model, 'SEA-2023', e, m) - val(model, k, e, m), k, e)
-                for k in singles for e in eps)
-            out.append(
-                dict(
-                    model=model,
-                    claim=f'SEA-2023 <= every single '
-                    f'attack ({m})',
-                    ok=excess[0] <= 0,
-                    margin=excess[0],
-                    where=f'{excess[1]} at {excess[2]:g}/255'))
-            base = max(
-                val(model, 'SEA-2023', e, m) - val(model, b, e, m)
-                for b in ('PGD', 'SegPGD', 'CosPGD') for e in eps)
-            out.append(
-                dict(
-                    model=model,
-                    claim='SEA-2023 <= PGD, SegPGD, '
-                    f'CosPGD ({m})',
-                    ok=base <= 0,
-                    margin=base))
+            for version in ('2023', '2024'):
+                check(model, f'our SEA-{version} <= authors\' '
+                      f'SEA-{version}',
+                      [(f'SEA-{version}', f'authors SEA-{version}')], m)
+            check(model, 'our SEA-2023 with chained radii <= authors\' '
+                  'SEA-2023', [('SEA-2023 chained', 'authors SEA-2023')], m)
+            check(model, 'SEA-2023 <= every single attack',
+                  [('SEA-2023', k) for k in singles], m)
+            check(model, 'SEA-2023 with chained radii <= every single '
+                  'attack', [('SEA-2023 chained', k) for k in singles], m)
+            check(model, 'SEA-2023 <= PGD, SegPGD, CosPGD',
+                  [('SEA-2023', b) for b in ('PGD', 'SegPGD', 'CosPGD')], m)
         wins = [(loss, e) for loss in LOSSES for e in eps if val(
             model, f'red-eps {loss} (tracks '
             f'{"mask_sph" if loss == "mask_sph" else "ce"})', e) <= val(
@@ -364,8 +363,45 @@ def print_tables(results, eps):
         print(t)
 
 
+def markdown(results, eps) -> str:
+    """Markdown tables (aAcc / mIoU per radius) and the checked claims."""
+    lines = []
+    for model, res in results.items():
+        lines += [
+            f'**{model}** ({res["n_images"]} images, '
+            f'{res["num_classes"]} classes; aAcc / mIoU %):', '',
+            '| attack | ' + ' | '.join(f'{e:g}/255' for e in eps) + ' |',
+            '|---|' + '---|' * len(eps)
+        ]
+        for key, row in res['table'].items():
+            name = f'**{key}**' if key in ('SEA-2023', 'SEA-2024') else key
+            lines.append(f'| {name} | ' + ' | '.join(
+                f'{row[f"{e:g}"]["aAcc"]:.1f} / {row[f"{e:g}"]["mIoU"]:.1f}'
+                for e in eps) + ' |')
+        lines.append('')
+    lines += [
+        '| model | claim | holds | margin (points) |', '|---|---|---|---|'
+    ]
+    for c in claims(results, eps):
+        margin = c['margin'] if isinstance(c['margin'], str) else \
+            f'{c["margin"]:+.2f}'
+        where = f' ({c["where"]})' if 'where' in c else ''
+        lines.append(f'| {c["model"]} | {c["claim"]} | '
+                     f'{"yes" if c["ok"] else "no"} | {margin}{where} |')
+    return '\n'.join(lines)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.report is not None:
+        results, eps = {}, None
+        for path in args.report or [osp.join(args.out, 'bench_strength.json')]:
+            with open(path) as f:
+                data = json.load(f)
+            results.update(data['models'])
+            eps = data['settings']['eps']
+        print(markdown(results, eps))
+        return
     torch.set_num_threads(args.threads)
     path = osp.join(args.out, 'bench_strength.json')
     results = {}
