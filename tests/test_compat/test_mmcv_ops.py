@@ -90,6 +90,11 @@ def test_compiled_ops_present_are_left_untouched():
         fake = types.ModuleType('mmcv.ops')
         fake.point_sample = 'compiled'
         fake.sigmoid_focal_loss = 'compiled'
+        def any_op(name):  # like a full mmcv: every op MMSeg imports
+            if name.startswith('__'):
+                raise AttributeError(name)
+            return type(name, (), {})
+        fake.__getattr__ = any_op
         import mmcv
         sys.modules['mmcv.ops'] = fake
         mmcv.ops = fake
