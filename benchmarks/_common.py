@@ -118,8 +118,8 @@ def demo_batches(model, batch_size: int = 10, max_images: int = 20) -> List:
     """Validation tiles of the demo dataset as attack batches."""
     from mmengine.dataset import Compose
 
+    from mmseg_robust import models
     from mmseg_robust.datasets import prepare_scratch_assay
-    from mmseg_robust.models import AttackBatch
     root = prepare_scratch_assay(osp.join(DEMO, 'data'))
     files = sorted(glob.glob(osp.join(root, 'img_dir', 'val', '*.png')))
     files = files[:max_images]
@@ -137,8 +137,17 @@ def demo_batches(model, batch_size: int = 10, max_images: int = 20) -> List:
         data = dict(
             inputs=[d['inputs'] for d in items],
             data_samples=[d['data_samples'] for d in items])
-        out.append(AttackBatch.from_data(model, data))
+        out.append(attack_batch(models, model, data))
     return out
+
+
+def attack_batch(models, segmentor, data):
+    """``AttackBatch.from_data``, or ``SegmentorAttackModel.from_batch`` in
+    checkouts before it (bench_speed / bench_before_after run those)."""
+    if hasattr(models, 'AttackBatch') and hasattr(models.AttackBatch,
+                                                  'from_data'):
+        return models.AttackBatch.from_data(segmentor, data)
+    return models.SegmentorAttackModel.from_batch(segmentor, data)
 
 
 def write_json(name: str, payload: dict, out_dir: str) -> str:
