@@ -5,6 +5,7 @@
 #                     model on real microscopy images and compare them with SEA
 #   make test       - the whole test suite (what CI runs)
 #   make test-fast  - the suite without the tests marked slow
+#   make lint       - flake8, isort and yapf (setup.cfg) on the whole tree
 #
 # The install never changes numpy, torch, torchvision or mmcv that are already
 # installed: every pip call runs under a constraints file that pins them to
@@ -18,9 +19,11 @@ CONSTRAINTS := .install-constraints.txt
 KEEP := numpy torch torchvision mmcv mmcv-lite
 # modules whose presence says the environment is complete
 CHECK_MODULES := torch torchvision mmcv mmengine mmseg mmpretrain pytest \
-	hypothesis xdist timm tifffile ndev_sampledata prettytable matplotlib
+	hypothesis xdist timm tifffile ndev_sampledata prettytable matplotlib \
+	flake8 isort yapf
+LINT_PATHS := mmseg_robust tools tests benchmarks configs setup.py
 
-.PHONY: install test test-fast demo clean
+.PHONY: install test test-fast lint demo clean
 
 # -I: do not let this checkout's folder on sys.path hide a missing install;
 # mmseg_robust must be installed from *this* checkout
@@ -47,7 +50,7 @@ $(STAMP): setup.py $(wildcard requirements/*.txt)
 		$(PIP) install -c $(CONSTRAINTS) torchvision
 	@$(PYTHON) -c "import mmcv" 2>/dev/null || \
 		$(PIP) install -c $(CONSTRAINTS) $$(grep -E '^mmcv-lite==' requirements/cpu.txt)
-	$(PIP) install -q -c $(CONSTRAINTS) -e ".[tests,optional]"
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[tests,optional,lint]"
 	$(PIP) install -q --no-deps -r requirements/demo.txt
 	@touch $(STAMP)
 
@@ -56,6 +59,11 @@ test: install
 
 test-fast: install
 	$(PYTHON) -m pytest $(PYTEST_ARGS) -m "not slow" tests
+
+lint: install
+	$(PYTHON) -m flake8 $(LINT_PATHS)
+	$(PYTHON) -m isort --check-only --diff $(LINT_PATHS)
+	$(PYTHON) -m yapf --diff --recursive $(LINT_PATHS)
 
 demo: install
 	$(PYTHON) tools/demo.py

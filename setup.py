@@ -1,7 +1,6 @@
 """Install mmseg_robust (``pip install -e .``)."""
 import os.path as osp
 import re
-
 from setuptools import find_packages, setup
 
 HERE = osp.dirname(osp.abspath(__file__))
@@ -36,8 +35,8 @@ setup(
     long_description=readme(),
     long_description_content_type='text/markdown',
     keywords='semantic segmentation, adversarial robustness, mmsegmentation',
-    packages=find_packages(exclude=('configs', 'tools', 'tests', 'benchmarks',
-                                    'docs')),
+    packages=find_packages(
+        exclude=('configs', 'tools', 'tests', 'benchmarks', 'docs')),
     include_package_data=True,
     python_requires='>=3.8',
     license='Apache License 2.0',
@@ -46,6 +45,7 @@ setup(
     # installed with --no-deps, which an extra cannot say
     extras_require={
         'tests': parse_requirements('tests.txt'),
+        'lint': parse_requirements('lint.txt'),
         'optional': parse_requirements('optional.txt'),
         'mim': parse_requirements('mminstall.txt'),
         'cpu': parse_requirements('cpu.txt'),

@@ -71,8 +71,14 @@ def _img_loss(name, logits, y, t, n_iter, weights):
     return _loss_map(name, logits, y, t, n_iter, weights).flatten(1).mean(1)
 
 
-def apgd_run(model: Callable, x: Tensor, y: Tensor, eps: float, n_iter: int,
-             loss: str, track: str, x_init: Optional[Tensor] = None,
+def apgd_run(model: Callable,
+             x: Tensor,
+             y: Tensor,
+             eps: float,
+             n_iter: int,
+             loss: str,
+             track: str,
+             x_init: Optional[Tensor] = None,
              weights: Optional[Tensor] = None,
              generator: Optional[torch.Generator] = None,
              fix_start_acc: bool = False) -> Tensor:
@@ -120,8 +126,9 @@ def apgd_run(model: Callable, x: Tensor, y: Tensor, eps: float, n_iter: int,
         a = 0.75 if i > 0 else 1.0
         x1 = torch.min(torch.max(x_adv + step * grad.sign(), lo), hi)
         x1 = x1.clamp(0, 1)
-        x1 = torch.min(torch.max(x_adv + (x1 - x_adv) * a + grad2 * (1 - a),
-                                 lo), hi).clamp(0, 1)
+        x1 = torch.min(
+            torch.max(x_adv + (x1 - x_adv) * a + grad2 * (1 - a), lo),
+            hi).clamp(0, 1)
         x_adv = x1
         need = i < n_iter - 1
         loss_cur, g, avg_acc = evaluate(x_adv, i + 1, need)
@@ -141,8 +148,8 @@ def apgd_run(model: Callable, x: Tensor, y: Tensor, eps: float, n_iter: int,
             for c in range(k):  # their index wraps at the first check
                 t += (loss_steps[i - c] > loss_steps[i - c - 1]).float()
             osc = (t <= k * 0.75).float()
-            no_impr = (1 - reduced_last) * (loss_best_last >=
-                                            loss_best).float()
+            no_impr = (1 - reduced_last) * (loss_best_last
+                                            >= loss_best).float()
             osc = torch.max(osc, no_impr)
             reduced_last = osc.clone()
             loss_best_last = loss_best.clone()
@@ -156,8 +163,16 @@ def apgd_run(model: Callable, x: Tensor, y: Tensor, eps: float, n_iter: int,
     return x_best_adv
 
 
-def apgd_largereps(model, x, y, eps, n_iter, loss, track, weights=None,
-                   generator=None, fix_start_acc=False) -> Tensor:
+def apgd_largereps(model,
+                   x,
+                   y,
+                   eps,
+                   n_iter,
+                   loss,
+                   track,
+                   weights=None,
+                   generator=None,
+                   fix_start_acc=False) -> Tensor:
     """Their red-eps: 2, 1.5, 1 times eps for 30%, 30%, 40% of the
     iterations."""
     iters = [int(0.3 * n_iter), int(0.3 * n_iter)]
@@ -167,15 +182,15 @@ def apgd_largereps(model, x, y, eps, n_iter, loss, track, weights=None,
         radius = r * eps
         if x_init is not None:
             x_init = (x + (x_init - x).clamp(-radius, radius)).clamp(0, 1)
-        x_init = apgd_run(model, x, y, radius, n, loss, track, x_init,
-                          weights, generator, fix_start_acc)
+        x_init = apgd_run(model, x, y, radius, n, loss, track, x_init, weights,
+                          generator, fix_start_acc)
     return x_init
 
 
 #: their ensembles: (loss, tracked objective)
 AUTHORS_SEA = {
-    '2023': (('mask_ce', 'ce'), ('bal_ce', 'ce'), ('js', 'ce'),
-             ('mask_sph', 'mask_sph')),
+    '2023': (('mask_ce', 'ce'), ('bal_ce', 'ce'), ('js', 'ce'), ('mask_sph',
+                                                                 'mask_sph')),
     '2024': (('mask_ce_bal', 'ce'), ('mask_ce', 'ce'), ('js', 'ce')),
 }
 
@@ -185,8 +200,13 @@ def _predict(model, x):
     return model(x).max(1)[1]
 
 
-def authors_sea(model, x: Tensor, y: Tensor, eps: float, n_iter: int,
-                version: str = '2023', weights: Optional[Tensor] = None,
+def authors_sea(model,
+                x: Tensor,
+                y: Tensor,
+                eps: float,
+                n_iter: int,
+                version: str = '2023',
+                weights: Optional[Tensor] = None,
                 seed: int = 0,
                 cache: Optional[Dict] = None,
                 fix_start_acc: bool = False) -> Dict[str, Tensor]:

@@ -10,27 +10,30 @@ import sys
 import time
 from typing import Callable, List
 
-import mmseg_robust  # noqa: F401  (compat fixes + registration, first)
 import torch
+
+import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(ROOT, 'work_dirs', 'demo')
 DEMO_CONFIGS = {
-    'clean': osp.join(ROOT, 'configs', 'demo',
-                      'upernet_convnext-demo_clean_1xb8-400it_'
-                      'scratch-assay-64x64.py'),
-    'at2': osp.join(ROOT, 'configs', 'demo',
-                    'upernet_convnext-demo_at2_1xb8-400it_'
-                    'scratch-assay-64x64.py'),
+    'clean':
+    osp.join(
+        ROOT, 'configs', 'demo', 'upernet_convnext-demo_clean_1xb8-400it_'
+        'scratch-assay-64x64.py'),
+    'at2':
+    osp.join(ROOT, 'configs', 'demo', 'upernet_convnext-demo_at2_1xb8-400it_'
+             'scratch-assay-64x64.py'),
 }
-
 
 #: UPerNet + ConvNeXt-T as MMSeg's ADE20K recipe (150 classes)
 CONVNEXT_T = osp.join(ROOT, 'configs', 'upernet_convnext_at',
                       'upernet_convnext-t_clean_4xb8-128ep_ade20k-512x512.py')
 
 
-def build_segmentor(config: str, device: str, crop: int = None,
+def build_segmentor(config: str,
+                    device: str,
+                    crop: int = None,
                     whole: bool = False):
     """A segmentor of ``config`` with random weights (no pretrained
     checkpoint) and BatchNorm instead of SyncBN in the heads, so it runs in
@@ -38,7 +41,6 @@ def build_segmentor(config: str, device: str, crop: int = None,
     makes inference whole-image."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-
     from mmseg.registry import MODELS
     cfg = Config.fromfile(config)
     cfg.model.backbone.init_cfg = None
@@ -58,7 +60,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn: Callable, repeats: int = 5, warmup: int = 1,
+def median_time(fn: Callable,
+                repeats: int = 5,
+                warmup: int = 1,
                 device: str = 'cpu') -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs (seconds)."""
     for _ in range(warmup):
@@ -82,8 +86,10 @@ def machine() -> dict:
         torch_threads=torch.get_num_threads())
     try:
         with open('/proc/cpuinfo') as f:
-            names = [ln.split(':', 1)[1].strip() for ln in f
-                     if ln.startswith('model name')]
+            names = [
+                ln.split(':', 1)[1].strip() for ln in f
+                if ln.startswith('model name')
+            ]
         if names:
             info['cpu'] = names[0]
     except OSError:
@@ -104,16 +110,16 @@ def demo_checkpoint(name: str) -> str:
 def demo_model(name: str, device: str = 'cpu'):
     """The demo's trained clean or AT^2 model, in eval mode."""
     from mmseg.apis import init_model
-    return init_model(DEMO_CONFIGS[name], demo_checkpoint(name),
-                      device=device).eval()
+    return init_model(
+        DEMO_CONFIGS[name], demo_checkpoint(name), device=device).eval()
 
 
 def demo_batches(model, batch_size: int = 10, max_images: int = 20) -> List:
     """Validation tiles of the demo dataset as attack batches."""
     from mmengine.dataset import Compose
 
+    from mmseg_robust import models
     from mmseg_robust.datasets import prepare_scratch_assay
-    from mmseg_robust.models import SegmentorAttackModel
     root = prepare_scratch_assay(osp.join(DEMO, 'data'))
     files = sorted(glob.glob(osp.join(root, 'img_dir', 'val', '*.png')))
     files = files[:max_images]
@@ -122,22 +128,33 @@ def demo_batches(model, batch_size: int = 10, max_images: int = 20) -> List:
     for i in range(0, len(files), batch_size):
         items = [
             pipeline(
-                dict(img_path=f, seg_map_path=f.replace('img_dir',
-                                                        'ann_dir'),
-                     reduce_zero_label=False, seg_fields=[]))
-            for f in files[i:i + batch_size]
+                dict(
+                    img_path=f,
+                    seg_map_path=f.replace('img_dir', 'ann_dir'),
+                    reduce_zero_label=False,
+                    seg_fields=[])) for f in files[i:i + batch_size]
         ]
-        data = dict(inputs=[d['inputs'] for d in items],
-                    data_samples=[d['data_samples'] for d in items])
-        out.append(SegmentorAttackModel.from_batch(model, data))
+        data = dict(
+            inputs=[d['inputs'] for d in items],
+            data_samples=[d['data_samples'] for d in items])
+        out.append(attack_batch(models, model, data))
     return out
+
+
+def attack_batch(models, segmentor, data):
+    """``AttackBatch.from_data``, or ``SegmentorAttackModel.from_batch`` in
+    checkouts before it (bench_speed / bench_before_after run those)."""
+    if hasattr(models, 'AttackBatch') and hasattr(models.AttackBatch,
+                                                  'from_data'):
+        return models.AttackBatch.from_data(segmentor, data)
+    return models.SegmentorAttackModel.from_batch(segmentor, data)
 
 
 def write_json(name: str, payload: dict, out_dir: str) -> str:
     os.makedirs(out_dir, exist_ok=True)
     path = osp.join(out_dir, f'{name}.json')
-    payload = dict(payload, machine=machine(),
-                   date=time.strftime('%Y-%m-%d %H:%M'))
+    payload = dict(
+        payload, machine=machine(), date=time.strftime('%Y-%m-%d %H:%M'))
     with open(path, 'w') as f:
         json.dump(payload, f, indent=2, default=float)
     return path

@@ -47,8 +47,8 @@ def _texture(kind: int, h: int, w: int, g: torch.Generator) -> Tensor:
         return (torch.rand(h, w, generator=g) < 0.15).float()
     # smooth blobs: upsampled noise
     coarse = torch.rand(1, 1, h // 8 + 1, w // 8 + 1, generator=g)
-    return F.interpolate(coarse, size=(h, w), mode='bilinear',
-                         align_corners=False)[0, 0]
+    return F.interpolate(
+        coarse, size=(h, w), mode='bilinear', align_corners=False)[0, 0]
 
 
 def make_image(seed: int, size: int = SIZE) -> Tuple[Tensor, Tensor]:
@@ -87,7 +87,8 @@ def make_image(seed: int, size: int = SIZE) -> Tuple[Tensor, Tensor]:
     return img, label
 
 
-def make_split(first_seed: int, n: int,
+def make_split(first_seed: int,
+               n: int,
                size: int = SIZE) -> Tuple[Tensor, Tensor]:
     imgs, labels = zip(*(make_image(first_seed + i, size) for i in range(n)))
     return torch.stack(imgs), torch.stack(labels)
@@ -107,8 +108,9 @@ class UNet(nn.Module):
     def __init__(self, num_classes: int = NUM_CLASSES, width: int = 8):
         super().__init__()
         w = width
-        self.enc1, self.enc2, self.enc3 = _block(3, w), _block(
-            w, 2 * w), _block(2 * w, 4 * w)
+        self.enc1, self.enc2, self.enc3 = _block(3,
+                                                 w), _block(w, 2 * w), _block(
+                                                     2 * w, 4 * w)
         self.up2 = nn.ConvTranspose2d(4 * w, 2 * w, 2, stride=2)
         self.dec2 = _block(4 * w, 2 * w)
         self.up1 = nn.ConvTranspose2d(2 * w, w, 2, stride=2)
@@ -161,8 +163,7 @@ def train_unet(pool: Tuple[Tensor, Tensor],
         x, y = pool_x[idx], pool_y[idx]
         if at_steps:
             model.eval()
-            x, _ = pgd_train(model, x, y, eps, at_steps, random_start=True,
-                             seed=it)
+            x, _ = pgd_train(model, x, y, eps, at_steps, start=it)
         model.train()
         loss = F.cross_entropy(model(x), y, ignore_index=255)
         opt.zero_grad()

@@ -53,18 +53,19 @@ def parse_args(argv=None):
 def fake_attack_batch(model, batch_size: int, size: int):
     """A fabricated batch of ``size`` x ``size`` images for ``model`` as an
     attack batch."""
-    from mmseg_robust.models import SegmentorAttackModel
+    from mmseg_robust.models import AttackBatch
     from mmseg_robust.testing import fake_batch
-    data = fake_batch(batch_size, (size, size),
-                      num_classes=model.decode_head.num_classes)
-    return SegmentorAttackModel.from_batch(model, data)
+    data = fake_batch(
+        batch_size, (size, size), num_classes=model.decode_head.num_classes)
+    return AttackBatch.from_data(model, data)
 
 
 def fb_fns(batch, device, amp):
     """One forward + input-backward, and one forward only, on the batch."""
-    ctx = torch.autocast(device.split(':')[0], dtype=torch.float16 if
-                         device.startswith('cuda') else torch.bfloat16,
-                         enabled=amp)
+    ctx = torch.autocast(
+        device.split(':')[0],
+        dtype=torch.float16 if device.startswith('cuda') else torch.bfloat16,
+        enabled=amp)
 
     def fb():
         x = batch.x.detach().requires_grad_(True)
@@ -114,26 +115,55 @@ def overhead_rows(name, batch, n_iter, device, repeats, amp, eps=4 / 255):
     t_f = median_time(f, repeats, 1, device)
     rows = []
     res, ratio, ta, tf = paired_ratio(
-        lambda: apgd(batch.model, batch.x, batch.y, eps, n_iter,
-                     loss='mask_ce', mask=batch.mask, amp=amp,
-                     early_stop=False), n_iter, fb, device, repeats)
+        lambda: apgd(
+            batch.model,
+            batch.x,
+            batch.y,
+            eps,
+            n_iter,
+            loss='mask_ce',
+            mask=batch.mask,
+            amp=amp,
+            early_stop=False), n_iter, fb, device, repeats)
     rows.append(
-        dict(model=name, attack='APGD mask_ce', n_iter=n_iter, n_fb=n_iter,
-             n_forward=2, batch=batch.x.shape[0], time=ta, floor=tf, t_f=t_f,
-             ratio=ratio, per_iter_overhead=(ta - 2 * t_f) / tf - 1))
+        dict(
+            model=name,
+            attack='APGD mask_ce',
+            n_iter=n_iter,
+            n_fb=n_iter,
+            n_forward=2,
+            batch=batch.x.shape[0],
+            time=ta,
+            floor=tf,
+            t_f=t_f,
+            ratio=ratio,
+            per_iter_overhead=(ta - 2 * t_f) / tf - 1))
     n = max(n_iter, 3)
-    sea = SEA(batch.model, eps, n_iter=n, amp=amp, skip_broken=False,
-              check_model=False)
+    sea = SEA(
+        batch.model,
+        eps,
+        n_iter=n,
+        amp=amp,
+        skip_broken=False,
+        check_model=False)
     n_fb = len(sea.attacks) * n
     n_forward = 1 + 3 * len(sea.attacks)  # clean + last iterate per stage
     res, ratio, ta, tf = paired_ratio(
-        lambda: sea.run(batch.x, batch.y, mask=batch.mask), n_fb, fb,
-        device, repeats)
+        lambda: sea.run(batch.x, batch.y, mask=batch.mask), n_fb, fb, device,
+        repeats)
     rows.append(
-        dict(model=name, attack='SEA (4 x red-eps APGD)', n_iter=n,
-             n_fb=n_fb, n_forward=n_forward, batch=batch.x.shape[0],
-             time=ta, floor=tf, t_f=t_f, ratio=ratio,
-             per_iter_overhead=(ta - n_forward * t_f) / tf - 1))
+        dict(
+            model=name,
+            attack='SEA (4 x red-eps APGD)',
+            n_iter=n,
+            n_fb=n_fb,
+            n_forward=n_forward,
+            batch=batch.x.shape[0],
+            time=ta,
+            floor=tf,
+            t_f=t_f,
+            ratio=ratio,
+            per_iter_overhead=(ta - n_forward * t_f) / tf - 1))
     return rows
 
 
@@ -146,10 +176,13 @@ def skip_rows(batches, n_iter, eps_list):
             worst = []
             evals = 0
             for b in batches:
-                sea = SEA(b.model, eps, n_iter=n_iter, skip_broken=skip,
-                          check_model=False)
-                res, dt = timed(lambda: sea.run(b.x, b.y, mask=b.mask),
-                                'cpu')
+                sea = SEA(
+                    b.model,
+                    eps,
+                    n_iter=n_iter,
+                    skip_broken=skip,
+                    check_model=False)
+                res, dt = timed(lambda: sea.run(b.x, b.y, mask=b.mask), 'cpu')
                 t += dt
                 worst.append(res.correct)
                 evals += sum(r.n_evals for r in res.attacks.values())
@@ -157,12 +190,16 @@ def skip_rows(batches, n_iter, eps_list):
         identical = torch.equal(out[False][1], out[True][1])
         broken = int((out[True][1] == 0).sum())
         rows.append(
-            dict(eps=f'{eps * 255:g}/255', time_no_skip=out[False][0],
-                 time_skip=out[True][0],
-                 saving=1 - out[True][0] / out[False][0],
-                 evals_no_skip=out[False][2], evals_skip=out[True][2],
-                 images_broken=broken, images=len(out[True][1]),
-                 identical_worst_case=identical))
+            dict(
+                eps=f'{eps * 255:g}/255',
+                time_no_skip=out[False][0],
+                time_skip=out[True][0],
+                saving=1 - out[True][0] / out[False][0],
+                evals_no_skip=out[False][2],
+                evals_skip=out[True][2],
+                images_broken=broken,
+                images=len(out[True][1]),
+                identical_worst_case=identical))
     return rows
 
 
@@ -181,8 +218,8 @@ def peak_tensor_mb(fn: Callable, device: str) -> float:
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU],
-                 profile_memory=True) as prof:
+    with profile(
+            activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = sorted((e for e in prof.profiler.kineto_results.events()
                      if e.name() == '[memory]'),
@@ -199,11 +236,12 @@ def memory_rows(name, segmentor, batch, device, n_iter=3):
     the same images; the segmentor's weights are restored afterwards."""
     from mmengine.optim import OptimWrapper
     state = copy.deepcopy(segmentor.state_dict())
-    data = dict(inputs=batch.raw_images(batch.x),
-                data_samples=batch.model.data_samples)
+    data = dict(
+        inputs=batch.raw_images(batch.x),
+        data_samples=batch.model.data_samples)
     sea = SEA(batch.model, 4 / 255, n_iter=n_iter, check_model=False)
-    sea_mb = peak_tensor_mb(
-        lambda: sea.run(batch.x, batch.y, mask=batch.mask), device)
+    sea_mb = peak_tensor_mb(lambda: sea.run(batch.x, batch.y, mask=batch.mask),
+                            device)
     optim = OptimWrapper(torch.optim.AdamW(segmentor.parameters(), 1e-4))
 
     def train_step():
@@ -213,8 +251,8 @@ def memory_rows(name, segmentor, batch, device, n_iter=3):
 
     train_mb = peak_tensor_mb(train_step, device)
     segmentor.load_state_dict(state)
-    return dict(model=name, sea_mb=sea_mb, train_mb=train_mb,
-                ratio=sea_mb / train_mb)
+    return dict(
+        model=name, sea_mb=sea_mb, train_mb=train_mb, ratio=sea_mb / train_mb)
 
 
 def main(argv=None):
@@ -225,8 +263,8 @@ def main(argv=None):
     # 1. overhead vs the limit
     model = demo_model('at2', device)
     batch = demo_batches(model, batch_size=10, max_images=10)[0]
-    rows = overhead_rows('demo AT^2 (128x128, batch 10)', batch,
-                         args.n_iter, device, args.repeats, args.amp)
+    rows = overhead_rows('demo AT^2 (128x128, batch 10)', batch, args.n_iter,
+                         device, args.repeats, args.amp)
     big = big_batch = big_name = None
     if not args.skip_big:
         # UPerNet + ConvNeXt-T as in MMSeg's ADE20K config, random weights
@@ -235,14 +273,17 @@ def main(argv=None):
         big_name = (f'UPerNet+ConvNeXt-T ({args.big_size}x{args.big_size}, '
                     'batch 1)')
         rows += overhead_rows(big_name, big_batch, args.big_n_iter, device,
-                              1 if device == 'cpu' else args.repeats,
-                              args.amp)
-    t = PrettyTable(['model', 'attack', 'n_iter', 'floor s', 'time s',
-                     'ratio to floor', 'per-iter overhead'])
+                              1 if device == 'cpu' else args.repeats, args.amp)
+    t = PrettyTable([
+        'model', 'attack', 'n_iter', 'floor s', 'time s', 'ratio to floor',
+        'per-iter overhead'
+    ])
     for r in rows:
-        t.add_row([r['model'], r['attack'], r['n_iter'], f'{r["floor"]:.2f}',
-                   f'{r["time"]:.2f}', f'{r["ratio"]:.3f}',
-                   f'{r["per_iter_overhead"]:+.1%}'])
+        t.add_row([
+            r['model'], r['attack'], r['n_iter'], f'{r["floor"]:.2f}',
+            f'{r["time"]:.2f}', f'{r["ratio"]:.3f}',
+            f'{r["per_iter_overhead"]:+.1%}'
+        ])
     print('1. attack time / time of n_attacks * n_iter bare forward + '
           'input-backward passes (median of paired runs)')
     print(t)
@@ -252,34 +293,39 @@ def main(argv=None):
     clean = demo_model('clean', device)
     batches = demo_batches(clean, batch_size=10, max_images=20)
     srows = skip_rows(batches, args.n_iter, [8 / 255, 16 / 255, 32 / 255])
-    t = PrettyTable(['eps', 'images at 0 acc', 'time no skip s',
-                     'time skip s', 'saving', 'evals no skip', 'evals skip',
-                     'identical'])
+    t = PrettyTable([
+        'eps', 'images at 0 acc', 'time no skip s', 'time skip s', 'saving',
+        'evals no skip', 'evals skip', 'identical'
+    ])
     for r in srows:
-        t.add_row([r['eps'], f'{r["images_broken"]}/{r["images"]}',
-                   f'{r["time_no_skip"]:.1f}',
-                   f'{r["time_skip"]:.1f}', f'{r["saving"]:.0%}',
-                   r['evals_no_skip'], r['evals_skip'],
-                   r['identical_worst_case']])
+        t.add_row([
+            r['eps'], f'{r["images_broken"]}/{r["images"]}',
+            f'{r["time_no_skip"]:.1f}', f'{r["time_skip"]:.1f}',
+            f'{r["saving"]:.0%}', r['evals_no_skip'], r['evals_skip'],
+            r['identical_worst_case']
+        ])
     print('\n2. SEA with and without skipping images at zero accuracy '
           '(clean demo model, 20 tiles)')
     print(t)
     results['skip_broken'] = srows
 
     # 3. peak memory (the demo model, and the big one if built)
-    mrows = [memory_rows('demo AT^2 (128x128, batch 10)', model, batch,
-                         device)]
+    mrows = [
+        memory_rows('demo AT^2 (128x128, batch 10)', model, batch, device)
+    ]
     if big is not None:
         # training needs 2 images (BatchNorm of the 1x1 pooling branch)
         big2 = fake_attack_batch(big, 2, args.big_size)
         mrows.append(
-            memory_rows(big_name.replace('batch 1', 'batch 2'), big, big2,
-                        device))
-    t = PrettyTable(['model', 'SEA batch MB', 'training step MB', 'ratio',
-                     'target'])
+            memory_rows(
+                big_name.replace('batch 1', 'batch 2'), big, big2, device))
+    t = PrettyTable(
+        ['model', 'SEA batch MB', 'training step MB', 'ratio', 'target'])
     for r in mrows:
-        t.add_row([r['model'], f'{r["sea_mb"]:.0f}', f'{r["train_mb"]:.0f}',
-                   f'{r["ratio"]:.2f}', '<= 1.2'])
+        t.add_row([
+            r['model'], f'{r["sea_mb"]:.0f}', f'{r["train_mb"]:.0f}',
+            f'{r["ratio"]:.2f}', '<= 1.2'
+        ])
     print('\n3. peak memory held by tensors: SEA (4 attacks, 3 iterations) '
           'vs one training step, same batch')
     print(t)

@@ -26,8 +26,10 @@ ROOT = osp.dirname(HERE)
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--other', help='the other checkout (e.g. the previous '
-                   'release); without it only this checkout is timed')
+    p.add_argument(
+        '--other',
+        help='the other checkout (e.g. the previous '
+        'release); without it only this checkout is timed')
     p.add_argument('--models', nargs='+', default=['texture_at', 'demo_at2'])
     p.add_argument('--n-iter', type=int, default=20)
     p.add_argument('--eps', type=float, default=8)
@@ -46,8 +48,7 @@ def _load(args):
     import torch
     if args.model.startswith('texture'):
         from _texture import texture_model, texture_val
-        model = texture_model(args.model,
-                              osp.join(ROOT, 'work_dirs', 'bench'))
+        model = texture_model(args.model, osp.join(ROOT, 'work_dirs', 'bench'))
         x, y = texture_val(16)
         return model, x, y, None
     import _common
@@ -78,8 +79,8 @@ def worker(args):
             sea.curve(x, y, radii, mask=mask, seed=seeds)
         else:
             for r in radii:
-                SEA(model, r, n_iter=args.n_iter).run(x, y, mask=mask,
-                                                      seed=seeds)
+                SEA(model, r, n_iter=args.n_iter).run(
+                    x, y, mask=mask, seed=seeds)
 
     out = {}
     one_radius()  # warm-up
@@ -91,14 +92,17 @@ def worker(args):
 
 
 def _run(checkout, args, model):
-    env = dict(os.environ, PYTHONPATH=checkout,
-               OMP_NUM_THREADS=str(args.threads))
-    cmd = [sys.executable, osp.abspath(__file__), '--worker', '--model',
-           model, '--n-iter', str(args.n_iter), '--eps', str(args.eps),
-           '--threads', str(args.threads), '--demo-dir', args.demo_dir,
-           '--radii'] + [str(r) for r in args.radii]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                          cwd=checkout)
+    env = dict(
+        os.environ, PYTHONPATH=checkout, OMP_NUM_THREADS=str(args.threads))
+    cmd = [
+        sys.executable,
+        osp.abspath(__file__), '--worker', '--model', model, '--n-iter',
+        str(args.n_iter), '--eps',
+        str(args.eps), '--threads',
+        str(args.threads), '--demo-dir', args.demo_dir, '--radii'
+    ] + [str(r) for r in args.radii]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, cwd=checkout)
     for line in proc.stdout.splitlines():
         if line.startswith('RESULT '):
             return json.loads(line[7:])
@@ -114,16 +118,21 @@ def main(argv=None):
     checkouts = {'this': ROOT}
     if args.other:
         checkouts['other'] = osp.abspath(args.other)
-    results = dict(settings={k: v for k, v in vars(args).items()
-                             if k not in ('worker', 'model')},
-                   models={})
+    results = dict(
+        settings={
+            k: v
+            for k, v in vars(args).items() if k not in ('worker', 'model')
+        },
+        models={})
     for model in args.models:
         runs = {k: [] for k in checkouts}
         for r in range(args.repeats):
             for name, path in checkouts.items():
                 runs[name].append(_run(path, args, model))
-                print(f'[{model}] repeat {r + 1}/{args.repeats} {name}: '
-                      f'{runs[name][-1]}', flush=True)
+                print(
+                    f'[{model}] repeat {r + 1}/{args.repeats} {name}: '
+                    f'{runs[name][-1]}',
+                    flush=True)
         summary = {}
         for workload in ('one_radius', 'all_radii'):
             row = {

@@ -42,14 +42,24 @@ LOSSES = ['mask_ce', 'bal_ce', 'js', 'mask_sph', 'mask_ce_bal']
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--models', nargs='+', default=[
-        'texture_clean', 'texture_at', 'demo_clean', 'demo_at2'])
+    p.add_argument(
+        '--models',
+        nargs='+',
+        default=['texture_clean', 'texture_at', 'demo_clean', 'demo_at2'])
     p.add_argument('--eps', type=float, nargs='+', default=[4, 8, 12, 16])
     p.add_argument('--n-iter', type=int, default=100)
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--fresh', action='store_true',
-                   help='recompute models already in the results file')
+    p.add_argument(
+        '--fresh',
+        action='store_true',
+        help='recompute models already in the results file')
+    p.add_argument(
+        '--report',
+        nargs='*',
+        metavar='JSON',
+        help='print the markdown tables and claims of results files '
+        '(default: the one in --out) and exit')
     p.add_argument('--out', default=osp.join(HERE, 'results'))
     return p.parse_args(argv)
 
@@ -91,8 +101,9 @@ def scores(pred, y, num_classes):
     area_t = torch.bincount(t, minlength=num_classes).double()
     union = area_p + area_t - inter
     present = union > 0
-    return dict(aAcc=100 * float(inter.sum() / area_t.sum()),
-                mIoU=100 * float((inter[present] / union[present]).mean()))
+    return dict(
+        aAcc=100 * float(inter.sum() / area_t.sum()),
+        mIoU=100 * float((inter[present] / union[present]).mean()))
 
 
 def correct_of(pred, y):
@@ -137,7 +148,7 @@ def worst_miou_pred(preds, y, num_classes):
 def run_model(name, args, log):
     from _authors_sea import authors_sea
 
-    from mmseg_robust.attacks import (SEA, apgd, apgd_red_eps,
+    from mmseg_robust.attacks import (SEA, UniformNoise, apgd, apgd_red_eps,
                                       class_weights_from_counts,
                                       default_tracked, derive_seed, pgd,
                                       start_noise)
@@ -154,8 +165,9 @@ def run_model(name, args, log):
     # chained SEA-2023 over all radii (what tools/test.py does)
     t0 = time.perf_counter()
     radii = [e / 255 for e in sorted(args.eps)]
-    chained = SEA(model, radii[0], n_iter=args.n_iter).curve(
-        x, y, radii, mask=mask, seed=seeds)
+    chained = SEA(
+        model, radii[0], n_iter=args.n_iter).curve(
+            x, y, radii, mask=mask, seed=seeds)
     timing['SEA-2023 chained, all radii'] = time.perf_counter() - t0
     for e, res in zip(sorted(args.eps), chained):
         record('SEA-2023 chained', e, res.pred)
@@ -164,8 +176,12 @@ def run_model(name, args, log):
         t_eps = time.perf_counter()
         out = {}
         # SEA-2023's four attacks, standalone (skip_broken=False)
-        sea = SEA(model, eps, n_iter=args.n_iter, skip_broken=False,
-                  class_weights=weights)
+        sea = SEA(
+            model,
+            eps,
+            n_iter=args.n_iter,
+            skip_broken=False,
+            class_weights=weights)
         t0 = time.perf_counter()
         res23 = sea.run(x, y, seed=seeds, **kw)
         timing[f'SEA-2023 {e:g}'] = time.perf_counter() - t0
@@ -173,16 +189,23 @@ def run_model(name, args, log):
             out[f'red-eps {loss} (tracks {default_tracked(loss)})'] = \
                 res23.attacks[loss].pred
         # mask_ce_bal as in SEA-2024 (same seed derivation as SEA uses)
-        r = apgd_red_eps(model, x, y, eps, args.n_iter, loss='mask_ce_bal',
-                         class_weights=weights,
-                         noise=start_noise(x, derive_seed(seeds,
-                                                          'mask_ce_bal')),
-                         **kw)
+        r = apgd_red_eps(
+            model,
+            x,
+            y,
+            eps,
+            args.n_iter,
+            loss='mask_ce_bal',
+            class_weights=weights,
+            start=UniformNoise(
+                start_noise(x, derive_seed(seeds, 'mask_ce_bal'))),
+            **kw)
         out['red-eps mask_ce_bal (tracks ce)'] = r.pred
         out['SEA-2023'] = res23.pred
-        sea24 = [out['red-eps mask_ce_bal (tracks ce)'],
-                 out['red-eps mask_ce (tracks ce)'],
-                 out['red-eps js (tracks ce)']]
+        sea24 = [
+            out['red-eps mask_ce_bal (tracks ce)'],
+            out['red-eps mask_ce (tracks ce)'], out['red-eps js (tracks ce)']
+        ]
         out['SEA-2024'] = worst_of(sea24, y)
         sea23 = [res23.attacks[n].pred for n in res23.attacks]
         out['SEA-2023 worst_miou'] = worst_miou_pred(sea23, y, num_classes)
@@ -191,31 +214,63 @@ def run_model(name, args, log):
         for loss in LOSSES:
             cw = dict(class_weights=weights) if loss == 'mask_ce_bal' else {}
             other = loss if default_tracked(loss) == 'ce' else 'ce'
-            r = apgd_red_eps(model, x, y, eps, args.n_iter, loss=loss,
-                             track_loss=other, seed=seeds, **cw, **kw)
+            r = apgd_red_eps(
+                model,
+                x,
+                y,
+                eps,
+                args.n_iter,
+                loss=loss,
+                track_loss=other,
+                start=seeds,
+                **cw,
+                **kw)
             out[f'red-eps {loss} (tracks {other})'] = r.pred
-            r = apgd(model, x, y, eps, args.n_iter, loss=loss, seed=seeds,
-                     **cw, **kw)
+            r = apgd(
+                model,
+                x,
+                y,
+                eps,
+                args.n_iter,
+                loss=loss,
+                start=seeds,
+                **cw,
+                **kw)
             out[f'const-eps {loss}'] = r.pred
             preds = []
             for k in range(3):
-                r = apgd(model, x, y, eps, max(args.n_iter // 3, 1),
-                         loss=loss, seed=[s + 7919 * (k + 1) for s in seeds],
-                         **cw, **kw)
+                r = apgd(
+                    model,
+                    x,
+                    y,
+                    eps,
+                    max(args.n_iter // 3, 1),
+                    loss=loss,
+                    start=[s + 7919 * (k + 1) for s in seeds],
+                    **cw,
+                    **kw)
                 preds.append(r.pred)
             out[f'const-eps {loss}, 3 restarts'] = worst_of(preds, y)
         for bname, loss in (('PGD', 'ce'), ('SegPGD', 'bal_ce'),
                             ('CosPGD', 'cossim_ce')):
-            out[bname] = pgd(model, x, y, eps, args.n_iter, loss=loss,
-                             **kw).pred
+            out[bname] = pgd(
+                model, x, y, eps, args.n_iter, loss=loss, **kw).pred
         # the authors' release, as read (benchmarks/_authors_sea.py)
         cache = {}
         t0 = time.perf_counter()
-        a23 = authors_sea(model, x, y, eps, args.n_iter, '2023',
-                          seed=args.seed, cache=cache)
+        a23 = authors_sea(
+            model, x, y, eps, args.n_iter, '2023', seed=args.seed, cache=cache)
         timing[f'authors SEA-2023 {e:g}'] = time.perf_counter() - t0
-        a24 = authors_sea(model, x, y, eps, args.n_iter, '2024',
-                          weights=weights, seed=args.seed, cache=cache)
+        a24 = authors_sea(
+            model,
+            x,
+            y,
+            eps,
+            args.n_iter,
+            '2024',
+            weights=weights,
+            seed=args.seed,
+            cache=cache)
         out['authors SEA-2023'] = a23['worst']
         out['authors SEA-2024'] = a24['worst']
         for loss, pred in a23.items():
@@ -230,49 +285,66 @@ def run_model(name, args, log):
             'aAcc)')
     with torch.no_grad():
         clean = model(x).max(1).indices
-    table['clean'] = {f'{e:g}': scores(clean, y, num_classes)
-                      for e in args.eps}
-    return dict(table=table, timing=timing, n_images=int(x.shape[0]),
-                num_classes=int(num_classes))
+    table['clean'] = {
+        f'{e:g}': scores(clean, y, num_classes)
+        for e in args.eps
+    }
+    return dict(
+        table=table,
+        timing=timing,
+        n_images=int(x.shape[0]),
+        num_classes=int(num_classes))
 
 
 def claims(results, eps):
-    """The paper's claims (and ours against the authors'), checked."""
+    """The paper's claims (and ours against the authors'), checked; the
+    margin is the largest excess over the radii (negative: holds with room),
+    with where it is."""
     out = []
 
     def val(model, key, e, m='aAcc'):
         return results[model]['table'][key][f'{e:g}'][m]
 
+    def check(model, claim, pairs, m):
+        """``pairs``: (ours, theirs) row names; holds if ours <= theirs at
+        every radius."""
+        excess = max((val(model, a, e, m) - val(model, b, e, m), b, e)
+                     for a, b in pairs for e in eps)
+        out.append(
+            dict(
+                model=model,
+                claim=f'{claim} ({m})',
+                ok=excess[0] <= 0,
+                margin=excess[0],
+                where=f'{excess[1]} at {excess[2]:g}/255'))
+
     for model, res in results.items():
-        keys = [k for k in res['table'] if k not in ('clean', )]
+        keys = [k for k in res['table'] if k != 'clean']
         singles = [k for k in keys if 'SEA' not in k]
-        for version in ('2023', '2024'):
-            for m in ('aAcc', 'mIoU'):
-                worst = [val(model, f'SEA-{version}', e, m) -
-                         val(model, f'authors SEA-{version}', e, m)
-                         for e in eps]
-                out.append(dict(
-                    model=model, claim=f'our SEA-{version} <= authors\' '
-                    f'SEA-{version} ({m})', ok=max(worst) <= 0,
-                    margin=max(worst)))
         for m in ('aAcc', 'mIoU'):
-            excess = max((val(model, 'SEA-2023', e, m) - val(model, k, e, m),
-                          k, e) for k in singles for e in eps)
-            out.append(dict(model=model, claim=f'SEA-2023 <= every single '
-                            f'attack ({m})', ok=excess[0] <= 0,
-                            margin=excess[0],
-                            where=f'{excess[1]} at {excess[2]:g}/255'))
-            base = max(val(model, 'SEA-2023', e, m) - val(model, b, e, m)
-                       for b in ('PGD', 'SegPGD', 'CosPGD') for e in eps)
-            out.append(dict(model=model, claim='SEA-2023 <= PGD, SegPGD, '
-                            f'CosPGD ({m})', ok=base <= 0, margin=base))
-        wins = [(loss, e) for loss in LOSSES for e in eps
-                if val(model, f'red-eps {loss} (tracks '
-                       f'{"mask_sph" if loss == "mask_sph" else "ce"})', e)
-                <= val(model, f'const-eps {loss}', e)]
-        out.append(dict(model=model, claim='red-eps <= const-eps (aAcc, per '
-                        'loss and radius)', ok=len(wins) == len(LOSSES) *
-                        len(eps), margin=f'{len(wins)}/{len(LOSSES) * len(eps)}'))
+            for version in ('2023', '2024'):
+                check(model, f'our SEA-{version} <= authors\' '
+                      f'SEA-{version}',
+                      [(f'SEA-{version}', f'authors SEA-{version}')], m)
+            check(model, 'our SEA-2023 with chained radii <= authors\' '
+                  'SEA-2023', [('SEA-2023 chained', 'authors SEA-2023')], m)
+            check(model, 'SEA-2023 <= every single attack',
+                  [('SEA-2023', k) for k in singles], m)
+            check(model, 'SEA-2023 with chained radii <= every single '
+                  'attack', [('SEA-2023 chained', k) for k in singles], m)
+            check(model, 'SEA-2023 <= PGD, SegPGD, CosPGD',
+                  [('SEA-2023', b) for b in ('PGD', 'SegPGD', 'CosPGD')], m)
+        wins = [(loss, e) for loss in LOSSES for e in eps if val(
+            model, f'red-eps {loss} (tracks '
+            f'{"mask_sph" if loss == "mask_sph" else "ce"})', e) <= val(
+                model, f'const-eps {loss}', e)]
+        out.append(
+            dict(
+                model=model,
+                claim='red-eps <= const-eps (aAcc, per '
+                'loss and radius)',
+                ok=len(wins) == len(LOSSES) * len(eps),
+                margin=f'{len(wins)}/{len(LOSSES) * len(eps)}'))
     return out
 
 
@@ -284,14 +356,52 @@ def print_tables(results, eps):
         for key, row in res['table'].items():
             t.add_row([key] + [
                 f'{row[f"{e:g}"]["aAcc"]:.1f} / {row[f"{e:g}"]["mIoU"]:.1f}'
-                for e in eps])
+                for e in eps
+            ])
         print(f'\n{model}: {res["n_images"]} images, {res["num_classes"]} '
               'classes')
         print(t)
 
 
+def markdown(results, eps) -> str:
+    """Markdown tables (aAcc / mIoU per radius) and the checked claims."""
+    lines = []
+    for model, res in results.items():
+        lines += [
+            f'**{model}** ({res["n_images"]} images, '
+            f'{res["num_classes"]} classes; aAcc / mIoU %):', '',
+            '| attack | ' + ' | '.join(f'{e:g}/255' for e in eps) + ' |',
+            '|---|' + '---|' * len(eps)
+        ]
+        for key, row in res['table'].items():
+            name = f'**{key}**' if key in ('SEA-2023', 'SEA-2024') else key
+            lines.append(f'| {name} | ' + ' | '.join(
+                f'{row[f"{e:g}"]["aAcc"]:.1f} / {row[f"{e:g}"]["mIoU"]:.1f}'
+                for e in eps) + ' |')
+        lines.append('')
+    lines += [
+        '| model | claim | holds | margin (points) |', '|---|---|---|---|'
+    ]
+    for c in claims(results, eps):
+        margin = c['margin'] if isinstance(c['margin'], str) else \
+            f'{c["margin"]:+.2f}'
+        where = f' ({c["where"]})' if 'where' in c else ''
+        lines.append(f'| {c["model"]} | {c["claim"]} | '
+                     f'{"yes" if c["ok"] else "no"} | {margin}{where} |')
+    return '\n'.join(lines)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.report is not None:
+        results, eps = {}, None
+        for path in args.report or [osp.join(args.out, 'bench_strength.json')]:
+            with open(path) as f:
+                data = json.load(f)
+            results.update(data['models'])
+            eps = data['settings']['eps']
+        print(markdown(results, eps))
+        return
     torch.set_num_threads(args.threads)
     path = osp.join(args.out, 'bench_strength.json')
     results = {}
@@ -308,16 +418,17 @@ def main(argv=None):
         t0 = time.perf_counter()
         results[name] = run_model(name, args, lambda s: print(s, flush=True))
         results[name]['seconds'] = time.perf_counter() - t0
-        write_json('bench_strength', dict(settings=vars(args),
-                                          models=results), args.out)
+        write_json('bench_strength', dict(settings=vars(args), models=results),
+                   args.out)
     print_tables(results, args.eps)
     checked = claims(results, args.eps)
     for c in checked:
         print(('[yes] ' if c['ok'] else '[no]  ') + f'{c["model"]}: '
-              f'{c["claim"]} (margin {c["margin"]}'
-              + (f', {c["where"]}' if 'where' in c else '') + ')')
-    write_json('bench_strength', dict(settings=vars(args), models=results,
-                                      claims=checked), args.out)
+              f'{c["claim"]} (margin {c["margin"]}' +
+              (f', {c["where"]}' if 'where' in c else '') + ')')
+    write_json('bench_strength',
+               dict(settings=vars(args), models=results, claims=checked),
+               args.out)
 
 
 if __name__ == '__main__':

@@ -17,8 +17,7 @@ import sys
 from types import SimpleNamespace
 
 import torch
-from _common import (CONVNEXT_T, ROOT, build_segmentor, median_time,
-                     write_json)
+from _common import CONVNEXT_T, ROOT, build_segmentor, median_time, write_json
 from prettytable import PrettyTable
 
 from mmseg_robust.engine import AdvTrainingHook
@@ -29,8 +28,11 @@ def parse_args(argv=None):
     p.add_argument('--device', default='cpu')
     p.add_argument('--steps', type=int, nargs='+', default=[2, 5])
     p.add_argument('--repeats', type=int, default=5)
-    p.add_argument('--big-size', type=int, default=128,
-                   help='crop size of the UPerNet + ConvNeXt-T run')
+    p.add_argument(
+        '--big-size',
+        type=int,
+        default=128,
+        help='crop size of the UPerNet + ConvNeXt-T run')
     p.add_argument('--big-batch', type=int, default=2)
     p.add_argument('--skip-big', action='store_true')
     p.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results'))
@@ -45,9 +47,11 @@ def build(config: str, size: int, device: str):
 
 
 def measure(name, model, optim, data, steps_list, repeats, device):
-    runner = SimpleNamespace(model=model, optim_wrapper=optim, iter=0,
-                             message_hub=SimpleNamespace(
-                                 update_scalar=lambda *a, **k: None))
+    runner = SimpleNamespace(
+        model=model,
+        optim_wrapper=optim,
+        iter=0,
+        message_hub=SimpleNamespace(update_scalar=lambda *a, **k: None))
 
     def clean():
         model.train_step(copy.copy(data), optim)
@@ -68,9 +72,14 @@ def measure(name, model, optim, data, steps_list, repeats, device):
         t_at = median_time(at, repeats, 1, device)
         t_attack = median_time(attack_only, repeats, 1, device)
         rows.append(
-            dict(model=name, k=k, clean=t_clean, at=t_at,
-                 ratio=t_at / t_clean, target=1 + 0.75 * k,
-                 attack_step_vs_train_step=t_attack / k / t_clean))
+            dict(
+                model=name,
+                k=k,
+                clean=t_clean,
+                at=t_at,
+                ratio=t_at / t_clean,
+                target=1 + 0.75 * k,
+                attack_step_vs_train_step=t_attack / k / t_clean))
     return rows
 
 
@@ -79,13 +88,13 @@ def main(argv=None):
     from mmseg_robust.testing import fake_batch
     device = args.device
     runs = [('demo UPerNet+ConvNeXt (64x64, batch 8)',
-             osp.join(ROOT, 'configs', 'demo',
-                      'upernet_convnext-demo_clean_1xb8-400it_'
-                      'scratch-assay-64x64.py'), 64, 8)]
+             osp.join(
+                 ROOT, 'configs', 'demo',
+                 'upernet_convnext-demo_clean_1xb8-400it_'
+                 'scratch-assay-64x64.py'), 64, 8)]
     if not args.skip_big:
         runs.append((f'UPerNet+ConvNeXt-T ({args.big_size}x{args.big_size}'
-                     f', batch {args.big_batch})',
-                     CONVNEXT_T, args.big_size,
+                     f', batch {args.big_batch})', CONVNEXT_T, args.big_size,
                      args.big_batch))
     rows = []
     for name, config, size, batch in runs:
@@ -94,13 +103,16 @@ def main(argv=None):
         rows += measure(name, model, optim, data, args.steps, args.repeats,
                         device)
         del model, optim
-    t = PrettyTable(['model', 'k', 'clean iter s', 'AT^k iter s', 'ratio',
-                     'target', 'attack step / train step'])
+    t = PrettyTable([
+        'model', 'k', 'clean iter s', 'AT^k iter s', 'ratio', 'target',
+        'attack step / train step'
+    ])
     for r in rows:
-        t.add_row([r['model'], r['k'], f'{r["clean"]:.3f}',
-                   f'{r["at"]:.3f}', f'{r["ratio"]:.2f}',
-                   f'<= {r["target"]:.2f}',
-                   f'{r["attack_step_vs_train_step"]:.2f}'])
+        t.add_row([
+            r['model'], r['k'], f'{r["clean"]:.3f}', f'{r["at"]:.3f}',
+            f'{r["ratio"]:.2f}', f'<= {r["target"]:.2f}',
+            f'{r["attack_step_vs_train_step"]:.2f}'
+        ])
     print('AT^k iteration time vs clean training (median of '
           f'{args.repeats})')
     print(t)

@@ -20,10 +20,12 @@ _plugin.activate()
 register_all_modules = _plugin.register_all_modules
 
 _SUBMODULES = ('attacks', 'compat', 'datasets', 'engine', 'evaluation',
-               'models', 'testing', 'utils', 'visualization')
+               'models', 'testing', 'cli', 'visualization')
 
-__all__ = ['__version__', 'register_all_modules', 'attacks', 'models',
-           'engine', 'evaluation', 'datasets', 'compat']
+__all__ = [
+    '__version__', 'register_all_modules', 'attacks', 'models', 'engine',
+    'evaluation', 'datasets', 'compat'
+]
 
 
 def __getattr__(name: str):

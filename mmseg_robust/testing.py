@@ -15,9 +15,9 @@ import torch
 import torch.nn as nn
 from mmengine.config import ConfigDict
 from mmengine.model import BaseModule
+from mmseg.registry import MODELS
 
 import mmseg_robust  # noqa: F401  (compat fixes, registration)
-from mmseg.registry import MODELS
 
 __all__ = [
     'TinyConvBackbone', 'tiny_segmentor_cfg', 'build_tiny_segmentor',
@@ -231,8 +231,9 @@ def tiny_runner_cfg(work_dir: str,
             batch_size=batch_size if train else 1,
             num_workers=0,
             persistent_workers=False,
-            sampler=dict(type='InfiniteSampler' if train else
-                         'DefaultSampler', shuffle=train),
+            sampler=dict(
+                type='InfiniteSampler' if train else 'DefaultSampler',
+                shuffle=train),
             dataset=toy_dataset_cfg(data_root, split, train=train))
 
     cfg = dict(
@@ -255,12 +256,12 @@ def tiny_runner_cfg(work_dir: str,
         test_cfg=dict(type='TestLoop'),
         optim_wrapper=dict(
             type='OptimWrapper',
-            optimizer=dict(type='SGD', lr=lr, momentum=0.9,
-                           weight_decay=0.0)),
+            optimizer=dict(type='SGD', lr=lr, momentum=0.9, weight_decay=0.0)),
         param_scheduler=[],
         default_hooks=dict(
             timer=dict(type='IterTimerHook'),
-            logger=dict(type='LoggerHook', interval=1, log_metric_by_epoch=False),
+            logger=dict(
+                type='LoggerHook', interval=1, log_metric_by_epoch=False),
             param_scheduler=dict(type='ParamSchedulerHook'),
             checkpoint=dict(
                 type='CheckpointHook',
@@ -301,8 +302,8 @@ def fake_batch(n: int = 2,
     inputs, samples = [], []
     for i in range(n):
         inputs.append(
-            torch.randint(0, 256, (3, ) + tuple(size), generator=g,
-                          dtype=torch.uint8))
+            torch.randint(
+                0, 256, (3, ) + tuple(size), generator=g, dtype=torch.uint8))
         s = SegDataSample()
         s.set_metainfo(
             dict(
@@ -312,7 +313,7 @@ def fake_batch(n: int = 2,
                 scale_factor=(size[1] / label_size[1],
                               size[0] / label_size[0])))
         s.gt_sem_seg = PixelData(
-            data=torch.randint(0, num_classes, (1, ) + tuple(label_size),
-                               generator=g))
+            data=torch.randint(
+                0, num_classes, (1, ) + tuple(label_size), generator=g))
         samples.append(s)
     return dict(inputs=inputs, data_samples=samples)

@@ -6,7 +6,10 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-__all__ = ['plot_robustness_curve', 'save_sea_predictions', 'parse_metrics']
+__all__ = [
+    'plot_robustness_curve', 'plot_robustness_curves', 'save_sea_predictions',
+    'parse_metrics'
+]
 
 _KEY = re.compile(r'(?:^|/)eps([0-9.]+)/([^/]+)/([A-Za-z]+)$')
 
@@ -24,11 +27,11 @@ def parse_metrics(metrics: Dict[str, float], metric: str = 'mIoU'):
     return curves, clean
 
 
-def plot_robustness_curve(metrics: Dict[str, float],
-                          out_file: str,
-                          title: Optional[str] = None,
-                          extra: Optional[Dict[str, Dict[str, float]]] = None
-                          ) -> str:
+def plot_robustness_curve(
+        metrics: Dict[str, float],
+        out_file: str,
+        title: Optional[str] = None,
+        extra: Optional[Dict[str, Dict[str, float]]] = None) -> str:
     """mIoU and aAcc against eps (in /255), one line per attack, the worst
     case in bold, the clean value at eps 0.
 
@@ -42,31 +45,74 @@ def plot_robustness_curve(metrics: Dict[str, float],
     Returns:
         str: ``out_file``.
     """
+    models = {None: metrics}
+    models.update(extra or {})
+    return plot_robustness_curves(
+        models,
+        out_file,
+        title,
+        outputs={
+            None: None,
+            **{
+                k: ['worst']
+                for k in (extra or {})
+            }
+        })
+
+
+def plot_robustness_curves(models: Dict[Optional[str], Dict[str, float]],
+                           out_file: str,
+                           title: Optional[str] = None,
+                           outputs: Optional[Dict] = None,
+                           colors: Optional[Dict[str, str]] = None,
+                           dpi: int = 100) -> str:
+    """mIoU and aAcc against eps (in /255) for several models: per model
+    the worst case in bold and its other outputs (attacks), the clean value
+    at eps 0.
+
+    Args:
+        models (dict): ``{label: SEAMetric metrics}``; a ``None`` label
+            draws unprefixed legend entries.
+        out_file (str): PNG path.
+        title (str, optional): Figure title.
+        outputs (dict, optional): ``{label: [output names]}`` to draw per
+            model (default: every output; ``None`` for a model: all).
+        colors (dict, optional): ``{label: matplotlib colour}``.
+        dpi (int): Resolution of the PNG.
+
+    Returns:
+        str: ``out_file``.
+    """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    models = {None: metrics}
-    if extra:
-        models.update(extra)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     styles = ['-', '--', ':', '-.']
     for ax, metric in zip(axes, ('mIoU', 'aAcc')):
         for m_i, (label, mets) in enumerate(models.items()):
             curves, clean = parse_metrics(mets, metric)
-            for name, points in sorted(curves.items(),
-                                       key=lambda kv: kv[0] != 'worst'):
-                if label is not None and name != 'worst':
-                    continue
+            wanted = (outputs or {}).get(label)
+            names = [
+                n for n in sorted(curves, key=lambda n: n != 'worst')
+                if wanted is None or n in wanted
+            ]
+            for n_i, name in enumerate(names):
+                points = curves[name]
                 xs = sorted(points)
                 ys = [points[x] for x in xs]
                 if clean is not None:
                     xs, ys = [0.0] + xs, [clean] + ys
                 worst = name == 'worst'
-                text = name if label is None else f'{label} ({name})'
+                if label is None:
+                    text, style = name, '-'
+                else:
+                    text = f'{label}: ' + ('SEA' if worst else name)
+                    style = '-' if worst else styles[1 + n_i % 3]
                 ax.plot(
                     xs,
                     ys,
-                    styles[m_i % len(styles)] if label else '-',
+                    style,
+                    color=(colors or {}).get(label),
                     marker='o' if worst else '.',
                     linewidth=2.5 if worst else 1.0,
                     label=text)
@@ -79,7 +125,7 @@ def plot_robustness_curve(metrics: Dict[str, float],
         fig.suptitle(title)
     fig.tight_layout()
     os.makedirs(osp.dirname(out_file) or '.', exist_ok=True)
-    fig.savefig(out_file, dpi=100)
+    fig.savefig(out_file, dpi=dpi)
     plt.close(fig)
     return out_file
 
@@ -97,9 +143,8 @@ def _to_rgb_uint8(x_chw, size, bgr: bool):
     return np.ascontiguousarray(img)
 
 
-def save_sea_predictions(show_dir: str, batch, samples: Sequence,
-                         clean_pred, adversarial: dict,
-                         dataset_meta: dict) -> None:
+def save_sea_predictions(show_dir: str, batch, samples: Sequence, clean_pred,
+                         adversarial: dict, dataset_meta: dict) -> None:
     """Draw ground truth and predictions (MMSeg's visualizer style) for the
     clean images and, per radius, the worst-case adversarial images.
 
@@ -107,7 +152,6 @@ def save_sea_predictions(show_dir: str, batch, samples: Sequence,
     ``<show_dir>/<image>_eps<e>.png``.
     """
     from mmengine.structures import PixelData
-
     from mmseg.structures import SegDataSample
     from mmseg.visualization import SegLocalVisualizer
     os.makedirs(show_dir, exist_ok=True)
@@ -122,8 +166,8 @@ def save_sea_predictions(show_dir: str, batch, samples: Sequence,
         label = sample.gt_sem_seg.data[0]
         size = tuple(label.shape)
         h, w = batch.sizes[i]
-        stem = osp.splitext(osp.basename(
-            sample.metainfo.get('img_path') or f'img{i}'))[0]
+        stem = osp.splitext(
+            osp.basename(sample.metainfo.get('img_path') or f'img{i}'))[0]
         panels = [('clean', batch.x[i, :, :h, :w], clean_pred[i])]
         for ek, (x_adv, pred) in adversarial.items():
             panels.append((f'eps{ek}', x_adv[i, :, :h, :w], pred[i]))

@@ -14,6 +14,18 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
 warnings.filterwarnings('ignore', message='.*MultiScaleDeformableAttention.*')
 
 
+@pytest.fixture(scope='module')
+def one_thread():
+    """One intra-op thread for a module of tiny models: they gain nothing
+    from threads, and on a shared 2-core machine the threads' synchronisation
+    makes them many times slower. Use with
+    ``pytestmark = pytest.mark.usefixtures('one_thread')``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def toy_data(tmp_path_factory):
     """A fresh toy dataset in MMSeg's layout (8 train, 4 val, 32x32)."""

@@ -45,15 +45,15 @@ def voc_palette() -> List[int]:
     return palette
 
 
-def _scene(rng: np.random.Generator, width: int, height: int,
-           num_classes: int, first_class: int,
-           boundary: bool) -> Tuple[np.ndarray, np.ndarray]:
+def _scene(rng: np.random.Generator, width: int, height: int, num_classes: int,
+           first_class: int, boundary: bool) -> Tuple[np.ndarray, np.ndarray]:
     """A smooth colour image with a few filled shapes and their labels."""
     yy, xx = np.mgrid[:height, :width].astype(np.float32)
     img = np.stack([
         128 + 60 * np.sin(xx / rng.uniform(15, 40) + rng.uniform(0, 6)) +
         40 * np.cos(yy / rng.uniform(10, 30)) for _ in range(3)
-    ], axis=-1)
+    ],
+                   axis=-1)
     label = np.full((height, width), first_class, np.uint8)
     for _ in range(4):
         cls = int(rng.integers(first_class + 1, num_classes))
@@ -96,8 +96,7 @@ def make_voc_folder(root: str,
         png.putpalette(voc_palette())  # 'L' -> 'P', as VOC's label files
         png.save(osp.join(voc, 'SegmentationClass', name + '.png'))
         names.append(name)
-    with open(osp.join(voc, 'ImageSets', 'Segmentation', 'val.txt'),
-              'w') as f:
+    with open(osp.join(voc, 'ImageSets', 'Segmentation', 'val.txt'), 'w') as f:
         f.write('\n'.join(names) + '\n')
     return voc
 

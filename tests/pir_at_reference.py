@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    'RefUperNetConvNeXt', 'RefSegmenter', 'randomize_', 'DEPTHS_T',
-    'DEPTHS_S'
+    'RefUperNetConvNeXt', 'RefSegmenter', 'randomize_', 'DEPTHS_T', 'DEPTHS_S'
 ]
 
 DEPTHS_T = (3, 3, 9, 3)
@@ -125,7 +124,10 @@ class RefConvNeXt(nn.Module):
 class ConvBNReLU(nn.Module):
     """Conv (no bias), BatchNorm, ReLU as ``conv`` / ``batch_norm``."""
 
-    def __init__(self, cin: int, cout: int, kernel: int,
+    def __init__(self,
+                 cin: int,
+                 cout: int,
+                 kernel: int,
                  padding: int = 0) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, padding=padding, bias=False)
@@ -174,8 +176,8 @@ class RefUperNetHead(nn.Module):
         super().__init__()
         scales = (1, 2, 3, 6)
         self.psp_modules = PyramidPooling(scales, in_channels[-1], channels)
-        self.bottleneck = ConvBNReLU(
-            in_channels[-1] + len(scales) * channels, channels, 3, 1)
+        self.bottleneck = ConvBNReLU(in_channels[-1] + len(scales) * channels,
+                                     channels, 3, 1)
         self.lateral_convs = nn.ModuleList(
             ConvBNReLU(c, channels, 1) for c in in_channels[:-1])
         self.fpn_convs = nn.ModuleList(
@@ -201,7 +203,9 @@ class RefUperNetHead(nn.Module):
         outs.append(laterals[-1])
         outs = [outs[0]] + [
             F.interpolate(
-                o, size=outs[0].shape[2:], mode='bilinear',
+                o,
+                size=outs[0].shape[2:],
+                mode='bilinear',
                 align_corners=False) for o in outs[1:]
         ]
         return self.classifier(self.fpn_bottleneck(torch.cat(outs, dim=1)))
@@ -315,8 +319,13 @@ class RefViT(nn.Module):
     first). The position embedding covers ``image_size // patch`` squared
     patches and is resized bilinearly for other grids."""
 
-    def __init__(self, image_size: int, patch: int, dim: int, layers: int,
-                 heads: int, num_classes: int = 1000) -> None:
+    def __init__(self,
+                 image_size: int,
+                 patch: int,
+                 dim: int,
+                 layers: int,
+                 heads: int,
+                 num_classes: int = 1000) -> None:
         super().__init__()
         self.patch = patch
         self.grid = image_size // patch
@@ -337,10 +346,13 @@ class RefViT(nn.Module):
             grid = pos[:, 1:].reshape(1, self.grid, self.grid,
                                       -1).permute(0, 3, 1, 2)
             grid = F.interpolate(
-                grid, size=(h // self.patch, w // self.patch),
-                mode='bilinear', align_corners=False)
+                grid,
+                size=(h // self.patch, w // self.patch),
+                mode='bilinear',
+                align_corners=False)
             pos = torch.cat(
-                [pos[:, :1], grid.permute(0, 2, 3, 1).flatten(1, 2)], dim=1)
+                [pos[:, :1],
+                 grid.permute(0, 2, 3, 1).flatten(1, 2)], dim=1)
         x = x + pos
         for block in self.blocks:
             x = block(x)
@@ -377,8 +389,8 @@ class MaskTransformer(nn.Module):
         classes = classes / classes.norm(dim=-1, keepdim=True)
         masks = self.mask_norm(patches @ classes.transpose(1, 2))
         gh = size[0] // self.patch
-        return masks.transpose(1, 2).reshape(x.shape[0], self.num_classes,
-                                             gh, -1)
+        return masks.transpose(1, 2).reshape(x.shape[0], self.num_classes, gh,
+                                             -1)
 
 
 class RefSegmenter(nn.Module):
@@ -405,8 +417,8 @@ class RefSegmenter(nn.Module):
         super().__init__()
         self.patch = patch
         self.encoder = RefViT(image_size, patch, dim, layers, heads)
-        self.decoder = MaskTransformer(num_classes, patch, dim,
-                                       decoder_layers, heads)
+        self.decoder = MaskTransformer(num_classes, patch, dim, decoder_layers,
+                                       heads)
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[2:]
@@ -416,8 +428,8 @@ class RefSegmenter(nn.Module):
         hp, wp = x.shape[2:]
         tokens = self.encoder(x)[:, 1:]
         masks = self.decoder(tokens, (hp, wp))
-        masks = F.interpolate(masks, size=(hp, wp), mode='bilinear',
-                              align_corners=False)
+        masks = F.interpolate(
+            masks, size=(hp, wp), mode='bilinear', align_corners=False)
         return masks[:, :, :h, :w]
 
 
@@ -434,8 +446,8 @@ def randomize_(model: nn.Module, seed: int) -> nn.Module:
             p.copy_(0.5 + torch.rand(p.shape, generator=gen))
         elif p.dim() == 2 and p.shape[0] == p.shape[1] and (
                 name.endswith('proj_patch') or name.endswith('proj_classes')):
-            p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(
-                p.shape[0]))
+            p.copy_(
+                torch.randn(p.shape, generator=gen) / math.sqrt(p.shape[0]))
         elif name.endswith(('cls_token', 'pos_embed', 'cls_emb')):
             p.copy_(0.5 * torch.randn(p.shape, generator=gen))
         else:

@@ -22,10 +22,10 @@ import os.path as osp
 import sys
 from typing import List, Optional
 
-import mmseg_robust  # noqa: F401  (compat fixes + registration, first)
 import torch
 from mmengine.runner.checkpoint import _load_checkpoint
 
+import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
 from mmseg_robust.models.pir_at import PIRATConversion, convert_pir_at
 
 # which configs in configs/pir_at/ fit a converted model
@@ -69,9 +69,9 @@ def check_against_config(state_dict: dict, config: str) -> Optional[str]:
     """Build ``config``'s model and describe how ``state_dict`` does not fit
     it (``None`` when it loads strictly)."""
     from mmengine.registry import init_default_scope
-
     from mmseg.registry import MODELS
-    from mmseg_robust.utils import load_config
+
+    from mmseg_robust.cli import load_config
 
     cfg = load_config(config)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
@@ -79,16 +79,16 @@ def check_against_config(state_dict: dict, config: str) -> Optional[str]:
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
-    shapes = sorted(
-        f'{k}: converted {tuple(state_dict[k].shape)} vs model '
-        f'{tuple(own[k].shape)}' for k in set(own) & set(state_dict)
-        if state_dict[k].shape != own[k].shape)
+    shapes = sorted(f'{k}: converted {tuple(state_dict[k].shape)} vs model '
+                    f'{tuple(own[k].shape)}'
+                    for k in set(own) & set(state_dict)
+                    if state_dict[k].shape != own[k].shape)
     if not (missing or unexpected or shapes):
         return None
     parts = [f'the converted weights do not fit the model of {config}']
     for name, keys in (('missing keys', missing),
-                       ('unexpected keys', unexpected),
-                       ('shape mismatches', shapes)):
+                       ('unexpected keys', unexpected), ('shape mismatches',
+                                                         shapes)):
         if keys:
             shown = ', '.join(keys[:20])
             more = f' ... (+{len(keys) - 20} more)' if len(keys) > 20 else ''

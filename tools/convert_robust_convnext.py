@@ -20,10 +20,10 @@ import os.path as osp
 import sys
 from typing import List, Optional
 
-import mmseg_robust  # noqa: F401  (compat fixes + registration, first)
 import torch
 from mmengine.runner.checkpoint import _load_checkpoint
 
+import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
 from mmseg_robust.models.initializers import convert_robust_convnext
 
 
@@ -80,8 +80,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     torch.save(dict(state_dict=state_dict, meta=meta), args.dst)
     print(f'{args.src} ({conv.layout} layout, {conv.stem} stem): wrote '
           f'{len(state_dict)} tensors to {args.dst} with key prefix '
-          f'{args.prefix!r}; ignored {len(conv.ignored)} keys'
-          + (f" ({', '.join(conv.ignored)})" if conv.ignored else ''))
+          f'{args.prefix!r}; ignored {len(conv.ignored)} keys' +
+          (f" ({', '.join(conv.ignored)})" if conv.ignored else ''))
     if conv.stem == 'conv':
         print("note: ConvStem checkpoint; use type='RobustConvNeXt', "
               "stem='conv'")

@@ -24,16 +24,20 @@ import subprocess
 import sys
 import time
 
+from mmseg_robust.attacks import BASELINE_ATTACKS, SEA_LOSSES
+
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
 CONFIGS = {
-    'clean': 'configs/demo/'
+    'clean':
+    'configs/demo/'
     'upernet_convnext-demo_clean_1xb8-400it_scratch-assay-64x64.py',
-    'AT^2': 'configs/demo/'
+    'AT^2':
+    'configs/demo/'
     'upernet_convnext-demo_at2_1xb8-400it_scratch-assay-64x64.py',
 }
-SEA_ATTACKS = ['mask_ce', 'bal_ce', 'js', 'mask_sph']
-BASELINES = ['pgd', 'segpgd', 'cospgd']
+SEA_ATTACKS = list(SEA_LOSSES)  # SEA-2023
+BASELINES = list(BASELINE_ATTACKS)  # PGD, SegPGD, CosPGD
 # differences below this (points of aAcc / mIoU) count as ties in the checks
 TIE = 0.1
 
@@ -42,23 +46,43 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--work-dir', default='work_dirs/demo')
     p.add_argument(
-        '--eps', type=float, nargs='+', default=[1, 2, 4, 8, 16],
+        '--eps',
+        type=float,
+        nargs='+',
+        default=[1, 2, 4, 8, 16],
         help='radii in units of 1/255')
-    p.add_argument('--n-iter', type=int, default=20,
-                   help='iterations of every attack (SEA and baselines)')
-    p.add_argument('--max-iters', type=int, default=None,
-                   help='training iterations (default: the configs\')')
-    p.add_argument('--max-images', type=int, default=None,
-                   help='evaluate only the first N validation tiles')
-    p.add_argument('--target-class', default='background',
-                   help='target of the targeted attack in the picture')
-    p.add_argument('--retrain', action='store_true',
-                   help='train again even if checkpoints exist')
-    p.add_argument('--save-docs', metavar='DIR',
-                   help='also write the pictures and the table to DIR')
-    p.add_argument('--compare-independent', action='store_true',
-                   help='also run SEA with every radius from scratch and '
-                   'report the time the chained radii save')
+    p.add_argument(
+        '--n-iter',
+        type=int,
+        default=20,
+        help='iterations of every attack (SEA and baselines)')
+    p.add_argument(
+        '--max-iters',
+        type=int,
+        default=None,
+        help='training iterations (default: the configs\')')
+    p.add_argument(
+        '--max-images',
+        type=int,
+        default=None,
+        help='evaluate only the first N validation tiles')
+    p.add_argument(
+        '--target-class',
+        default='background',
+        help='target of the targeted attack in the picture')
+    p.add_argument(
+        '--retrain',
+        action='store_true',
+        help='train again even if checkpoints exist')
+    p.add_argument(
+        '--save-docs',
+        metavar='DIR',
+        help='also write the pictures and the table to DIR')
+    p.add_argument(
+        '--compare-independent',
+        action='store_true',
+        help='also run SEA with every radius from scratch and '
+        'report the time the chained radii save')
     return p.parse_args(argv)
 
 
@@ -67,8 +91,8 @@ def _run(cmd, log_path):
     line), its output going to ``log_path``; fail loudly with its tail."""
     t0 = time.perf_counter()
     with open(log_path, 'w') as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
-                              cwd=ROOT)
+        proc = subprocess.run(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if proc.returncode:
         with open(log_path) as log:
             tail = log.read()[-3000:]
@@ -79,8 +103,7 @@ def _run(cmd, log_path):
 def _data_options(data_root):
     return [
         f'{loader}.dataset.data_root={data_root}'
-        for loader in ('train_dataloader', 'val_dataloader',
-                       'test_dataloader')
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
     ]
 
 
@@ -92,13 +115,17 @@ def train(name, config, work_dir, data_root, args):
         return ckpt, 0.0
     opts = _data_options(data_root) + ['log_level=INFO']
     if args.max_iters:
-        opts += [f'train_cfg.max_iters={args.max_iters}',
-                 f'train_cfg.val_interval={args.max_iters}',
-                 f'default_hooks.checkpoint.interval={args.max_iters}']
+        opts += [
+            f'train_cfg.max_iters={args.max_iters}',
+            f'train_cfg.val_interval={args.max_iters}',
+            f'default_hooks.checkpoint.interval={args.max_iters}'
+        ]
     print(f'[{name}] training with tools/train.py {config} ...', flush=True)
     os.makedirs(out, exist_ok=True)
-    seconds = _run([sys.executable, 'tools/train.py', config, '--work-dir',
-                    out, '--cfg-options'] + opts, osp.join(out, 'train.log'))
+    seconds = _run([
+        sys.executable, 'tools/train.py', config, '--work-dir', out,
+        '--cfg-options'
+    ] + opts, osp.join(out, 'train.log'))
     with open(osp.join(out, 'last_checkpoint')) as f:
         shutil.copy(f.read().strip(), ckpt)
     print(f'[{name}] trained in {seconds:.0f} s -> {ckpt}')
@@ -110,8 +137,10 @@ def _evaluate_once(name, kind, config, ckpt, work_dir, data_root, args):
     ``kind``: ``'sea'``, ``'sea_independent'`` (every radius from
     scratch) or ``'baselines'``."""
     attacks = BASELINES if kind == 'baselines' else SEA_ATTACKS
-    settings = json.dumps([args.eps, args.n_iter, attacks, args.max_images,
-                           osp.getmtime(ckpt), kind])
+    settings = json.dumps([
+        args.eps, args.n_iter, attacks, args.max_images,
+        osp.getmtime(ckpt), kind
+    ])
     tag = hashlib.sha1(settings.encode()).hexdigest()[:8]
     out = osp.join(work_dir, 'eval', f'{_slug(name)}_{kind}_{tag}')
     summary = osp.join(out, 'sea', 'summary.json')
@@ -119,10 +148,12 @@ def _evaluate_once(name, kind, config, ckpt, work_dir, data_root, args):
         print(f'[{name}] reusing {summary}')
         with open(summary) as f:
             return json.load(f)['metrics'], 0.0
-    cmd = [sys.executable, 'tools/test.py', config, ckpt, '--eval', 'sea',
-           '--work-dir', out, '--eps'] + [f'{e:g}' for e in args.eps] + [
-               '--n-iter', str(args.n_iter), '--attacks'] + attacks + [
-                   '--resume', '--cfg-options'] + _data_options(data_root)
+    cmd = [
+        sys.executable, 'tools/test.py', config, ckpt, '--eval', 'sea',
+        '--work-dir', out, '--eps'
+    ] + [f'{e:g}' for e in args.eps] + [
+        '--n-iter', str(args.n_iter), '--attacks'
+    ] + attacks + ['--resume', '--cfg-options'] + _data_options(data_root)
     if kind == 'baselines':
         cmd.append('--no-skip')  # standalone numbers for every baseline
     if kind == 'sea_independent':
@@ -132,8 +163,11 @@ def _evaluate_once(name, kind, config, ckpt, work_dir, data_root, args):
     if args.max_images:
         cmd += ['--max-images', str(args.max_images)]
     os.makedirs(out, exist_ok=True)
-    what = {'sea': 'SEA', 'sea_independent': 'SEA, independent radii',
-            'baselines': 'PGD, SegPGD, CosPGD'}[kind]
+    what = {
+        'sea': 'SEA',
+        'sea_independent': 'SEA, independent radii',
+        'baselines': 'PGD, SegPGD, CosPGD'
+    }[kind]
     print(f'[{name}] {what} with tools/test.py --eval sea ...', flush=True)
     seconds = _run(cmd, osp.join(out, 'test.log'))
     with open(summary) as f:
@@ -146,8 +180,10 @@ def _attack_seconds(name, kind, work_dir, args, ckpt):
     """Attack time per image of a finished evaluation (its summary), so a
     reused evaluation still reports what it cost."""
     attacks = BASELINES if kind == 'baselines' else SEA_ATTACKS
-    settings = json.dumps([args.eps, args.n_iter, attacks, args.max_images,
-                           osp.getmtime(ckpt), kind])
+    settings = json.dumps([
+        args.eps, args.n_iter, attacks, args.max_images,
+        osp.getmtime(ckpt), kind
+    ])
     tag = hashlib.sha1(settings.encode()).hexdigest()[:8]
     path = osp.join(work_dir, 'eval', f'{_slug(name)}_{kind}_{tag}', 'sea',
                     'summary.json')
@@ -158,19 +194,19 @@ def _attack_seconds(name, kind, work_dir, args, ckpt):
 def evaluate(name, config, ckpt, work_dir, data_root, args):
     """SEA (its worst case over its four attacks) and, separately, the
     baselines at the same iteration budget."""
-    sea, t_sea = _evaluate_once(name, 'sea', config, ckpt, work_dir,
-                                data_root, args)
+    sea, t_sea = _evaluate_once(name, 'sea', config, ckpt, work_dir, data_root,
+                                args)
     base, t_base = _evaluate_once(name, 'baselines', config, ckpt, work_dir,
                                   data_root, args)
     metrics = dict(sea)
     metrics.update({
         k: v
-        for k, v in base.items()
-        if any(f'/{b}/' in k for b in BASELINES)
+        for k, v in base.items() if any(f'/{b}/' in k for b in BASELINES)
     })
-    out = dict(metrics=metrics,
-               sea_seconds_per_image=_attack_seconds(name, 'sea', work_dir,
-                                                     args, ckpt))
+    out = dict(
+        metrics=metrics,
+        sea_seconds_per_image=_attack_seconds(name, 'sea', work_dir, args,
+                                              ckpt))
     t_ind = 0.0
     if args.compare_independent:
         ind, t_ind = _evaluate_once(name, 'sea_independent', config, ckpt,
@@ -220,10 +256,9 @@ def checks(results, eps):
     at, clean = results['AT^2']['metrics'], results['clean']['metrics']
     radii = sorted(eps)
     for metric in ('aAcc', 'mIoU'):
-        ok = all(
-            m[f'sea/eps{b:g}/worst/{metric}'] <=
-            m[f'sea/eps{a:g}/worst/{metric}'] <= m[f'sea/clean/{metric}']
-            for m in (at, clean) for a, b in zip(radii, radii[1:]))
+        ok = all(m[f'sea/eps{b:g}/worst/{metric}'] <=
+                 m[f'sea/eps{a:g}/worst/{metric}'] <= m[f'sea/clean/{metric}']
+                 for m in (at, clean) for a, b in zip(radii, radii[1:]))
         out.append((ok, f'SEA worst-case {metric} never increases with the '
                     'radius (both models)'))
     if 4 in eps:
@@ -264,39 +299,23 @@ def chaining_report(results):
     return lines
 
 
-def plot(results, eps, path):
-    """mIoU vs eps: SEA worst case and each baseline, for both models."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    colours = {'clean': 'tab:red', 'AT^2': 'tab:blue'}
-    for ax, metric in zip(axes, ('mIoU', 'aAcc')):
-        for name, res in results.items():
-            m = res['metrics']
-            xs = [0.0] + list(eps)
-            for attack, style, width in [('worst', '-', 2.5)] + [
-                    (b, s, 1.0) for b, s in zip(BASELINES, (':', '--', '-.'))
-            ]:
-                ys = [m[f'sea/clean/{metric}']] + [
-                    m[f'sea/eps{e:g}/{attack}/{metric}'] for e in eps
-                ]
-                label = f'{name}: ' + ('SEA' if attack == 'worst' else
-                                       attack)
-                ax.plot(xs, ys, style, color=colours.get(name),
-                        linewidth=width, marker='o' if width > 2 else None,
-                        label=label)
-        ax.set_xlabel('eps (x 1/255)')
-        ax.set_ylabel(f'{metric} (%)')
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle('Clean vs adversarially trained (AT^2) toy UPerNet + '
-                 'ConvNeXt, scratch-assay validation tiles')
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+def plot(results, path):
+    """mIoU vs eps: SEA's worst case and each baseline, for both models."""
+    from mmseg_robust.visualization import plot_robustness_curves
+    return plot_robustness_curves(
+        {
+            name: res['metrics']
+            for name, res in results.items()
+        },
+        path, 'Clean vs adversarially trained (AT^2) toy UPerNet + ConvNeXt, '
+        'scratch-assay validation tiles',
+        outputs={name: ['worst'] + BASELINES
+                 for name in results},
+        colors={
+            'clean': 'tab:red',
+            'AT^2': 'tab:blue'
+        },
+        dpi=90)
 
 
 def main(argv=None):
@@ -325,8 +344,7 @@ def main(argv=None):
     for ok, text in claims:
         print(('[ok]   ' if ok else '[FAIL] ') + text)
 
-    curve = plot(results, args.eps,
-                 osp.join(work_dir, 'demo_robustness_curve.png'))
+    curve = plot(results, osp.join(work_dir, 'demo_robustness_curve.png'))
     val_dir = osp.join(data_root, 'img_dir', 'val')
     image = osp.join(val_dir, sorted(os.listdir(val_dir))[0])
     panel = osp.join(work_dir, 'demo_attack_panel.png')
@@ -335,16 +353,16 @@ def main(argv=None):
         sys.executable, 'tools/visualize_attack.py', CONFIGS['clean'],
         ckpts['clean'], image, '--model', CONFIGS['AT^2'], ckpts['AT^2'],
         '--names', 'clean', 'AT^2', '--target-class', args.target_class,
-        '--eps', '4', '--n-iter', str(args.n_iter), '--out', panel
+        '--eps', '4', '--n-iter',
+        str(args.n_iter), '--out', panel
     ], osp.join(work_dir, 'visualize.log'))
     timing['picture'] = time.perf_counter() - t0
     total = time.perf_counter() - t_start
     print(f'\npictures: {curve}\n          {panel}')
-    print('time (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in timing.items())
-          + f', total {total:.0f}')
+    print('time (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in timing.items()) +
+          f', total {total:.0f}')
     if args.save_docs:
-        _save_docs(args, results, table, claims, curve, panel, timing,
-                   total)
+        _save_docs(args, results, table, claims, curve, panel, timing, total)
     return dict(results=results, claims=claims, timing=timing, total=total)
 
 
@@ -353,18 +371,19 @@ def _save_docs(args, results, table, claims, curve, panel, timing, total):
     shutil.copy(curve, osp.join(args.save_docs, 'demo_robustness_curve.png'))
     shutil.copy(panel, osp.join(args.save_docs, 'demo_attack_panel.png'))
     # a GitHub table by hand: PrettyTable's markdown style varies by version
-    md = ['| ' + ' | '.join(table.field_names) + ' |',
-          '|' + '---|' * len(table.field_names)]
+    md = [
+        '| ' + ' | '.join(table.field_names) + ' |',
+        '|' + '---|' * len(table.field_names)
+    ]
     md += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in table.rows]
     lines = [
         '<!-- written by tools/demo.py --save-docs -->',
         'SEA worst case and the strongest of PGD / SegPGD / CosPGD (aAcc / '
         f'mIoU %), {args.n_iter} iterations per attack, '
-        f'{results["clean"]["metrics"]["sea/n_images"]} validation tiles:',
-        ''
-    ] + md + [''] + [('- [ok] ' if ok else '- [FAIL] ') + text
-                     for ok, text in claims] + [''] + [
-                         f'- {line}' for line in chaining_report(results)]
+        f'{results["clean"]["metrics"]["sea/n_images"]} validation tiles:', ''
+    ] + md + [''] + [
+        ('- [ok] ' if ok else '- [FAIL] ') + text for ok, text in claims
+    ] + [''] + [f'- {line}' for line in chaining_report(results)]
     steps = ', '.join(f'{k} {v:.0f} s' if v else f'{k} reused'
                       for k, v in timing.items())
     lines += ['', f'Whole run: {total:.0f} s ({steps}).']

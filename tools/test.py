@@ -19,27 +19,24 @@ work where it can be checked up front (docs/errors.md lists them);
 ``--debug`` shows the traceback of such errors too.
 """
 import argparse
-import os
 import os.path as osp
 from typing import Optional, Sequence
 
-import mmseg_robust  # noqa: F401  (compat fixes + registration, first)
-from mmengine.config import DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
+import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
 from mmseg_robust.attacks import (SEA_VERSIONS, attack_names_help,
                                   parse_attack, sea_version)
+from mmseg_robust.cli import (ToolError, add_runner_arguments,
+                              check_launcher_env, check_output_dir,
+                              checkpoint_mismatch, config_from_args,
+                              debug_requested, eps_from_cli, parse_runner_args,
+                              read_checkpoint, set_test_scale,
+                              setup_cpu_distributed, user_errors)
 from mmseg_robust.compat.checkpoint import trust_checkpoints
 from mmseg_robust.engine.runner.sea_test_loop import (TTA_PROBLEM,
                                                       dataset_problem)
-from mmseg_robust.utils import (ToolError, check_launcher_env,
-                                check_output_dir,
-                                checkpoint_mismatch, config_from_args,
-                                debug_requested, eps_from_cli,
-                                read_checkpoint, set_test_scale,
-                                setup_cpu_distributed, user_errors)
-
 
 #: Options of the ``--eval sea`` group (refused without it).
 SEA_OPTIONS = ('eps', 'allow_tiny_eps', 'sea_version', 'n_iter', 'attacks',
@@ -71,37 +68,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, xxx=yyy format')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument(
         '--tta', action='store_true', help='Test time augmentation')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='append',
-        default=[],
-        metavar='PATH',
-        help='allow full unpickling of this checkpoint if safe loading '
-        'refuses it; it can run code stored in the file, so only for files '
-        'you trust (repeatable; * = all)')
-    parser.add_argument(
-        '--test-scale',
-        nargs=2,
-        type=int,
-        metavar=('LONG', 'SHORT'),
-        help='Resize scale of the test (and validation) pipeline (MMSeg: '
-        '2048 512)')
-    parser.add_argument(
-        '--debug',
-        action='store_true',
-        help='show the traceback of user errors too (also '
-        'MMSEG_ROBUST_DEBUG=1)')
     sea = parser.add_argument_group('robustness evaluation (--eval sea)')
     sea.add_argument(
         '--eval',
@@ -184,11 +151,8 @@ def parse_args(argv=None):
         type=int,
         default=None,
         help='log progress every N batches (default 1)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runner_arguments(parser, 'the checkpoint to test')
+    return parse_runner_args(parser, argv)
 
 
 def trigger_visualization_hook(cfg, args):
@@ -213,8 +177,8 @@ def sea_options(args, work_dir: str) -> dict:
     opts = {}
     if args.eps is not None:
         opts['eps'] = eps_from_cli(args.eps, allow_tiny=args.allow_tiny_eps)
-    for name, minimum in (('n_iter', 1), ('max_images', 1),
-                          ('log_interval', 1)):
+    for name, minimum in (('n_iter', 1), ('max_images', 1), ('log_interval',
+                                                             1)):
         value = getattr(args, name)
         if value is not None and value < minimum:
             raise ToolError(f'--{name.replace("_", "-")} {value}: must be '
@@ -230,12 +194,10 @@ def sea_options(args, work_dir: str) -> dict:
         opts['version'] = None
     if args.sea_version is not None:
         try:
-            opts['version'] = sea_version(args.sea_version).name.split(
-                '-')[1]
+            opts['version'] = sea_version(args.sea_version).name.split('-')[1]
         except ValueError:
-            raise ToolError(
-                f'--sea-version {args.sea_version}: use one of '
-                f'{", ".join(SEA_VERSIONS)}') from None
+            raise ToolError(f'--sea-version {args.sea_version}: use one of '
+                            f'{", ".join(SEA_VERSIONS)}') from None
         opts['attacks'] = None
     if args.class_weights is not None:
         opts['class_weights'] = _class_weights_option(args.class_weights)
@@ -289,8 +251,8 @@ def _check_attack_options(test_cfg: dict, args) -> None:
             f'--n-iter {args.n_iter}: {red_eps[0]} (red-eps APGD, as in '
             'SEA) splits its iterations over three radii and needs '
             '--n-iter >= 3')
-    if args.class_weights is not None and not any(
-            a.loss == 'mask_ce_bal' for a in specs):
+    if args.class_weights is not None and not any(a.loss == 'mask_ce_bal'
+                                                  for a in specs):
         raise ToolError(
             '--class-weights: only the mask_ce_bal attack uses class '
             'weights, and this run does not (use --sea-version 2024 or '
@@ -324,9 +286,12 @@ def configure_sea(cfg, args) -> None:
     evaluator = cfg.get('test_evaluator') or {}
     if isinstance(evaluator, (list, tuple)):
         evaluator = evaluator[0] if evaluator else {}
+    # the loop computes each image's areas: the ignored label is its setting
+    if 'ignore_index' in evaluator and 'ignore_index' not in base:
+        base['ignore_index'] = evaluator['ignore_index']
     if evaluator.get('type') != 'SEAMetric':
         metric = dict(type='SEAMetric')
-        for key in ('ignore_index', 'iou_metrics', 'nan_to_num', 'beta'):
+        for key in ('iou_metrics', 'nan_to_num', 'beta'):
             if key in evaluator:
                 metric[key] = evaluator[key]
         evaluator = metric
@@ -351,14 +316,15 @@ def check_test_config(cfg, args, use_sea: bool) -> None:
             'images to evaluate')
     check_launcher_env(args.launcher)
     if not use_sea:
-        given = [f'--{name.replace("_", "-")}' for name in SEA_OPTIONS
-                 if getattr(args, name) not in (None, False)]
+        given = [
+            f'--{name.replace("_", "-")}' for name in SEA_OPTIONS
+            if getattr(args, name) not in (None, False)
+        ]
         if given:
             raise ToolError(f'{", ".join(given)}: only with --eval sea (or '
                             'a config with test_cfg=dict(type=\'SEATestLoop\''
                             ', ...))')
-        if args.tta and not (cfg.get('tta_pipeline') and
-                             cfg.get('tta_model')):
+        if args.tta and not (cfg.get('tta_pipeline') and cfg.get('tta_model')):
             raise ToolError(f'--tta: {args.config} has no tta_pipeline and '
                             'tta_model (MMSeg\'s dataset and model bases '
                             'define them)')
@@ -376,8 +342,9 @@ def check_test_config(cfg, args, use_sea: bool) -> None:
     problem = dataset_problem(dataset)
     if problem:
         raise ToolError(problem)
-    if any(isinstance(t, dict) and t.get('type') == 'TestTimeAug'
-           for t in dataset.get('pipeline') or []):
+    if any(
+            isinstance(t, dict) and t.get('type') == 'TestTimeAug'
+            for t in dataset.get('pipeline') or []):
         raise ToolError(TTA_PROBLEM)
 
 
@@ -417,8 +384,9 @@ def run(args: argparse.Namespace) -> dict:
             long, short = args.test_scale
             raise ToolError(f'--test-scale {long} {short}: the test pipeline '
                             'has no Resize with a scale to change')
-        print_log(f'--test-scale {args.test_scale}: set {", ".join(keys)}',
-                  logger='current')
+        print_log(
+            f'--test-scale {args.test_scale}: set {", ".join(keys)}',
+            logger='current')
     for path in args.trust_checkpoint:
         trust_checkpoints(path)
     # a missing, empty, truncated, corrupt or refused file stops here,

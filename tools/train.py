@@ -14,28 +14,26 @@ work where it can be checked up front (docs/errors.md lists them);
 """
 import argparse
 import logging
-import os
 import os.path as osp
 import pickle
 import zipfile
 from typing import Optional, Sequence
 
-import mmseg_robust  # noqa: F401  (compat fixes + registration, first)
 import torch
-from mmengine.config import DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
-
 from mmseg.registry import RUNNERS
+
+import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
+from mmseg_robust.cli import (ToolError, add_runner_arguments,
+                              check_launcher_env, check_output_dir,
+                              checkpoint_file_problem, config_from_args,
+                              debug_requested, parse_runner_args, set_amp,
+                              set_crop_size, set_data_root, set_test_scale,
+                              setup_cpu_distributed, user_errors)
 from mmseg_robust.compat.checkpoint import (UnsafeCheckpointError,
                                             trust_checkpoints)
 from mmseg_robust.errors import ConfigError
-from mmseg_robust.utils import (ToolError, check_launcher_env,
-                                check_output_dir,
-                                checkpoint_file_problem, config_from_args,
-                                debug_requested, set_amp, set_crop_size,
-                                set_data_root, set_test_scale,
-                                setup_cpu_distributed, user_errors)
 
 
 def parse_args(argv=None):
@@ -70,44 +68,11 @@ def parse_args(argv=None):
         help='training crop: every RandomCrop/Pad, the data preprocessor '
         'and the slide-inference window')
     parser.add_argument(
-        '--test-scale',
-        nargs=2,
-        type=int,
-        metavar=('LONG', 'SHORT'),
-        help='Resize scale of the validation/test pipelines (MMSeg: 2048 '
-        '512)')
-    parser.add_argument(
         '--data-root',
         help='dataset folder for every train/val/test dataset of the config')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='append',
-        default=[],
-        metavar='PATH',
-        help='allow full unpickling of this checkpoint (load_from, --resume '
-        'or an init_cfg) if safe loading refuses it; it can run code stored '
-        'in the file, so only for files you trust (repeatable; * = all)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, xxx=yyy format; lists as '
-        'key="[a,b]" or key=a,b; no white space')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument(
-        '--debug',
-        action='store_true',
-        help='show the traceback of user errors too (also '
-        'MMSEG_ROBUST_DEBUG=1)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runner_arguments(parser,
+                         'load_from, --resume or an init_cfg of the config')
+    return parse_runner_args(parser, argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -207,16 +172,19 @@ def run(args: argparse.Namespace) -> None:
                         '--no-amp')
     if args.crop_size:
         keys = set_crop_size(cfg, args.crop_size)
-        print_log(f'--crop-size {args.crop_size}: set {", ".join(keys)}',
-                  logger='current')
+        print_log(
+            f'--crop-size {args.crop_size}: set {", ".join(keys)}',
+            logger='current')
     if args.test_scale:
         keys = set_test_scale(cfg, args.test_scale)
-        print_log(f'--test-scale {args.test_scale}: set {", ".join(keys)}',
-                  logger='current')
+        print_log(
+            f'--test-scale {args.test_scale}: set {", ".join(keys)}',
+            logger='current')
     if args.data_root:
         keys = set_data_root(cfg, args.data_root)
-        print_log(f'--data-root {args.data_root}: set {", ".join(keys)}',
-                  logger='current')
+        print_log(
+            f'--data-root {args.data_root}: set {", ".join(keys)}',
+            logger='current')
 
     if args.resume == 'auto':
         cfg.resume = True

@@ -14,13 +14,13 @@ import os
 import os.path as osp
 from typing import List, Optional
 
-import mmseg_robust  # noqa: F401  (compat fixes + registration, first)
 import numpy as np
 import torch
 
+import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
 from mmseg_robust.attacks import SEA, apgd
-from mmseg_robust.models import SegmentorAttackModel
-from mmseg_robust.utils import ToolError, eps_from_cli
+from mmseg_robust.cli import ToolError, eps_from_cli
+from mmseg_robust.models import AttackBatch
 
 
 def parse_args(argv=None):
@@ -69,8 +69,11 @@ def _load(model, image: str, label: Optional[str]) -> dict:
         t for t in cfg.test_dataloader.dataset.pipeline
         if label is not None or t['type'] != 'LoadAnnotations'
     ]
-    data = dict(img_path=image, seg_map_path=label, reduce_zero_label=False,
-                seg_fields=[])
+    data = dict(
+        img_path=image,
+        seg_map_path=label,
+        reduce_zero_label=False,
+        seg_fields=[])
     data = Compose(pipeline)(data)
     return dict(inputs=[data['inputs']], data_samples=[data['data_samples']])
 
@@ -92,10 +95,9 @@ def attack_model(model, data: dict, target: int, eps: float, n_iter: int,
         # no ground truth: attack the model's own clean prediction
         pred = model.test_step(data)[0].pred_sem_seg.data
         sample.gt_sem_seg = PixelData(data=pred)
-    batch = SegmentorAttackModel.from_batch(model, data)
+    batch = AttackBatch.from_data(model, data)
     valid = batch.y != batch.ignore_index
-    y_target = torch.where(valid, torch.full_like(batch.y, target),
-                           batch.y)
+    y_target = torch.where(valid, torch.full_like(batch.y, target), batch.y)
     targeted = apgd(
         batch.model,
         batch.x,
@@ -105,11 +107,15 @@ def attack_model(model, data: dict, target: int, eps: float, n_iter: int,
         loss='ce',
         targeted=True,
         mask=batch.mask,
-        seed=seed,
+        start=seed,
         ignore_index=batch.ignore_index)
-    sea = SEA(batch.model, eps, n_iter=max(n_iter, 3), seed=seed,
-              ignore_index=batch.ignore_index).run(batch.x, batch.y,
-                                                   mask=batch.mask)
+    sea = SEA(
+        batch.model,
+        eps,
+        n_iter=max(n_iter, 3),
+        seed=seed,
+        ignore_index=batch.ignore_index).run(
+            batch.x, batch.y, mask=batch.mask)
     h, w = batch.sizes[0]
     x_adv = targeted.x_adv[0, :, :h, :w]
     hit = float(((targeted.pred == target) & valid).sum() / valid.sum())
@@ -162,8 +168,12 @@ def draw_panel(results: List[dict], names: List[str], classes, palette,
         Patch(color=np.array(c) / 255, label=n)
         for n, c in zip(classes, palette)
     ]
-    fig.legend(handles=handles, loc='lower center', ncol=len(classes),
-               fontsize=8, frameon=False)
+    fig.legend(
+        handles=handles,
+        loc='lower center',
+        ncol=len(classes),
+        fontsize=8,
+        frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -185,9 +195,7 @@ def main(argv=None):
             raise ToolError(f'config {cfg_path!r} does not exist')
         if not osp.isfile(ckpt):
             raise ToolError(f'checkpoint {ckpt!r} does not exist')
-    names = args.names or [
-        osp.splitext(osp.basename(c))[0] for c, _ in models
-    ]
+    names = args.names or [osp.splitext(osp.basename(c))[0] for c, _ in models]
     if len(names) != len(models):
         raise ToolError(f'--names gives {len(names)} names for '
                         f'{len(models)} models')

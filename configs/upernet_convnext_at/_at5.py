@@ -1,4 +1,4 @@
-# AT^5 (SPEC section 7): every training batch is replaced by 5-step l_inf PGD
+# AT^5 (docs/training.md): every training batch is replaced by 5-step l_inf PGD
 # adversarial images at eps = 4/255 (step size 2.5 * eps / 5, no random
 # start, CE over valid pixels, attack in eval mode).
 custom_hooks = [dict(type='AdvTrainingHook', eps=4 / 255, steps=5)]

@@ -1,4 +1,4 @@
-# Robust init (SPEC section 8): the backbone starts from an adversarially
+# Robust init (docs/training.md): the backbone starts from an adversarially
 # trained (eps 4/255) ImageNet ConvNeXt-T of Singh, Croce & Hein (2023).
 # Default: its ConvStem variant ("ConvNeXt-T + CvSt",
 # convnext_tiny_cvst_robust.pt), which the paper's authors use for all their

@@ -5,12 +5,10 @@
 # (power 1) to 0 as in MMSeg's ConvNeXt configs.
 # Another length: override train_cfg.max_iters, param_scheduler.0.end,
 # param_scheduler.1.begin and param_scheduler.1.end (--cfg-options).
-train_cfg = dict(
-    type='IterBasedTrainLoop', max_iters=80840, val_interval=4000)
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=80840, val_interval=4000)
 param_scheduler = [
     dict(
-        type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
-        end=3158),
+        type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=3158),
     dict(
         type='PolyLR',
         power=1.0,

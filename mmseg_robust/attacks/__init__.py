@@ -4,16 +4,17 @@
 ``(B, K, H', W')`` at label resolution. Nothing here imports MMSeg; the
 adapter for MMSeg segmentors lives in :mod:`mmseg_robust.models`.
 """
-from .apgd import apgd, apgd_red_eps, red_eps_schedule
-from .core import (TRACKED_DEFAULTS, AttackResult, Evaluation,
-                   apgd_checkpoints, check_eps, default_tracked, derive_seed,
+from .apgd import apgd, apgd_checkpoints, apgd_red_eps, red_eps_schedule
+from .checks import check_eps
+from .core import (TRACKED_DEFAULTS, AttackResult, Evaluation, Prediction,
+                   StartLike, UniformNoise, default_tracked, derive_seed,
                    start_noise)
 from .losses import (LOSS_NAMES, PIXEL_LOSSES, PixelTerms,
                      class_weights_from_counts, pixel_loss)
 from .pgd import PAPER_PGD_STEP_SIZES, pgd, pgd_step_size, pgd_train
-from .sea import (BASELINE_ATTACKS, SEA, SEA_LOSSES, SEA_VERSIONS,
-                  AttackSpec, SEAResult, SEAVersion, attack_names_help,
-                  parse_attack, run_attack, sea_version)
+from .sea import (BASELINE_ATTACKS, SEA, SEA_LOSSES, SEA_VERSIONS, AttackSpec,
+                  SEAResult, SEAVersion, attack_names_help, parse_attack,
+                  run_attack, sea_version)
 from .worst_miou import worst_case_miou
 
 __all__ = [
@@ -23,6 +24,6 @@ __all__ = [
     'pgd_train', 'pgd_step_size', 'PAPER_PGD_STEP_SIZES', 'SEA', 'SEAResult',
     'SEA_LOSSES', 'SEA_VERSIONS', 'SEAVersion', 'sea_version', 'AttackSpec',
     'parse_attack', 'run_attack', 'attack_names_help', 'BASELINE_ATTACKS',
-    'AttackResult', 'Evaluation', 'check_eps', 'start_noise', 'derive_seed',
-    'worst_case_miou'
+    'AttackResult', 'Evaluation', 'Prediction', 'StartLike', 'UniformNoise',
+    'check_eps', 'start_noise', 'derive_seed', 'worst_case_miou'
 ]

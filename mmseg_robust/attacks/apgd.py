@@ -1,20 +1,24 @@
-"""APGD for segmentation (SPEC section 3) and its progressive radius
-reduction, red-eps (SPEC section 4).
+"""APGD for segmentation and its progressive radius reduction, red-eps
+(docs/attacks.md; the paper's Section 3).
 
-Every image of a batch runs its own APGD: its own step size, checkpoints
-decisions, best points and early stop. Images that are finished are dropped
-from the forward passes, so a batch costs what its unfinished images cost.
+Every image of a batch runs its own APGD: its own step size, checkpoint
+decisions, best points and early stop. Images that are finished are
+dropped from the forward passes, so a batch costs what its unfinished
+images cost.
 """
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .core import (AttackResult, Objective, SeedLike, Timer,
-                   apgd_checkpoints, check_eps, check_images, check_n_iter,
-                   default_tracked, start_noise, warn_if_training)
+from .checks import check_n_iter
+from .core import (_DEFAULT, AttackProblem, AttackResult, Prediction,
+                   StartLike, WorstCase, default_tracked, project,
+                   run_attack_loop, start_from_legacy)
 
-__all__ = ['apgd', 'apgd_red_eps', 'red_eps_schedule']
+__all__ = [
+    'apgd', 'apgd_red_eps', 'red_eps_schedule', 'apgd_checkpoints', 'apgd_run'
+]
 
 #: Momentum of APGD after the first step.
 MOMENTUM = 0.75
@@ -23,95 +27,46 @@ MOMENTUM = 0.75
 RHO = 0.75
 
 
-class _Best:
-    """The lowest-accuracy point seen so far, per image."""
+def apgd_checkpoints(n_iter: int) -> Sequence[int]:
+    """APGD checkpoints ``w_j = ceil(p_j * n_iter)`` (docs/attacks.md).
 
-    def __init__(self, x: Tensor, pred: Tensor, correct: Tensor):
-        self.x = x.clone()
-        self.pred = pred.clone()
-        self.correct = correct.clone()
-
-    def update(self, idx: Tensor, x: Tensor, pred: Tensor,
-               correct: Tensor) -> Tensor:
-        """Keep the points of images ``idx`` that are strictly better.
-
-        Strictly lower only: ties keep the earlier point, which makes the
-        result independent of how long broken images keep running (keeping
-        the later or the higher-objective point instead measured the same,
-        docs/benchmarks.md).
-
-        Returns:
-            Tensor: bool mask over ``idx`` of the images that improved.
-        """
-        better = correct < self.correct[idx]
-        if bool(better.any()):
-            sel = idx[better]
-            self.x[sel] = x[better]
-            self.pred[sel] = pred[better]
-            self.correct[sel] = correct[better]
-        return better
+    ``p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``;
+    computed in integer hundredths so that no rounding error moves a
+    checkpoint.
+    """
+    points = []
+    prev, cur = 0, 22
+    while cur <= 100:
+        w = -(-cur * n_iter // 100)  # ceil
+        if w >= 1 and (not points or w > points[-1]):
+            points.append(w)
+        prev, cur = cur, cur + max(cur - prev - 3, 6)
+    return tuple(points)
 
 
-def _bounds(x: Tensor, eps: float,
-            mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-    """Box of the l_inf ball around ``x`` intersected with [0, 1]; masked-out
-    pixels (padding) are pinned to their value."""
-    lower = (x - eps).clamp_(0.0, 1.0)
-    upper = (x + eps).clamp_(0.0, 1.0)
-    if mask is not None:
-        lower = torch.where(mask, lower, x)
-        upper = torch.where(mask, upper, x)
-    return lower, upper
-
-
-def _project(z: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
-    return torch.maximum(torch.minimum(z, upper), lower)
-
-
-def _start_point(x: Tensor, eps: float, lower: Tensor, upper: Tensor,
-                 x_init: Optional[Tensor], random_start: bool,
-                 noise: Optional[Tensor], seed: SeedLike) -> Tensor:
-    """First iterate: ``x_init`` or a seeded uniform random start, projected
-    onto the feasible set, else the clean image."""
-    if x_init is not None:
-        return _project(x_init.detach().to(x), lower, upper)
-    if random_start:
-        if noise is None:
-            noise = start_noise(x, seed)
-        return _project(x + eps * noise, lower, upper)
-    return x.clone()
-
-
-def _run_apgd(obj: Objective,
-              x0: Tensor,
-              lower: Tensor,
-              upper: Tensor,
-              eps: float,
-              n_iter: int,
-              active: Tensor,
-              early_stop: bool = True,
-              fallback: Optional[tuple] = None):
+def apgd_run(problem: AttackProblem, x0: Tensor, lower: Tensor, upper: Tensor,
+             eps: float, n_iter: int) -> Tuple[WorstCase, Tensor, Tensor]:
     """One APGD run from ``x0`` (already inside the box).
 
     The step-size control (conditions (a) and (b)) and the restart point
-    follow the *tracked* objective of ``obj`` (SPEC section 3); the step
-    direction is the gradient of the attacked loss; the output is the
-    lowest-accuracy point.
+    follow the *tracked* objective of the problem's objective
+    (docs/attacks.md); the step direction is the gradient of the attacked
+    loss; the output is the lowest-accuracy point.
 
     Args:
-        obj: The objective.
+        problem: The attack problem (objective, images to attack, clean
+            predictions reported for the others, early stop).
         x0: ``(B, C, H, W)`` starting points.
         lower, upper: The feasible box.
         eps: Radius of this run (sets the initial step size ``2 * eps``).
         n_iter: Number of iterations.
-        active: ``(B,)`` bool, images to attack; the others keep ``x0``.
-        early_stop: Stop an image once no valid pixel is correct.
-        fallback: ``(x, pred, correct)`` reported for images not attacked
-            (the clean images).
 
     Returns:
-        tuple: ``(_Best, best tracked objective (B,), iterations run (B,))``.
+        tuple: ``(WorstCase, best tracked objective (B,), iterations run
+        (B,))``.
     """
+    obj, active, early_stop = problem.obj, problem.active, \
+        problem.early_stop
     B = x0.shape[0]
     device = x0.device
     all_idx = torch.arange(B, device=device)
@@ -121,8 +76,7 @@ def _run_apgd(obj: Objective,
     # evaluate the starting point of the images to attack
     track = torch.full((B, ), -float('inf'), device=device)
     grad = torch.zeros_like(x0)
-    x_fb, pred_fb, correct_fb = fallback
-    best = _Best(x_fb, pred_fb, correct_fb)
+    best = problem.fallback()
     if ia.numel():
         ev = obj.evaluate(x0[ia], ia, step=1, total_steps=n_iter)
         track[ia] = ev.tracked
@@ -166,8 +120,8 @@ def _run_apgd(obj: Objective,
             xa, lo, up = x_adv[ia], lower[ia], upper[ia]
             g_a, xp = grad[ia], x_prev[ia]
             st = step[ia].view(-1, 1, 1, 1)
-        z = _project(xa + st * g_a.sign(), lo, up)
-        x_new = _project(xa + a * (z - xa) + (1 - a) * (xa - xp), lo, up)
+        z = project(xa + st * g_a.sign(), lo, up)
+        x_new = project(xa + a * (z - xa) + (1 - a) * (xa - xp), lo, up)
         if full:
             # x_new is a fresh tensor and nothing else refers to the old
             # x_prev, so rebinding replaces the two copies
@@ -230,60 +184,64 @@ def _run_apgd(obj: Objective,
     return best, best_track, iters
 
 
-def _prepare(model, x, y, eps, n_iter, loss, ignore_index, targeted, amp,
-             class_weights, mask, min_iter=1, track=None):
-    warn_if_training(model)
-    eps = check_eps(eps)
-    n_iter = check_n_iter(n_iter, min_iter)
-    mask = check_images(x, y, mask)
-    x = x.detach().float()
-    obj = Objective(
+def _apgd_steps(problem: AttackProblem):
+    lower, upper = problem.box(problem.eps)
+    x0 = problem.start_point(problem.eps, lower, upper)
+    return apgd_run(problem, x0, lower, upper, problem.eps, problem.n_iter)
+
+
+def _schedule(eps: float, n_iter: int) -> Sequence[Tuple[float, int]]:
+    first = max(int(0.3 * n_iter), 1)
+    return ((2.0 * eps, first), (1.5 * eps, first), (eps, n_iter - 2 * first))
+
+
+def _red_eps_steps(problem: AttackProblem):
+    iters = torch.zeros(
+        problem.x.shape[0], dtype=torch.long, device=problem.x.device)
+    start = problem.start  # later stages start from the previous best
+    best = tracked = None
+    for radius, n in _schedule(problem.eps, problem.n_iter):
+        lower, upper = problem.box(radius)
+        x0 = problem.start_point(radius, lower, upper, start)
+        # only the last stage's points count (smaller radius): drop the
+        # previous stage's state before this one allocates its own
+        start = best = tracked = None
+        best, tracked, it = apgd_run(problem, x0, lower, upper, radius, n)
+        iters += it
+        start = best.x
+    return best, tracked, iters
+
+
+def _attack(steps,
+            what: str,
+            random_default: bool,
+            model,
+            x,
+            y,
+            eps,
+            n_iter,
+            loss,
+            start,
+            legacy,
+            clean=None,
+            track_loss=None,
+            **kwargs) -> AttackResult:
+    """Resolve ``start`` and the tracked objective, then run ``steps`` in
+    the skeleton (:func:`~.core.run_attack_loop`)."""
+    start = start_from_legacy(start, legacy, random_default, what)
+    if start is _DEFAULT:
+        start = 0 if random_default else None
+    problem = AttackProblem.create(
         model,
-        y.to(x.device),
-        loss=loss,
-        ignore_index=ignore_index,
-        targeted=targeted,
-        amp=amp,
-        class_weights=class_weights,
-        track=track)
-    return obj, x, eps, n_iter, mask
-
-
-def _track(loss: str, track_loss: Optional[str]) -> str:
-    return default_tracked(loss) if track_loss is None else track_loss
-
-
-def _clean_eval(obj: Objective, x: Tensor, clean: Optional[tuple]):
-    """Predictions and correct counts at the clean images."""
-    if clean is not None:
-        pred, correct = clean
-        return pred.to(x.device), correct.to(x.device)
-    return obj.predict(x, torch.arange(x.shape[0], device=x.device))
-
-
-def _finish(x: Tensor, clean_pred: Tensor, clean_correct: Tensor,
-            best: Optional[_Best], obj: Objective, loss: Tensor,
-            iters: Tensor, timer: Timer, **extra) -> AttackResult:
-    """Result = the attack's lowest-accuracy point unless the clean image is
-    strictly better (so an attack never reports more than clean accuracy)."""
-    if best is None:
-        best = _Best(x, clean_pred, clean_correct)
-    else:
-        use_clean = clean_correct < best.correct
-        if bool(use_clean.any()):
-            best.x[use_clean] = x[use_clean]
-            best.pred[use_clean] = clean_pred[use_clean]
-            best.correct[use_clean] = clean_correct[use_clean]
-    return AttackResult(
-        x_adv=best.x,
-        pred=best.pred,
-        correct=best.correct,
-        valid=obj.n_valid.clone(),
-        loss=loss,
-        n_iter=iters,
-        n_evals=obj.n_evals,
-        time=timer.elapsed if hasattr(timer, 'elapsed') else 0.0,
-        extra=extra)
+        x,
+        y,
+        eps,
+        n_iter,
+        loss,
+        start=start,
+        track=default_tracked(loss) if track_loss is None else track_loss,
+        **kwargs)
+    return run_attack_loop(steps, problem, clean)
 
 
 def apgd(model,
@@ -293,17 +251,16 @@ def apgd(model,
          n_iter: int = 100,
          loss: str = 'mask_ce',
          ignore_index: int = 255,
-         random_start: bool = True,
-         seed: SeedLike = 0,
-         x_init: Optional[Tensor] = None,
+         start: StartLike = _DEFAULT,
          mask: Optional[Tensor] = None,
          amp: Union[bool, torch.dtype] = False,
          targeted: bool = False,
          class_weights: Optional[Tensor] = None,
          early_stop: bool = True,
-         clean: Optional[tuple] = None,
-         noise: Optional[Tensor] = None,
-         track_loss: Optional[str] = None) -> AttackResult:
+         clean: Optional[Prediction] = None,
+         track_loss: Optional[str] = None,
+         validate: bool = True,
+         **legacy) -> AttackResult:
     """APGD (l_inf) on a segmentation model with a constant radius.
 
     Args:
@@ -315,11 +272,11 @@ def apgd(model,
         n_iter (int): Iterations (one forward and one input-backward each).
         loss (str): Pixel loss, see :data:`PIXEL_LOSSES`.
         ignore_index (int): Label of ignored pixels.
-        random_start (bool): Start uniformly at random in the eps-ball.
-        seed (int | Sequence[int]): Seed of the random start, or one seed per
-            image (independent of batch composition).
-        x_init (Tensor, optional): Starting point instead of ``x`` (projected
-            onto the ball; no random noise is added).
+        start (StartLike): Where to start: a seed (default 0; or one seed per
+            image, independent of batch composition) for a uniform random
+            start in the ball, ``None`` for the clean image,
+            :class:`UniformNoise` or starting points (projected onto the
+            ball).
         mask (Tensor, optional): ``(B, H, W)`` or ``(B, 1, H, W)`` bool; only
             pixels where it is True are perturbed (e.g. not padding).
         amp (bool | torch.dtype): Autocast the model calls.
@@ -327,47 +284,52 @@ def apgd(model,
         class_weights (Tensor, optional): For ``loss='mask_ce_bal'``.
         early_stop (bool): Stop an image once all its valid pixels are
             misclassified.
-        clean (tuple, optional): Precomputed ``(pred, correct)`` at ``x``.
-        noise (Tensor, optional): Uniform [-1, 1] random-start noise to use
-            instead of drawing it from ``seed``.
+        clean (Prediction, optional): Precomputed ``(pred, correct)`` at
+            ``x``.
         track_loss (str, optional): Loss whose pixel mean drives the
-            step-size control and the restart point (SPEC section 3);
+            step-size control and the restart point (docs/attacks.md);
             ``None`` takes :data:`TRACKED_DEFAULTS` (CE for the masked,
             balanced and JS losses, the loss itself for ``mask_sph``); give
             ``loss``'s own name to track the attacked loss.
+        validate (bool): Check the inputs (callers that checked them already,
+            such as :class:`SEA`, skip it).
+        **legacy: ``seed``, ``random_start``, ``noise``, ``x_init`` of
+            earlier releases (deprecated; use ``start``).
 
     Returns:
         AttackResult: The lowest-accuracy point found (or ``x`` if nothing
         beats the clean image); ``loss`` holds the best tracked objective.
     """
-    with Timer() as timer:
-        obj, x, eps, n_iter, mask = _prepare(
-            model, x, y, eps, n_iter, loss, ignore_index, targeted, amp,
-            class_weights, mask, track=_track(loss, track_loss))
-        clean_pred, clean_correct = _clean_eval(obj, x, clean)
-        active = clean_correct > 0 if early_stop else obj.n_valid > 0
-        best, best_loss, iters = None, None, None
-        if eps > 0 and bool(active.any()):
-            lower, upper = _bounds(x, eps, mask)
-            x0 = _start_point(x, eps, lower, upper, x_init, random_start,
-                              noise, seed)
-            best, best_loss, iters = _run_apgd(
-                obj, x0, lower, upper, eps, n_iter, active, early_stop,
-                (x, clean_pred, clean_correct))
-    return _finish(x, clean_pred, clean_correct, best, obj, best_loss, iters,
-                   timer)
+    return _attack(
+        _apgd_steps,
+        'apgd',
+        True,
+        model,
+        x,
+        y,
+        eps,
+        n_iter,
+        loss,
+        start,
+        legacy,
+        validate=validate,
+        clean=clean,
+        track_loss=track_loss,
+        ignore_index=ignore_index,
+        mask=mask,
+        amp=amp,
+        targeted=targeted,
+        class_weights=class_weights,
+        early_stop=early_stop)
 
 
 def red_eps_schedule(eps: float, n_iter: int) -> Sequence[Tuple[float, int]]:
-    """Radii and iterations of the three red-eps runs (SPEC section 4).
+    """Radii and iterations of the three red-eps runs (docs/attacks.md).
 
     Iterations split 3:3:4 as ``[int(0.3 n), int(0.3 n), rest]``; each run
     gets at least one iteration (only matters for ``n_iter = 3``).
     """
-    n_iter = check_n_iter(n_iter, 3, 'n_iter for red-eps APGD')
-    first = max(int(0.3 * n_iter), 1)
-    return ((2.0 * eps, first), (1.5 * eps, first),
-            (eps, n_iter - 2 * first))
+    return _schedule(eps, check_n_iter(n_iter, 3, 'n_iter for red-eps APGD'))
 
 
 def apgd_red_eps(model,
@@ -377,57 +339,51 @@ def apgd_red_eps(model,
                  n_iter: int = 300,
                  loss: str = 'mask_ce',
                  ignore_index: int = 255,
-                 random_start: bool = True,
-                 seed: SeedLike = 0,
-                 x_init: Optional[Tensor] = None,
+                 start: StartLike = _DEFAULT,
                  mask: Optional[Tensor] = None,
                  amp: Union[bool, torch.dtype] = False,
                  targeted: bool = False,
                  class_weights: Optional[Tensor] = None,
                  early_stop: bool = True,
-                 clean: Optional[tuple] = None,
-                 noise: Optional[Tensor] = None,
-                 track_loss: Optional[str] = None) -> AttackResult:
-    """APGD with progressive radius reduction (red-eps, SPEC section 4).
+                 clean: Optional[Prediction] = None,
+                 track_loss: Optional[str] = None,
+                 validate: bool = True,
+                 **legacy) -> AttackResult:
+    """APGD with progressive radius reduction (red-eps, docs/attacks.md).
 
     Three APGD runs at radii ``2 eps``, ``1.5 eps`` and ``eps`` with
     ``n_iter`` split 3:3:4. Each run starts from the previous run's
-    lowest-accuracy point projected onto the next ball; only the first run
-    uses a random start. The result is the lowest-accuracy point of the last
-    run (inside the eps-ball), or ``x`` if the clean image is better.
+    lowest-accuracy point projected onto the next ball; ``start`` applies
+    to the first run (a random start there is drawn in the ``2 eps``
+    ball). The result is the lowest-accuracy point of the last run (inside
+    the eps-ball), or ``x`` if the clean image is better.
 
-    Arguments are those of :func:`apgd` (``track_loss`` included);
-    ``n_iter`` must be at least 3. ``noise`` optionally gives the uniform
-    [-1, 1] random-start noise; ``x_init`` replaces the random start of the
-    first run.
+    Arguments are those of :func:`apgd`; ``n_iter`` must be at least 3.
     """
-    if n_iter is not None and not isinstance(n_iter, bool) and \
-            isinstance(n_iter, int) and n_iter < 3:
+    if validate and (isinstance(n_iter, bool) or int(n_iter) != n_iter
+                     or n_iter < 3):
         raise ValueError(
             f'red-eps APGD splits n_iter over three radii and needs '
-            f'n_iter >= 3, got {n_iter}; use apgd() for shorter runs')
-    with Timer() as timer:
-        obj, x, eps, n_iter, mask = _prepare(
-            model, x, y, eps, n_iter, loss, ignore_index, targeted, amp,
-            class_weights, mask, 3, track=_track(loss, track_loss))
-        clean_pred, clean_correct = _clean_eval(obj, x, clean)
-        active = clean_correct > 0 if early_stop else obj.n_valid > 0
-        best, best_loss = None, None
-        iters = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        if eps > 0 and bool(active.any()):
-            start = x_init  # later stages start from the previous best
-            for stage, (radius, n) in enumerate(red_eps_schedule(eps,
-                                                                 n_iter)):
-                lower, upper = _bounds(x, radius, mask)
-                x0 = _start_point(x, radius, lower, upper, start,
-                                  random_start and stage == 0, noise, seed)
-                # only the last stage's points count (smaller radius): drop
-                # the previous stage's state before this one allocates its own
-                start = best = None
-                best, best_loss, it = _run_apgd(
-                    obj, x0, lower, upper, radius, n, active, early_stop,
-                    (x, clean_pred, clean_correct))
-                iters += it
-                start = best.x
-    return _finish(x, clean_pred, clean_correct, best, obj, best_loss, iters,
-                   timer)
+            f'n_iter >= 3, got {n_iter!r}; use apgd() for shorter runs')
+    return _attack(
+        _red_eps_steps,
+        'apgd_red_eps',
+        True,
+        model,
+        x,
+        y,
+        eps,
+        int(n_iter),
+        loss,
+        start,
+        legacy,
+        check_iter=False,
+        validate=validate,
+        clean=clean,
+        track_loss=track_loss,
+        ignore_index=ignore_index,
+        mask=mask,
+        amp=amp,
+        targeted=targeted,
+        class_weights=class_weights,
+        early_stop=early_stop)

@@ -1,122 +1,64 @@
-"""Shared machinery of the attacks: input checks, projection, random starts,
-model evaluation with input gradients, and the result type.
+"""What the attacks share: result and start types, seeds, the objective
+with its input gradients, and the one skeleton every attack runs
+(validate -> clean prediction -> feasible box -> start point -> iterate ->
+finish), each attack supplying only its step loop.
 
 Plain PyTorch only: nothing here imports MMSeg or MMEngine.
 """
 import math
 import time
 import warnings
-from contextlib import nullcontext
 import zlib
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Dict, NamedTuple, Optional, Sequence, Union
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
+from .checks import check_eps, check_images, check_n_iter, warn_if_training
 from .losses import (PIXEL_LOSSES, PixelTerms, argmax_classes,
                      check_logits_labels, check_loss_name)
 
-__all__ = ['AttackResult', 'check_eps', 'Objective', 'Evaluation',
-           'start_noise', 'derive_seed', 'SeedLike', 'apgd_checkpoints',
-           'TRACKED_DEFAULTS', 'default_tracked']
+__all__ = [
+    'AttackResult', 'Prediction', 'Evaluation', 'Objective', 'UniformNoise',
+    'StartLike', 'SeedLike', 'start_noise', 'derive_seed', 'TRACKED_DEFAULTS',
+    'default_tracked', 'WorstCase', 'feasible_box', 'project', 'start_point',
+    'AttackProblem', 'run_attack_loop', 'take_rows', 'subset_model', 'Timer'
+]
 
 SeedLike = Union[int, Sequence[int]]
 Model = Callable[[Tensor], Tensor]
 
 
-def check_eps(eps: float, name: str = 'eps') -> float:
-    """Validate an l_inf radius given as a fraction of the [0, 1] range."""
-    try:
-        value = float(eps)
-    except (TypeError, ValueError):
-        raise TypeError(f'{name} must be a number such as 8/255, '
-                        f'got {eps!r}') from None
-    if math.isnan(value) or value < 0 or value > 1:
-        raise ValueError(
-            f'{name}={eps!r} is not a valid l_inf radius: it must be in '
-            f'[0, 1] as a fraction of the pixel range, e.g. {name}=8/255 '
-            f'(= {8 / 255:.4f}). On the command line radii are given in '
-            'units of 1/255 (--eps 8).')
-    return value
+class Prediction(NamedTuple):
+    """Predictions of a batch and their correct valid pixels.
 
-
-def check_n_iter(n_iter: int, minimum: int = 1, what: str = 'n_iter') -> int:
-    if isinstance(n_iter, bool) or int(n_iter) != n_iter or n_iter < minimum:
-        raise ValueError(f'{what} must be an integer >= {minimum}, '
-                         f'got {n_iter!r}')
-    return int(n_iter)
-
-
-def check_images(x: Tensor, y: Tensor,
-                 mask: Optional[Tensor] = None) -> Optional[Tensor]:
-    """Check images ``x`` (B, C, H, W) in [0, 1] and labels ``y`` (B, H', W').
-
-    Returns the perturbation mask broadcast to ``(B, 1, H, W)`` bool, or
-    ``None``.
+    Attributes:
+        pred (Tensor): ``(B, H, W)`` predicted classes.
+        correct (Tensor): ``(B,)`` correctly classified valid pixels.
     """
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        raise ValueError('x must be a (B, C, H, W) tensor, got '
-                         f'{getattr(x, "shape", type(x))}')
-    if not x.dtype.is_floating_point:
-        raise TypeError(f'x must be a float tensor in [0, 1], got {x.dtype}; '
-                        'convert uint8 images with x.float() / 255')
-    if not isinstance(y, Tensor) or y.dim() != 3 or y.shape[0] != x.shape[0]:
-        raise ValueError(
-            f'y must be a (B, H, W) label tensor with B={x.shape[0]} like x, '
-            f'got {tuple(getattr(y, "shape", ()))}')
-    if y.dtype.is_floating_point or y.dtype == torch.bool:
-        raise TypeError(f'y must be an integer tensor, got {y.dtype}')
-    if x.numel() and (not torch.isfinite(x).all() or x.min() < 0
-                      or x.max() > 1):
-        raise ValueError(
-            f'x must hold finite values in [0, 1], got range '
-            f'[{x.min().item():.4g}, {x.max().item():.4g}]. Images in '
-            '[0, 255] must be divided by 255 first.')
-    if mask is None:
-        return None
-    mask = mask.to(device=x.device, dtype=torch.bool)
-    if mask.dim() == 3:
-        mask = mask.unsqueeze(1)
-    try:
-        mask = mask.expand(x.shape[0], 1, *x.shape[2:])
-    except RuntimeError:
-        raise ValueError(f'mask of shape {tuple(mask.shape)} does not fit '
-                         f'images of shape {tuple(x.shape)}') from None
-    return mask
+    pred: Tensor
+    correct: Tensor
 
 
-def warn_if_training(model: Model) -> None:
-    """AutoAttack-style warning for a model left in training mode."""
-    if getattr(model, 'training', False):
-        warnings.warn(
-            'the attacked model is in training mode: dropout, drop-path and '
-            'BatchNorm make its outputs stochastic and the attack unreliable.'
-            ' Call model.eval() first.',
-            stacklevel=3)
+class UniformNoise(NamedTuple):
+    """A random start given as uniform noise in [-1, 1] of the images'
+    shape: the attack starts at ``x + radius * noise`` (projected)."""
+    noise: Tensor
 
 
-def apgd_checkpoints(n_iter: int) -> Sequence[int]:
-    """APGD checkpoints ``w_j = ceil(p_j * n_iter)`` (SPEC section 3).
-
-    ``p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``;
-    computed in integer hundredths so that no rounding error moves a
-    checkpoint.
-    """
-    points = []
-    prev, cur = 0, 22
-    while cur <= 100:
-        w = -(-cur * n_iter // 100)  # ceil
-        if w >= 1 and (not points or w > points[-1]):
-            points.append(w)
-        prev, cur = cur, cur + max(cur - prev - 3, 6)
-    return tuple(points)
+#: Where an attack starts: ``None`` at the clean image; an ``int`` seed (one
+#: generator for the batch) or one seed per image: uniformly at random in
+#: the ball; a :class:`UniformNoise`; or a ``(B, C, H, W)`` tensor of
+#: starting points (projected onto the ball).
+StartLike = Union[None, int, Sequence[int], UniformNoise, Tensor]
 
 
 def derive_seed(seed: SeedLike, tag: str) -> SeedLike:
     """A seed for ``tag`` (e.g. an attack's name) derived from ``seed``.
 
-    Each attack of an ensemble draws its own random start (SPEC section 5):
+    Each attack of an ensemble draws its own random start (docs/attacks.md):
     its seed is a hash of the image's seed and the attack's name, so it does
     not depend on the other attacks, their order or the batch composition.
     One seed per image stays one seed per image.
@@ -184,8 +126,10 @@ class AttackResult:
         correct (Tensor): ``(B,)`` number of valid pixels still correctly
             classified at ``x_adv`` (targeted: not yet of the target class).
         valid (Tensor): ``(B,)`` number of valid (not ignored) pixels.
-        loss (Tensor): ``(B,)`` best attack objective reached.
-        n_iter (Tensor): ``(B,)`` iterations run per image (early stopping).
+        loss (Tensor): ``(B,)`` best tracked objective reached (NaN for
+            images that were not attacked).
+        n_iter (Tensor): ``(B,)`` iterations run per image (early stopping;
+            0 for images that were not attacked).
         n_evals (int): forward+backward passes, counted per image.
         time (float): wall-clock seconds.
     """
@@ -208,7 +152,7 @@ class AttackResult:
 
 
 #: The objective that drives APGD's step-size control and restart point for
-#: each attacked loss (SPEC section 3): masked and balanced losses fall as
+#: each attacked loss (docs/attacks.md): masked and balanced losses fall as
 #: pixels flip, so their own value would reset images to points with fewer
 #: flipped pixels; the authors track the pixel-averaged CE instead. The
 #: masked spherical loss is stronger tracking itself. Measured in
@@ -234,7 +178,7 @@ class Evaluation(NamedTuple):
 
     Attributes:
         loss (Tensor): ``(b,)`` attacked objective (mean over all pixels).
-        tracked (Tensor): ``(b,)`` tracked objective (SPEC section 3); the
+        tracked (Tensor): ``(b,)`` tracked objective (docs/attacks.md); the
             same tensor as ``loss`` when the attack tracks its own loss.
         grad (Tensor | None): Gradient of ``loss`` w.r.t. the images.
         pred (Tensor): ``(b, H, W)`` predictions.
@@ -395,12 +339,251 @@ class Objective:
             self._warned_zero_grad = True
             warnings.warn(
                 f'the input gradient is zero everywhere for batch position(s) '
-                f'{idx[zero].tolist()[:10]} (loss {self.loss_name!r}) although '
+                f'{idx[zero].tolist()[:10]} (loss {self.loss_name!r}) '
+                'although '
                 'pixels are still correctly classified: possible gradient '
                 'masking (non-differentiable preprocessing, saturated '
                 'outputs, or integer casts). Robust accuracy may be '
                 'overestimated.',
                 stacklevel=4)
+
+
+class WorstCase:
+    """The lowest-accuracy point seen so far, per image: an APGD run's
+    output and SEA's worst case over its attacks."""
+
+    def __init__(self, x: Tensor, pred: Tensor, correct: Tensor):
+        self.x = x.clone()
+        self.pred = pred.clone()
+        self.correct = correct.clone()
+
+    def update(self, idx: Tensor, x: Tensor, pred: Tensor,
+               correct: Tensor) -> Tensor:
+        """Keep the points of images ``idx`` that are strictly better.
+
+        Strictly lower only: ties keep the earlier point, which makes the
+        result independent of how long broken images keep running (keeping
+        the later or the higher-objective point instead measured the same,
+        docs/benchmarks.md).
+
+        Returns:
+            Tensor: bool mask over ``idx`` of the images that improved.
+        """
+        better = correct < self.correct[idx]
+        if bool(better.any()):
+            sel = idx[better]
+            self.x[sel] = x[better]
+            self.pred[sel] = pred[better]
+            self.correct[sel] = correct[better]
+        return better
+
+
+def feasible_box(x: Tensor, eps: float,
+                 mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """Box of the l_inf ball around ``x`` intersected with [0, 1]; masked-out
+    pixels (padding) are pinned to their value."""
+    lower = (x - eps).clamp_(0.0, 1.0)
+    upper = (x + eps).clamp_(0.0, 1.0)
+    if mask is not None:
+        lower = torch.where(mask, lower, x)
+        upper = torch.where(mask, upper, x)
+    return lower, upper
+
+
+def project(z: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
+    """Projection onto the box ``[lower, upper]``."""
+    return torch.maximum(torch.minimum(z, upper), lower)
+
+
+def start_point(x: Tensor, radius: float, lower: Tensor, upper: Tensor,
+                start: StartLike) -> Tensor:
+    """The first iterate of a run at ``radius`` (see :data:`StartLike`),
+    inside the box."""
+    if start is None:
+        return x.clone()
+    if isinstance(start, Tensor):
+        return project(start.detach().to(x), lower, upper)
+    noise = start.noise if isinstance(start, UniformNoise) else start_noise(
+        x, start)
+    return project(x + radius * noise, lower, upper)
+
+
+_LEGACY_START = ('seed', 'random_start', 'noise', 'x_init')
+
+
+def start_from_legacy(start, legacy: dict, random_default: bool,
+                      what: str) -> StartLike:
+    """``start`` from the keyword arguments of earlier releases
+    (``random_start``, ``seed``, ``noise``, ``x_init``), with a
+    deprecation warning."""
+    unknown = set(legacy) - set(_LEGACY_START)
+    if unknown:
+        raise TypeError(f'{what}() got unexpected keyword argument(s) '
+                        f'{sorted(unknown)}')
+    if not legacy:
+        return start
+    if start is not _DEFAULT:
+        raise TypeError(f'{what}(): give start=, not also '
+                        f'{"/".join(sorted(legacy))}')
+    warnings.warn(
+        f'{what}(): {", ".join(sorted(legacy))} are deprecated; use '
+        "start= (a seed, None for the clean image, UniformNoise(noise) or "
+        'starting points)',
+        DeprecationWarning,
+        stacklevel=3)
+    if legacy.get('x_init') is not None:
+        return legacy['x_init']
+    if not legacy.get('random_start', random_default):
+        return None
+    if legacy.get('noise') is not None:
+        return UniformNoise(legacy['noise'])
+    return legacy.get('seed', 0)
+
+
+class _Default:
+
+    def __repr__(self):
+        return 'default'
+
+
+#: marks an argument left at its default (``start`` of the attacks)
+_DEFAULT = _Default()
+
+
+@dataclass
+class AttackProblem:
+    """A validated attack problem on a batch: what every attack needs
+    before its step loop.
+
+    Attributes:
+        obj (Objective): Loss, tracked objective, predictions, gradients.
+        x (Tensor): ``(B, C, H, W)`` clean images (float32, detached).
+        eps (float): The radius.
+        n_iter (int): Iterations.
+        mask (Tensor | None): ``(B, 1, H, W)`` pixels that may change.
+        start (StartLike): Where the (first) run starts.
+        early_stop (bool): Stop an image once no valid pixel is correct.
+        clean (Prediction | None): Clean predictions (set by
+            :func:`run_attack_loop`).
+        active (Tensor | None): ``(B,)`` images to attack.
+    """
+    obj: 'Objective'
+    x: Tensor
+    eps: float
+    n_iter: int
+    mask: Optional[Tensor]
+    start: StartLike
+    early_stop: bool = True
+    clean: Optional[Prediction] = None
+    active: Optional[Tensor] = None
+
+    @classmethod
+    def create(cls,
+               model: Model,
+               x: Tensor,
+               y: Tensor,
+               eps: float,
+               n_iter: int,
+               loss: str,
+               start: StartLike = None,
+               ignore_index: int = 255,
+               mask: Optional[Tensor] = None,
+               amp: Union[bool, torch.dtype] = False,
+               targeted: bool = False,
+               class_weights: Optional[Tensor] = None,
+               early_stop: bool = True,
+               track: Optional[str] = None,
+               check_iter: bool = True,
+               validate: bool = True) -> 'AttackProblem':
+        """Check the inputs (unless ``validate=False``: callers such as
+        :class:`~.sea.SEA` check once for all their attacks;
+        ``check_iter=False``: the attack checked ``n_iter`` itself) and
+        build the objective."""
+        if validate:
+            warn_if_training(model)
+            eps = check_eps(eps)
+            if check_iter:
+                n_iter = check_n_iter(n_iter)
+            mask = check_images(x, y, mask)
+            if track is not None:
+                check_loss_name(track)
+        x = x.detach().float()
+        obj = Objective(
+            model,
+            y.to(x.device),
+            loss=loss,
+            ignore_index=ignore_index,
+            targeted=targeted,
+            amp=amp,
+            class_weights=class_weights,
+            track=track)
+        return cls(obj, x, float(eps), int(n_iter), mask, start, early_stop)
+
+    def box(self, radius: float) -> Tuple[Tensor, Tensor]:
+        """The feasible box at ``radius``."""
+        return feasible_box(self.x, radius, self.mask)
+
+    def start_point(self,
+                    radius: float,
+                    lower: Tensor,
+                    upper: Tensor,
+                    start: StartLike = _DEFAULT) -> Tensor:
+        """The first iterate at ``radius`` (default: the problem's
+        start)."""
+        return start_point(self.x, radius, lower, upper,
+                           self.start if start is _DEFAULT else start)
+
+    def fallback(self) -> WorstCase:
+        """The clean images as the worst case so far."""
+        return WorstCase(self.x, self.clean.pred, self.clean.correct)
+
+
+#: An attack's step loop: ``steps(problem) -> (worst case, best tracked
+#: objective (B,), iterations (B,))``, called when there is something to do.
+StepLoop = Callable[[AttackProblem], Tuple[WorstCase, Tensor, Tensor]]
+
+
+def run_attack_loop(steps: StepLoop,
+                    problem: AttackProblem,
+                    clean: Optional[Prediction] = None) -> 'AttackResult':
+    """The skeleton of every attack: clean prediction, the images to
+    attack, the attack's step loop, the result.
+
+    The result is, per image, the step loop's lowest-accuracy point unless
+    the clean image is strictly better, so an attack never reports more than
+    the clean accuracy.
+    """
+    with Timer() as timer:
+        obj, x = problem.obj, problem.x
+        if clean is None:
+            clean = Prediction(
+                *obj.predict(x, torch.arange(x.shape[0], device=x.device)))
+        else:
+            clean = Prediction(*(t.to(x.device) for t in clean))
+        problem.clean = clean
+        problem.active = clean.correct > 0 if problem.early_stop else \
+            obj.n_valid > 0
+        B = x.shape[0]
+        worst = WorstCase(x, clean.pred, clean.correct)
+        tracked = torch.full((B, ), float('nan'), device=x.device)
+        iters = torch.zeros(B, dtype=torch.long, device=x.device)
+        if problem.eps > 0 and bool(problem.active.any()):
+            found, tracked, iters = steps(problem)
+            use_clean = clean.correct < found.correct
+            if bool(use_clean.any()):
+                found.x[use_clean] = x[use_clean]
+                found.pred[use_clean] = clean.pred[use_clean]
+                found.correct[use_clean] = clean.correct[use_clean]
+            worst = found
+    return AttackResult(
+        x_adv=worst.x,
+        pred=worst.pred,
+        correct=worst.correct,
+        valid=obj.n_valid.clone(),
+        loss=tracked,
+        n_iter=iters,
+        n_evals=obj.n_evals,
+        time=timer.elapsed)
 
 
 class Timer:

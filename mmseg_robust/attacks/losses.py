@@ -1,4 +1,5 @@
-"""Pixel-wise losses for attacks on semantic segmentation (SPEC section 2).
+"""Pixel-wise losses for attacks on semantic segmentation (docs/attacks.md, the
+paper's Section 3.1).
 
 Every loss maps logits ``(B, K, H, W)`` and labels ``(B, H, W)`` to a
 per-pixel loss map ``(B, H, W)`` that is exactly zero on ignored pixels. The
@@ -25,7 +26,7 @@ class PixelTerms:
     """Terms the pixel losses share, computed once per model evaluation.
 
     The attacks evaluate the attacked loss and, for APGD's step-size
-    control, a tracked objective (often CE, SPEC section 3) on the same
+    control, a tracked objective (often CE, docs/attacks.md) on the same
     logits; both read the log-softmax, the CE map and the correctness mask
     from here, so tracking CE costs no extra pass over the logits.
 
@@ -36,12 +37,14 @@ class PixelTerms:
         pred (Tensor, optional): ``argmax`` of the logits if already known.
     """
 
-    def __init__(self, logits: Tensor, labels: Tensor, ignore_index: int,
+    def __init__(self,
+                 logits: Tensor,
+                 labels: Tensor,
+                 ignore_index: int,
                  pred: Optional[Tensor] = None):
         self.logits = logits.float()
         self.valid = labels != ignore_index
-        self.labels = torch.where(self.valid, labels,
-                                  torch.zeros_like(labels))
+        self.labels = torch.where(self.valid, labels, torch.zeros_like(labels))
         self._pred = pred
         self._cache: Dict[str, Tensor] = {}
 
@@ -78,8 +81,7 @@ class PixelTerms:
     @property
     def correct(self) -> Tensor:
         """Detached float mask of pixels whose argmax equals the label."""
-        return self._get('correct',
-                         lambda: (self.pred == self.labels).float())
+        return self._get('correct', lambda: (self.pred == self.labels).float())
 
 
 def argmax_classes(logits: Tensor) -> Tensor:
@@ -96,7 +98,9 @@ def _terms(logits: Tensor, labels: Tensor, ignore_index: int,
     return terms
 
 
-def ce_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255,
+def ce_loss(logits: Tensor,
+            labels: Tensor,
+            ignore_index: int = 255,
             **kwargs) -> Tensor:
     """Cross-entropy ``-log p_y``."""
     t = _terms(logits, labels, ignore_index, kwargs)
@@ -125,7 +129,9 @@ def bal_ce_loss(logits: Tensor,
     return weight * t.ce * t.valid
 
 
-def cossim_ce_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255,
+def cossim_ce_loss(logits: Tensor,
+                   labels: Tensor,
+                   ignore_index: int = 255,
                    **kwargs) -> Tensor:
     """CosPGD: CE weighted by ``sigmoid(u_y) / ||sigmoid(u)||_2``."""
     t = _terms(logits, labels, ignore_index, kwargs)
@@ -136,14 +142,18 @@ def cossim_ce_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255,
     return weight * t.ce * t.valid
 
 
-def mask_ce_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255,
+def mask_ce_loss(logits: Tensor,
+                 labels: Tensor,
+                 ignore_index: int = 255,
                  **kwargs) -> Tensor:
     """CE on correctly classified pixels only."""
     t = _terms(logits, labels, ignore_index, kwargs)
     return t.correct * t.ce * t.valid
 
 
-def js_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255,
+def js_loss(logits: Tensor,
+            labels: Tensor,
+            ignore_index: int = 255,
             **kwargs) -> Tensor:
     """Jensen-Shannon divergence between ``softmax(u)`` and one-hot ``e_y``.
 
@@ -172,13 +182,16 @@ def js_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255,
     js_q = _LOG2 + 0.5 * (q * log_q - (1 + q) * torch.log1p(q))
     # clamp: the branch not taken must stay finite (0 * log 0 -> NaN grads)
     d_c = d.clamp(max=0.5)
-    js_d = 0.5 * (d_c * _LOG2 + (1 - d_c) * torch.log1p(-d_c) -
-                  (2 - d_c) * torch.log1p(-0.5 * d_c))
+    js_d = 0.5 * (
+        d_c * _LOG2 + (1 - d_c) * torch.log1p(-d_c) -
+        (2 - d_c) * torch.log1p(-0.5 * d_c))
     js = torch.where(q < 0.5, js_q, js_d)
     return js.clamp_min(0.0) * t.valid
 
 
-def mask_sph_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255,
+def mask_sph_loss(logits: Tensor,
+                  labels: Tensor,
+                  ignore_index: int = 255,
                   **kwargs) -> Tensor:
     """Masked spherical loss ``-1[argmax u = y] * u_y / ||u||_2``."""
     t = _terms(logits, labels, ignore_index, kwargs)
@@ -207,7 +220,8 @@ def mask_ce_bal_loss(logits: Tensor,
     num_classes = t.logits.shape[1]
     if class_weights is None:
         counts = t.logits.new_zeros(safe.shape[0], num_classes).scatter_add_(
-            1, safe.flatten(1), valid.flatten(1).float())  # (B, K)
+            1, safe.flatten(1),
+            valid.flatten(1).float())  # (B, K)
         weights = class_weights_from_counts(counts)  # (B, K)
         w = weights.gather(1, safe.flatten(1)).view_as(safe)
     else:
@@ -259,6 +273,11 @@ PIXEL_LOSSES: Dict[str, Callable[..., Tensor]] = {
 LOSS_NAMES: Sequence[str] = tuple(PIXEL_LOSSES)
 
 
+def _images_with(bad: Tensor) -> list:
+    """Batch positions (at most 10) of the images with a True pixel."""
+    return torch.nonzero(bad.flatten(1).any(1)).flatten().tolist()[:10]
+
+
 def check_logits_labels(logits: Tensor, labels: Tensor,
                         ignore_index: int) -> None:
     """Raise a clear error if logits and labels do not fit together."""
@@ -269,7 +288,8 @@ def check_logits_labels(logits: Tensor, labels: Tensor,
             f'logits must be (B, K, H, W) and labels (B, H, W) with the same '
             f'B, H, W; got {tuple(logits.shape)} and {tuple(labels.shape)}')
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise TypeError(f'labels must be an integer tensor, got {labels.dtype}')
+        raise TypeError(
+            f'labels must be an integer tensor, got {labels.dtype}')
     num_classes = logits.shape[1]
     bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
     if bool(bad.any()):
@@ -277,7 +297,7 @@ def check_logits_labels(logits: Tensor, labels: Tensor,
         raise ValueError(
             f'labels must be in [0, {num_classes - 1}] or ignore_index='
             f'{ignore_index}; found {values} (images '
-            f'{torch.nonzero(bad.flatten(1).any(1)).flatten().tolist()[:10]}). '
+            f'{_images_with(bad)}). '
             'Check num_classes and ignore_index (reduce_zero_label datasets '
             'use 255 for the dropped class).')
 
@@ -297,7 +317,7 @@ def pixel_loss(name: str,
                step: Optional[int] = None,
                total_steps: Optional[int] = None,
                class_weights: Optional[Tensor] = None) -> Tensor:
-    """Per-pixel attack loss (SPEC section 2).
+    """Per-pixel attack loss (docs/attacks.md).
 
     Args:
         name (str): One of :data:`PIXEL_LOSSES`.

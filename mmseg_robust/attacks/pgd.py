@@ -4,14 +4,15 @@
 2022) and ``loss='cossim_ce'`` is CosPGD (Agnihotri and Keuper 2023).
 """
 import math
-from typing import Optional, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .apgd import (_Best, _bounds, _clean_eval, _finish, _prepare, _project,
-                   _start_point)
-from .core import AttackResult, SeedLike, Timer, check_eps
+from .apgd import _attack
+from .checks import check_eps
+from .core import (_DEFAULT, AttackProblem, AttackResult, Prediction,
+                   StartLike, project, start_from_legacy)
 
 __all__ = ['pgd', 'pgd_train', 'pgd_step_size', 'PAPER_PGD_STEP_SIZES']
 
@@ -52,6 +53,54 @@ def pgd_step_size(eps: float) -> float:
     return s_lo + (s_hi - s_lo) * (e - lo) / (hi - lo)
 
 
+def _pgd_steps(problem: AttackProblem, step_size: float):
+    """PGD's step loop: ``n_iter`` sign-gradient steps, each iterate (the
+    start included) evaluated, the lowest-accuracy one kept."""
+    obj, x = problem.obj, problem.x
+    B, n_iter = x.shape[0], problem.n_iter
+    active = problem.active
+    iters = torch.zeros(B, dtype=torch.long, device=x.device)
+    best_loss = torch.full((B, ), float('nan'), device=x.device)
+    lower, upper = problem.box(problem.eps)
+    x_adv = problem.start_point(problem.eps, lower, upper)
+    best = problem.fallback()
+    all_idx = torch.arange(B, device=x.device)
+    first = True
+    # n_iter gradient steps; the last iterate is only evaluated
+    for k in range(n_iter + 1):
+        ia = all_idx[active]
+        if ia.numel() == 0:
+            break
+        full = ia.numel() == B  # no indexed copies needed
+        xa = x_adv if full else x_adv[ia]
+        need_grad = k < n_iter
+        ev = obj.evaluate(
+            xa,
+            ia,
+            step=min(k + 1, n_iter),
+            total_steps=n_iter,
+            need_grad=need_grad)
+        if first:
+            obj.warn_zero_grad(ev.grad, ev.correct, ia)
+            # the starting point counts even if worse than clean
+            best.x[ia], best.pred[ia], best.correct[ia] = xa, ev.pred, \
+                ev.correct
+            first = False
+        else:
+            best.update(ia, xa, ev.pred, ev.correct)
+        best_loss[ia] = torch.fmax(best_loss[ia], ev.loss)
+        if problem.early_stop:
+            active = active & (best.correct > 0)
+        if need_grad:
+            if full:  # a fresh tensor; xa was copied into best
+                x_adv = project(xa + step_size * ev.grad.sign(), lower, upper)
+            else:
+                x_adv[ia] = project(xa + step_size * ev.grad.sign(), lower[ia],
+                                    upper[ia])
+            iters[ia] += 1
+    return best, best_loss, iters
+
+
 def pgd(model,
         x: Tensor,
         y: Tensor,
@@ -59,17 +108,16 @@ def pgd(model,
         n_iter: int,
         step_size: Optional[float] = None,
         loss: str = 'ce',
-        random_start: bool = False,
-        seed: SeedLike = 0,
+        start: StartLike = _DEFAULT,
         ignore_index: int = 255,
-        x_init: Optional[Tensor] = None,
         mask: Optional[Tensor] = None,
         amp: Union[bool, torch.dtype] = False,
         targeted: bool = False,
         class_weights: Optional[Tensor] = None,
         early_stop: bool = True,
-        clean: Optional[tuple] = None,
-        noise: Optional[Tensor] = None) -> AttackResult:
+        clean: Optional[Prediction] = None,
+        validate: bool = True,
+        **legacy) -> AttackResult:
     """l_inf PGD: ``x_{k+1} = P(x_k + step_size * sign(grad))``.
 
     ``bal_ce`` uses ``lambda(t)`` with ``t = 1..n_iter``. Like the APGD
@@ -78,73 +126,45 @@ def pgd(model,
     reporting the last iterate.
 
     Args:
-        model, x, y, eps, ignore_index, seed, x_init, mask, amp, targeted,
-        class_weights, early_stop, clean: As in :func:`apgd`.
+        model, x, y, eps, ignore_index, mask, amp, targeted, class_weights,
+        early_stop, clean, validate: As in :func:`apgd`.
         n_iter (int): Number of steps.
         step_size (float, optional): Step size in [0, 1] units; ``None``
             takes :func:`pgd_step_size` (the paper's values).
         loss (str): ``'ce'`` (PGD), ``'bal_ce'`` (SegPGD), ``'cossim_ce'``
             (CosPGD) or any other pixel loss.
-        random_start (bool): Start uniformly at random in the ball.
-        noise (Tensor, optional): Uniform [-1, 1] random-start noise.
+        start (StartLike): Where to start; default ``None``, the clean image,
+            as in the baselines' papers (a seed starts at random).
+        **legacy: ``seed``, ``random_start``, ``noise``, ``x_init`` of
+            earlier releases (deprecated; use ``start``).
 
     Returns:
         AttackResult: The lowest-accuracy iterate.
     """
-    with Timer() as timer:
-        obj, x, eps, n_iter, mask = _prepare(model, x, y, eps, n_iter, loss,
-                                             ignore_index, targeted, amp,
-                                             class_weights, mask)
-        if step_size is None:
-            step_size = pgd_step_size(eps)
-        step_size = check_eps(step_size, 'step_size')
-        clean_pred, clean_correct = _clean_eval(obj, x, clean)
-        active = clean_correct > 0 if early_stop else obj.n_valid > 0
-        best = None
-        B = x.shape[0]
-        iters = torch.zeros(B, dtype=torch.long, device=x.device)
-        best_loss = torch.full((B, ), float('nan'), device=x.device)
-        if eps > 0 and bool(active.any()):
-            lower, upper = _bounds(x, eps, mask)
-            x_adv = _start_point(x, eps, lower, upper, x_init, random_start,
-                                 noise, seed)
-            best = _Best(x, clean_pred, clean_correct)
-            all_idx = torch.arange(B, device=x.device)
-            first = True
-            # n_iter gradient steps; the last iterate is only evaluated
-            for k in range(n_iter + 1):
-                ia = all_idx[active]
-                if ia.numel() == 0:
-                    break
-                full = ia.numel() == B  # no indexed copies needed
-                xa = x_adv if full else x_adv[ia]
-                need_grad = k < n_iter
-                l, _, g, p, c = obj.evaluate(
-                    xa,
-                    ia,
-                    step=min(k + 1, n_iter),
-                    total_steps=n_iter,
-                    need_grad=need_grad)
-                if first:
-                    obj.warn_zero_grad(g, c, ia)
-                    # the starting point counts even if worse than clean
-                    best.x[ia], best.pred[ia], best.correct[ia] = xa, p, c
-                    first = False
-                else:
-                    best.update(ia, xa, p, c)
-                best_loss[ia] = torch.fmax(best_loss[ia], l)
-                if early_stop:
-                    active = active & (best.correct > 0)
-                if need_grad:
-                    if full:  # a fresh tensor; xa was copied into best
-                        x_adv = _project(xa + step_size * g.sign(), lower,
-                                         upper)
-                    else:
-                        x_adv[ia] = _project(xa + step_size * g.sign(),
-                                             lower[ia], upper[ia])
-                    iters[ia] += 1
-    return _finish(x, clean_pred, clean_correct, best, obj, best_loss, iters,
-                   timer)
+    if step_size is None:
+        step_size = pgd_step_size(eps)
+    step_size = check_eps(step_size, 'step_size')
+    return _attack(
+        lambda p: _pgd_steps(p, step_size),
+        'pgd',
+        False,
+        model,
+        x,
+        y,
+        eps,
+        n_iter,
+        loss,
+        start,
+        legacy,
+        clean=clean,
+        track_loss=loss,
+        validate=validate,
+        ignore_index=ignore_index,
+        mask=mask,
+        amp=amp,
+        targeted=targeted,
+        class_weights=class_weights,
+        early_stop=early_stop)
 
 
 def pgd_train(model,
@@ -154,40 +174,51 @@ def pgd_train(model,
               steps: int,
               step_size: Optional[float] = None,
               loss: str = 'ce',
-              random_start: bool = False,
-              seed: SeedLike = 0,
+              start: StartLike = _DEFAULT,
               ignore_index: int = 255,
               mask: Optional[Tensor] = None,
-              amp: Union[bool, torch.dtype] = False):
-    """PGD for adversarial training (SPEC section 7).
+              amp: Union[bool, torch.dtype] = False,
+              **legacy) -> Tuple[Tensor, List[float]]:
+    """PGD for adversarial training (docs/training.md).
 
     ``steps`` sign-gradient steps, returning the **last** iterate as
     Madry-style adversarial training does; no clean or final evaluation, so
     the cost is exactly ``steps`` forward + input-backward passes.
 
     Args:
-        model, x, y, eps, loss, seed, ignore_index, mask, amp: As in
-            :func:`pgd`.
+        model, x, y, eps, loss, ignore_index, mask, amp: As in :func:`pgd`.
         steps (int): Number of steps ``k`` (AT^k).
         step_size (float, optional): Defaults to ``2.5 * eps / steps``.
-        random_start (bool): Start uniformly at random in the ball.
+        start (StartLike): Default ``None`` (the clean image); a seed starts
+            uniformly at random in the ball.
+        **legacy: ``seed``, ``random_start`` of earlier releases
+            (deprecated; use ``start``).
 
     Returns:
         tuple: ``(x_adv, losses)`` with the per-step mean objective over the
         batch (a list of ``steps`` floats).
     """
-    obj, x, eps, steps, mask = _prepare(model, x, y, eps, steps, loss,
-                                        ignore_index, False, amp, None, mask)
+    start = start_from_legacy(start, legacy, False, 'pgd_train')
+    problem = AttackProblem.create(
+        model,
+        x,
+        y,
+        eps,
+        steps,
+        loss,
+        start=None if start is _DEFAULT else start,
+        ignore_index=ignore_index,
+        mask=mask,
+        amp=amp)
     if step_size is None:
-        step_size = 2.5 * eps / steps
-    lower, upper = _bounds(x, eps, mask)
-    x_adv = _start_point(x, eps, lower, upper, None, random_start, None,
-                         seed)
-    idx = torch.arange(x.shape[0], device=x.device)
+        step_size = 2.5 * problem.eps / problem.n_iter
+    lower, upper = problem.box(problem.eps)
+    x_adv = problem.start_point(problem.eps, lower, upper)
+    idx = torch.arange(x.shape[0], device=problem.x.device)
     losses = []
-    for k in range(steps):
-        value, _, grad, _, _ = obj.evaluate(
-            x_adv, idx, step=k + 1, total_steps=steps)
-        losses.append(float(value.mean()))
-        x_adv = _project(x_adv + step_size * grad.sign(), lower, upper)
+    for k in range(problem.n_iter):
+        ev = problem.obj.evaluate(
+            x_adv, idx, step=k + 1, total_steps=problem.n_iter)
+        losses.append(float(ev.loss.mean()))
+        x_adv = project(x_adv + step_size * ev.grad.sign(), lower, upper)
     return x_adv, losses

@@ -1,6 +1,6 @@
-"""SEA, the Segmentation Ensemble Attack (SPEC section 5), its published
-versions, and the attack names used across the package (``--attacks`` on the
-command line)."""
+"""SEA, the Segmentation Ensemble Attack (the paper's Section 3.3,
+docs/attacks.md), its published versions, and the attack names used across
+the package (``--attacks`` on the command line)."""
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -8,10 +8,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .apgd import _Best, apgd, apgd_red_eps
-from .core import (AttackResult, SeedLike, Timer, check_eps, check_images,
-                   check_n_iter, default_tracked, derive_seed, start_noise,
-                   subset_model, take_rows, warn_if_training)
+from .apgd import _schedule, apgd, apgd_red_eps
+from .checks import check_eps, check_images, check_n_iter, warn_if_training
+from .core import (AttackResult, Prediction, SeedLike, StartLike, Timer,
+                   UniformNoise, WorstCase, default_tracked, derive_seed,
+                   start_noise, subset_model, take_rows)
 from .losses import LOSS_NAMES, argmax_classes, check_loss_name
 from .pgd import pgd
 
@@ -34,7 +35,7 @@ ATTACK_METHODS = ('red_eps', 'apgd', 'pgd')
 
 @dataclass(frozen=True)
 class SEAVersion:
-    """A published version of SEA (SPEC section 5).
+    """A published version of SEA (docs/attacks.md).
 
     Attributes:
         name (str): ``'SEA-2023'`` or ``'SEA-2024'``.
@@ -89,8 +90,8 @@ class AttackSpec:
         method (str): ``'red_eps'``, ``'apgd'`` or ``'pgd'``.
         loss (str): Pixel loss.
         step_size (float, optional): PGD step size; ``None`` for the paper's.
-        track (str, optional): Tracked objective of the APGD attacks (SPEC
-            section 3); ``None`` for PGD.
+        track (str, optional): Tracked objective of the APGD attacks
+            (docs/attacks.md); ``None`` for PGD.
     """
     name: str
     method: str
@@ -122,21 +123,38 @@ def parse_attack(spec: Union[str, AttackSpec]) -> AttackSpec:
                          f'{attack_names_help()}')
     if method == 'pgd':
         return AttackSpec(name, method, loss)
-    return AttackSpec(name, method, check_loss_name(loss),
-                      track=track if at else default_tracked(loss))
+    return AttackSpec(
+        name,
+        method,
+        check_loss_name(loss),
+        track=track if at else default_tracked(loss))
 
 
 def run_attack(spec: Union[str, AttackSpec], model, x: Tensor, y: Tensor,
                eps: float, n_iter: int, **kwargs) -> AttackResult:
-    """Run one attack given by name or spec; ``kwargs`` go to the attack."""
+    """Run one attack given by name or spec; ``kwargs`` go to the attack
+    (PGD starts at the clean image unless ``start`` says otherwise)."""
     spec = parse_attack(spec)
     if spec.method == 'red_eps':
-        return apgd_red_eps(model, x, y, eps, n_iter, loss=spec.loss,
-                            track_loss=spec.track, **kwargs)
+        return apgd_red_eps(
+            model,
+            x,
+            y,
+            eps,
+            n_iter,
+            loss=spec.loss,
+            track_loss=spec.track,
+            **kwargs)
     if spec.method == 'apgd':
-        return apgd(model, x, y, eps, n_iter, loss=spec.loss,
-                    track_loss=spec.track, **kwargs)
-    kwargs.setdefault('random_start', False)
+        return apgd(
+            model,
+            x,
+            y,
+            eps,
+            n_iter,
+            loss=spec.loss,
+            track_loss=spec.track,
+            **kwargs)
     return pgd(
         model,
         x,
@@ -259,8 +277,7 @@ class SEA:
                  callback: Optional[Callable] = None):
         self.model = model
         self.eps = check_eps(eps)
-        if version is not None and (attacks is not None
-                                    or losses is not None):
+        if version is not None and (attacks is not None or losses is not None):
             raise ValueError(
                 'give either an SEA version or attacks/losses, not both')
         if attacks is None and losses is None:
@@ -279,11 +296,10 @@ class SEA:
         names = [a.name for a in self.attacks]
         if len(set(names)) != len(names):
             raise ValueError(f'attack names must be unique, got {names}')
-        min_iter = 3 if any(a.method == 'red_eps'
-                            for a in self.attacks) else 1
-        self.n_iter = check_n_iter(
-            default_iter if n_iter is None else n_iter, min_iter,
-            'n_iter (red-eps APGD needs >= 3)')
+        min_iter = 3 if any(a.method == 'red_eps' for a in self.attacks) else 1
+        self.n_iter = check_n_iter(default_iter if n_iter is None else n_iter,
+                                   min_iter,
+                                   'n_iter (red-eps APGD needs >= 3)')
         self.ignore_index = ignore_index
         self.seed = seed
         self.class_weights = class_weights
@@ -329,20 +345,15 @@ class SEA:
                 stacklevel=3)
 
     @torch.no_grad()
-    def clean(self, x: Tensor, y: Tensor):
-        """Clean ``(pred, correct, valid)`` of a batch (checks the model on
-        the first call)."""
-        return self._clean(x, y)
-
-    @torch.no_grad()
-    def _clean(self, x: Tensor, y: Tensor):
+    def clean(self, x: Tensor, y: Tensor) -> Prediction:
+        """Clean predictions of a batch (checks the model on the first
+        call)."""
         logits = self.model(x).float()
         if self.check_model and not self._checked:
             self._check_model(x, logits)
-        valid = y != self.ignore_index
         pred = argmax_classes(logits)
-        correct = ((pred == y) & valid).flatten(1).sum(1)
-        return pred, correct, valid.flatten(1).sum(1)
+        correct = ((pred == y) & (y != self.ignore_index)).flatten(1).sum(1)
+        return Prediction(pred, correct)
 
     def run(self,
             x: Tensor,
@@ -359,10 +370,10 @@ class SEA:
             mask (Tensor, optional): Pixels that may be perturbed.
             seed (int | Sequence[int], optional): Overrides the seed given at
                 construction (e.g. one seed per dataset index).
-            clean (tuple, optional): Precomputed clean ``(pred, correct)``,
+            clean (Prediction, optional): Precomputed clean predictions,
                 e.g. when the same batch is attacked at several radii.
             previous (SEAResult, optional): The result of this batch at a
-                smaller radius (SPEC section 5, monotone radii). Its
+                smaller radius (monotone radii, docs/attacks.md). Its
                 adversarial images are feasible here, so each image starts
                 from its worst case there and is never reported weaker;
                 images it already broke completely are not attacked again.
@@ -375,11 +386,10 @@ class SEA:
             x = x.detach().float()
             y = y.to(x.device).long()
             if clean is None:
-                clean_pred, clean_correct, valid = self._clean(x, y)
-            else:
-                clean_pred, clean_correct = (t.to(x.device) for t in clean)
-                valid = (y != self.ignore_index).flatten(1).sum(1)
-            worst = _Best(x, clean_pred, clean_correct)
+                clean = self.clean(x, y)
+            clean_pred, clean_correct = (t.to(x.device) for t in clean)
+            valid = (y != self.ignore_index).flatten(1).sum(1)
+            worst = WorstCase(x, clean_pred, clean_correct)
             worst_attack = torch.full_like(clean_correct, -1)
             init = None
             if previous is not None:
@@ -392,8 +402,8 @@ class SEA:
             seed = self.seed if seed is None else seed
             results: Dict[str, AttackResult] = {}
             for k, spec in enumerate(self.attacks):
-                todo = (worst.correct if self.skip_broken else
-                        clean_correct) > 0
+                todo = (worst.correct
+                        if self.skip_broken else clean_correct) > 0
                 idx = torch.nonzero(todo).flatten()
                 pred = worst.pred.clone()
                 correct = worst.correct.clone()
@@ -405,11 +415,14 @@ class SEA:
                         ignore_index=self.ignore_index,
                         amp=self.amp,
                         mask=take_rows(mask, idx),
-                        clean=(take_rows(clean_pred, idx),
-                               take_rows(clean_correct, idx)))
+                        clean=Prediction(
+                            take_rows(clean_pred, idx),
+                            take_rows(clean_correct, idx)),
+                        validate=False)
                     if spec.method != 'pgd':
-                        kwargs.update(class_weights=self.class_weights)
-                        kwargs.update(self._start(spec, init, x, seed, idx))
+                        kwargs.update(
+                            class_weights=self.class_weights,
+                            start=self._start(spec, init, x, seed, idx))
                     res = run_attack(spec, subset_model(self.model, idx),
                                      take_rows(x, idx), take_rows(y, idx),
                                      self.eps, self.n_iter, **kwargs)
@@ -429,8 +442,7 @@ class SEA:
                     time=res.time if res is not None else 0.0,
                     extra=dict(ran=todo))
                 if self.callback is not None:
-                    self.callback(spec.name, results[spec.name],
-                                  worst.correct)
+                    self.callback(spec.name, results[spec.name], worst.correct)
         return SEAResult(
             x_adv=worst.x,
             pred=worst.pred,
@@ -443,7 +455,7 @@ class SEA:
             eps=self.eps,
             time=timer.elapsed)
 
-    def _previous(self, previous: 'SEAResult', x: Tensor) -> _Best:
+    def _previous(self, previous: 'SEAResult', x: Tensor) -> WorstCase:
         if previous.eps > self.eps:
             raise ValueError(
                 f'previous result at eps={previous.eps:.6g} is larger than '
@@ -452,12 +464,13 @@ class SEA:
             raise ValueError('previous result is for another batch: x_adv '
                              f'{tuple(previous.x_adv.shape)} vs x '
                              f'{tuple(x.shape)}')
-        return _Best(previous.x_adv.to(x), previous.pred.to(x.device),
-                     previous.correct.to(x.device))
+        return WorstCase(
+            previous.x_adv.to(x), previous.pred.to(x.device),
+            previous.correct.to(x.device))
 
-    def _start(self, spec: AttackSpec, init: Optional[_Best],
-               x: Tensor, seed: SeedLike, idx: Tensor) -> dict:
-        """Start-point arguments of APGD attack ``k`` on images ``idx``.
+    def _start(self, spec: AttackSpec, init: Optional[WorstCase], x: Tensor,
+               seed: SeedLike, idx: Tensor) -> StartLike:
+        """Where APGD attack ``spec`` starts on images ``idx``.
 
         Random starts are seeded by the image's seed and the attack's name
         (drawn for the whole batch, so an image's start does not depend on
@@ -470,13 +483,14 @@ class SEA:
         if self.random_start:
             noise = start_noise(x, derive_seed(seed, spec.name))
         if init is None:
-            if noise is None:
-                return dict(random_start=False)
-            return dict(random_start=True, noise=take_rows(noise, idx))
+            return None if noise is None else UniformNoise(
+                take_rows(noise, idx))
         moved = (init.x != x).flatten(1).any(1).view(-1, 1, 1, 1)
-        radius = 2 * self.eps if spec.method == 'red_eps' else self.eps
+        # where the attack's first run starts (red-eps: its first radius)
+        radius = _schedule(self.eps, self.n_iter)[0][0] if \
+            spec.method == 'red_eps' else self.eps
         fresh = x if noise is None else x + radius * noise
-        return dict(x_init=take_rows(torch.where(moved, init.x, fresh), idx))
+        return take_rows(torch.where(moved, init.x, fresh), idx)
 
     def curve(self,
               x: Tensor,
@@ -491,14 +505,13 @@ class SEA:
             list: One :class:`SEAResult` per radius, in increasing order.
         """
         radii = sorted(check_eps(r) for r in radii)
-        pred, correct, _ = self._clean(x.detach().float(),
-                                       y.to(x.device).long())
+        clean = self.clean(x.detach().float(), y.to(x.device).long())
         out: List[SEAResult] = []
         for r in radii:
             prev = out[-1] if out else None
-            out.append(self.with_eps(r).run(
-                x, y, mask=mask, seed=seed, clean=(pred, correct),
-                previous=prev))
+            out.append(
+                self.with_eps(r).run(
+                    x, y, mask=mask, seed=seed, clean=clean, previous=prev))
         return out
 
 
@@ -506,5 +519,3 @@ def _copy(sea: SEA) -> SEA:
     other = SEA.__new__(SEA)
     other.__dict__.update(sea.__dict__)
     return other
-
-

@@ -62,11 +62,10 @@ def _search(inter: np.ndarray, union: np.ndarray, touched, choice,
             cand_i = ti - inter[i, c, cls] + inter[i][:, cls]  # (A, T)
             cand_u = tu - union[i, c, cls] + union[i][:, cls]
             pres = cand_u > 0
-            cand_iou = np.divide(cand_i, cand_u,
-                                 out=np.zeros_like(cand_i), where=pres)
+            cand_iou = np.divide(
+                cand_i, cand_u, out=np.zeros_like(cand_i), where=pres)
             old_pres = tu > 0
-            old_iou = np.divide(ti, tu, out=np.zeros_like(ti),
-                                where=old_pres)
+            old_iou = np.divide(ti, tu, out=np.zeros_like(ti), where=old_pres)
             sums = sum_iou - old_iou.sum() + cand_iou.sum(1)
             counts = n_present - int(old_pres.sum()) + pres.sum(1)
             values = np.full(len(sums), np.inf)
@@ -82,8 +81,8 @@ def _search(inter: np.ndarray, union: np.ndarray, touched, choice,
         if not changed:
             break
     # recompute from scratch: no drift from the incremental sums
-    final = dataset_miou(inter[rows, choice].sum(0),
-                         union[rows, choice].sum(0))
+    final = dataset_miou(inter[rows, choice].sum(0), union[rows,
+                                                           choice].sum(0))
     return choice, final, passes
 
 
@@ -122,13 +121,13 @@ def worst_case_miou(inter: np.ndarray,
     n_img, n_cand, _ = inter.shape
     starts = [np.asarray(s, dtype=np.int64) for s in (starts or [])]
     for s in starts:
-        if s.shape != (n_img, ) or (n_img and (s.min() < 0
-                                               or s.max() >= n_cand)):
+        if s.shape != (n_img, ) or (n_img and
+                                    (s.min() < 0 or s.max() >= n_cand)):
             raise ValueError(f'each start must be {n_img} candidate indices '
                              f'in [0, {n_cand}), got shape {s.shape}')
-    all_starts = starts + ([
-        np.full(n_img, a, dtype=np.int64) for a in range(n_cand)
-    ] if uniform_starts else [])
+    all_starts = starts + (
+        [np.full(n_img, a, dtype=np.int64)
+         for a in range(n_cand)] if uniform_starts else [])
     touched = [np.nonzero(union[i].any(0))[0] for i in range(n_img)]
     best = None
     for k, start in enumerate(all_starts):
@@ -137,9 +136,12 @@ def worst_case_miou(inter: np.ndarray,
         if not np.isfinite(value):
             continue
         if best is None or value < best['miou'] - 1e-12:
-            best = dict(choice=choice, miou=float(value), passes=passes,
-                        start=k)
+            best = dict(
+                choice=choice, miou=float(value), passes=passes, start=k)
     if best is None or not np.isfinite(best['miou']):
-        return dict(choice=np.zeros(n_img, dtype=np.int64),
-                    miou=float('nan'), passes=0, start=0)
+        return dict(
+            choice=np.zeros(n_img, dtype=np.int64),
+            miou=float('nan'),
+            passes=0,
+            start=0)
     return best

@@ -99,7 +99,8 @@ def mmengine_safe_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
     for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
         entries.append((reconstruct, f'{module}._reconstruct'))
         entries.append((scalar, f'{module}.scalar'))
-    # numpy >= 1.25: np.dtype('f8') is an instance of numpy.dtypes.Float64DType,
+    # numpy >= 1.25: np.dtype('f8') is an instance of
+    # numpy.dtypes.Float64DType,
     # which the unpickler must be allowed to build
     dtype_classes = {type(np.dtype(code)) for code in '?bhilqBHILQefdgFDGSU'}
     entries.extend(sorted(dtype_classes - {np.dtype}, key=str))

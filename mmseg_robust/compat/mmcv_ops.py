@@ -44,7 +44,8 @@ def point_sample(input: Tensor,
         input (Tensor): Features of shape ``(N, C, H, W)``.
         points (Tensor): Coordinates in ``[0, 1] x [0, 1]``, shape
             ``(N, P, 2)`` or ``(N, Hg, Wg, 2)``, ordered ``(x, y)``.
-        align_corners (bool): Passed to :func:`torch.nn.functional.grid_sample`.
+        align_corners (bool): Passed to
+            :func:`torch.nn.functional.grid_sample`.
         **kwargs: Further :func:`~torch.nn.functional.grid_sample` options.
 
     Returns:
@@ -229,4 +230,3 @@ def undo() -> None:
         if mmcv is not None and getattr(mmcv, 'ops', None) is not None and \
                 getattr(mmcv.ops, _FALLBACK_ATTR, False):
             del mmcv.ops
-

@@ -21,8 +21,10 @@ import os.path as osp
 import sys
 from typing import Optional
 
-__all__ = ['needed', 'apply', 'undo', 'is_installed', 'get_installed_path',
-           'package2module']
+__all__ = [
+    'needed', 'apply', 'undo', 'is_installed', 'get_installed_path',
+    'package2module'
+]
 
 
 def package2module(package: str) -> str:
@@ -105,9 +107,11 @@ def apply() -> str:
     """
     import mmengine.utils.package_utils as package_utils
     _originals.update({name: getattr(package_utils, name) for name in _NAMES})
-    ours = {'is_installed': is_installed,
-            'get_installed_path': get_installed_path,
-            'package2module': package2module}
+    ours = {
+        'is_installed': is_installed,
+        'get_installed_path': get_installed_path,
+        'package2module': package2module
+    }
     for module_name in _TARGETS:
         module = sys.modules.get(module_name)
         if module is None:

@@ -20,8 +20,8 @@ class ADE20KWithOtherDataset(BaseSegDataset):
     """
     METAINFO = dict(
         classes=('other', ) + tuple(ADE20KDataset.METAINFO['classes']),
-        palette=[[0, 0, 0]] + [list(c)
-                               for c in ADE20KDataset.METAINFO['palette']])
+        palette=[[0, 0, 0]] +
+        [list(c) for c in ADE20KDataset.METAINFO['palette']])
 
     def __init__(self,
                  img_suffix: str = '.jpg',

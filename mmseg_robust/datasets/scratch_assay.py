@@ -1,4 +1,5 @@
-"""A small real segmentation dataset built from the ``ndev-sampledata`` package.
+"""A small real segmentation dataset built from the ``ndev-sampledata``
+package.
 
 Source
     ``ndev_sampledata/samples/scratch-assay-labeled-10T-2Ch.tiff`` from the
@@ -119,7 +120,8 @@ def _prepare_once(data_root: str, prepare: bool) -> None:
     if rank == 0:
         print_log(
             f'no scratch-assay dataset in {data_root}: building it from '
-            'the ndev-sampledata package', logger='current')
+            'the ndev-sampledata package',
+            logger='current')
         try:
             prepare_scratch_assay(data_root)
         except ImportError as err:
@@ -178,7 +180,8 @@ def load_scratch_assay() -> Tuple[np.ndarray, np.ndarray]:
         import tifffile
     except ImportError as e:
         raise ImportError(
-            f'tifffile is needed to read {SAMPLE_FILE}: {_INSTALL_HINT}') from e
+            f'tifffile is needed to read {SAMPLE_FILE}: {_INSTALL_HINT}'
+        ) from e
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         axes, data = series.axes, series.asarray()
@@ -214,8 +217,8 @@ def _fit_short_side(image: np.ndarray, label: np.ndarray,
     if min(h, w) >= size:
         return image, label
     scale = size / min(h, w)
-    new_wh = (max(size, int(round(w * scale))),
-              max(size, int(round(h * scale))))
+    new_wh = (max(size, int(round(w * scale))), max(size,
+                                                    int(round(h * scale))))
     image = cv2.resize(image, new_wh, interpolation=cv2.INTER_LINEAR)
     label = cv2.resize(label, new_wh, interpolation=cv2.INTER_NEAREST)
     return image, label
@@ -342,8 +345,10 @@ def prepare_scratch_assay(root: str,
         frames=dict(
             train=[t for t in range(n_frames) if t not in val], val=val),
         files=files,
-        class_pixel_counts={s: c.tolist()
-                            for s, c in counts.items()},
+        class_pixel_counts={
+            s: c.tolist()
+            for s, c in counts.items()
+        },
         rgb_mean=[round(float(m), 3) for m in mean],
         rgb_std=[round(float(s), 3) for s in std])
     tmp = meta_path + '.tmp'
@@ -353,7 +358,8 @@ def prepare_scratch_assay(root: str,
     print_log(
         f'scratch-assay dataset written to {root}: '
         f'{len(files["train"])} train / {len(files["val"])} val tiles of '
-        f'{size}x{size}', logger='current')
+        f'{size}x{size}',
+        logger='current')
     return root
 
 

@@ -27,9 +27,8 @@ from typing import Dict, Mapping
 
 import numpy as np
 from mmcv.transforms import BaseTransform
-from PIL import Image
-
 from mmseg.registry import TRANSFORMS
+from PIL import Image
 
 __all__ = ['ShortSideResizeCenterCrop', 'RemapLabels']
 
@@ -84,8 +83,8 @@ class ShortSideResizeCenterCrop(BaseTransform):
         self.size = size
 
     @staticmethod
-    def _resize(array: np.ndarray, width: int, height: int,
-                resample: int, key: str) -> np.ndarray:
+    def _resize(array: np.ndarray, width: int, height: int, resample: int,
+                key: str) -> np.ndarray:
         if array.dtype != np.uint8:
             raise TypeError(
                 f'ShortSideResizeCenterCrop: {key} must be uint8 to be '

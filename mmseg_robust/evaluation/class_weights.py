@@ -1,6 +1,8 @@
 """Class weights of SEA-2024's ``mask_ce_bal`` from training-label
-frequencies (SPEC section 2, docs/attacks.md)."""
+frequencies (docs/attacks.md, "Versions")."""
 import copy
+import json
+import os.path as osp
 import time
 from typing import List, Optional, Sequence, Union
 
@@ -10,7 +12,7 @@ from mmengine.logging import print_log
 
 from mmseg_robust.errors import ConfigError
 
-__all__ = ['count_labels', 'resolve_class_weights']
+__all__ = ['count_labels', 'resolve_class_weights', 'load_class_weights']
 
 
 def _strip_pipeline(cfg) -> None:
@@ -34,7 +36,8 @@ def _label_of(item) -> np.ndarray:
     return item['data_samples'].gt_sem_seg.data.squeeze(0).numpy()
 
 
-def count_labels(dataset_cfg: dict, num_classes: int,
+def count_labels(dataset_cfg: dict,
+                 num_classes: int,
                  ignore_index: int = 255,
                  keep_pipeline: bool = False) -> np.ndarray:
     """Pixel count of every class over a dataset's label maps.
@@ -84,8 +87,8 @@ def count_labels(dataset_cfg: dict, num_classes: int,
     return counts
 
 
-def resolve_class_weights(spec: Union[None, str, Sequence[float]],
-                          cfg, num_classes: int,
+def resolve_class_weights(spec: Union[None, str,
+                                      Sequence[float]], cfg, num_classes: int,
                           ignore_index: int) -> Optional[List[float]]:
     """The ``mask_ce_bal`` class weights an evaluation uses.
 
@@ -122,17 +125,55 @@ def resolve_class_weights(spec: Union[None, str, Sequence[float]],
                 'to count its labels; give the weights instead '
                 '(test_cfg.class_weights=[...] or --class-weights W1 W2 ...) '
                 "or use per-image weights ('image')")
-        counts = count_labels(loader['dataset'], num_classes, ignore_index,
-                              keep_pipeline=spec == 'test')
+        counts = count_labels(
+            loader['dataset'],
+            num_classes,
+            ignore_index,
+            keep_pipeline=spec == 'test')
         if counts.sum() == 0:
             raise ConfigError(f'the {spec} labels hold no valid pixel: '
                               'cannot compute class weights')
         weights = class_weights_from_counts(torch.from_numpy(counts))
         return [float(w) for w in weights]
     weights = [float(w) for w in spec]
-    if len(weights) != num_classes or any(
-            not np.isfinite(w) or w < 0 for w in weights):
+    if len(weights) != num_classes or any(not np.isfinite(w) or w < 0
+                                          for w in weights):
         raise ConfigError(
             f'class_weights must be {num_classes} finite numbers >= 0 (one '
             f'per class), got {len(weights)}: {weights[:8]}')
+    return weights
+
+
+def load_class_weights(spec: Union[None, str, Sequence[float]],
+                       cfg,
+                       num_classes: int,
+                       ignore_index: int,
+                       path: str,
+                       resume: bool = False) -> Optional[List[float]]:
+    """:func:`resolve_class_weights`, counting labels only once: weights
+    counted before are read from ``path`` (a JSON file beside the results),
+    new ones are written there. On resume an existing file stays as it is
+    (other weights are refused with the other settings; nothing is lost).
+    """
+    if spec in ('train', 'test') and osp.isfile(path):
+        with open(path, encoding='utf-8') as f:
+            stored = json.load(f)
+        if stored.get('num_classes') == num_classes and \
+                stored.get('source') == spec:
+            return stored['weights']
+    if spec in ('train', 'test'):
+        print_log(
+            f'SEA-2024: counting the {spec} labels for the class weights '
+            f'of mask_ce_bal (once; stored in {path})',
+            logger='current')
+    weights = resolve_class_weights(spec, cfg, num_classes, ignore_index)
+    if weights is not None and not (resume and osp.isfile(path)):
+        with open(path, 'w', encoding='utf-8') as f:
+            json.dump(
+                dict(
+                    source=spec if isinstance(spec, str) else 'given',
+                    num_classes=num_classes,
+                    weights=weights),
+                f,
+                indent=1)
     return weights

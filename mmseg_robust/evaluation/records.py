@@ -19,11 +19,13 @@ from typing import Iterable, List, Tuple
 
 import numpy as np
 import torch
+from mmseg.evaluation.metrics import IoUMetric
 from torch import Tensor
 
-from mmseg.evaluation.metrics import IoUMetric
-
-__all__ = ['eps_key', 'areas', 'dense_areas', 'read_records', 'RecordWriter']
+__all__ = [
+    'eps_key', 'image_areas', 'dense_areas', 'read_records', 'RecordWriter',
+    'sum_areas'
+]
 
 
 def eps_key(eps: float) -> str:
@@ -31,9 +33,11 @@ def eps_key(eps: float) -> str:
     return f'{round(eps * 255, 6):g}'
 
 
-def areas(pred: Tensor, label: Tensor, num_classes: int,
-          ignore_index: int) -> dict:
-    """Sparse intersection/union/prediction/label areas of one image."""
+def image_areas(pred: Tensor, label: Tensor, num_classes: int,
+                ignore_index: int) -> dict:
+    """One image's entry of a record: its sparse intersection, union,
+    prediction and label areas per class (what MMSeg's ``IoUMetric``
+    accumulates) and its correct pixel count."""
     inter, union, pred_area, label_area = IoUMetric.intersect_and_union(
         pred, label, num_classes, ignore_index)
     classes = torch.nonzero(union > 0).flatten()

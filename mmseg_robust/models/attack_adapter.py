@@ -2,7 +2,8 @@
 
 The attacks of :mod:`mmseg_robust.attacks` perturb images in [0, 1] and
 expect ``logits = f(x)`` at label resolution. MMSeg's data preprocessor takes
-raw ``[0, 255]`` images, flips channels, normalises and pads. Following SPEC
+raw ``[0, 255]`` images, flips channels, normalises and pads. Following
+docs/attacks.md
 section 1 the perturbation lives in front of the preprocessor:
 :class:`SegmentorAttackModel` applies the preprocessor's steps inside a
 differentiable forward and then runs the segmentor's own inference (``whole``
@@ -66,6 +67,73 @@ class AttackBatch:
         as the data preprocessor expects them."""
         return [x[i, :, :h, :w] * 255.0 for i, (h, w) in enumerate(self.sizes)]
 
+    @classmethod
+    def from_data(cls,
+                  segmentor: nn.Module,
+                  data: dict,
+                  mode: str = 'test',
+                  ignore_index: Optional[int] = None) -> 'AttackBatch':
+        """Build images, labels, mask and model from a dataloader batch.
+
+        Args:
+            segmentor (nn.Module): The segmentor (or its wrapper).
+            data (dict): ``dict(inputs=[(3, H, W) tensors in [0, 255]],
+                data_samples=[SegDataSample with gt_sem_seg])`` as MMSeg's
+                dataloaders yield it.
+            mode (str): ``'test'`` or ``'train'`` (see
+                :class:`SegmentorAttackModel`).
+            ignore_index (int, optional): Label of ignored (and padded)
+                pixels; default the final decode head's. The evaluation
+                passes its metric's, so attack and metric ignore the same
+                pixels.
+
+        Returns:
+            AttackBatch: Everything the attacks need.
+        """
+        seg = unwrap_segmentor(segmentor)
+        pre = seg.data_preprocessor
+        inputs = data['inputs']
+        samples = data.get('data_samples')
+        if samples is None or len(samples) != len(inputs):
+            raise ValueError('the batch needs one data sample per image '
+                             '(with gt_sem_seg) to be attacked')
+        if isinstance(inputs, Tensor):
+            inputs = list(inputs)
+        missing = [i for i, s in enumerate(samples) if 'gt_sem_seg' not in s]
+        if missing:
+            raise ValueError(
+                f'data samples {missing} have no gt_sem_seg: attacks need '
+                'labels; add LoadAnnotations to the test pipeline')
+        device = next((p.device for p in seg.parameters()),
+                      torch.device('cpu'))
+        if ignore_index is None:
+            ignore_index = int(
+                getattr(final_decode_head(seg), 'ignore_index', 255))
+        sizes = [tuple(img.shape[-2:]) for img in inputs]
+        if mode == 'train':
+            h, w = _target_size(sizes, pre.size, pre.size_divisor)
+        else:
+            test_cfg = getattr(pre, 'test_cfg', None) or {}
+            h, w = _target_size(sizes, test_cfg.get('size'),
+                                test_cfg.get('size_divisor'))
+        x = torch.stack(
+            [_pad_to(img.to(device).float(), h, w, 0.0)
+             for img in inputs]) / 255.0
+        mask = torch.zeros((len(inputs), 1, h, w),
+                           dtype=torch.bool,
+                           device=device)
+        for i, (ih, iw) in enumerate(sizes):
+            mask[i, :, :ih, :iw] = True
+        labels = [s.gt_sem_seg.data.to(device).long()[0] for s in samples]
+        if mode == 'train':
+            lh, lw = h, w
+        else:
+            lh = max(t.shape[0] for t in labels)
+            lw = max(t.shape[1] for t in labels)
+        y = torch.stack([_pad_to(t, lh, lw, ignore_index) for t in labels])
+        model = SegmentorAttackModel(seg, samples, mask, mode, (lh, lw))
+        return cls(model, x.clamp_(0.0, 1.0), y, mask, sizes, ignore_index)
+
 
 def _pad_to(t: Tensor, h: int, w: int, value: float) -> Tensor:
     return F.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2]), value=value)
@@ -119,9 +187,8 @@ class SegmentorAttackModel(nn.Module):
                 'segmentor (EncoderDecoder or a subclass)')
         for attr in ('data_preprocessor', 'encode_decode', 'inference'):
             if not hasattr(segmentor, attr):
-                raise TypeError(
-                    f'{type(segmentor).__name__} is not an MMSeg '
-                    f'EncoderDecoder-like segmentor (no `{attr}`)')
+                raise TypeError(f'{type(segmentor).__name__} is not an MMSeg '
+                                f'EncoderDecoder-like segmentor (no `{attr}`)')
         # keep the segmentor out of this module's children so that
         # state_dict()/parameters() of the wrapper stay empty
         object.__setattr__(self, 'segmentor', segmentor)
@@ -146,8 +213,7 @@ class SegmentorAttackModel(nn.Module):
             return self  # the whole batch: nothing to select
         return SegmentorAttackModel(self.segmentor,
                                     [self.data_samples[i] for i in idx_list],
-                                    self.mask[idx], self.mode,
-                                    self.label_size)
+                                    self.mask[idx], self.mode, self.label_size)
 
     def normalize(self, x: Tensor) -> Tensor:
         """What ``SegDataPreProcessor`` does to ``x * 255``: channel order,
@@ -194,8 +260,8 @@ class SegmentorAttackModel(nn.Module):
             left, right, top, bottom = meta['img_padding_size']
             logit = seg_logits[i:i + 1, :, top:H - bottom, left:W - right]
             if meta.get('flip', False):
-                dims = (3, ) if meta.get('flip_direction',
-                                         'horizontal') == 'horizontal' else (2, )
+                dims = (3, ) if meta.get(
+                    'flip_direction', 'horizontal') == 'horizontal' else (2, )
                 logit = logit.flip(dims=dims)
             out_size = tuple(sample.gt_sem_seg.shape) \
                 if 'gt_sem_seg' in sample else tuple(meta['ori_shape'][:2])
@@ -228,63 +294,6 @@ class SegmentorAttackModel(nn.Module):
                    data: dict,
                    mode: str = 'test',
                    ignore_index: Optional[int] = None) -> AttackBatch:
-        """Build images, labels, mask and model from a dataloader batch.
-
-        Args:
-            segmentor (nn.Module): The segmentor (or its wrapper).
-            data (dict): ``dict(inputs=[(3, H, W) tensors in [0, 255]],
-                data_samples=[SegDataSample with gt_sem_seg])`` as MMSeg's
-                dataloaders yield it.
-            mode (str): ``'test'`` or ``'train'`` (see the class).
-            ignore_index (int, optional): Label of ignored (and padded)
-                pixels; default the final decode head's. The evaluation
-                passes its metric's, so attack and metric ignore the same
-                pixels.
-
-        Returns:
-            AttackBatch: Everything the attacks need.
-        """
-        seg = unwrap_segmentor(segmentor)
-        pre = seg.data_preprocessor
-        inputs = data['inputs']
-        samples = data.get('data_samples')
-        if samples is None or len(samples) != len(inputs):
-            raise ValueError('the batch needs one data sample per image '
-                             '(with gt_sem_seg) to be attacked')
-        if isinstance(inputs, Tensor):
-            inputs = list(inputs)
-        missing = [i for i, s in enumerate(samples) if 'gt_sem_seg' not in s]
-        if missing:
-            raise ValueError(
-                f'data samples {missing} have no gt_sem_seg: attacks need '
-                'labels; add LoadAnnotations to the test pipeline')
-        device = next(
-            (p.device for p in seg.parameters()), torch.device('cpu'))
-        if ignore_index is None:
-            ignore_index = int(
-                getattr(final_decode_head(seg), 'ignore_index', 255))
-        sizes = [tuple(img.shape[-2:]) for img in inputs]
-        if mode == 'train':
-            h, w = _target_size(sizes, pre.size, pre.size_divisor)
-        else:
-            test_cfg = getattr(pre, 'test_cfg', None) or {}
-            h, w = _target_size(sizes, test_cfg.get('size'),
-                                test_cfg.get('size_divisor'))
-        x = torch.stack([
-            _pad_to(img.to(device).float(), h, w, 0.0) for img in inputs
-        ]) / 255.0
-        mask = torch.zeros((len(inputs), 1, h, w),
-                           dtype=torch.bool,
-                           device=device)
-        for i, (ih, iw) in enumerate(sizes):
-            mask[i, :, :ih, :iw] = True
-        labels = [s.gt_sem_seg.data.to(device).long()[0] for s in samples]
-        if mode == 'train':
-            lh, lw = h, w
-        else:
-            lh = max(t.shape[0] for t in labels)
-            lw = max(t.shape[1] for t in labels)
-        y = torch.stack([_pad_to(t, lh, lw, ignore_index) for t in labels])
-        model = cls(seg, samples, mask, mode, (lh, lw))
-        return AttackBatch(model, x.clamp_(0.0, 1.0), y, mask, sizes,
-                           ignore_index)
+        """Same as :meth:`AttackBatch.from_data` (the earlier name, kept for
+        a release)."""
+        return AttackBatch.from_data(segmentor, data, mode, ignore_index)

@@ -70,17 +70,16 @@ _CONV_BN = ('conv.weight', 'batch_norm.weight', 'batch_norm.bias',
 _BLOCK = ('dwconv.weight', 'dwconv.bias', 'norm.weight', 'norm.bias',
           'pwconv1.weight', 'pwconv1.bias', 'pwconv2.weight', 'pwconv2.bias',
           'gamma')
-_VIT_BLOCK = ('norm1.weight', 'norm1.bias', 'attn.qkv.weight',
-              'attn.qkv.bias', 'attn.proj.weight', 'attn.proj.bias',
-              'norm2.weight', 'norm2.bias', 'mlp.fc1.weight', 'mlp.fc1.bias',
-              'mlp.fc2.weight', 'mlp.fc2.bias')
+_VIT_BLOCK = ('norm1.weight', 'norm1.bias', 'attn.qkv.weight', 'attn.qkv.bias',
+              'attn.proj.weight', 'attn.proj.bias', 'norm2.weight',
+              'norm2.bias', 'mlp.fc1.weight', 'mlp.fc1.bias', 'mlp.fc2.weight',
+              'mlp.fc2.bias')
 _WB = ('weight', 'bias')
 # num_batches_tracked is not used in eval mode; old state dicts may lack it
 _OPTIONAL = re.compile(r'\.num_batches_tracked$')
 
 _HEAD_RULES: List[Tuple[re.Pattern, str]] = [
-    (re.compile(r'^((?:decode|auxiliary)_head\..*)\.batch_norm\.'),
-     r'\1.bn.'),
+    (re.compile(r'^((?:decode|auxiliary)_head\..*)\.batch_norm\.'), r'\1.bn.'),
     (re.compile(r'^((?:decode|auxiliary)_head)\.classifier\.'),
      r'\1.conv_seg.'),
 ]
@@ -128,8 +127,10 @@ class PIRATConversion:
 def _indices(keys: Sequence[str], pattern: str) -> List[int]:
     """Sorted distinct integers captured by ``pattern`` in ``keys``."""
     regex = re.compile(pattern)
-    return sorted({int(m.group(1)) for k in keys for m in [regex.match(k)]
-                   if m})
+    return sorted(
+        {int(m.group(1))
+         for k in keys
+         for m in [regex.match(k)] if m})
 
 
 def _count(keys: Sequence[str], pattern: str, what: str) -> int:
@@ -153,46 +154,67 @@ def upernet_convnext_keys(depths: Sequence[int], stem: str) -> List[str]:
     """
     keys = []
     if stem == 'conv':
-        keys += [f'backbone.downsample_layers.0.stem.{i}.{p}'
-                 for i in (0, 1, 3, 4) for p in _WB]
+        keys += [
+            f'backbone.downsample_layers.0.stem.{i}.{p}' for i in (0, 1, 3, 4)
+            for p in _WB
+        ]
     else:
-        keys += [f'backbone.downsample_layers.0.{i}.{p}'
-                 for i in (0, 1) for p in _WB]
-    keys += [f'backbone.downsample_layers.{i}.{j}.{p}'
-             for i in (1, 2, 3) for j in (0, 1) for p in _WB]
-    keys += [f'backbone.stages.{i}.{j}.{p}' for i, d in enumerate(depths)
-             for j in range(d) for p in _BLOCK]
+        keys += [
+            f'backbone.downsample_layers.0.{i}.{p}' for i in (0, 1)
+            for p in _WB
+        ]
+    keys += [
+        f'backbone.downsample_layers.{i}.{j}.{p}' for i in (1, 2, 3)
+        for j in (0, 1) for p in _WB
+    ]
+    keys += [
+        f'backbone.stages.{i}.{j}.{p}' for i, d in enumerate(depths)
+        for j in range(d) for p in _BLOCK
+    ]
     keys += [f'backbone.norm{i}.{p}' for i in range(4) for p in _WB]
     modules = [f'decode_head.psp_modules.{i}.1' for i in range(4)]
     modules += ['decode_head.bottleneck']
-    modules += [f'decode_head.{m}.{i}' for m in ('lateral_convs', 'fpn_convs')
-                for i in range(3)]
+    modules += [
+        f'decode_head.{m}.{i}' for m in ('lateral_convs', 'fpn_convs')
+        for i in range(3)
+    ]
     modules += ['decode_head.fpn_bottleneck', 'auxiliary_head.convs.0']
     keys += [f'{m}.{p}' for m in modules for p in _CONV_BN]
-    keys += [f'{h}.classifier.{p}' for h in ('decode_head', 'auxiliary_head')
-             for p in _WB]
+    keys += [
+        f'{h}.classifier.{p}' for h in ('decode_head', 'auxiliary_head')
+        for p in _WB
+    ]
     return keys
 
 
 def segmenter_keys(encoder_layers: int, decoder_layers: int) -> List[str]:
     """The keys of the authors' ``SegMenter`` (ViT + mask transformer),
     without the optional encoder classifier ``encoder.head``."""
-    keys = ['encoder.patch_embed.proj.weight', 'encoder.patch_embed.proj.bias',
-            'encoder.cls_token', 'encoder.pos_embed', 'encoder.norm.weight',
-            'encoder.norm.bias']
-    keys += [f'encoder.blocks.{i}.{p}' for i in range(encoder_layers)
-             for p in _VIT_BLOCK]
-    keys += ['decoder.cls_emb', 'decoder.proj_dec.weight',
-             'decoder.proj_dec.bias', 'decoder.proj_patch',
-             'decoder.proj_classes', 'decoder.decoder_norm.weight',
-             'decoder.decoder_norm.bias', 'decoder.mask_norm.weight',
-             'decoder.mask_norm.bias']
-    keys += [f'decoder.blocks.{i}.{p}' for i in range(decoder_layers)
-             for p in _VIT_BLOCK]
+    keys = [
+        'encoder.patch_embed.proj.weight', 'encoder.patch_embed.proj.bias',
+        'encoder.cls_token', 'encoder.pos_embed', 'encoder.norm.weight',
+        'encoder.norm.bias'
+    ]
+    keys += [
+        f'encoder.blocks.{i}.{p}' for i in range(encoder_layers)
+        for p in _VIT_BLOCK
+    ]
+    keys += [
+        'decoder.cls_emb', 'decoder.proj_dec.weight', 'decoder.proj_dec.bias',
+        'decoder.proj_patch', 'decoder.proj_classes',
+        'decoder.decoder_norm.weight', 'decoder.decoder_norm.bias',
+        'decoder.mask_norm.weight', 'decoder.mask_norm.bias'
+    ]
+    keys += [
+        f'decoder.blocks.{i}.{p}' for i in range(decoder_layers)
+        for p in _VIT_BLOCK
+    ]
     return keys
 
 
-def _check_keys(found: Sequence[str], expected: Sequence[str], what: str,
+def _check_keys(found: Sequence[str],
+                expected: Sequence[str],
+                what: str,
                 optional: Sequence[str] = ()) -> List[str]:
     """Raise if ``found`` differs from ``expected``; return the expected
     keys that are missing but optional."""
@@ -200,12 +222,15 @@ def _check_keys(found: Sequence[str], expected: Sequence[str], what: str,
     missing = [k for k in expected if k not in found_set]
     absent_ok = [k for k in missing if _OPTIONAL.search(k)]
     missing = [k for k in missing if not _OPTIONAL.search(k)]
-    unexpected = [k for k in found if k not in expected_set
-                  and k not in optional]
+    unexpected = [
+        k for k in found if k not in expected_set and k not in optional
+    ]
     if missing or unexpected:
-        lines = [f'the file looks like a released {what} but its keys differ '
-                 'from the published layout (another model, or an edited '
-                 'file?):']
+        lines = [
+            f'the file looks like a released {what} but its keys differ '
+            'from the published layout (another model, or an edited '
+            'file?):'
+        ]
         if missing:
             lines.append(f'{len(missing)} expected keys are missing: '
                          f'{_format_keys(missing)}')
@@ -251,7 +276,10 @@ def _convert_upernet(sd: Dict[str, torch.Tensor]) -> PIRATConversion:
                          'UPerNet + ConvNeXt checkpoint')
 
     backbone = convert_robust_convnext(
-        {k: v for k, v in sd.items() if k.startswith('backbone.')},
+        {
+            k: v
+            for k, v in sd.items() if k.startswith('backbone.')
+        },
         return_info=True)
     out: 'OrderedDict[str, torch.Tensor]' = OrderedDict(
         ('backbone.' + k, v) for k, v in backbone.state_dict.items())
@@ -340,8 +368,8 @@ def convert_pir_at(checkpoint: Mapping[str, Any]) -> PIRATConversion:
     if any(k.startswith('decode_head.psp_modules.') for k in keys) or any(
             k.startswith('backbone.downsample_layers.') for k in keys):
         return _convert_upernet(sd)
-    if any(k.startswith('encoder.') for k in keys) and any(
-            k.startswith('decoder.') for k in keys):
+    if any(k.startswith('encoder.')
+           for k in keys) and any(k.startswith('decoder.') for k in keys):
         return _convert_segmenter(sd)
     raise ValueError(
         'not a released PIR-AT segmentation checkpoint: expected either an '

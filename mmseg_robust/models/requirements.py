@@ -63,8 +63,7 @@ _VPD = ("the optional packages of MMSegmentation's requirements/"
 
 #: ``type`` names (without registry scope) -> (family, what it needs, check)
 _NEEDS = {
-    'CCHead': ('CCNet', 'CrissCrossAttention from ' + _MMCV_OPS,
-               has_mmcv_ops),
+    'CCHead': ('CCNet', 'CrissCrossAttention from ' + _MMCV_OPS, has_mmcv_ops),
     'PSAHead': ('PSANet', 'PSAMask from ' + _MMCV_OPS, has_mmcv_ops),
     'Mask2FormerHead': ('Mask2Former', _MMDET, lambda: has_module('mmdet')),
     'MaskFormerHead': ('MaskFormer', _MMDET, lambda: has_module('mmdet')),
@@ -74,9 +73,11 @@ _NEEDS = {
 
 #: packages named in ``custom_imports`` -> (what they are, hint)
 _IMPORTS = {
-    'mmdet': _MMDET,
-    'mmpretrain': 'MMPreTrain (`mmpretrain`): install it '
-                  '(`mim install mmpretrain`)',
+    'mmdet':
+    _MMDET,
+    'mmpretrain':
+    'MMPreTrain (`mmpretrain`): install it '
+    '(`mim install mmpretrain`)',
 }
 
 
@@ -160,8 +161,7 @@ def check_model_requirements(model_cfg: dict,
     Raises:
         MissingRequirementError: With a one-sentence message.
     """
-    problems = model_requirement_problems(model_cfg, custom_imports,
-                                          training)
+    problems = model_requirement_problems(model_cfg, custom_imports, training)
     if problems:
         raise MissingRequirementError(problems[0])
 
@@ -219,9 +219,9 @@ def build_segmentor(model_cfg: dict,
         MissingRequirementError: A package (or SAN's checkpoint) is missing.
     """
     from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
 
     import mmseg_robust  # noqa: F401  (mmcv-lite fixes before mmseg.models)
-    from mmseg.registry import MODELS
     check_model_requirements(model_cfg, custom_imports, training)
     init_default_scope('mmseg')
     try:

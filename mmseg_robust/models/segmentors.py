@@ -1,10 +1,9 @@
 """Segmentors registered by the plugin."""
 from typing import List, Sequence
 
-from torch import Tensor
-
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
+from torch import Tensor
 
 __all__ = ['ClassSubsetEncoderDecoder']
 

@@ -49,19 +49,24 @@ def reference_checkpoints(n_iter):
     return sorted({ceil(q * n_iter) for q in p[1:]} - {0})
 
 
-#: SPEC §3: the tracked objective per attacked loss (CE for the masked,
+#: docs/attacks.md: the tracked objective per attacked loss (CE for the masked,
 #: balanced and JS losses, the loss itself for mask_sph)
-SPEC_TRACKED = {'mask_ce': 'ce', 'bal_ce': 'ce', 'js': 'ce',
-                'mask_ce_bal': 'ce', 'mask_sph': 'mask_sph', 'ce': 'ce',
-                'cossim_ce': 'ce'}
+SPEC_TRACKED = {
+    'mask_ce': 'ce',
+    'bal_ce': 'ce',
+    'js': 'ce',
+    'mask_ce_bal': 'ce',
+    'mask_sph': 'mask_sph',
+    'ce': 'ce',
+    'cossim_ce': 'ce'
+}
 
 
-def reference_apgd(model, x, y, eps, n_iter, loss, x0, ignore=255,
-                   track=None):
-    """APGD on ONE image (batch of 1), written literally from SPEC §3.
+def reference_apgd(model, x, y, eps, n_iter, loss, x0, ignore=255, track=None):
+    """APGD on ONE image (batch of 1), written literally from docs/attacks.md.
 
     The step direction follows ``loss``; conditions (a), (b) and the restart
-    point follow the tracked objective ``track`` (default: the SPEC's
+    point follow the tracked objective ``track`` (default: the documented
     choice for ``loss``). Returns the lowest-accuracy point of the run and
     its correct count.
     """
@@ -76,8 +81,8 @@ def reference_apgd(model, x, y, eps, n_iter, loss, x0, ignore=255,
         z = z.clone().requires_grad_(True)
         logits = model(z).float()
         objective = pixel_loss(
-            loss, logits, y, ignore, step=t, total_steps=n_iter).flatten(
-                1).mean(1)
+            loss, logits, y, ignore, step=t,
+            total_steps=n_iter).flatten(1).mean(1)
         g, = torch.autograd.grad(objective.sum(), z)
         tracked = pixel_loss(
             track, logits.detach(), y, ignore, step=t,

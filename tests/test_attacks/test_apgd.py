@@ -1,15 +1,14 @@
-"""APGD and red-eps APGD (SPEC §3-4)."""
+"""APGD and red-eps APGD (docs/attacks.md)."""
 import warnings
 
 import pytest
 import torch
 
-from mmseg_robust.attacks import (apgd, apgd_checkpoints, apgd_red_eps,
-                                  pixel_loss, red_eps_schedule, start_noise)
+from mmseg_robust.attacks import (UniformNoise, apgd, apgd_checkpoints,
+                                  apgd_red_eps)
 from mmseg_robust.attacks import losses as losses_module
-
-from .helpers import (PixelNet, reference_apgd, reference_checkpoints,
-                      toy_batch)
+from mmseg_robust.attacks import pixel_loss, red_eps_schedule, start_noise
+from .helpers import PixelNet, reference_apgd, reference_checkpoints, toy_batch
 
 EPS = 4 / 255
 
@@ -30,23 +29,36 @@ def test_checkpoints_for_100_iterations():
 
 @pytest.mark.parametrize('loss,track', [('mask_ce', None), ('bal_ce', None),
                                         ('js', None), ('mask_sph', None),
-                                        ('mask_ce', 'mask_ce'),
-                                        ('js', 'js'), ('mask_sph', 'ce')])
+                                        ('mask_ce', 'mask_ce'), ('js', 'js'),
+                                        ('mask_sph', 'ce')])
 def test_batched_apgd_equals_per_image_reference(net, loss, track):
     """Each image of a batch runs exactly the single-image APGD of the
-    SPEC: own step size, checkpoints, momentum, best points, early stop,
+    docs: own step size, checkpoints, momentum, best points, early stop,
     with the tracked objective driving the step-size control."""
     x, y = toy_batch(B=3, seed=1, model=net)
     n_iter = 25
     noise = start_noise(x, 7)
-    res = apgd(net, x, y, EPS, n_iter, loss=loss, noise=noise,
-               track_loss=track)
+    res = apgd(
+        net,
+        x,
+        y,
+        EPS,
+        n_iter,
+        loss=loss,
+        start=UniformNoise(noise),
+        track_loss=track)
     lower, upper = (x - EPS).clamp(0, 1), (x + EPS).clamp(0, 1)
     x0 = torch.max(torch.min(x + EPS * noise, upper), lower)
     for i in range(3):
-        ref_x, ref_c = reference_apgd(net, x[i:i + 1], y[i:i + 1], EPS,
-                                      n_iter, loss, x0[i:i + 1],
-                                      track=track)
+        ref_x, ref_c = reference_apgd(
+            net,
+            x[i:i + 1],
+            y[i:i + 1],
+            EPS,
+            n_iter,
+            loss,
+            x0[i:i + 1],
+            track=track)
         clean_c = int(((net(x[i:i + 1]).argmax(1) == y[i:i + 1]) &
                        (y[i:i + 1] != 255)).sum())
         if clean_c < ref_c:  # the clean image beats the run
@@ -57,9 +69,9 @@ def test_batched_apgd_equals_per_image_reference(net, loss, track):
 
 def test_same_seed_bit_identical_and_seed_matters(net):
     x, y = toy_batch(seed=2, model=net)
-    a = apgd_red_eps(net, x, y, EPS, 12, loss='js', seed=5)
-    b = apgd_red_eps(net, x, y, EPS, 12, loss='js', seed=5)
-    c = apgd_red_eps(net, x, y, EPS, 12, loss='js', seed=6)
+    a = apgd_red_eps(net, x, y, EPS, 12, loss='js', start=5)
+    b = apgd_red_eps(net, x, y, EPS, 12, loss='js', start=5)
+    c = apgd_red_eps(net, x, y, EPS, 12, loss='js', start=6)
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.pred, b.pred)
     assert not torch.equal(a.x_adv, c.x_adv)
 
@@ -67,15 +79,15 @@ def test_same_seed_bit_identical_and_seed_matters(net):
 def test_per_image_seeds_make_images_independent_of_the_batch(net):
     x, y = toy_batch(B=3, seed=3, model=net)
     seeds = [11, 12, 13]
-    full = apgd(net, x, y, EPS, 15, seed=seeds)
-    alone = apgd(net, x[1:2], y[1:2], EPS, 15, seed=seeds[1:2])
+    full = apgd(net, x, y, EPS, 15, start=seeds)
+    alone = apgd(net, x[1:2], y[1:2], EPS, 15, start=seeds[1:2])
     torch.testing.assert_close(full.x_adv[1:2], alone.x_adv)
     assert int(full.correct[1]) == int(alone.correct[0])
 
 
 def test_red_eps_schedule():
-    assert red_eps_schedule(0.1, 300) == ((0.2, 90), (0.15000000000000002,
-                                                      90), (0.1, 120))
+    assert red_eps_schedule(0.1, 300) == ((0.2, 90), (0.15000000000000002, 90),
+                                          (0.1, 120))
     assert [n for _, n in red_eps_schedule(1 / 255, 10)] == [3, 3, 4]
     assert [n for _, n in red_eps_schedule(1 / 255, 3)] == [1, 1, 1]
     with pytest.raises(ValueError, match='>= 3'):
@@ -88,7 +100,8 @@ def test_red_eps_chains_three_apgd_runs(net):
     x, y = toy_batch(B=2, seed=4, model=net)
     n_iter = 20
     noise = start_noise(x, 3)
-    res = apgd_red_eps(net, x, y, EPS, n_iter, loss='mask_ce', noise=noise)
+    res = apgd_red_eps(
+        net, x, y, EPS, n_iter, loss='mask_ce', start=UniformNoise(noise))
     for i in range(2):
         xi, yi = x[i:i + 1], y[i:i + 1]
         start = None
@@ -116,8 +129,9 @@ def test_bal_ce_lambda_restarts_per_red_eps_stage(net, monkeypatch):
     x, y = toy_batch(B=1, seed=5, model=net)
     apgd_red_eps(net, x, y, 16 / 255, 10, loss='bal_ce', early_stop=False)
     # three runs of 3, 3, 4 iterations: start point + one eval per step
-    assert seen == ([(1, 3), (2, 3), (3, 3), (3, 3)] * 2 +
-                    [(1, 4), (2, 4), (3, 4), (4, 4), (4, 4)])
+    assert seen == ([(1, 3), (2, 3), (3, 3), (3, 3)] * 2 + [(1, 4), (2, 4),
+                                                            (3, 4), (4, 4),
+                                                            (4, 4)])
 
 
 def test_eps_zero_returns_clean_image(net):
@@ -290,7 +304,7 @@ class TestBadInput:
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='.*gradient masking.*')
             warnings.filterwarnings('error', message='.*expanded tensors.*')
-            res = apgd(masked, x, y, EPS, 20, random_start=False)
+            res = apgd(masked, x, y, EPS, 20, start=None)
         # no usable gradient: sign(0) = 0 steps keep the clean images
         assert torch.equal(res.x_adv, x)
 
@@ -316,7 +330,8 @@ def test_loss_module_is_plain_torch():
 
 
 def test_default_tracked_objective_is_the_specs(net):
-    """SPEC §3 defaults: CE for mask_ce / bal_ce / js / mask_ce_bal, the
+    """The documented defaults (docs/attacks.md): CE for mask_ce / bal_ce /
+    js / mask_ce_bal, the
     loss itself for mask_sph; ``track_loss=None`` means the default."""
     from mmseg_robust.attacks import TRACKED_DEFAULTS, default_tracked
     from .helpers import SPEC_TRACKED
@@ -324,8 +339,8 @@ def test_default_tracked_objective_is_the_specs(net):
     assert default_tracked('mask_sph') == 'mask_sph'
     x, y = toy_batch(B=2, seed=11, model=net)
     for loss, track in (('mask_ce', 'ce'), ('mask_sph', 'mask_sph')):
-        a = apgd(net, x, y, EPS, 12, loss=loss, seed=1)
-        b = apgd(net, x, y, EPS, 12, loss=loss, seed=1, track_loss=track)
+        a = apgd(net, x, y, EPS, 12, loss=loss, start=1)
+        b = apgd(net, x, y, EPS, 12, loss=loss, start=1, track_loss=track)
         assert torch.equal(a.x_adv, b.x_adv)
     with pytest.raises(ValueError, match='valid names'):
         apgd(net, x, y, EPS, 3, loss='mask_ce', track_loss='hinge')
@@ -333,10 +348,43 @@ def test_default_tracked_objective_is_the_specs(net):
 
 def test_tracking_changes_the_run_and_reports_the_tracked_best(net):
     x, y = toy_batch(B=3, seed=12, model=net)
-    own = apgd(net, x, y, 8 / 255, 20, loss='mask_ce', seed=2,
-               track_loss='mask_ce', early_stop=False)
-    ce = apgd(net, x, y, 8 / 255, 20, loss='mask_ce', seed=2,
-              early_stop=False)
+    own = apgd(
+        net,
+        x,
+        y,
+        8 / 255,
+        20,
+        loss='mask_ce',
+        start=2,
+        track_loss='mask_ce',
+        early_stop=False)
+    ce = apgd(
+        net, x, y, 8 / 255, 20, loss='mask_ce', start=2, early_stop=False)
     assert not torch.equal(own.x_adv, ce.x_adv)
     # AttackResult.loss is the best tracked objective: CE is >= mask_ce
     assert (ce.loss >= own.loss - 1e-6).all()
+
+
+def test_start_forms_and_deprecated_keywords(net):
+    """``start``: a seed, None (the clean image), UniformNoise or points;
+    the keywords of earlier releases give the same runs, with a warning."""
+    x, y = toy_batch(B=2, seed=13, model=net)
+    noise = start_noise(x, 4)
+    by_seed = apgd(net, x, y, EPS, 8, start=4)
+    by_noise = apgd(net, x, y, EPS, 8, start=UniformNoise(noise))
+    assert torch.equal(by_seed.x_adv, by_noise.x_adv)
+    points = (x + EPS * noise).clamp(0, 1)
+    by_points = apgd(net, x, y, EPS, 8, start=points)
+    assert torch.equal(by_seed.x_adv, by_points.x_adv)
+    for old, new in ((dict(seed=4), dict(start=4)), (dict(random_start=False),
+                                                     dict(start=None)),
+                     (dict(noise=noise), dict(start=UniformNoise(noise))),
+                     (dict(x_init=points), dict(start=points))):
+        with pytest.warns(DeprecationWarning, match='use start='):
+            a = apgd_red_eps(net, x, y, EPS, 6, **old)
+        b = apgd_red_eps(net, x, y, EPS, 6, **new)
+        assert torch.equal(a.x_adv, b.x_adv), old
+    with pytest.raises(TypeError, match='not also'):
+        apgd(net, x, y, EPS, 3, start=1, seed=2)
+    with pytest.raises(TypeError, match='unexpected keyword'):
+        apgd(net, x, y, EPS, 3, sed=2)

@@ -1,13 +1,14 @@
-"""SEA across radii (SPEC §5): per-attack random starts, monotone radii,
+"""SEA across radii (docs/attacks.md): per-attack random starts, monotone
+radii,
 versions."""
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmseg_robust.attacks import (SEA, SEA_VERSIONS, apgd_red_eps,
-                                  derive_seed, sea_version, start_noise)
-
+from mmseg_robust.attacks import (SEA, SEA_VERSIONS, UniformNoise,
+                                  apgd_red_eps, derive_seed, sea_version,
+                                  start_noise)
 from .helpers import PixelNet, toy_batch
 
 
@@ -19,8 +20,9 @@ def net():
 def test_each_attack_draws_its_own_start(net):
     x, y = toy_batch(B=2, seed=1, model=net)
     assert derive_seed(3, 'js') != derive_seed(3, 'mask_ce')
-    assert derive_seed([3, 4], 'js') == [derive_seed(3, 'js'),
-                                          derive_seed(4, 'js')]
+    assert derive_seed([3, 4],
+                       'js') == [derive_seed(3, 'js'),
+                                 derive_seed(4, 'js')]
     a = start_noise(x, derive_seed(3, 'js'))
     b = start_noise(x, derive_seed(3, 'mask_ce'))
     assert not torch.equal(a, b)
@@ -38,8 +40,7 @@ def test_per_image_results_do_not_depend_on_the_batch(net):
 def test_larger_radius_starts_from_the_smaller_ones_worst_case(net):
     x, y = toy_batch(B=3, seed=3, model=net)
     small = SEA(net, 4 / 255, n_iter=6).run(x, y, seed=[1, 2, 3])
-    big = SEA(net, 8 / 255, n_iter=6).run(x, y, seed=[1, 2, 3],
-                                          previous=small)
+    big = SEA(net, 8 / 255, n_iter=6).run(x, y, seed=[1, 2, 3], previous=small)
     assert (big.correct <= small.correct).all()
     assert ((big.x_adv - x).abs().amax() <= 8 / 255 + 1e-6)
     kept = big.worst_attack == -2  # the smaller radius's point was kept
@@ -66,13 +67,16 @@ def test_images_broken_at_a_smaller_radius_are_not_attacked_again():
     assert torch.equal(second.x_adv[broken], first.x_adv[broken])
 
 
-SETTINGS = settings(max_examples=10, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
-@given(st.integers(0, 2**16), st.integers(1, 3),
-       st.sampled_from([[1, 4], [2, 8, 16], [0, 4, 12]]))
+@given(
+    st.integers(0, 2**16), st.integers(1, 3),
+    st.sampled_from([[1, 4], [2, 8, 16], [0, 4, 12]]))
 def test_curves_are_monotone_and_feasible(seed, B, radii):
     net = PixelNet(seed=5).eval()
     g = torch.Generator().manual_seed(seed)
@@ -80,8 +84,9 @@ def test_curves_are_monotone_and_feasible(seed, B, radii):
     with torch.no_grad():
         y = net(x).argmax(1)
     y[torch.rand(B, 7, 7, generator=g) < 0.1] = 255
-    curve = SEA(net, 1 / 255, n_iter=4).curve(x, y, [r / 255 for r in radii],
-                                             seed=seed)
+    curve = SEA(
+        net, 1 / 255, n_iter=4).curve(
+            x, y, [r / 255 for r in radii], seed=seed)
     prev = curve[0].clean_correct
     for res, r in zip(curve, radii):
         assert (res.correct <= prev).all()
@@ -104,8 +109,7 @@ def test_versions():
     net = PixelNet()
     default = SEA(net, 4 / 255)
     assert default.version == 'SEA-2023' and default.n_iter == 300
-    assert [a.track for a in default.attacks] == ['ce', 'ce', 'ce',
-                                                  'mask_sph']
+    assert [a.track for a in default.attacks] == ['ce', 'ce', 'ce', 'mask_sph']
     new = SEA(net, 4 / 255, version='2024', n_iter=9)
     assert new.names == ['mask_ce_bal', 'mask_ce', 'js']
     assert new.describe() == ('SEA-2024, 9 it./attack: mask_ce_bal (tracks '
@@ -118,11 +122,22 @@ def test_versions():
 def test_sea_2024_uses_the_class_weights(net):
     x, y = toy_batch(B=2, seed=6, model=net)
     w = torch.tensor([0.1, 1.0, 5.0])
-    sea = SEA(net, 8 / 255, n_iter=6, version='2024', class_weights=w,
-              skip_broken=False)
+    sea = SEA(
+        net,
+        8 / 255,
+        n_iter=6,
+        version='2024',
+        class_weights=w,
+        skip_broken=False)
     res = sea.run(x, y, seed=[1, 2])
-    alone = apgd_red_eps(net, x, y, 8 / 255, 6, loss='mask_ce_bal',
-                         class_weights=w,
-                         noise=start_noise(x, derive_seed([1, 2],
-                                                          'mask_ce_bal')))
+    noise = start_noise(x, derive_seed([1, 2], 'mask_ce_bal'))
+    alone = apgd_red_eps(
+        net,
+        x,
+        y,
+        8 / 255,
+        6,
+        loss='mask_ce_bal',
+        class_weights=w,
+        start=UniformNoise(noise))
     assert torch.equal(alone.pred, res.attacks['mask_ce_bal'].pred)

@@ -1,4 +1,5 @@
-"""Pixel losses against straightforward reference computations (SPEC §2)."""
+"""Pixel losses against straightforward reference computations
+(docs/attacks.md)."""
 import math
 
 import pytest
@@ -50,11 +51,14 @@ def _is_correct(u, y):
 
 
 REFERENCES = {
-    'ce': _ce,
-    'mask_ce': lambda u, y: _is_correct(u, y) * _ce(u, y),
-    'cossim_ce': lambda u, y: torch.sigmoid(u[y]) / torch.sigmoid(u).norm()
-    * _ce(u, y),
-    'mask_sph': lambda u, y: -_is_correct(u, y) * u[y] / u.norm(),
+    'ce':
+    _ce,
+    'mask_ce':
+    lambda u, y: _is_correct(u, y) * _ce(u, y),
+    'cossim_ce':
+    lambda u, y: torch.sigmoid(u[y]) / torch.sigmoid(u).norm() * _ce(u, y),
+    'mask_sph':
+    lambda u, y: -_is_correct(u, y) * u[y] / u.norm(),
 }
 
 
@@ -194,9 +198,8 @@ def test_masks_and_weights_carry_no_gradient():
     ce = F.cross_entropy(x, safe, reduction='none')
     for name, weight in (('mask_ce', correct), ('cossim_ce', cos_w),
                          ('bal_ce', 0.75 * correct + 0.25 * (1 - correct))):
-        ce_grad_map, = torch.autograd.grad((ce * weight * valid).sum(),
-                                           x,
-                                           retain_graph=True)
+        ce_grad_map, = torch.autograd.grad(
+            (ce * weight * valid).sum(), x, retain_graph=True)
         got = _grad(name, logits, labels, step=6, total_steps=10)
         torch.testing.assert_close(got, ce_grad_map, rtol=1e-5, atol=1e-7)
 
@@ -230,8 +233,7 @@ def test_bad_input_errors():
 
 def test_registry_lists_all_losses():
     assert set(PIXEL_LOSSES) == {
-        'ce', 'bal_ce', 'cossim_ce', 'mask_ce', 'js', 'mask_sph',
-        'mask_ce_bal'
+        'ce', 'bal_ce', 'cossim_ce', 'mask_ce', 'js', 'mask_sph', 'mask_ce_bal'
     }
 
 
@@ -251,8 +253,7 @@ def _js_high_precision(u, y):
                               (1 + q) * mpmath.log(1 + q)) / 2
         # dJS/dq = log(q / (1 + q)) / 2 and dq/du_k = q (1[k = y] - p_k)
         dq = mpmath.log(q / (1 + q)) / 2
-        grad = [dq * q * ((1 if k == y else 0) - p[k])
-                for k in range(len(u))]
+        grad = [dq * q * ((1 if k == y else 0) - p[k]) for k in range(len(u))]
         return float(js), [float(g) for g in grad]
 
 

@@ -4,7 +4,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mmseg_robust.attacks import SEA, apgd, apgd_red_eps, pgd
-
 from .helpers import PixelNet
 
 NET = PixelNet(seed=3).eval()
@@ -52,16 +51,18 @@ def _check_feasible(x_adv, x, eps):
 
 
 @SETTINGS
-@given(problems(), st.sampled_from(['mask_ce', 'bal_ce', 'js', 'mask_sph',
-                                    'ce', 'cossim_ce', 'mask_ce_bal']),
-       st.integers(3, 6))
+@given(
+    problems(),
+    st.sampled_from([
+        'mask_ce', 'bal_ce', 'js', 'mask_sph', 'ce', 'cossim_ce', 'mask_ce_bal'
+    ]), st.integers(3, 6))
 def test_apgd_attacks_are_feasible_and_not_worse_than_clean(
         problem, loss, n_iter):
     model, x, y, eps, seed = problem
     with torch.no_grad():
         clean = ((model(x).argmax(1) == y) & (y != 255)).flatten(1).sum(1)
     for attack in (apgd, apgd_red_eps):
-        res = attack(model, x, y, eps, n_iter, loss=loss, seed=seed)
+        res = attack(model, x, y, eps, n_iter, loss=loss, start=seed)
         _check_feasible(res.x_adv, x, eps)
         assert (res.correct <= clean).all()
         with torch.no_grad():
@@ -75,8 +76,8 @@ def test_apgd_attacks_are_feasible_and_not_worse_than_clean(
        st.booleans())
 def test_pgd_is_feasible(problem, loss, random_start):
     model, x, y, eps, seed = problem
-    res = pgd(model, x, y, eps, 4, loss=loss, random_start=random_start,
-              seed=seed)
+    res = pgd(
+        model, x, y, eps, 4, loss=loss, start=seed if random_start else None)
     _check_feasible(res.x_adv, x, eps)
 
 
@@ -84,8 +85,8 @@ def test_pgd_is_feasible(problem, loss, random_start):
 @given(problems(), st.booleans())
 def test_sea_worst_below_each_attack_below_clean(problem, skip_broken):
     model, x, y, eps, seed = problem
-    res = SEA(model, eps, n_iter=3, seed=seed,
-              skip_broken=skip_broken).run(x, y)
+    res = SEA(
+        model, eps, n_iter=3, seed=seed, skip_broken=skip_broken).run(x, y)
     _check_feasible(res.x_adv, x, eps)
     assert (res.clean_correct <= res.valid).all()
     for r in res.attacks.values():

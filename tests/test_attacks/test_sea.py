@@ -1,11 +1,10 @@
-"""SEA, PGD baselines, attack names (SPEC §5)."""
+"""SEA, PGD baselines, attack names (docs/attacks.md)."""
 import pytest
 import torch
 
-from mmseg_robust.attacks import (SEA, SEA_LOSSES, AttackSpec, apgd_red_eps,
-                                  derive_seed, parse_attack, pgd,
+from mmseg_robust.attacks import (SEA, SEA_LOSSES, AttackSpec, UniformNoise,
+                                  apgd_red_eps, derive_seed, parse_attack, pgd,
                                   pgd_step_size, run_attack, start_noise)
-
 from .helpers import PixelNet, toy_batch
 
 
@@ -15,15 +14,15 @@ def net():
 
 
 def test_parse_attack_names():
-    # APGD attacks carry their tracked objective (SPEC §3 defaults)
-    assert parse_attack('mask_ce') == AttackSpec('mask_ce', 'red_eps',
-                                                 'mask_ce', track='ce')
+    # APGD attacks carry their tracked objective (the documented defaults)
+    assert parse_attack('mask_ce') == AttackSpec(
+        'mask_ce', 'red_eps', 'mask_ce', track='ce')
     assert parse_attack('mask_sph').track == 'mask_sph'
     assert parse_attack('segpgd') == AttackSpec('segpgd', 'pgd', 'bal_ce')
     assert parse_attack('cospgd').loss == 'cossim_ce'
     assert parse_attack('pgd').loss == 'ce'
-    assert parse_attack('apgd:js') == AttackSpec('apgd:js', 'apgd', 'js',
-                                                 track='ce')
+    assert parse_attack('apgd:js') == AttackSpec(
+        'apgd:js', 'apgd', 'js', track='ce')
     assert parse_attack('mask_ce@mask_ce') == AttackSpec(
         'mask_ce@mask_ce', 'red_eps', 'mask_ce', track='mask_ce')
     assert parse_attack('apgd:mask_sph@ce').track == 'ce'
@@ -70,9 +69,9 @@ def test_sea_worst_case_is_minimum_over_attacks(net):
     res = sea.run(x, y)
     assert list(res.attacks) == list(SEA_LOSSES)
     per_attack = torch.stack([res.attacks[n].correct for n in res.attacks])
-    assert torch.equal(res.correct,
-                       torch.minimum(per_attack.min(0).values,
-                                     res.clean_correct))
+    assert torch.equal(
+        res.correct,
+        torch.minimum(per_attack.min(0).values, res.clean_correct))
     # worst_attack points at the attack whose result was kept
     for i, k in enumerate(res.worst_attack.tolist()):
         source = res.clean_correct if k < 0 else per_attack[k]
@@ -88,7 +87,8 @@ def test_sea_attacks_equal_standalone_runs(net):
     for loss in SEA_LOSSES:
         # each attack draws its own start, seeded by the seed and its name
         noise = start_noise(x, derive_seed(2, loss))
-        alone = apgd_red_eps(net, x, y, 8 / 255, 9, loss=loss, noise=noise)
+        alone = apgd_red_eps(
+            net, x, y, 8 / 255, 9, loss=loss, start=UniformNoise(noise))
         assert torch.equal(alone.correct, res.attacks[loss].correct), loss
         assert torch.equal(alone.pred, res.attacks[loss].pred), loss
 
@@ -104,10 +104,10 @@ def test_skipping_broken_images_does_not_change_the_worst_case(net):
     y = _fragile(x).argmax(1)
     y[0, :2] = 255
     y[2] = (y[2] + 1) % 3  # broken before any attack
-    full = SEA(_fragile, 16 / 255, n_iter=9, seed=3,
-               skip_broken=False).run(x, y)
-    skip = SEA(_fragile, 16 / 255, n_iter=9, seed=3,
-               skip_broken=True).run(x, y)
+    full = SEA(
+        _fragile, 16 / 255, n_iter=9, seed=3, skip_broken=False).run(x, y)
+    skip = SEA(
+        _fragile, 16 / 255, n_iter=9, seed=3, skip_broken=True).run(x, y)
     assert (full.correct[:3] == 0).all() and (full.correct[3] > 0)
     assert torch.equal(full.x_adv, skip.x_adv)
     assert torch.equal(full.pred, skip.pred)
@@ -174,6 +174,6 @@ def test_sea_callback_reports_progress(net):
 
 def test_run_attack_dispatch(net):
     x, y = toy_batch(B=1, seed=10, model=net)
-    r1 = run_attack('js', net, x, y, 4 / 255, 6, seed=0)
-    r2 = apgd_red_eps(net, x, y, 4 / 255, 6, loss='js', seed=0)
+    r1 = run_attack('js', net, x, y, 4 / 255, 6, start=0)
+    r2 = apgd_red_eps(net, x, y, 4 / 255, 6, loss='js', start=0)
     assert torch.equal(r1.x_adv, r2.x_adv)

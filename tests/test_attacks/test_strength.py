@@ -65,13 +65,20 @@ def test_sea_at_least_as_strong_as_each_attack(trained):
     assert worst < clean - 0.05  # the attack does something
     # the same runs SEA makes: each attack seeded by the seed and its name
     singles = {
-        loss: _acc(apgd_red_eps(model, x, y, eps, n_iter, loss=loss,
-                                seed=derive_seed(0, loss)))
+        loss:
+        _acc(
+            apgd_red_eps(
+                model,
+                x,
+                y,
+                eps,
+                n_iter,
+                loss=loss,
+                start=derive_seed(0, loss)))
         for loss in SEA_LOSSES
     }
     for name in ('ce', 'bal_ce', 'cossim_ce'):
-        singles['pgd-' + name] = _acc(
-            pgd(model, x, y, eps, n_iter, loss=name))
+        singles['pgd-' + name] = _acc(pgd(model, x, y, eps, n_iter, loss=name))
     for name, acc in singles.items():
         assert worst <= acc + 1e-12, (name, acc, worst)
 
@@ -81,7 +88,7 @@ def test_apgd_not_weaker_than_pgd_at_equal_budget(trained):
     model, x, y = trained
     n_iter = 30
     for eps in (20 / 255, 32 / 255):
-        a = _acc(apgd(model, x, y, eps, n_iter, loss='mask_ce', seed=0))
+        a = _acc(apgd(model, x, y, eps, n_iter, loss='mask_ce', start=0))
         p = _acc(pgd(model, x, y, eps, n_iter, loss='ce'))
         # APGD may be stronger; PGD must not win by more than noise
         assert a <= p + 0.02, (eps, a, p)

@@ -29,14 +29,17 @@ def _problem(seed, n, a, k):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 10**6), st.integers(1, 5), st.integers(1, 3),
-       st.integers(1, 4))
+@given(
+    st.integers(0, 10**6), st.integers(1, 5), st.integers(1, 3),
+    st.integers(1, 4))
 def test_never_above_its_starts_nor_below_the_optimum(seed, n, a, k):
     inter, union = _problem(seed, n, a, k)
     start = np.random.default_rng(seed).integers(0, a, n)
     res = worst_case_miou(inter, union, starts=[start])
-    values = [_miou(inter, union, np.array(c))
-              for c in itertools.product(range(a), repeat=n)]
+    values = [
+        _miou(inter, union, np.array(c))
+        for c in itertools.product(range(a), repeat=n)
+    ]
     values = [v for v in values if not math.isnan(v)]
     if not values:
         assert math.isnan(res['miou'])
@@ -87,5 +90,7 @@ def test_bad_shapes():
     with pytest.raises(ValueError, match=r'\(N, A, K\)'):
         worst_case_miou(np.zeros((2, 3)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match='candidate indices'):
-        worst_case_miou(np.zeros((2, 2, 3)), np.zeros((2, 2, 3)),
-                        starts=[np.array([0, 5])])
+        worst_case_miou(
+            np.zeros((2, 2, 3)),
+            np.zeros((2, 2, 3)),
+            starts=[np.array([0, 5])])

@@ -19,7 +19,6 @@ from mmseg_robust.compat import compat_status
 from mmseg_robust.compat.checkpoint import (ENV_TRUST, UnsafeCheckpointError,
                                             trust_checkpoints)
 from mmseg_robust.testing import tiny_runner_cfg
-
 from ..conftest import load_tool
 
 NEW_TORCH = ckpt_compat._torch_version() >= (2, 6)
@@ -53,15 +52,19 @@ def crafted(tmp_path):
     """A checkpoint whose unpickling would create ``marker``."""
     marker = tmp_path / 'code_ran'
     path = tmp_path / 'crafted.pth'
-    torch.save({'state_dict': {'w': torch.ones(2)},
-                'meta': _WritesFile(marker)}, path)
+    torch.save(
+        {
+            'state_dict': {
+                'w': torch.ones(2)
+            },
+            'meta': _WritesFile(marker)
+        }, path)
     assert not marker.exists()
     return path, marker
 
 
 @needs_patch
-def test_patch_is_applied_and_plain_torch_refuses_mmengine_checkpoint(
-        trained):
+def test_patch_is_applied_and_plain_torch_refuses_mmengine_checkpoint(trained):
     """Documents why the patch exists: torch's default refuses the file."""
     _, path = trained
     assert compat_status()['checkpoint'].startswith('applied')
@@ -103,8 +106,8 @@ def test_allow_list_covers_exactly_what_mmengine_writes(trained):
 
 
 @needs_patch
-def test_crafted_checkpoint_is_refused_and_runs_nothing(crafted, tmp_path,
-                                                        monkeypatch):
+def test_crafted_checkpoint_is_refused_and_runs_nothing(
+        crafted, tmp_path, monkeypatch):
     path, marker = crafted
     monkeypatch.delenv(ENV_TRUST, raising=False)
     with pytest.raises(UnsafeCheckpointError) as info:
@@ -116,8 +119,9 @@ def test_crafted_checkpoint_is_refused_and_runs_nothing(crafted, tmp_path,
     assert not marker.exists()
     # the same through a Runner's load_from
     with pytest.raises(UnsafeCheckpointError):
-        from mmseg_robust.testing import build_tiny_segmentor
         from mmengine.runner.checkpoint import load_checkpoint
+
+        from mmseg_robust.testing import build_tiny_segmentor
         load_checkpoint(build_tiny_segmentor(), str(path))
     assert not marker.exists()
 
@@ -127,14 +131,18 @@ def test_opt_in_by_environment_variable(tmp_path, monkeypatch):
     """A research checkpoint with an argparse.Namespace inside: refused,
     then loaded once its path is listed, with a warning naming it."""
     path = tmp_path / 'with_args.pth'
-    torch.save({'state_dict': {'w': torch.ones(1)},
-                'args': Namespace(lr=0.1)}, path)
+    torch.save({
+        'state_dict': {
+            'w': torch.ones(1)
+        },
+        'args': Namespace(lr=0.1)
+    }, path)
     monkeypatch.delenv(ENV_TRUST, raising=False)
     with pytest.raises(UnsafeCheckpointError, match='argparse.Namespace'):
         _load_checkpoint(str(path))
-    monkeypatch.setenv(ENV_TRUST,
-                       os.pathsep.join([str(tmp_path / 'other.pth'),
-                                        str(path)]))
+    monkeypatch.setenv(
+        ENV_TRUST, os.pathsep.join([str(tmp_path / 'other.pth'),
+                                    str(path)]))
     with pytest.warns(UserWarning, match=f'{path}.*fully unpickled'):
         ckpt = _load_checkpoint(str(path))
     assert ckpt['args'].lr == 0.1
@@ -167,10 +175,15 @@ def test_train_tool_refuses_then_trusts(crafted, tiny_config, tmp_path,
     monkeypatch.delenv(ENV_TRUST, raising=False)
     monkeypatch.setattr(ckpt_compat, '_trusted', set())  # undone after
     main = load_tool('train')
-    args = [str(tiny_config), '--work-dir', str(tmp_path / 'w'), '--resume',
-            str(path)]
-    with pytest.raises(SystemExit, match='error: checkpoint .* was not '
-                       'loaded: .*--trust-checkpoint'):
+    args = [
+        str(tiny_config), '--work-dir',
+        str(tmp_path / 'w'), '--resume',
+        str(path)
+    ]
+    with pytest.raises(
+            SystemExit,
+            match='error: checkpoint .* was not '
+            'loaded: .*--trust-checkpoint'):
         main(args)
     assert not marker.exists()
     # trusted: unpickled (the payload ran), then mmengine finds no
@@ -225,8 +238,11 @@ def test_checkpoint_of_the_other_numpy_major_loads(tmp_path):
     a checkpoint's pickle to the other numpy major's names and load it."""
     import zipfile
     src, dst = tmp_path / 'a.pth', tmp_path / 'b.pth'
-    res = subprocess.run([sys.executable, '-c', NUMPY1_CKPT, str(src)],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, '-c', NUMPY1_CKPT,
+                          str(src)],
+                         capture_output=True,
+                         text=True,
+                         timeout=120)
     assert res.returncode == 0, res.stderr
     import numpy as np
     here = 'numpy._core' if np.__version__ >= '2' else 'numpy.core'
@@ -247,8 +263,8 @@ def test_checkpoint_of_the_other_numpy_major_loads(tmp_path):
 @pytest.fixture
 def tiny_config(tmp_path, toy_data):
     from mmengine.config import Config
-    cfg = tiny_runner_cfg(str(tmp_path / 'work'), toy_data, max_iters=2,
-                          checkpoint_interval=1)
+    cfg = tiny_runner_cfg(
+        str(tmp_path / 'work'), toy_data, max_iters=2, checkpoint_interval=1)
     path = tmp_path / 'tiny.py'
     Config(cfg).dump(str(path))
     return path

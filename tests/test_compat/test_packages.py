@@ -5,6 +5,7 @@ import sys
 import textwrap
 
 import mmseg
+
 from mmseg_robust.compat import packages
 
 
@@ -29,7 +30,9 @@ def test_mmseg_scope_resolves_when_pkg_resources_is_missing(tmp_path):
         from mmengine.config import Config
         print(Config.fromfile({str(cfg)!r}).default_scope)
         """)
-    res = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                         text=True, timeout=120)
+    res = subprocess.run([sys.executable, '-c', code],
+                         capture_output=True,
+                         text=True,
+                         timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().endswith('mmseg')

@@ -11,9 +11,12 @@ from mmseg_robust.compat import PATCHES, disabled_patches
 
 
 def _run(code: str, **env) -> str:
-    res = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
-                         capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, **env))
+    res = subprocess.run(
+        [sys.executable, '-c', textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, **env))
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout
 
@@ -47,12 +50,15 @@ STATE = """
 
 
 def _parse(out: str) -> dict:
-    return {line.split(' ', 1)[0]: line.split(' ', 1)[1]
-            for line in out.strip().splitlines()}
+    return {
+        line.split(' ', 1)[0]: line.split(' ', 1)[1]
+        for line in out.strip().splitlines()
+    }
 
 
 def test_on_by_default_each_announced_once():
-    state = _parse(_run(STATE + """
+    state = _parse(
+        _run(STATE + """
     import mmseg_robust.compat as c
     c.install_compat()  # again: nothing new
     print('again', len([x for x in w if 'compat patch' in str(x.message)]))
@@ -91,9 +97,11 @@ def test_unknown_name_warns(monkeypatch):
 
 
 def test_uninstall_restores_the_libraries():
-    state = _parse(_run(STATE + """
+    state = _parse(
+        _run(STATE + """
     uninstall_compat()
-    print('after_loader', ck.CheckpointLoader._schemes[''] is ck.load_from_local)
+    print('after_loader',
+          ck.CheckpointLoader._schemes[''] is ck.load_from_local)
     print('after_paths', mu.get_installed_path.__module__)
     import mmengine.config.config as cc
     print('after_config', cc.get_installed_path.__module__)

@@ -13,16 +13,16 @@ import re
 import uuid
 from pathlib import Path
 
+import mmseg
 import pytest
 import torch
-
-import mmseg_robust  # noqa: F401  (compat fixes, registration)
-import mmseg
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader
 from mmseg.registry import MODELS
+
+import mmseg_robust  # noqa: F401  (compat fixes, registration)
 from mmseg_robust.testing import make_toy_dataset, toy_dataset_cfg
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,9 +37,8 @@ STOCK_CONVNEXT_T = osp.join(
 # tests); configs/pir_at/ evaluates released checkpoints and has its own
 # tests (test_pir_at_configs.py)
 ALL_LEAVES = sorted(
-    p for p in CONFIG_ROOT.rglob('*.py')
-    if '_base_' not in p.parts and not p.name.startswith('_')
-    and p.parent.name != 'pir_at')
+    p for p in CONFIG_ROOT.rglob('*.py') if '_base_' not in p.parts
+    and not p.name.startswith('_') and p.parent.name != 'pir_at')
 LEAVES = [p for p in ALL_LEAVES if p.parent.name == 'upernet_convnext_at']
 
 # training-set sizes behind the epoch -> iteration conversion
@@ -99,8 +98,11 @@ def _load_cached(path: str) -> Config:
     cfg = Config.fromfile(path)
     # no yapf formatting: the Runner prints its config 4 times, ~1 s each
     # (fromfile ignores format_python_code for old-style configs)
-    return Config(cfg.to_dict(), cfg_text=cfg.text, filename=cfg.filename,
-                  format_python_code=False)
+    return Config(
+        cfg.to_dict(),
+        cfg_text=cfg.text,
+        filename=cfg.filename,
+        format_python_code=False)
 
 
 def load(path) -> Config:
@@ -118,8 +120,7 @@ def shrink_model(cfg: Config) -> dict:
     bn = dict(type='BN', requires_grad=True)
     model.decode_head.update(in_channels=channels, channels=16, norm_cfg=bn)
     aux = model.auxiliary_head
-    aux.update(
-        in_channels=channels[aux.in_index], channels=16, norm_cfg=bn)
+    aux.update(in_channels=channels[aux.in_index], channels=16, norm_cfg=bn)
     model.data_preprocessor.size = (32, 32)
     if model.test_cfg.get('mode') == 'slide':
         model.test_cfg.update(crop_size=(32, 32), stride=(21, 21))
@@ -141,8 +142,10 @@ def without_scope(obj):
 
 
 def adv_hooks(cfg: Config) -> list:
-    return [h for h in cfg.get('custom_hooks', None) or []
-            if h['type'] == 'AdvTrainingHook']
+    return [
+        h for h in cfg.get('custom_hooks', None) or []
+        if h['type'] == 'AdvTrainingHook'
+    ]
 
 
 # --- every config --------------------------------------------------------
@@ -177,8 +180,8 @@ def test_config_says_what_its_name_says(path):
     cfg, meta = load(path), _meta(path)
     # schedule: ceil(epochs * images / total batch) iterations
     assert cfg.train_dataloader.batch_size * 4 == TOTAL_BATCH
-    max_iters = math.ceil(
-        meta['epochs'] * TRAIN_IMAGES[meta['dataset']] / TOTAL_BATCH)
+    max_iters = math.ceil(meta['epochs'] * TRAIN_IMAGES[meta['dataset']] /
+                          TOTAL_BATCH)
     assert cfg.train_cfg.type == 'IterBasedTrainLoop'
     assert cfg.train_cfg.max_iters == max_iters
     warmup, poly = cfg.param_scheduler
@@ -240,8 +243,9 @@ def test_model_and_optimiser_match_mmseg_convnext_t():
 def test_full_size_model_runs(init):
     """Real ConvNeXt-T widths and head channels fit together (the other
     tests shrink them); random weights, no checkpoint."""
-    path = next(p for p in LEAVES if _meta(p)['init'] == init
-                and _meta(p)['dataset'] == 'voc12aug')
+    path = next(
+        p for p in LEAVES
+        if _meta(p)['init'] == init and _meta(p)['dataset'] == 'voc12aug')
     cfg = load(path)
     cfg.model.backbone.init_cfg = None
     bn = dict(type='BN', requires_grad=True)
@@ -267,13 +271,18 @@ def test_robust_checkpoint_and_stem_are_one_option_each():
 
 
 def test_every_config_has_a_readme_row():
-    rows = [line for line in README.read_text().splitlines()
-            if line.startswith('|')]
+    rows = [
+        line for line in README.read_text().splitlines()
+        if line.startswith('|')
+    ]
     names = {n for row in rows for n in re.findall(r'`([^`]+)`', row)}
     missing = [p.stem for p in LEAVES if p.stem not in names]
     assert not missing, f'configs without a README row: {missing}'
-    stale = [n for n in names if n.startswith('upernet_') and
-             n not in {p.stem for p in LEAVES}]
+    stale = [
+        n for n in names
+        if n.startswith('upernet_') and n not in {p.stem
+                                                  for p in LEAVES}
+    ]
     assert not stale, f'README rows of missing configs: {stale}'
 
 
@@ -307,7 +316,9 @@ def _fake_robust_checkpoint(path: str, stem: str) -> dict:
     from mmseg_robust.models import RobustConvNeXt
     torch.manual_seed(1)
     backbone = RobustConvNeXt(
-        arch=dict(TINY_ARCH), stem=stem, out_indices=[0, 1, 2, 3],
+        arch=dict(TINY_ARCH),
+        stem=stem,
+        out_indices=[0, 1, 2, 3],
         gap_before_final_norm=False)
     backbone.init_weights()
     state = {k: v.clone() for k, v in backbone.state_dict().items()}
@@ -371,8 +382,7 @@ def test_config_trains_two_iterations(path, tmp_path, toy_root):
     assert runner.iter == 2
     loss = runner.message_hub.get_scalar('train/loss').current()
     assert math.isfinite(loss)
-    hooks = [h for h in runner.hooks
-             if type(h).__name__ == 'AdvTrainingHook']
+    hooks = [h for h in runner.hooks if type(h).__name__ == 'AdvTrainingHook']
     if meta['steps'] is None:
         assert hooks == []
     else:

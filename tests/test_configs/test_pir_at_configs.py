@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 
 import mmseg_robust  # noqa: F401  (registration)
-from mmengine.config import Config
 from tests.conftest import load_tool
 from tests.pir_at_data import (authors_val_sample, make_ade_folder,
                                make_voc_folder)
@@ -53,20 +53,14 @@ def _meta(path: Path) -> dict:
     return m.groupdict()
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 # --- what the configs say -------------------------------------------------
 
 
 def test_one_config_per_model_and_protocol():
-    found = sorted((m['model'], m['dataset'], m['protocol'])
-                   for m in map(_meta, CONFIGS))
+    found = sorted(
+        (m['model'], m['dataset'], m['protocol']) for m in map(_meta, CONFIGS))
     expected = sorted((model, dataset, protocol)
                       for model, dataset in PUBLISHED
                       for protocol in ('paper', 'mmseg'))
@@ -79,14 +73,15 @@ def test_config_says_what_its_name_says(path):
     model, pre = cfg.model, cfg.model.data_preprocessor
     assert cfg.custom_imports.imports == ['mmpretrain.models', 'mmseg_robust']
     # [0, 1] RGB inputs, as the models were trained (both protocols)
-    assert (pre.mean, pre.std, pre.bgr_to_rgb) == ([0.] * 3, [255.] * 3,
-                                                   True)
+    assert (pre.mean, pre.std, pre.bgr_to_rgb) == ([0.] * 3, [255.] * 3, True)
     assert model.decode_head.num_classes == CLASSES[meta['dataset']]
     if meta['model'].startswith('upernet'):
         assert model.backbone.type == 'RobustConvNeXt'
         assert model.backbone.stem == 'conv'
-        assert model.backbone.arch == {'t': 'tiny', 's': 'small'}[
-            meta['model'].split('-')[1]]
+        assert model.backbone.arch == {
+            't': 'tiny',
+            's': 'small'
+        }[meta['model'].split('-')[1]]
         assert model.auxiliary_head.num_classes == \
             model.decode_head.num_classes
     else:
@@ -190,7 +185,6 @@ def _first_images(config: Path, data_root: str) -> list:
     """``(img_path, seg_map_path)`` of the ``N_IMAGES`` images that
     ``--max-images`` evaluates."""
     from mmengine.registry import init_default_scope
-
     from mmseg.registry import DATASETS
     cfg = Config.fromfile(str(config))
     ds_cfg = cfg.test_dataloader.dataset
@@ -210,8 +204,8 @@ def _published(model: str, dataset: str, data_root: str, tmp_dir: Path,
     ref = _reference(model, dataset, seed)
     config = FOLDER / f'{model}_pir-at_{dataset}_paper-protocol.py'
     samples = [
-        authors_val_sample(img_path, seg_map_path, SIZE,
-                           voc=dataset == 'voc2012')
+        authors_val_sample(
+            img_path, seg_map_path, SIZE, voc=dataset == 'voc2012')
         for img_path, seg_map_path in _first_images(config, data_root)
     ]
     with torch.no_grad():
@@ -283,8 +277,8 @@ def test_published_model_end_to_end(model, dataset, data_roots, tmp_path):
     the model (one test per model: each converted file is made once, on
     one worker)."""
     root = data_roots[dataset]
-    published = _published(model, dataset, root, tmp_path,
-                           seed=PUBLISHED.index((model, dataset)))
+    published = _published(
+        model, dataset, root, tmp_path, seed=PUBLISHED.index((model, dataset)))
     paper = FOLDER / f'{model}_pir-at_{dataset}_paper-protocol.py'
     mmseg = FOLDER / f'{model}_pir-at_{dataset}_mmseg-protocol.py'
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-import mmseg_robust  # noqa: F401  (registration)
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS, MODELS
+from PIL import Image
+
+import mmseg_robust  # noqa: F401  (registration)
 from mmseg_robust.datasets import (ADE20KWithOtherDataset, RemapLabels,
                                    ShortSideResizeCenterCrop)
 from mmseg_robust.datasets.transforms import center_offset, short_side_size
@@ -82,12 +82,13 @@ def test_resize_crop_of_an_image_and_its_label():
     assert out['scale_factor'] == (80 / 200, 60 / 150)
     assert out['crop_bbox'] == (10, 0, 70, 60)
     # the image: PIL's bilinear on each channel, whatever the channel order
-    rgb = np.asarray(Image.fromarray(bgr[..., ::-1].copy()).resize(
-        (80, 60), Image.BILINEAR))[:, 10:70]
+    rgb = np.asarray(
+        Image.fromarray(bgr[..., ::-1].copy()).resize(
+            (80, 60), Image.BILINEAR))[:, 10:70]
     np.testing.assert_array_equal(out['img'], rgb[..., ::-1])
     # the label: nearest neighbour, no new values
-    expected = np.asarray(Image.fromarray(label).resize(
-        (80, 60), Image.NEAREST))[:, 10:70]
+    expected = np.asarray(
+        Image.fromarray(label).resize((80, 60), Image.NEAREST))[:, 10:70]
     np.testing.assert_array_equal(out['gt_seg_map'], expected)
     assert set(np.unique(out['gt_seg_map'])) <= set(np.unique(label))
 
@@ -121,13 +122,15 @@ def test_remap_labels():
         dict(gt_seg_map=seg.copy(), seg_fields=['gt_seg_map']))
     np.testing.assert_array_equal(out['gt_seg_map'], [[0, 1, 2, 0]])
     # all replacements read the input: a swap
-    out = RemapLabels(mapping={1: 2, 2: 1})(
+    out = RemapLabels(mapping={
+        1: 2,
+        2: 1
+    })(
         dict(gt_seg_map=seg.copy(), seg_fields=['gt_seg_map']))
     np.testing.assert_array_equal(out['gt_seg_map'], [[0, 2, 1, 255]])
     # non-uint8 maps too
     out = RemapLabels(mapping={255: 0})(
-        dict(
-            gt_seg_map=seg.astype(np.int64), seg_fields=['gt_seg_map']))
+        dict(gt_seg_map=seg.astype(np.int64), seg_fields=['gt_seg_map']))
     np.testing.assert_array_equal(out['gt_seg_map'], [[0, 1, 2, 0]])
     for bad in ({}, {256: 0}, {255: -1}, {'a': 0}, [(255, 0)]):
         with pytest.raises(ValueError, match='RemapLabels'):
@@ -175,10 +178,12 @@ def _one_config(dataset: str, protocol: str) -> Path:
     return CONFIGS / f'upernet_convnext-t-cvst_pir-at_{dataset}_{protocol}.py'
 
 
-@pytest.mark.parametrize('config', [
-    _one_config('voc2012', 'paper-protocol'),
-    _one_config('ade20k', 'paper-protocol')
-], ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    'config', [
+        _one_config('voc2012', 'paper-protocol'),
+        _one_config('ade20k', 'paper-protocol')
+    ],
+    ids=lambda p: p.stem)
 def test_paper_pipeline_equals_authors_loader(config, voc_root, ade_root):
     """Every crop and label, bit for bit, after the data preprocessor."""
     voc = 'voc2012' in config.stem
@@ -190,8 +195,8 @@ def test_paper_pipeline_equals_authors_loader(config, voc_root, ade_root):
     for i in range(len(dataset)):
         item = dataset[i]
         sample = item['data_samples']
-        x_ref, y_ref = authors_val_sample(sample.img_path,
-                                          sample.seg_map_path, crop, voc)
+        x_ref, y_ref = authors_val_sample(sample.img_path, sample.seg_map_path,
+                                          crop, voc)
         data = preprocessor(
             dict(inputs=[item['inputs']], data_samples=[sample]), False)
         x = data['inputs'][0]
@@ -201,8 +206,8 @@ def test_paper_pipeline_equals_authors_loader(config, voc_root, ade_root):
         assert torch.equal(y, y_ref), (config.stem, sample.img_path)
         assert sample.img_shape == sample.ori_shape == (crop, crop)
         # what the label rule acted on: VOC outlines (255) in the crop
-        _, y_raw = authors_val_sample(sample.img_path, sample.seg_map_path,
-                                      crop, voc=False)
+        _, y_raw = authors_val_sample(
+            sample.img_path, sample.seg_map_path, crop, voc=False)
         n_boundary += int((y_raw == 255).sum())
         n_other += int((y_raw == 0).sum())
         assert int(y.max()) <= (20 if voc else 150)
@@ -212,10 +217,12 @@ def test_paper_pipeline_equals_authors_loader(config, voc_root, ade_root):
         assert n_other > 0  # "other" is a class, not ignored
 
 
-@pytest.mark.parametrize('config', [
-    _one_config('voc2012', 'mmseg-protocol'),
-    _one_config('ade20k', 'mmseg-protocol')
-], ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    'config', [
+        _one_config('voc2012', 'mmseg-protocol'),
+        _one_config('ade20k', 'mmseg-protocol')
+    ],
+    ids=lambda p: p.stem)
 def test_stock_pipeline_keeps_mmseg_labels(config, voc_root, ade_root):
     """The stock protocol: full-size labels, 255 / "other" ignored."""
     voc = 'voc2012' in config.stem

@@ -12,8 +12,8 @@ pytest.importorskip('ndev_sampledata')
 cv2 = pytest.importorskip('cv2')
 
 import mmseg_robust  # noqa: E402,F401  (compat fixes + registration)
-from mmseg_robust.datasets import (ScratchAssayDataset,  # noqa: E402
-                                   load_scratch_assay, prepare_scratch_assay,
+from mmseg_robust.datasets import ScratchAssayDataset  # noqa: E402
+from mmseg_robust.datasets import (load_scratch_assay, prepare_scratch_assay,
                                    read_meta)
 
 SPLITS = ('train', 'val')
@@ -67,8 +67,10 @@ def test_layout_counts_and_values(data_root):
         counts[split] = hist
         assert hist.tolist() == meta['class_pixel_counts'][split]
     for split, hist in counts.items():
-        freq = ', '.join(f'{c} {f:.3f}' for c, f in zip(
-            ScratchAssayDataset.METAINFO['classes'], hist / hist.sum()))
+        freq = ', '.join(
+            f'{c} {f:.3f}'
+            for c, f in zip(ScratchAssayDataset.METAINFO['classes'], hist /
+                            hist.sum()))
         print(f'\nscratch-assay {split} class frequencies: {freq}')
 
 
@@ -104,8 +106,9 @@ def test_cache_and_force(tmp_path):
     assert len(_names(root, 'img_dir', 'train')) == 90
 
     # an incomplete dataset is not mistaken for a cache
-    os.remove(osp.join(root, 'ann_dir', 'val', _names(root, 'ann_dir',
-                                                      'val')[0]))
+    os.remove(
+        osp.join(root, 'ann_dir', 'val',
+                 _names(root, 'ann_dir', 'val')[0]))
     prepare_scratch_assay(root, size=128, val_frames=(9, ))
     assert len(_names(root, 'ann_dir', 'val')) == 10
 
@@ -122,7 +125,8 @@ def test_bad_arguments(tmp_path):
 @pytest.mark.parametrize('missing', ['ndev_sampledata', 'tifffile'])
 def test_missing_package_message(tmp_path, monkeypatch, missing):
     monkeypatch.setitem(sys.modules, missing, None)  # makes it unimportable
-    with pytest.raises(ImportError, match='pip install --no-deps ndev-sampledata'):
+    with pytest.raises(
+            ImportError, match='pip install --no-deps ndev-sampledata'):
         prepare_scratch_assay(str(tmp_path))
 
 
@@ -146,8 +150,7 @@ def test_mmseg_loads_it(data_root):
                 pipeline=pipeline))
         assert isinstance(ds, ScratchAssayDataset)
         assert len(ds) == n
-        assert ds.metainfo['classes'] == ('background', 'cytoplasm',
-                                          'nucleus')
+        assert ds.metainfo['classes'] == ('background', 'cytoplasm', 'nucleus')
         sample = ds[0]
         assert tuple(sample['inputs'].shape) == (3, 128, 128)
         seg = sample['data_samples'].gt_sem_seg.data

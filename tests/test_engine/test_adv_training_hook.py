@@ -1,4 +1,4 @@
-"""AdvTrainingHook with real Runners on a tiny model (SPEC §7)."""
+"""AdvTrainingHook with real Runners on a tiny model (docs/training.md)."""
 import copy
 import time
 from types import SimpleNamespace
@@ -11,7 +11,7 @@ from mmengine.runner import Runner
 
 from mmseg_robust.attacks import apgd
 from mmseg_robust.engine import AdvTrainingHook
-from mmseg_robust.models import SegmentorAttackModel
+from mmseg_robust.models import AttackBatch
 from mmseg_robust.testing import (build_tiny_segmentor, fake_batch,
                                   make_toy_dataset, tiny_runner_cfg)
 
@@ -43,8 +43,13 @@ class Probe(Hook):
                 ]))
 
 
-def _run(tmp_path, data_root, hook_cfg, max_iters=2, batch_size=2,
-         extra_hooks=(), **kwargs):
+def _run(tmp_path,
+         data_root,
+         hook_cfg,
+         max_iters=2,
+         batch_size=2,
+         extra_hooks=(),
+         **kwargs):
     cfg = tiny_runner_cfg(
         str(tmp_path / 'work'),
         data_root,
@@ -64,8 +69,12 @@ def _run(tmp_path, data_root, hook_cfg, max_iters=2, batch_size=2,
 
 def test_trains_on_adversarial_images_within_eps(tmp_path, toy_data):
     store = {}
-    _run(tmp_path, toy_data, dict(type='AdvTrainingHook', eps=EPS, steps=3),
-         extra_hooks=[Probe('before', store), Probe('after', store)])
+    _run(
+        tmp_path,
+        toy_data,
+        dict(type='AdvTrainingHook', eps=EPS, steps=3),
+        extra_hooks=[Probe('before', store),
+                     Probe('after', store)])
     assert len(store['before']) == len(store['after']) == 2
     for before, after in zip(store['before'], store['after']):
         for clean, adv in zip(before['inputs'], after['inputs']):
@@ -91,20 +100,21 @@ def test_logs_attack_loss(tmp_path, toy_data):
 
 def test_adv_ratio_and_start_iter(tmp_path, toy_data):
     store = {}
-    _run(tmp_path,
-         toy_data,
-         dict(
-             type='AdvTrainingHook',
-             eps=EPS,
-             steps=1,
-             adv_ratio=0.5,
-             start_iter=1),
-         max_iters=2,
-         batch_size=4,
-         extra_hooks=[Probe('before', store), Probe('after', store)])
+    _run(
+        tmp_path,
+        toy_data,
+        dict(
+            type='AdvTrainingHook',
+            eps=EPS,
+            steps=1,
+            adv_ratio=0.5,
+            start_iter=1),
+        max_iters=2,
+        batch_size=4,
+        extra_hooks=[Probe('before', store),
+                     Probe('after', store)])
     # iteration 0: clean warm-up
-    for c, a in zip(store['before'][0]['inputs'],
-                    store['after'][0]['inputs']):
+    for c, a in zip(store['before'][0]['inputs'], store['after'][0]['inputs']):
         assert torch.equal(c, a)
     # iteration 1: the first half of the batch is adversarial
     changed = [
@@ -168,18 +178,16 @@ def test_works_with_ddp_wrapper(tmp_path):
     if dist.is_initialized():
         pytest.skip('a process group already exists')
     dist.init_process_group(
-        'gloo',
-        init_method=f'file://{tmp_path}/pg',
-        rank=0,
-        world_size=1)
+        'gloo', init_method=f'file://{tmp_path}/pg', rank=0, world_size=1)
     try:
         seg = build_tiny_segmentor().train()
         ddp = MMDistributedDataParallel(seg)
         optim = OptimWrapper(torch.optim.SGD(seg.parameters(), lr=0.1))
         data = fake_batch(2)
         batch = copy.deepcopy(data)
-        AdvTrainingHook(eps=EPS, steps=1).before_train_iter(
-            _fake_runner(ddp, optim), 0, batch)
+        AdvTrainingHook(
+            eps=EPS,
+            steps=1).before_train_iter(_fake_runner(ddp, optim), 0, batch)
         assert any(not torch.equal(c.float(), a)
                    for c, a in zip(data['inputs'], batch['inputs']))
         ddp.train_step(batch, optim)  # the stock step accepts the batch
@@ -192,8 +200,8 @@ def _robust_acc(runner, eps):
     loader = runner.build_dataloader(runner.cfg.test_dataloader)
     correct = valid = 0
     for data in loader:
-        b = SegmentorAttackModel.from_batch(model, data)
-        res = apgd(b.model, b.x, b.y, eps, 20, seed=0)
+        b = AttackBatch.from_data(model, data)
+        res = apgd(b.model, b.x, b.y, eps, 20, start=0)
         correct += res.correct.sum().item()
         valid += res.valid.sum().item()
     return correct / valid
@@ -204,11 +212,11 @@ def test_adversarial_training_makes_the_model_more_robust(tmp_path):
     root = make_toy_dataset(str(tmp_path / 'data'), n_train=16, n_val=8)
     accs = {}
     for name, hook in (('clean', None),
-                       ('at', dict(type='AdvTrainingHook', eps=16 / 255,
-                                   steps=2))):
+                       ('at',
+                        dict(type='AdvTrainingHook', eps=16 / 255, steps=2))):
         (tmp_path / name).mkdir()
-        runner = _run(tmp_path / name, root, hook, max_iters=60,
-                      batch_size=4, lr=0.05)
+        runner = _run(
+            tmp_path / name, root, hook, max_iters=60, batch_size=4, lr=0.05)
         accs[name] = (_robust_acc(runner, 0.0), _robust_acc(runner, 16 / 255))
     clean_model, at_model = accs['clean'], accs['at']
     assert at_model[0] > 0.9 and clean_model[0] > 0.9  # both learned

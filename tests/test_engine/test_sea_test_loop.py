@@ -14,8 +14,7 @@ from mmengine.config import Config
 from mmseg_robust.attacks import SEA
 from mmseg_robust.engine import SEATestLoop
 from mmseg_robust.errors import ConfigError
-from mmseg_robust.models import SegmentorAttackModel
-
+from mmseg_robust.models import AttackBatch
 from ..conftest import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,8 +23,9 @@ SEA_ARGS = ['--eval', 'sea', '--eps', '4', '12', '--n-iter', '6']
 
 def _test(trained, work_dir, *extra):
     main = load_tool('test')
-    return main([trained['config'], trained['ckpt'], '--work-dir',
-                 str(work_dir)] + SEA_ARGS + list(extra))
+    return main(
+        [trained['config'], trained['ckpt'], '--work-dir',
+         str(work_dir)] + SEA_ARGS + list(extra))
 
 
 @pytest.fixture(scope='module')
@@ -46,7 +46,11 @@ def test_outputs_table_json_png(reference):
     # the protocol is named, so numbers are not compared across versions
     assert summary['settings']['version'] == 'SEA-2023'
     assert summary['settings']['tracked'] == {
-        'mask_ce': 'ce', 'bal_ce': 'ce', 'js': 'ce', 'mask_sph': 'mask_sph'}
+        'mask_ce': 'ce',
+        'bal_ce': 'ce',
+        'js': 'ce',
+        'mask_sph': 'mask_sph'
+    }
     assert summary['settings']['chain_radii'] is True
     assert summary['protocol'].startswith('SEA-2023, 6 it./attack')
     assert summary['versions']['torch'] == torch.__version__
@@ -109,14 +113,17 @@ def test_matches_direct_attack(reference, trained_tiny):
     model = runner.model.eval()
     correct = valid = 0
     for data in loop.dataloader:
-        batch = SegmentorAttackModel.from_batch(model, data)
+        batch = AttackBatch.from_data(model, data)
         seeds = [
             loop.image_seed(int(s.metainfo['sample_idx']))
             for s in data['data_samples']
         ]
-        res = SEA(batch.model, 4 / 255, n_iter=6).curve(
-            batch.x, batch.y, [4 / 255, 12 / 255], mask=batch.mask,
-            seed=seeds)[-1]
+        res = SEA(
+            batch.model, 4 / 255, n_iter=6).curve(
+                batch.x,
+                batch.y, [4 / 255, 12 / 255],
+                mask=batch.mask,
+                seed=seeds)[-1]
         correct += int(res.correct.sum())
         valid += int(res.valid.sum())
     assert metrics['sea/eps12/worst/aAcc'] == pytest.approx(
@@ -162,11 +169,15 @@ def test_resume_with_other_settings_is_refused(reference, trained_tiny,
     _, work = reference
     shutil.copytree(work / 'sea', tmp_path / 'sea')
     main = load_tool('test')
-    with pytest.raises(SystemExit, match='error: cannot resume from .* other '
-                       "settings .*'eps': \\(\\['4', '12'\\], \\['4'\\]\\)"):
-        main([trained_tiny['config'], trained_tiny['ckpt'], '--work-dir',
-              str(tmp_path), '--eval', 'sea', '--eps', '4', '--n-iter', '6',
-              '--resume'])
+    with pytest.raises(
+            SystemExit,
+            match='error: cannot resume from .* other '
+            "settings .*'eps': \\(\\['4', '12'\\], \\['4'\\]\\)"):
+        main([
+            trained_tiny['config'], trained_tiny['ckpt'], '--work-dir',
+            str(tmp_path), '--eval', 'sea', '--eps', '4', '--n-iter', '6',
+            '--resume'
+        ])
 
 
 def test_resume_identifies_the_checkpoint_by_content(reference, trained_tiny,
@@ -178,27 +189,33 @@ def test_resume_identifies_the_checkpoint_by_content(reference, trained_tiny,
     copy = tmp_path / 'copy.pth'
     shutil.copy(trained_tiny['ckpt'], copy)
     main = load_tool('test')
-    metrics = main([trained_tiny['config'], str(copy), '--work-dir',
-                    str(tmp_path)] + SEA_ARGS + ['--resume'])
+    metrics = main(
+        [trained_tiny['config'],
+         str(copy), '--work-dir',
+         str(tmp_path)] + SEA_ARGS + ['--resume'])
     assert metrics == pytest.approx(ref_metrics)
     state = torch.load(copy, weights_only=False)
     for v in state['state_dict'].values():
         if v.is_floating_point():
             v.mul_(0.5)
     torch.save(state, copy)
-    with pytest.raises(SystemExit, match='error: cannot resume .*'
-                       'checkpoint_sha256'):
-        main([trained_tiny['config'], str(copy), '--work-dir',
+    with pytest.raises(
+            SystemExit, match='error: cannot resume .*'
+            'checkpoint_sha256'):
+        main([trained_tiny['config'],
+              str(copy), '--work-dir',
               str(tmp_path)] + SEA_ARGS + ['--resume'])
 
 
 def test_sea_2024_with_training_label_weights(trained_tiny, tmp_path):
     import numpy as np
+
     from mmseg_robust.attacks import class_weights_from_counts
     metrics = _test(trained_tiny, tmp_path, '--sea-version', '2024',
                     '--max-images', '2', '--table', 'per_radius')
-    assert {k.split('/')[2] for k in metrics if '/eps4/' in k} == {
-        'worst', 'worst_miou', 'mask_ce_bal', 'mask_ce', 'js'}
+    assert {k.split('/')[2]
+            for k in metrics if '/eps4/' in k
+            } == {'worst', 'worst_miou', 'mask_ce_bal', 'mask_ce', 'js'}
     summary = json.loads((tmp_path / 'sea' / 'summary.json').read_text())
     assert summary['settings']['version'] == 'SEA-2024'
     assert summary['protocol'].startswith('SEA-2024')
@@ -217,12 +234,15 @@ def test_sea_2024_with_training_label_weights(trained_tiny, tmp_path):
 
 def test_sea_version_and_attacks_conflict(trained_tiny):
     with pytest.raises(SystemExit, match='not both'):
-        load_tool('test')([trained_tiny['config'], trained_tiny['ckpt'],
-                           '--eval', 'sea', '--sea-version', '2024',
-                           '--attacks', 'js'])
+        load_tool('test')([
+            trained_tiny['config'], trained_tiny['ckpt'], '--eval', 'sea',
+            '--sea-version', '2024', '--attacks', 'js'
+        ])
     with pytest.raises(SystemExit, match='2023, 2024'):
-        load_tool('test')([trained_tiny['config'], trained_tiny['ckpt'],
-                           '--eval', 'sea', '--sea-version', '2025'])
+        load_tool('test')([
+            trained_tiny['config'], trained_tiny['ckpt'], '--eval', 'sea',
+            '--sea-version', '2025'
+        ])
 
 
 def test_rerun_without_resume_keeps_old_results(reference, trained_tiny,
@@ -234,8 +254,8 @@ def test_rerun_without_resume_keeps_old_results(reference, trained_tiny,
 
 
 def test_max_images_and_show_dir(trained_tiny, tmp_path):
-    metrics = _test(trained_tiny, tmp_path, '--max-images', '2',
-                    '--show-dir', 'vis', '--attacks', 'segpgd', 'js')
+    metrics = _test(trained_tiny, tmp_path, '--max-images', '2', '--show-dir',
+                    'vis', '--attacks', 'segpgd', 'js')
     assert metrics['sea/n_images'] == 2
     assert 'sea/eps4/segpgd/aAcc' in metrics
     assert 'sea/eps4/mask_ce/aAcc' not in metrics
@@ -263,16 +283,19 @@ def test_images_with_only_ignored_pixels(trained_tiny, tmp_path):
 
 def test_sea_from_config_without_cli_flag(trained_tiny, tmp_path):
     cfg = Config.fromfile(trained_tiny['config'])
-    cfg.test_cfg = dict(type='SEATestLoop', eps=[4 / 255], n_iter=3,
-                        attacks=['cospgd'], max_images=1)
+    cfg.test_cfg = dict(
+        type='SEATestLoop',
+        eps=[4 / 255],
+        n_iter=3,
+        attacks=['cospgd'],
+        max_images=1)
     cfg.test_evaluator = dict(type='SEAMetric')
     path = str(tmp_path / 'sea_cfg.py')
     cfg.dump(path)
     main = load_tool('test')
-    metrics = main([path, trained_tiny['ckpt'], '--work-dir',
-                    str(tmp_path)])
-    assert set(k.split('/')[2] for k in metrics if '/eps4/' in k) == {
-        'worst', 'worst_miou', 'cospgd'}
+    metrics = main([path, trained_tiny['ckpt'], '--work-dir', str(tmp_path)])
+    assert set(k.split('/')[2] for k in metrics
+               if '/eps4/' in k) == {'worst', 'worst_miou', 'cospgd'}
 
 
 class TestBadInput:
@@ -295,8 +318,9 @@ class TestBadInput:
         sd['extra.weight'] = torch.zeros(1)
         torch.save(state, path)
         with pytest.raises(SystemExit) as err:
-            load_tool('test')([trained_tiny['config'], path, '--work-dir',
-                               str(tmp_path)] + SEA_ARGS)
+            load_tool('test')(
+                [trained_tiny['config'], path, '--work-dir',
+                 str(tmp_path)] + SEA_ARGS)
         msg = str(err.value)
         assert 'missing keys (1): backbone.stages.0.0.weight' in msg
         assert 'unexpected keys (1): extra.weight' in msg
@@ -307,8 +331,10 @@ class TestBadInput:
             load_tool('test')([trained_tiny['config'], 'nope.pth'])
 
     def test_eps_given_as_fraction_is_refused(self, trained_tiny, tmp_path):
-        with pytest.raises(SystemExit, match='looks like a fraction: for '
-                           '8/255 .* write --eps 8; .* add --allow-tiny-eps'):
+        with pytest.raises(
+                SystemExit,
+                match='looks like a fraction: for '
+                '8/255 .* write --eps 8; .* add --allow-tiny-eps'):
             load_tool('test')([
                 trained_tiny['config'], trained_tiny['ckpt'], '--work-dir',
                 str(tmp_path), '--eval', 'sea', '--eps', '0.03', '--n-iter',
@@ -316,23 +342,24 @@ class TestBadInput:
             ])
         with pytest.raises(SystemExit, match='units of 1/255'):
             load_tool('test')([
-                trained_tiny['config'], trained_tiny['ckpt'], '--eval',
-                'sea', '--eps', '-1'
+                trained_tiny['config'], trained_tiny['ckpt'], '--eval', 'sea',
+                '--eps', '-1'
             ])
 
     def test_unknown_attack(self, trained_tiny):
         with pytest.raises(SystemExit, match='unknown attack'):
             load_tool('test')([
-                trained_tiny['config'], trained_tiny['ckpt'], '--eval',
-                'sea', '--attacks', 'fgsm'
+                trained_tiny['config'], trained_tiny['ckpt'], '--eval', 'sea',
+                '--attacks', 'fgsm'
             ])
 
     def test_empty_dataset(self, trained_tiny, tmp_path):
         empty = tmp_path / 'empty'
         (empty / 'img_dir' / 'val').mkdir(parents=True)
         (empty / 'ann_dir' / 'val').mkdir(parents=True)
-        with pytest.raises(SystemExit, match='error: the test dataset is '
-                           'empty'):
+        with pytest.raises(
+                SystemExit, match='error: the test dataset is '
+                'empty'):
             load_tool('test')([
                 trained_tiny['config'], trained_tiny['ckpt'], '--work-dir',
                 str(tmp_path), '--cfg-options',
@@ -359,20 +386,32 @@ def _free_port():
 def test_distributed_two_processes_identical(reference, trained_tiny,
                                              tmp_path):
     ref_metrics, _ = reference
-    env = dict(os.environ, PORT=str(_free_port()), OMP_NUM_THREADS='1',
-               PYTHON=sys.executable)
+    env = dict(
+        os.environ,
+        PORT=str(_free_port()),
+        OMP_NUM_THREADS='1',
+        PYTHON=sys.executable)
     if torch.cuda.device_count() < 2:
         # one process per GPU or none: with fewer GPUs than processes run
         # both on the CPU (gloo) instead of failing in cuda.set_device(1)
         env['CUDA_VISIBLE_DEVICES'] = ''
     proc = subprocess.run(
-        ['bash', str(REPO / 'tools' / 'dist_test.sh'), trained_tiny['config'],
-         trained_tiny['ckpt'], '2', '--work-dir', str(tmp_path)] + SEA_ARGS,
-        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        [
+            'bash',
+            str(REPO / 'tools' / 'dist_test.sh'), trained_tiny['config'],
+            trained_tiny['ckpt'], '2', '--work-dir',
+            str(tmp_path)
+        ] + SEA_ARGS,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((tmp_path / 'sea' / 'summary.json').read_text())
     assert summary['world_size'] == 2
     assert summary['metrics'] == pytest.approx(ref_metrics)
     # each rank wrote its own shard
-    assert {p.name for p in (tmp_path / 'sea').glob('rank*.jsonl')} == {
-        'rank0.jsonl', 'rank1.jsonl'}
+    assert {p.name
+            for p in (tmp_path / 'sea').glob('rank*.jsonl')
+            } == {'rank0.jsonl', 'rank1.jsonl'}

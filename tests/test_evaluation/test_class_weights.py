@@ -19,8 +19,7 @@ def _direct_counts(root, split):
     return counts
 
 
-@pytest.mark.parametrize('source,split', [('train', 'train'),
-                                          ('test', 'val')])
+@pytest.mark.parametrize('source,split', [('train', 'train'), ('test', 'val')])
 def test_weights_are_inverse_label_frequencies(trained_tiny, source, split):
     cfg = Config.fromfile(trained_tiny['config'])
     got = resolve_class_weights(source, cfg, 3, 255)

@@ -2,9 +2,11 @@
 import numpy as np
 import pytest
 import torch
-
 from mmseg.evaluation.metrics import IoUMetric
-from mmseg_robust.evaluation import SEAMetric, areas, read_records
+
+from mmseg_robust.evaluation import SEAMetric
+from mmseg_robust.evaluation import image_areas as areas
+from mmseg_robust.evaluation import read_records, sea_tables
 from mmseg_robust.evaluation.records import RecordWriter, dense_areas
 
 K = 3
@@ -23,8 +25,10 @@ def _images(n=4, seed=0):
         out.append((label, preds))
     # an image with only ignored pixels
     label = torch.full((6, 7), 255)
-    out.append((label, {n: torch.zeros(6, 7, dtype=torch.long)
-                        for n in ('clean', 'a', 'b')}))
+    out.append((label, {
+        n: torch.zeros(6, 7, dtype=torch.long)
+        for n in ('clean', 'a', 'b')
+    }))
     return out
 
 
@@ -85,12 +89,12 @@ def test_metrics_equal_iou_metric():
     assert out['sea/n_images'] == 5 and out['sea/n_no_valid'] == 1
     # mean of per-image accuracies skips the image without valid pixels
     accs = [
-        float(((p['clean'] == lab) & (lab != 255)).sum() /
-              (lab != 255).sum()) for lab, p in images[:-1]
+        float(((p['clean'] == lab) & (lab != 255)).sum() / (lab != 255).sum())
+        for lab, p in images[:-1]
     ]
     assert out['sea/clean/mImgAcc'] == pytest.approx(
         round(100 * np.mean(accs), 2))
-    assert 'worst aAcc' in metric.last_tables['summary']
+    assert 'worst aAcc' in sea_tables(out)['summary']
 
 
 def test_duplicates_count_once():
@@ -107,10 +111,10 @@ def test_per_class_table():
     images = _images(2)
     metric = SEAMetric(per_class=True)
     metric.dataset_meta = dict(classes=('x', 'y', 'z'))
-    metric.process({}, [dict(sea_record=_record(i, *im))
-                        for i, im in enumerate(images)])
-    metric.evaluate(3)
-    assert 'worst IoU 4/255' in metric.last_tables['per_class']
+    metric.process(
+        {}, [dict(sea_record=_record(i, *im)) for i, im in enumerate(images)])
+    out = metric.evaluate(3)
+    assert 'worst IoU 4/255' in sea_tables(out)['per_class']
 
 
 def test_process_rejects_plain_predictions():
@@ -154,8 +158,10 @@ def _two_radius_records(n=8, seed=1):
         worst_attack = {}
         prev = None
         for e in ('4', '8'):
-            entry = {n_: areas(preds[e, n_], label, K, 255)
-                     for n_ in ('a', 'b')}
+            entry = {
+                n_: areas(preds[e, n_], label, K, 255)
+                for n_ in ('a', 'b')
+            }
             cands = [(entry[n_], n_, preds[e, n_]) for n_ in ('a', 'b')]
             if prev is not None:
                 cands.append(prev)
@@ -164,9 +170,13 @@ def _two_radius_records(n=8, seed=1):
             worst_attack[e] = best[1]
             prev = (best[0], 'smaller_eps', best[2])
         images.append((label, preds))
-        records.append(dict(idx=i, valid=int((label != 255).sum()),
-                            clean=areas(label.clone(), label, K, 255),
-                            eps=eps, worst_attack=worst_attack))
+        records.append(
+            dict(
+                idx=i,
+                valid=int((label != 255).sum()),
+                clean=areas(label.clone(), label, K, 255),
+                eps=eps,
+                worst_attack=worst_attack))
     return images, records
 
 
@@ -191,7 +201,7 @@ def test_worst_miou_row():
                      for i, c in enumerate(choice)])['mIoU']
         for choice in itertools.product('ab', repeat=len(images)))
     assert out['sea/eps4/worst_miou/mIoU'] >= best - 0.01
-    assert 'worst_miou' in metric.last_tables['summary']
+    assert 'worst_miou' in sea_tables(out, 'per_radius')['summary']
 
 
 @pytest.mark.parametrize('table', ['compact', 'per_radius', 'wide'])
@@ -201,8 +211,8 @@ def test_table_layouts(table):
     metric.protocol = 'SEA-2023, 6 it./attack: a, b'
     metric.dataset_meta = dict(classes=('x', 'y', 'z'))
     metric.process({}, [dict(sea_record=r) for r in records])
-    metric.evaluate(3)
-    text = metric.last_tables['summary']
+    out = metric.evaluate(3)
+    text = sea_tables(out, table, metric.protocol)['summary']
     assert '8/255' in text and 'worst' in text
     width = max(len(line) for line in text.splitlines())
     if table != 'wide':

@@ -40,26 +40,26 @@ def make_batch(n: int,
     for i in range(n):
         # smooth images: a low-resolution pattern upsampled, plus noise
         low = torch.rand((1, 3, 4, 4), generator=g) * 255
-        img = F.interpolate(low, size=size, mode='bilinear',
-                            align_corners=False)[0]
+        img = F.interpolate(
+            low, size=size, mode='bilinear', align_corners=False)[0]
         img = img + torch.randn(img.shape, generator=g) * 10
         inputs.append(img.clamp(0, 255).round().to(torch.uint8))
-        label = torch.randint(0, num_classes, (1, ) + label_size,
-                              generator=g)
+        label = torch.randint(0, num_classes, (1, ) + label_size, generator=g)
         if ignore:
             label[:, :2, :3] = 255
         s = SegDataSample()
         s.set_metainfo(
-            dict(img_path=f'img_{i}.png',
-                 ori_shape=label_size,
-                 img_shape=tuple(size),
-                 scale_factor=(size[1] / label_size[1],
-                               size[0] / label_size[0]),
-                 flip=bool(flips[i]),
-                 flip_direction='horizontal' if flips[i] else None))
+            dict(
+                img_path=f'img_{i}.png',
+                ori_shape=label_size,
+                img_shape=tuple(size),
+                scale_factor=(size[1] / label_size[1],
+                              size[0] / label_size[0]),
+                flip=bool(flips[i]),
+                flip_direction='horizontal' if flips[i] else None))
         s.gt_sem_seg = PixelData(data=label)
         if edges:
-            s.gt_edge_map = PixelData(data=(label != torch.roll(
-                label, 1, -1)).long())
+            s.gt_edge_map = PixelData(
+                data=(label != torch.roll(label, 1, -1)).long())
         samples.append(s)
     return dict(inputs=inputs, data_samples=samples)

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmengine.structures import PixelData
-
-import mmseg_robust  # noqa: F401  (registration)
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
+
+import mmseg_robust  # noqa: F401  (registration)
 from mmseg_robust.models import (ClassSubsetEncoderDecoder, RobustConvNeXt,
                                  convert_pir_at)
 from mmseg_robust.models.pir_at import upernet_convnext_keys
@@ -34,20 +34,15 @@ ATOL = 1e-4
 SMALL = dict(
     depths=(1, 1, 2, 1), dims=(8, 16, 32, 64), channels=16, aux_channels=8)
 
-
-@pytest.fixture(scope='module', autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def config_path(model: str, dataset: str, protocol: str) -> str:
     return str(CONFIGS / f'{model}_pir-at_{dataset}_{protocol}.py')
 
 
-def build_from_config(path: str, small: bool = False,
+def build_from_config(path: str,
+                      small: bool = False,
                       **backbone) -> torch.nn.Module:
     """The model of a config, in eval mode; ``small``: with the widths and
     depths of ``SMALL`` (same layout, for the tests that need no
@@ -85,8 +80,8 @@ def mmseg_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         s.set_metainfo(dict(img_shape=x.shape[2:], ori_shape=x.shape[2:]))
         samples.append(s)
     raw = [img[[2, 1, 0]] * 255 for img in x]
-    data = model.data_preprocessor(dict(inputs=raw, data_samples=samples),
-                                   False)
+    data = model.data_preprocessor(
+        dict(inputs=raw, data_samples=samples), False)
     metas = [s.metainfo for s in data['data_samples']]
     return model.inference(data['inputs'], metas)
 
@@ -207,8 +202,8 @@ def test_conversion_reports_what_it_found():
     full = convert_pir_at(RefUperNetConvNeXt(DEPTHS_S, 151).state_dict())
     assert (full.arch, full.num_classes) == ('convnext-s', 151)
     seg = convert_pir_at(RefSegmenter(151).state_dict())
-    assert (seg.model, seg.arch, seg.num_classes, seg.depths) == (
-        'segmenter-vit', 'vit-s', 151, (12, 2))
+    assert (seg.model, seg.arch, seg.num_classes,
+            seg.depths) == ('segmenter-vit', 'vit-s', 151, (12, 2))
     assert seg.ignored == ['encoder.head.weight', 'encoder.head.bias']
 
 
@@ -334,8 +329,8 @@ def test_original_classification_layout_loads(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(
             backbone.eval()(x)[0], ref(x)[3], atol=1e-5, rtol=0)
-    conv = mmseg_robust.models.convert_robust_convnext(
-        {'model': state_dict}, return_info=True)
+    conv = mmseg_robust.models.convert_robust_convnext({'model': state_dict},
+                                                       return_info=True)
     assert (conv.layout, conv.stem) == ('original', 'patch')
     assert sorted(conv.ignored) == ['head.bias', 'head.weight']
 
@@ -370,8 +365,8 @@ def test_class_subset_segmentor_checks_its_classes():
     sample.gt_sem_seg = PixelData(data=torch.zeros(1, 32, 32).long())
     with torch.no_grad():
         logits = seg.inference(x, [sample.metainfo])
-        full = super(ClassSubsetEncoderDecoder, seg).inference(
-            x, [sample.metainfo])
+        full = super(ClassSubsetEncoderDecoder,
+                     seg).inference(x, [sample.metainfo])
         pred = seg.predict(x, [sample])[0].pred_sem_seg.data
     assert logits.shape[1] == 149
     torch.testing.assert_close(logits, full[:, seg.keep_classes])

@@ -8,10 +8,9 @@ from mmseg_robust.models.requirements import (explain_build_error,
                                               has_mmcv_ops, has_module,
                                               model_requirement_problems)
 from mmseg_robust.testing import tiny_segmentor_cfg
-
 from ..conftest import load_tool
 from .segmentor_families import (FAMILY_BY_NAME, load_stock_config,
-                                  mmseg_config_dir)
+                                 mmseg_config_dir)
 
 needs_no_mmcv_ops = pytest.mark.skipif(
     has_mmcv_ops(), reason='full mmcv installed: CCNet/PSANet build')
@@ -20,14 +19,14 @@ needs_no_mmdet = pytest.mark.skipif(
 
 
 def _model(name):
-    return load_stock_config(FAMILY_BY_NAME[name],
-                             import_custom_modules=False).model
+    return load_stock_config(
+        FAMILY_BY_NAME[name], import_custom_modules=False).model
 
 
 @needs_no_mmcv_ops
-@pytest.mark.parametrize('name,family,op', [('ccnet', 'CCNet',
-                                             'CrissCrossAttention'),
-                                            ('psanet', 'PSANet', 'PSAMask')])
+@pytest.mark.parametrize('name,family,op',
+                         [('ccnet', 'CCNet', 'CrissCrossAttention'),
+                          ('psanet', 'PSANet', 'PSAMask')])
 def test_mmcv_ops_families(name, family, op):
     with pytest.raises(MissingRequirementError) as info:
         build_segmentor(_model(name))
@@ -43,9 +42,10 @@ def test_mmcv_ops_families(name, family, op):
 @pytest.mark.parametrize('name,family', [('mask2former', 'Mask2Former'),
                                          ('maskformer', 'MaskFormer')])
 def test_mmdet_families(name, family):
-    with pytest.raises(MissingRequirementError,
-                       match=rf'^{family} \(model.decode_head.type=.*'
-                       r'MMDetection 3.x \(`mmdet`\): install it'):
+    with pytest.raises(
+            MissingRequirementError,
+            match=rf'^{family} \(model.decode_head.type=.*'
+            r'MMDetection 3.x \(`mmdet`\): install it'):
         check_model_requirements(_model(name))
 
 
@@ -94,18 +94,24 @@ def test_unknown_errors_are_left_alone():
 
 @needs_no_mmcv_ops
 @needs_no_mmdet
-@pytest.mark.parametrize('config,family', [
-    ('ccnet/ccnet_r50-d8_4xb2-40k_cityscapes-512x1024.py', 'CCNet'),
-    # Config.fromfile itself fails here: custom_imports = mmdet.models
-    ('mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py', 'Mask2Former'),
-])
+@pytest.mark.parametrize(
+    'config,family',
+    [
+        ('ccnet/ccnet_r50-d8_4xb2-40k_cityscapes-512x1024.py', 'CCNet'),
+        # Config.fromfile itself fails here: custom_imports = mmdet.models
+        ('mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py',
+         'Mask2Former'),
+    ])
 def test_tools_print_one_error_line(tmp_path, config, family):
     ckpt = tmp_path / 'model.pth'
     ckpt.write_bytes(b'')
     main = load_tool('test')
     with pytest.raises(SystemExit) as info:
-        main([f'{mmseg_config_dir()}/{config}', str(ckpt), '--eval', 'sea',
-              '--work-dir', str(tmp_path / 'work')])
+        main([
+            f'{mmseg_config_dir()}/{config}',
+            str(ckpt), '--eval', 'sea', '--work-dir',
+            str(tmp_path / 'work')
+        ])
     msg = str(info.value.code)
     assert msg.startswith(f'error: {family} (model.decode_head.type=')
     assert '\n' not in msg

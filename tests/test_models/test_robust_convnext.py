@@ -2,7 +2,7 @@
 
 The reference for the robust checkpoints is timm's ConvNeXt with random
 weights; for the ConvStem models its ``stem`` is replaced by a module whose
-``stem`` attribute is the SPEC section 8 ConvStem, built from timm's own
+``stem`` attribute is the ConvStem of docs/training.md, built from timm's own
 LayerNorm2d, which reproduces the robust checkpoints' keys
 ``stem.stem.0/1/3/4``.
 """
@@ -12,13 +12,13 @@ from collections import OrderedDict
 import pytest
 import torch
 import torch.nn as nn
+from mmengine.registry import init_default_scope
+from mmpretrain.models.backbones import ConvNeXt as MMPretrainConvNeXt
+from mmseg.registry import MODELS
 from timm.layers import LayerNorm2d as TimmLayerNorm2d
 from timm.models.convnext import ConvNeXt as TimmConvNeXt
 
 import mmseg_robust  # noqa: F401
-from mmengine.registry import init_default_scope
-from mmpretrain.models.backbones import ConvNeXt as MMPretrainConvNeXt
-from mmseg.registry import MODELS
 from mmseg_robust.models import (RobustConvNeXt, RobustPretrained,
                                  convert_robust_convnext)
 from mmseg_robust.models.backbones.robust_convnext import ConvStem
@@ -92,13 +92,13 @@ def wrap_state_dict(state_dict, wrapping: str):
             (prefixes[wrapping] + k, v) for k, v in state_dict.items())
     container, prefix = wrapping.split(':')
     return {
-        container:
-        OrderedDict((prefix + k, v) for k, v in state_dict.items()),
+        container: OrderedDict((prefix + k, v) for k, v in state_dict.items()),
         'epoch': 3
     }
 
 
-def load_backbone(checkpoint: str, stem: str = 'patch',
+def load_backbone(checkpoint: str,
+                  stem: str = 'patch',
                   **kwargs) -> RobustConvNeXt:
     kwargs.setdefault('out_indices', [0, 1, 2, 3])
     kwargs.setdefault('gap_before_final_norm', False)
@@ -109,14 +109,7 @@ def load_backbone(checkpoint: str, stem: str = 'patch',
     return model.eval()
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Tiny tensors gain nothing from intra-op threads, and threads make
-    them many times slower when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')
@@ -238,8 +231,8 @@ def test_outputs_equal_timm_features(stem, wrapping, timm_models, image,
             ours[3], timm_model.head.norm(feats[3]), rtol=0, atol=ATOL)
 
 
-def test_classification_features_equal_timm_pre_logits(
-        timm_models, timm_ckpts, image):
+def test_classification_features_equal_timm_pre_logits(timm_models, timm_ckpts,
+                                                       image):
     """head.norm -> norm3 is the right place: pooled features agree."""
     model = load_backbone(
         timm_ckpts['conv'],
@@ -269,8 +262,7 @@ def test_converted_keys_are_the_backbone_keys(timm_models):
             {'state_dict': timm_models[stem].state_dict()}, return_info=True)
         assert (info.layout, info.stem) == ('timm', stem)
         assert sorted(info.ignored) == ['head.fc.bias', 'head.fc.weight']
-        model = RobustConvNeXt(
-            arch=ARCH, stem=stem, out_indices=[0, 1, 2, 3])
+        model = RobustConvNeXt(arch=ARCH, stem=stem, out_indices=[0, 1, 2, 3])
         expected = {
             k
             for k in model.state_dict()
@@ -339,11 +331,13 @@ def test_mmpretrain_layout_round_trip(with_prefix, image, tmp_path):
 
 def test_conv_stem_mmpretrain_layout_round_trip(timm_ckpts, image, tmp_path):
     first = load_backbone(timm_ckpts['conv'], stem='conv')
-    ckpt = save({
-        'state_dict':
-        {'backbone.' + k: v
-         for k, v in first.state_dict().items()}
-    }, tmp_path / 'mm.pth')
+    ckpt = save(
+        {
+            'state_dict': {
+                'backbone.' + k: v
+                for k, v in first.state_dict().items()
+            }
+        }, tmp_path / 'mm.pth')
     second = load_backbone(ckpt, stem='conv')
     with torch.no_grad():
         for a, b in zip(first(image), second(image)):
@@ -371,8 +365,7 @@ def test_loader_runs_after_other_initialisers(timm_ckpts):
     _assert_backbone_holds(model, timm_ckpts['patch'])
     assert model.init_cfg == init_cfg  # restored after init_weights
     # MMEngine's init bookkeeping is cleaned up (top-level backbone)
-    assert not any(
-        hasattr(m, '_params_init_info') for m in model.modules())
+    assert not any(hasattr(m, '_params_init_info') for m in model.modules())
 
 
 def test_weights_survive_segmentor_init_weights(timm_ckpts):
@@ -426,17 +419,20 @@ def test_missing_key_is_an_error(timm_models, tmp_path):
     state_dict = timm_models['patch'].state_dict()
     del state_dict['stages.1.blocks.1.mlp.fc2.weight']
     ckpt = save(state_dict, tmp_path / 'missing.pth')
-    with pytest.raises(RuntimeError,
-                       match=r'not in the checkpoint: '
-                       r'stages\.1\.1\.pointwise_conv2\.weight'):
+    with pytest.raises(
+            RuntimeError,
+            match=r'not in the checkpoint: '
+            r'stages\.1\.1\.pointwise_conv2\.weight'):
         load_backbone(ckpt)
 
 
 def test_shape_mismatch_is_an_error(tmp_path):
     wider = make_timm_convnext(dims=[16, 32, 64, 128])
     ckpt = save(wider.state_dict(), tmp_path / 'wide.pth')
-    with pytest.raises(RuntimeError, match=r'shapes differ: .*checkpoint '
-                       r'\(16, 3, 4, 4\) vs model \(8, 3, 4, 4\)'):
+    with pytest.raises(
+            RuntimeError,
+            match=r'shapes differ: .*checkpoint '
+            r'\(16, 3, 4, 4\) vs model \(8, 3, 4, 4\)'):
         load_backbone(ckpt)
 
 
@@ -448,8 +444,9 @@ def test_deeper_checkpoint_is_an_error(tmp_path):
 
 
 def test_stem_mismatch_is_an_error(timm_ckpts):
-    with pytest.raises(RuntimeError, match="build RobustConvNeXt with "
-                       "stem='conv'"):
+    with pytest.raises(
+            RuntimeError, match="build RobustConvNeXt with "
+            "stem='conv'"):
         load_backbone(timm_ckpts['conv'], stem='patch')
     with pytest.raises(RuntimeError, match="stem='patch'"):
         load_backbone(timm_ckpts['patch'], stem='conv')

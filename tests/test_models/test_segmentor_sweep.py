@@ -26,29 +26,18 @@ from mmengine.optim import OptimWrapper
 
 from mmseg_robust.attacks import SEA, SEA_LOSSES
 from mmseg_robust.engine import AdvTrainingHook
-from mmseg_robust.models import SegmentorAttackModel
+from mmseg_robust.models import AttackBatch
 from mmseg_robust.models.requirements import (MissingRequirementError,
                                               build_segmentor,
                                               check_model_requirements)
-
 from .helpers import make_batch
 from .segmentor_families import FAMILIES, build_tiny, load_stock_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('one_thread')]
 
 BUILDABLE = [f for f in FAMILIES if f.needs is None]
 NOT_HERE = [f for f in FAMILIES if f.needs is not None]
 EPS = 8 / 255
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared
-    2-core machine their synchronisation makes them many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _sizes(family):
@@ -89,12 +78,12 @@ def _reference(seg, data, seed):
     torch.manual_seed(seed)
     with torch.no_grad():
         out = seg.test_step(copy.deepcopy(data))
-    return [s.seg_logits.data for s in out], [s.pred_sem_seg.data[0]
-                                              for s in out]
+    return [s.seg_logits.data
+            for s in out], [s.pred_sem_seg.data[0] for s in out]
 
 
 def _adapter(seg, data, seed):
-    batch = SegmentorAttackModel.from_batch(seg, copy.deepcopy(data))
+    batch = AttackBatch.from_data(seg, copy.deepcopy(data))
     torch.manual_seed(seed)
     with torch.no_grad():
         logits = batch.model(batch.x)
@@ -107,7 +96,11 @@ def _assert_same(ours, ref, what):
         assert a.shape == b.shape, (what, i, a.shape, b.shape)
         scale = float(b.abs().max()) + 1e-6
         torch.testing.assert_close(
-            a, b, rtol=1e-4, atol=1e-4 * scale, msg=lambda m: f'{what} '
+            a,
+            b,
+            rtol=1e-4,
+            atol=1e-4 * scale,
+            msg=lambda m: f'{what} '
             f'image {i}: {m}')
 
 
@@ -119,8 +112,8 @@ def test_clean_logits_equal_test_step(family):
     seed = 0
     # whole: odd size padded by the preprocessor, second image flipped,
     # labels at another size than the image
-    data = make_batch(2, whole, label, flips=(False, True), seed=1,
-                      num_classes=classes)
+    data = make_batch(
+        2, whole, label, flips=(False, True), seed=1, num_classes=classes)
     ref_logits, ref_pred = _reference(seg, data, seed)
     ours = _adapter(seg, data, seed)
     _assert_same(ours, ref_logits, f'{family.name} whole')
@@ -129,11 +122,10 @@ def test_clean_logits_equal_test_step(family):
         assert (o.argmax(0) == p).float().mean() > 0.999
     # slide: the same model with MMSeg's sliding-window inference
     _to_slide(seg, family)
-    data = make_batch(2, slide, label, flips=(True, False), seed=2,
-                      num_classes=classes)
+    data = make_batch(
+        2, slide, label, flips=(True, False), seed=2, num_classes=classes)
     ref_logits, _ = _reference(seg, data, seed)
-    _assert_same(_adapter(seg, data, seed), ref_logits,
-                 f'{family.name} slide')
+    _assert_same(_adapter(seg, data, seed), ref_logits, f'{family.name} slide')
 
 
 @pytest.mark.parametrize('family', BUILDABLE, ids=lambda f: f.name)
@@ -143,17 +135,17 @@ def test_gradients_and_sea(family):
     classes = _label_classes(seg)
     # whole: SEA's four losses on an odd-size, padded batch; slide: one
     # row of two overlapping windows, one red-eps APGD run
-    for mode, size, losses in (('whole', whole, SEA_LOSSES),
-                               ('slide', slide, ('mask_ce', ))):
+    for mode, size, losses in (('whole', whole, SEA_LOSSES), ('slide', slide,
+                                                              ('mask_ce', ))):
         if mode == 'slide':
             _to_slide(seg, family)
-        data = make_batch(2, size, label, flips=(False, True), seed=3,
-                          num_classes=classes)
-        batch = SegmentorAttackModel.from_batch(seg, data)
+        data = make_batch(
+            2, size, label, flips=(False, True), seed=3, num_classes=classes)
+        batch = AttackBatch.from_data(seg, data)
         x = batch.x.clone().requires_grad_(True)
         torch.manual_seed(0)
-        loss = F.cross_entropy(batch.model(x), batch.y,
-                               ignore_index=batch.ignore_index)
+        loss = F.cross_entropy(
+            batch.model(x), batch.y, ignore_index=batch.ignore_index)
         (grad, ) = torch.autograd.grad(loss, x)
         what = f'{family.name} {mode}'
         assert torch.isfinite(grad).all(), what
@@ -167,8 +159,13 @@ def test_gradients_and_sea(family):
             pred = batch.model(batch.x).argmax(1)
         y = torch.where(batch.y == batch.ignore_index, batch.y, pred)
         torch.manual_seed(0)
-        sea = SEA(batch.model, EPS, n_iter=3, losses=losses,
-                  ignore_index=batch.ignore_index, skip_broken=False)
+        sea = SEA(
+            batch.model,
+            EPS,
+            n_iter=3,
+            losses=losses,
+            ignore_index=batch.ignore_index,
+            skip_broken=False)
         if family.randomised:  # SEA says its results are unreliable
             with pytest.warns(UserWarning, match='different outputs'):
                 res = sea.run(batch.x, y, mask=batch.mask)
@@ -189,16 +186,22 @@ def test_adversarial_training_step(family):
     seg.train()
     optim = OptimWrapper(torch.optim.SGD(seg.parameters(), lr=0.01))
     runner = SimpleNamespace(
-        model=seg, iter=0, optim_wrapper=optim,
+        model=seg,
+        iter=0,
+        optim_wrapper=optim,
         message_hub=MessageHub.get_instance(f'sweep_{family.name}'))
     c = family.crop
     # smaller than the crop: the preprocessor pads, the attack must not
     # perturb the padding (MMSeg's weighted CE cannot take padded labels)
     size = (c, c) if family.weighted_ce else (c - 3, c - 1)
-    data = make_batch(2, size, size, seed=4,
-                      num_classes=_label_classes(seg),
-                      edges=family.name == 'pidnet',
-                      ignore=not family.weighted_ce)
+    data = make_batch(
+        2,
+        size,
+        size,
+        seed=4,
+        num_classes=_label_classes(seg),
+        edges=family.name == 'pidnet',
+        ignore=not family.weighted_ce)
     clean = [t.clone().float() for t in data['inputs']]
     before = [p.detach().clone() for p in seg.parameters()]
     hook = AdvTrainingHook(eps=EPS, steps=1)
@@ -225,10 +228,12 @@ def test_adversarial_training_with_a_real_runner(name, tmp_path, toy_data):
     from mmengine.runner import Runner
 
     from mmseg_robust.testing import tiny_runner_cfg
-
     from .segmentor_families import FAMILY_BY_NAME, tiny_model_cfg
     cfg = tiny_runner_cfg(
-        str(tmp_path / 'work'), toy_data, max_iters=1, batch_size=2,
+        str(tmp_path / 'work'),
+        toy_data,
+        max_iters=1,
+        batch_size=2,
         checkpoint_interval=1000,
         custom_hooks=[dict(type='AdvTrainingHook', eps=EPS, steps=1)],
         model=tiny_model_cfg(FAMILY_BY_NAME[name]))
@@ -245,8 +250,13 @@ def test_adversarial_training_with_a_real_runner(name, tmp_path, toy_data):
 @pytest.mark.parametrize('family', NOT_HERE, ids=lambda f: f.name)
 def test_missing_requirement_is_one_sentence(family):
     cfg = load_stock_config(family, import_custom_modules=False)
-    name = {'mask2former': 'Mask2Former', 'maskformer': 'MaskFormer',
-            'ccnet': 'CCNet', 'psanet': 'PSANet', 'vpd': 'VPD'}[family.name]
+    name = {
+        'mask2former': 'Mask2Former',
+        'maskformer': 'MaskFormer',
+        'ccnet': 'CCNet',
+        'psanet': 'PSANet',
+        'vpd': 'VPD'
+    }[family.name]
     with pytest.raises(MissingRequirementError) as info:
         check_model_requirements(cfg.model)
     message = str(info.value)

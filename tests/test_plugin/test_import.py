@@ -12,9 +12,11 @@ HEAVY = ('mmseg', 'mmengine', 'mmcv', 'mmpretrain')
 
 
 def _start(code: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, '-c', textwrap.dedent(code)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, '-c', textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True)
 
 
 def _finish(proc: subprocess.Popen, timeout: int = 240) -> str:
@@ -27,7 +29,8 @@ def test_attacks_need_only_torch():
     """The README's promise: SEA on a plain PyTorch model imports no
     MMSeg, MMEngine, mmcv or mmpretrain, and installs no import hook
     beyond the one waiting for them."""
-    out = _finish(_start(f"""
+    out = _finish(
+        _start(f"""
         import sys
         import torch
         from mmseg_robust.attacks import SEA
@@ -63,16 +66,11 @@ REGISTERED = """
 # every way in; the last three start inside one of the package's own
 # MMSeg-side subpackages, where `mmseg` is first imported half-way through
 ORDERS = {
-    'mmseg_robust then mmseg':
-    'import mmseg_robust\nimport mmseg',
-    'mmseg then mmseg_robust':
-    'import mmseg\nimport mmseg_robust',
-    'evaluation first':
-    'from mmseg_robust.evaluation import SEAMetric',
-    'engine first':
-    'from mmseg_robust.engine import AdvTrainingHook',
-    'models first':
-    'from mmseg_robust.models import SegmentorAttackModel',
+    'mmseg_robust then mmseg': 'import mmseg_robust\nimport mmseg',
+    'mmseg then mmseg_robust': 'import mmseg\nimport mmseg_robust',
+    'evaluation first': 'from mmseg_robust.evaluation import SEAMetric',
+    'engine first': 'from mmseg_robust.engine import AdvTrainingHook',
+    'models first': 'from mmseg_robust.models import SegmentorAttackModel',
     'lazy attribute':
     'import mmseg_robust\nmmseg_robust.models.RobustConvNeXt',
 }
@@ -81,8 +79,10 @@ ORDERS = {
 @pytest.mark.slow  # six fresh MMSeg imports: ~1 min on 2 busy cores
 def test_registration_whatever_the_import_order():
     # started together: each is a few seconds of importing
-    procs = {name: _start(code + '\n' + textwrap.dedent(REGISTERED))
-             for name, code in ORDERS.items()}
+    procs = {
+        name: _start(code + '\n' + textwrap.dedent(REGISTERED))
+        for name, code in ORDERS.items()
+    }
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, f'{name}: {err[-3000:]}'
@@ -140,8 +140,8 @@ env_cfg = dict(dist_cfg=dict(backend='gloo'))
 @pytest.fixture
 def custom_imports_config(tmp_path, toy_data):
     path = tmp_path / 'cfg.py'
-    path.write_text(TINY_CFG.format(work_dir=str(tmp_path / 'work'),
-                                    data_root=toy_data))
+    path.write_text(
+        TINY_CFG.format(work_dir=str(tmp_path / 'work'), data_root=toy_data))
     return path
 
 
@@ -163,40 +163,47 @@ print(sorted(k for k in metrics if k.startswith('sea/eps4/worst')))
 
 
 @pytest.mark.parametrize(
-    'first',
-    ['', pytest.param('from mmseg.registry import RUNNERS',
-                      marks=pytest.mark.slow)],
+    'first', [
+        '',
+        pytest.param(
+            'from mmseg.registry import RUNNERS', marks=pytest.mark.slow)
+    ],
     ids=['mmseg-after-config', 'mmseg-before-config'])
 def test_custom_imports_registers_for_a_real_runner(custom_imports_config,
                                                     first):
     """Only ``custom_imports=dict(imports=['mmseg_robust'])`` names the
     package: MMSeg imported after the config is read (MMEngine's lazy
     registry import) or before it (as MMSeg's own tools do)."""
-    out = _finish(_start(RUN.format(first=first,
-                                    path=str(custom_imports_config))))
+    out = _finish(
+        _start(RUN.format(first=first, path=str(custom_imports_config))))
     assert 'sea/eps4/worst/mIoU' in out
 
 
-MMSEG_TRAIN = Path(__import__('importlib').util.find_spec('mmseg').origin
-                   ).parent / '.mim' / 'tools' / 'train.py'
+MMSEG_TRAIN = Path(__import__('importlib').util.find_spec(
+    'mmseg').origin).parent / '.mim' / 'tools' / 'train.py'
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not MMSEG_TRAIN.is_file(),
-                    reason='MMSeg installed without its .mim tools')
+@pytest.mark.skipif(
+    not MMSEG_TRAIN.is_file(), reason='MMSeg installed without its .mim tools')
 def test_mmsegs_own_train_tool_with_custom_imports(custom_imports_config,
                                                    tmp_path):
     """"Use your own tools": MMSeg's tools/train.py, unchanged."""
-    res = subprocess.run(
-        [sys.executable, str(MMSEG_TRAIN), str(custom_imports_config),
-         '--work-dir', str(tmp_path / 'own')],
-        capture_output=True, text=True, timeout=300)
+    res = subprocess.run([
+        sys.executable,
+        str(MMSEG_TRAIN),
+        str(custom_imports_config), '--work-dir',
+        str(tmp_path / 'own')
+    ],
+                         capture_output=True,
+                         text=True,
+                         timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (tmp_path / 'own' / 'iter_2.pth').is_file()
 
 
-@pytest.mark.skipif(not MMSEG_TRAIN.is_file(),
-                    reason='MMSeg installed without its .mim tools')
+@pytest.mark.skipif(
+    not MMSEG_TRAIN.is_file(), reason='MMSeg installed without its .mim tools')
 def test_mmsegs_own_train_tool_and_mmseg_bases(tmp_path):
     """The documented limit: MMSeg's tool parses `mmseg::` bases before
     `custom_imports` can load the plugin, so without pkg_resources it fails
@@ -204,11 +211,16 @@ def test_mmsegs_own_train_tool_and_mmseg_bases(tmp_path):
     import importlib.util
     cfg = REPO / 'configs' / 'demo' / \
         'upernet_convnext-demo_clean_1xb8-400it_scratch-assay-64x64.py'
-    res = subprocess.run(
-        [sys.executable, str(MMSEG_TRAIN), str(cfg), '--work-dir',
-         str(tmp_path), '--cfg-options', 'train_cfg.max_iters=0',
-         'train_dataloader.dataset.data_root=' + str(tmp_path / 'nodata')],
-        capture_output=True, text=True, timeout=300)
+    res = subprocess.run([
+        sys.executable,
+        str(MMSEG_TRAIN),
+        str(cfg), '--work-dir',
+        str(tmp_path), '--cfg-options', 'train_cfg.max_iters=0',
+        'train_dataloader.dataset.data_root=' + str(tmp_path / 'nodata')
+    ],
+                         capture_output=True,
+                         text=True,
+                         timeout=300)
     if importlib.util.find_spec('pkg_resources') is None:
         assert res.returncode != 0
         assert "No module named 'pkg_resources'" in res.stderr

@@ -29,8 +29,9 @@ def tool():
 @pytest.fixture(scope='module')
 def matching_configs():
     import runpy
-    return runpy.run_path(str(REPO / 'tools' / 'convert_pir_at.py'),
-                          run_name='tool_module')['matching_configs']
+    return runpy.run_path(
+        str(REPO / 'tools' / 'convert_pir_at.py'),
+        run_name='tool_module')['matching_configs']
 
 
 def _save(obj, path) -> str:
@@ -40,8 +41,10 @@ def _save(obj, path) -> str:
 
 def test_writes_an_mmseg_checkpoint(tool, tmp_path, capsys):
     ref = randomize_(RefUperNetConvNeXt(num_classes=21, **SMALL), seed=0)
-    src = _save({'module.' + k: v
-                 for k, v in ref.state_dict().items()}, tmp_path / 'src.pth')
+    src = _save({
+        'module.' + k: v
+        for k, v in ref.state_dict().items()
+    }, tmp_path / 'src.pth')
     dst = tmp_path / 'out' / 'dst.pth'
     tool([src, str(dst)])
     out = capsys.readouterr().out
@@ -60,7 +63,9 @@ def test_writes_an_mmseg_checkpoint(tool, tmp_path, capsys):
     assert 'auxiliary_head.convs.0.bn.running_var' in state_dict
     torch.testing.assert_close(
         state_dict['backbone.stages.2.1.depthwise_conv.weight'],
-        ref.backbone.stages[2][1].dwconv.weight.detach(), rtol=0, atol=0)
+        ref.backbone.stages[2][1].dwconv.weight.detach(),
+        rtol=0,
+        atol=0)
 
 
 def test_segmenter_drops_the_imagenet_head(tool, tmp_path, capsys):

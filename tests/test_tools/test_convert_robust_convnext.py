@@ -26,13 +26,7 @@ def tool():
     return module
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """See tests/test_models/test_robust_convnext.py."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _stock_pretrained_backbone(checkpoint, stem, prefix='backbone.'):
@@ -41,8 +35,7 @@ def _stock_pretrained_backbone(checkpoint, stem, prefix='backbone.'):
         stem=stem,
         out_indices=[0, 1, 2, 3],
         gap_before_final_norm=False,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint,
-                      prefix=prefix))
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix=prefix))
     model.init_weights()
     return model.eval()
 
@@ -102,7 +95,8 @@ def test_backbone_of_a_released_segmentation_model(tool, tmp_path, capsys):
     from tests.pir_at_reference import RefUperNetConvNeXt, randomize_
     ref = randomize_(
         RefUperNetConvNeXt(
-            depths=DEPTHS, dims=DIMS, channels=8, aux_channels=8), seed=0)
+            depths=DEPTHS, dims=DIMS, channels=8, aux_channels=8),
+        seed=0)
     src = save(ref.state_dict(), tmp_path / 'upernet.pth')
     dst = str(tmp_path / 'backbone.pth')
     tool.main([src, dst])

@@ -28,7 +28,6 @@ from mmseg_robust.compat import checkpoint as safe_ckpt
 from mmseg_robust.engine import SEATestLoop
 from mmseg_robust.errors import ConfigError
 from mmseg_robust.testing import tiny_runner_cfg
-
 from ..conftest import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,8 +59,8 @@ def _save_config(cfg, path) -> str:
 def ctx(trained_tiny, tmp_path_factory):
     """Bad files, configs and data around the tiny trained model."""
     root = tmp_path_factory.mktemp('bad_input')
-    c = SimpleNamespace(root=root, cfg=trained_tiny['config'],
-                        ckpt=trained_tiny['ckpt'])
+    c = SimpleNamespace(
+        root=root, cfg=trained_tiny['config'], ckpt=trained_tiny['ckpt'])
     c.work = str(root / 'work')
     base = Config.fromfile(c.cfg)
     data = c.data = trained_tiny['data_root']
@@ -103,9 +102,11 @@ def ctx(trained_tiny, tmp_path_factory):
     test_ds = base.test_dataloader.dataset.to_dict()
     tta_pipeline = [
         dict(type='LoadImageFromFile'),
-        dict(type='TestTimeAug', transforms=[
-            [dict(type='RandomFlip', prob=0., direction='horizontal')],
-            [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]])
+        dict(
+            type='TestTimeAug',
+            transforms=[[
+                dict(type='RandomFlip', prob=0., direction='horizontal')
+            ], [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]])
     ]
 
     def no_test(cfg):
@@ -124,11 +125,15 @@ def ctx(trained_tiny, tmp_path_factory):
 
     def no_annotations(cfg):
         cfg.test_dataloader.dataset.pipeline = [
-            dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]
+            dict(type='LoadImageFromFile'),
+            dict(type='PackSegInputs')
+        ]
 
     def no_pack(cfg):
         cfg.test_dataloader.dataset.pipeline = [
-            dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')]
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations')
+        ]
 
     def four_classes(cfg):
         cfg.test_dataloader.dataset.metainfo = dict(
@@ -180,11 +185,12 @@ def _t(c, *extra, config=None, ckpt=None, work=True):
 UNITS = ('radii are given in units of 1/255 and must be in [0, 255], e.g. '
          '--eps 4 8 12 16')
 TEST_CASES = [
-    Case('eps-fraction', lambda c: _t(c, *QUICK, '--eps', '0.03'),
-         lambda c: 'error: --eps 0.03: radii are in units of 1/255, so 0.03 '
-         'means 0.03/255 = 0.000118, which looks like a fraction: for 8/255 '
-         '(= 0.0314) write --eps 8; if you do mean 0.03/255, add '
-         '--allow-tiny-eps'),
+    Case(
+        'eps-fraction', lambda c: _t(c, *QUICK, '--eps', '0.03'),
+        lambda c: 'error: --eps 0.03: radii are in units of 1/255, so 0.03 '
+        'means 0.03/255 = 0.000118, which looks like a fraction: for 8/255 '
+        '(= 0.0314) write --eps 8; if you do mean 0.03/255, add '
+        '--allow-tiny-eps'),
     Case('eps-negative', lambda c: _t(c, *QUICK, '--eps', '-1'),
          lambda c: f'error: --eps -1: {UNITS}'),
     Case('eps-above-255', lambda c: _t(c, *QUICK, '--eps', '300'),
@@ -195,180 +201,207 @@ TEST_CASES = [
          lambda c: 'error: --max-images 0: must be >= 1'),
     Case('n-iter-0', lambda c: _t(c, *QUICK, '--n-iter', '0'),
          lambda c: 'error: --n-iter 0: must be >= 1'),
-    Case('n-iter-2', lambda c: _t(c, '--eval', 'sea', '--n-iter', '2'),
-         lambda c: 'error: --n-iter 2: mask_ce (red-eps APGD, as in SEA) '
-         'splits its iterations over three radii and needs --n-iter >= 3'),
+    Case(
+        'n-iter-2', lambda c: _t(c, '--eval', 'sea', '--n-iter', '2'),
+        lambda c: 'error: --n-iter 2: mask_ce (red-eps APGD, as in SEA) '
+        'splits its iterations over three radii and needs --n-iter >= 3'),
     Case('log-interval-0', lambda c: _t(c, *QUICK, '--log-interval', '0'),
          lambda c: 'error: --log-interval 0: must be >= 1'),
     Case('attack-unknown', lambda c: _t(c, *QUICK, '--attacks', 'fgsm'),
-         lambda c: ("error: --attacks: unknown attack 'fgsm': use ",
-                    'segpgd')),
-    Case('attack-twice', lambda c: _t(c, *QUICK, '--attacks', 'js', 'js'),
-         lambda c: "error: --attacks js js: 'js' is given twice; give each "
-         'attack once'),
-    Case('attack-same-twice',
-         lambda c: _t(c, *QUICK, '--attacks', 'mask_ce', 'red_eps:mask_ce'),
-         lambda c: "error: --attacks mask_ce red_eps:mask_ce: 'mask_ce' and "
-         "'red_eps:mask_ce' are the same attack; give each attack once"),
+         lambda c:
+         ("error: --attacks: unknown attack 'fgsm': use ", 'segpgd')),
+    Case(
+        'attack-twice', lambda c: _t(c, *QUICK, '--attacks', 'js', 'js'),
+        lambda c: "error: --attacks js js: 'js' is given twice; give each "
+        'attack once'),
+    Case(
+        'attack-same-twice',
+        lambda c: _t(c, *QUICK, '--attacks', 'mask_ce', 'red_eps:mask_ce'),
+        lambda c: "error: --attacks mask_ce red_eps:mask_ce: 'mask_ce' and "
+        "'red_eps:mask_ce' are the same attack; give each attack once"),
     Case('version-and-attacks',
          lambda c: _t(c, *QUICK, '--sea-version', '2024'),
          lambda c: 'error: give either --sea-version or --attacks, not both'),
     Case('version-unknown',
          lambda c: _t(c, '--eval', 'sea', '--sea-version', '2025'),
          lambda c: 'error: --sea-version 2025: use one of 2023, 2024'),
-    Case('class-weights-unused',
-         lambda c: _t(c, '--eval', 'sea', '--class-weights', '1', '2', '3'),
-         lambda c: 'error: --class-weights: only the mask_ce_bal attack uses '
-         'class weights, and this run does not (use --sea-version 2024 or '
-         '--attacks mask_ce_bal ...)'),
-    Case('class-weights-not-numbers',
-         lambda c: _t(c, '--eval', 'sea', '--class-weights', 'a', 'b'),
-         lambda c: 'error: --class-weights a b: give train, test, image, or '
-         'one number per class'),
-    Case('class-weights-count',
-         lambda c: _t(c, '--eval', 'sea', '--n-iter', '3', '--eps', '4',
-                      '--attacks', 'mask_ce_bal', '--class-weights', '1',
-                      '2'),
-         lambda c: 'error: class_weights must be 3 finite numbers >= 0 (one '
-         'per class), got 2: [1.0, 2.0]'),
-    Case('class-weights-train-set-missing',
-         lambda c: _t(c, '--eval', 'sea', '--n-iter', '3', '--eps', '4',
-                      '--sea-version', '2024', '--cfg-options',
-                      f'train_dataloader.dataset.data_root={c.root}/nope'),
-         lambda c: 'error: the dataset whose labels give the class weights of '
-         'mask_ce_bal could not be built: [Errno 2] No such file or '
-         f"directory: '{c.root}/nope/img_dir/train'. Fix its config, or give "
-         'the weights (--class-weights W1 W2 ... or image)'),
-    Case('tta-flag', lambda c: _t(c, *QUICK, '--tta'),
-         lambda c: 'error: --tta (test-time augmentation) is not supported '
-         'with --eval sea: SEA attacks the plain test-time prediction; leave '
-         'out --tta'),
-    Case('tta-pipeline', lambda c: _t(c, *QUICK, config=c.tta_pipe_cfg),
-         lambda c: ('error: SEA attacks the plain test-time prediction, but '
-                    'the test pipeline holds TestTimeAug',
-                    'test_dataloader.dataset.pipeline = test_pipeline')),
-    Case('tta-model', lambda c: _t(c, *QUICK, config=c.tta_model_cfg),
-         lambda c: 'error: the model is a SegTTAModel (test-time '
-         'augmentation), which SEA does not support: use the plain '
-         'segmentor (tta_model.module) as model'),
-    Case('tta-not-configured', lambda c: _t(c, '--tta'),
-         lambda c: f'error: --tta: {c.cfg} has no tta_pipeline and tta_model '
-         "(MMSeg's dataset and model bases define them)"),
-    Case('sea-option-without-eval', lambda c: _t(c, '--eps', '8',
-                                                 '--max-images', '2'),
-         lambda c: "error: --eps, --max-images: only with --eval sea (or a "
-         "config with test_cfg=dict(type='SEATestLoop', ...))"),
-    Case('config-missing',
-         lambda c: _t(c, *QUICK, config=str(c.root / 'nope.py')),
-         lambda c: f"error: config file '{c.root / 'nope.py'}' does not "
-         'exist'),
-    Case('no-test-dataloader', lambda c: _t(c, *QUICK, config=c.no_test_cfg),
-         lambda c: f'error: {c.no_test_cfg} has no test_dataloader: set one '
-         '(e.g. test_dataloader = val_dataloader in the config) to say which '
-         'images to evaluate'),
-    Case('checkpoint-missing',
-         lambda c: _t(c, *QUICK, ckpt=str(c.root / 'nope.pth')),
-         lambda c: f"error: checkpoint '{c.root / 'nope.pth'}' does not "
-         'exist'),
-    Case('checkpoint-directory', lambda c: _t(c, *QUICK, ckpt=str(c.root)),
-         lambda c: f"error: checkpoint '{c.root}' is a directory, not a "
-         'file'),
-    Case('checkpoint-empty', lambda c: _t(c, *QUICK, ckpt=c.empty_ckpt),
-         lambda c: f'error: checkpoint {c.empty_ckpt} is empty (0 bytes): an '
-         'interrupted download or save? Download or save it again'),
-    Case('checkpoint-truncated',
-         lambda c: _t(c, *QUICK, ckpt=c.truncated_ckpt),
-         lambda c: (f'error: checkpoint {c.truncated_ckpt} is truncated or '
-                    'corrupt (an incomplete zip archive of ',
-                    'Download or save it again')),
-    Case('checkpoint-not-pytorch',
-         lambda c: _t(c, *QUICK, ckpt=c.random_ckpt),
-         lambda c: f'error: checkpoint {c.random_ckpt} is not a PyTorch '
-         "checkpoint (neither a zip archive nor a pickle: it starts with "
-         "b'not '); is it the right file?"),
-    Case('checkpoint-unsafe', lambda c: _t(c, *QUICK, ckpt=c.unsafe_ckpt),
-         lambda c: (f'error: checkpoint {c.unsafe_ckpt} was not loaded: it '
-                    'holds Python objects that safe loading', 'refuses: '
-                    'argparse.Namespace', f'--trust-checkpoint '
-                    f'{c.unsafe_ckpt} to tools/train.py or tools/test.py')),
-    Case('work-dir-is-file',
-         lambda c: _t(c, *QUICK, '--work-dir', c.afile, work=False),
-         lambda c: f'error: --work-dir {c.afile}: is a file, not a '
-         'directory'),
-    Case('work-dir-under-file',
-         lambda c: _t(c, *QUICK, '--work-dir', c.afile + '/sub', work=False),
-         lambda c: f'error: --work-dir {c.afile}/sub: cannot be created: '
-         f'{c.afile} is a file, not a directory'),
-    Case('work-dir-unwritable',
-         lambda c: _t(c, *QUICK, '--work-dir', '/proc/mmseg_robust_test',
-                      work=False),
-         lambda c: ('error: --work-dir /proc/mmseg_robust_test: cannot '
-                    'create or write this directory (', )),
+    Case(
+        'class-weights-unused',
+        lambda c: _t(c, '--eval', 'sea', '--class-weights', '1', '2', '3'),
+        lambda c: 'error: --class-weights: only the mask_ce_bal attack uses '
+        'class weights, and this run does not (use --sea-version 2024 or '
+        '--attacks mask_ce_bal ...)'),
+    Case(
+        'class-weights-not-numbers',
+        lambda c: _t(c, '--eval', 'sea', '--class-weights', 'a', 'b'),
+        lambda c: 'error: --class-weights a b: give train, test, image, or '
+        'one number per class'),
+    Case(
+        'class-weights-count',
+        lambda c: _t(c, '--eval', 'sea', '--n-iter', '3', '--eps', '4',
+                     '--attacks', 'mask_ce_bal', '--class-weights', '1', '2'),
+        lambda c: 'error: class_weights must be 3 finite numbers >= 0 (one '
+        'per class), got 2: [1.0, 2.0]'),
+    Case(
+        'class-weights-train-set-missing',
+        lambda c: _t(c, '--eval', 'sea', '--n-iter', '3', '--eps', '4',
+                     '--sea-version', '2024', '--cfg-options',
+                     f'train_dataloader.dataset.data_root={c.root}/nope'),
+        lambda c: 'error: the dataset whose labels give the class weights of '
+        'mask_ce_bal could not be built: [Errno 2] No such file or '
+        f"directory: '{c.root}/nope/img_dir/train'. Fix its config, or give "
+        'the weights (--class-weights W1 W2 ... or image)'),
+    Case(
+        'tta-flag', lambda c: _t(c, *QUICK, '--tta'),
+        lambda c: 'error: --tta (test-time augmentation) is not supported '
+        'with --eval sea: SEA attacks the plain test-time prediction; leave '
+        'out --tta'),
+    Case(
+        'tta-pipeline', lambda c: _t(c, *QUICK, config=c.tta_pipe_cfg),
+        lambda c: ('error: SEA attacks the plain test-time prediction, but '
+                   'the test pipeline holds TestTimeAug',
+                   'test_dataloader.dataset.pipeline = test_pipeline')),
+    Case(
+        'tta-model', lambda c: _t(c, *QUICK, config=c.tta_model_cfg),
+        lambda c: 'error: the model is a SegTTAModel (test-time '
+        'augmentation), which SEA does not support: use the plain '
+        'segmentor (tta_model.module) as model'),
+    Case(
+        'tta-not-configured', lambda c: _t(c, '--tta'),
+        lambda c: f'error: --tta: {c.cfg} has no tta_pipeline and tta_model '
+        "(MMSeg's dataset and model bases define them)"),
+    Case(
+        'sea-option-without-eval',
+        lambda c: _t(c, '--eps', '8', '--max-images', '2'),
+        lambda c: "error: --eps, --max-images: only with --eval sea (or a "
+        "config with test_cfg=dict(type='SEATestLoop', ...))"),
+    Case(
+        'config-missing',
+        lambda c: _t(c, *QUICK, config=str(c.root / 'nope.py')),
+        lambda c: f"error: config file '{c.root / 'nope.py'}' does not "
+        'exist'),
+    Case(
+        'no-test-dataloader', lambda c: _t(c, *QUICK, config=c.no_test_cfg),
+        lambda c: f'error: {c.no_test_cfg} has no test_dataloader: set one '
+        '(e.g. test_dataloader = val_dataloader in the config) to say which '
+        'images to evaluate'),
+    Case(
+        'checkpoint-missing',
+        lambda c: _t(c, *QUICK, ckpt=str(c.root / 'nope.pth')),
+        lambda c: f"error: checkpoint '{c.root / 'nope.pth'}' does not "
+        'exist'),
+    Case(
+        'checkpoint-directory', lambda c: _t(c, *QUICK, ckpt=str(c.root)),
+        lambda c: f"error: checkpoint '{c.root}' is a directory, not a "
+        'file'),
+    Case(
+        'checkpoint-empty', lambda c: _t(c, *QUICK, ckpt=c.empty_ckpt),
+        lambda c: f'error: checkpoint {c.empty_ckpt} is empty (0 bytes): an '
+        'interrupted download or save? Download or save it again'),
+    Case(
+        'checkpoint-truncated', lambda c: _t(c, *QUICK, ckpt=c.truncated_ckpt),
+        lambda c: (f'error: checkpoint {c.truncated_ckpt} is truncated or '
+                   'corrupt (an incomplete zip archive of ',
+                   'Download or save it again')),
+    Case(
+        'checkpoint-not-pytorch', lambda c: _t(c, *QUICK, ckpt=c.random_ckpt),
+        lambda c: f'error: checkpoint {c.random_ckpt} is not a PyTorch '
+        "checkpoint (neither a zip archive nor a pickle: it starts with "
+        "b'not '); is it the right file?"),
+    Case(
+        'checkpoint-unsafe', lambda c: _t(c, *QUICK, ckpt=c.unsafe_ckpt),
+        lambda c: (f'error: checkpoint {c.unsafe_ckpt} was not loaded: it '
+                   'holds Python objects that safe loading', 'refuses: '
+                   'argparse.Namespace', f'--trust-checkpoint '
+                   f'{c.unsafe_ckpt} to tools/train.py or tools/test.py')),
+    Case(
+        'work-dir-is-file',
+        lambda c: _t(c, *QUICK, '--work-dir', c.afile, work=False),
+        lambda c: f'error: --work-dir {c.afile}: is a file, not a '
+        'directory'),
+    Case(
+        'work-dir-under-file',
+        lambda c: _t(c, *QUICK, '--work-dir', c.afile + '/sub', work=False),
+        lambda c: f'error: --work-dir {c.afile}/sub: cannot be created: '
+        f'{c.afile} is a file, not a directory'),
+    Case(
+        'work-dir-unwritable', lambda c: _t(
+            c, *QUICK, '--work-dir', '/proc/mmseg_robust_test', work=False),
+        lambda c: ('error: --work-dir /proc/mmseg_robust_test: cannot '
+                   'create or write this directory (', )),
     Case('out-is-file', lambda c: _t(c, *QUICK, '--out', c.afile),
          lambda c: f'error: --out {c.afile}: is a file, not a directory'),
-    Case('launcher-pytorch-without-torchrun',
-         lambda c: _t(c, *QUICK, '--launcher', 'pytorch'),
-         lambda c: 'error: --launcher pytorch needs the environment its '
-         'launcher sets, but RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT are '
-         'not set: start the tool with torchrun (tools/dist_train.sh / '
-         'tools/dist_test.sh CONFIG ... NUM_PROCESSES do that); for one '
-         'process leave out --launcher'),
-    Case('launcher-slurm-without-srun',
-         lambda c: _t(c, *QUICK, '--launcher', 'slurm'),
-         lambda c: ('error: --launcher slurm needs the environment its '
-                    'launcher sets, but SLURM_PROCID, SLURM_NTASKS, '
-                    'SLURM_NODELIST are not set: start the tool with srun', )),
-    Case('data-root-missing',
-         lambda c: _t(c, *QUICK, '--cfg-options',
-                      f'test_dataloader.dataset.data_root={c.root}/nope'),
-         lambda c: 'error: the test dataset could not be built: [Errno 2] '
-         f"No such file or directory: '{c.root}/nope/img_dir/val'. Check "
-         'data_root, data_prefix and ann_file of test_dataloader.dataset'),
-    Case('dataset-empty',
-         lambda c: _t(c, *QUICK, '--cfg-options',
-                      f'test_dataloader.dataset.data_root={c.empty_data}'),
-         lambda c: 'error: the test dataset is empty: check data_root, '
-         'data_prefix and ann_file of test_dataloader.dataset'),
-    Case('dataset-concat', lambda c: _t(c, *QUICK, config=c.concat_cfg),
-         lambda c: 'error: SEA evaluates one plain dataset, but '
-         'test_dataloader.dataset is a ConcatDataset: per-image results are '
-         'keyed by the index of each image in its own dataset, which '
-         'restarts at 0 in every part of a wrapper. Evaluate each part in '
-         'its own run (a config whose test_dataloader.dataset is that part, '
-         'and its own --work-dir)'),
-    Case('pipeline-without-annotations',
-         lambda c: _t(c, *QUICK, config=c.no_ann_cfg),
-         lambda c: ('error: ', 'val_000.png has no ground-truth labels '
-                    "(gt_sem_seg): SEA needs them; add dict(type="
-                    "'LoadAnnotations') to the test pipeline, before "
-                    'PackSegInputs')),
-    Case('pipeline-without-pack',
-         lambda c: _t(c, *QUICK, config=c.no_pack_cfg),
-         lambda c: 'error: SEATestLoop needs a test pipeline that ends with '
-         'PackSegInputs (to carry the dataset index of each image); the '
-         'pipeline is [LoadImageFromFile, LoadAnnotations]'),
-    Case('labels-out-of-range',
-         lambda c: _t(c, *QUICK, '--cfg-options',
-                      f'test_dataloader.dataset.data_root={c.bad_labels}'),
-         lambda c: ('error: labels out of range: the label map of ',
-                    f'({c.bad_label_file}) holds [7], but the dataset has 3 '
-                    'classes (0-2) and ignore_index 255. Check the classes, '
-                    'reduce_zero_label and ignore_index')),
-    Case('model-dataset-classes',
-         lambda c: _t(c, *QUICK, config=c.four_classes_cfg),
-         lambda c: 'error: the model predicts 3 classes but the test dataset '
-         'has 4 (background, stripe, blob, sky): check '
-         'model.decode_head.num_classes and the classes (metainfo) of '
-         'test_dataloader.dataset (a model trained with an extra class is '
-         "evaluated with type='ClassSubsetEncoderDecoder', "
-         'drop_classes=[...])'),
-    Case('test-scale-not-positive',
-         lambda c: _t(c, '--test-scale', '0', '5'),
+    Case(
+        'launcher-pytorch-without-torchrun',
+        lambda c: _t(c, *QUICK, '--launcher', 'pytorch'),
+        lambda c: 'error: --launcher pytorch needs the environment its '
+        'launcher sets, but RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT are '
+        'not set: start the tool with torchrun (tools/dist_train.sh / '
+        'tools/dist_test.sh CONFIG ... NUM_PROCESSES do that); for one '
+        'process leave out --launcher'),
+    Case(
+        'launcher-slurm-without-srun',
+        lambda c: _t(c, *QUICK, '--launcher', 'slurm'), lambda c:
+        ('error: --launcher slurm needs the environment its '
+         'launcher sets, but SLURM_PROCID, SLURM_NTASKS, '
+         'SLURM_NODELIST are not set: start the tool with srun', )),
+    Case(
+        'data-root-missing',
+        lambda c: _t(c, *QUICK, '--cfg-options',
+                     f'test_dataloader.dataset.data_root={c.root}/nope'),
+        lambda c: 'error: the test dataset could not be built: [Errno 2] '
+        f"No such file or directory: '{c.root}/nope/img_dir/val'. Check "
+        'data_root, data_prefix and ann_file of test_dataloader.dataset'),
+    Case(
+        'dataset-empty',
+        lambda c: _t(c, *QUICK, '--cfg-options',
+                     f'test_dataloader.dataset.data_root={c.empty_data}'),
+        lambda c: 'error: the test dataset is empty: check data_root, '
+        'data_prefix and ann_file of test_dataloader.dataset'),
+    Case(
+        'dataset-concat', lambda c: _t(c, *QUICK, config=c.concat_cfg),
+        lambda c: 'error: SEA evaluates one plain dataset, but '
+        'test_dataloader.dataset is a ConcatDataset: per-image results are '
+        'keyed by the index of each image in its own dataset, which '
+        'restarts at 0 in every part of a wrapper. Evaluate each part in '
+        'its own run (a config whose test_dataloader.dataset is that part, '
+        'and its own --work-dir)'),
+    Case(
+        'pipeline-without-annotations',
+        lambda c: _t(c, *QUICK, config=c.no_ann_cfg), lambda c:
+        ('error: ', 'val_000.png has no ground-truth labels '
+         "(gt_sem_seg): SEA needs them; add dict(type="
+         "'LoadAnnotations') to the test pipeline, before "
+         'PackSegInputs')),
+    Case(
+        'pipeline-without-pack', lambda c: _t(c, *QUICK, config=c.no_pack_cfg),
+        lambda c: 'error: SEATestLoop needs a test pipeline that ends with '
+        'PackSegInputs (to carry the dataset index of each image); the '
+        'pipeline is [LoadImageFromFile, LoadAnnotations]'),
+    Case(
+        'labels-out-of-range',
+        lambda c: _t(c, *QUICK, '--cfg-options',
+                     f'test_dataloader.dataset.data_root={c.bad_labels}'),
+        lambda c: ('error: labels out of range: the label map of ',
+                   f'({c.bad_label_file}) holds [7], but the dataset has 3 '
+                   'classes (0-2) and ignore_index 255. Check the classes, '
+                   'reduce_zero_label and ignore_index')),
+    Case(
+        'model-dataset-classes',
+        lambda c: _t(c, *QUICK, config=c.four_classes_cfg),
+        lambda c: 'error: the model predicts 3 classes but the test dataset '
+        'has 4 (background, stripe, blob, sky): check '
+        'model.decode_head.num_classes and the classes (metainfo) of '
+        'test_dataloader.dataset (a model trained with an extra class is '
+        "evaluated with type='ClassSubsetEncoderDecoder', "
+        'drop_classes=[...])'),
+    Case('test-scale-not-positive', lambda c: _t(c, '--test-scale', '0', '5'),
          lambda c: 'error: --test-scale 0 5: both must be positive'),
-    Case('test-scale-without-resize',
-         lambda c: _t(c, '--test-scale', '64', '32'),
-         lambda c: 'error: --test-scale 64 32: the test pipeline has no '
-         'Resize with a scale to change'),
+    Case(
+        'test-scale-without-resize',
+        lambda c: _t(c, '--test-scale', '64', '32'),
+        lambda c: 'error: --test-scale 64 32: the test pipeline has no '
+        'Resize with a scale to change'),
 ]
 
 
@@ -386,36 +419,44 @@ def tctx(ctx, trained_tiny, tmp_path_factory):
 
     def config(name, hook=None, **extra):
         hooks = None if hook is None else [
-            dict(dict(type='AdvTrainingHook', steps=1), **hook)]
+            dict(dict(type='AdvTrainingHook', steps=1), **hook)
+        ]
         cfg = tiny_runner_cfg(
-            str(root / name), trained_tiny['data_root'], max_iters=1,
-            checkpoint_interval=1, custom_hooks=hooks)
+            str(root / name),
+            trained_tiny['data_root'],
+            max_iters=1,
+            checkpoint_interval=1,
+            custom_hooks=hooks)
         cfg['train_cfg']['val_interval'] = 10**6
         cfg.update(extra)
         return _save_config(cfg, root / f'{name}.py')
 
     t.cfg = config('at', dict(eps=4 / 255))
-    for name, hook in (('eps_units', dict(eps=8)),
-                       ('steps_0', dict(eps=4 / 255, steps=0)),
+    for name, hook in (('eps_units', dict(eps=8)), ('steps_0',
+                                                    dict(eps=4 / 255,
+                                                         steps=0)),
                        ('loss', dict(eps=4 / 255, loss='cross_entropy')),
                        ('ratio', dict(eps=4 / 255, adv_ratio=1.5)),
                        ('start', dict(eps=4 / 255, start_iter=-1))):
         setattr(t, name, config(name, dict(hook)))
-    t.load_random = config('load_random', dict(eps=4 / 255),
-                           load_from=ctx.random_ckpt)
-    t.amp = config('amp', dict(eps=4 / 255), optim_wrapper=dict(
-        type='AmpOptimWrapper', optimizer=dict(type='SGD', lr=0.01)))
+    t.load_random = config(
+        'load_random', dict(eps=4 / 255), load_from=ctx.random_ckpt)
+    t.amp = config(
+        'amp',
+        dict(eps=4 / 255),
+        optim_wrapper=dict(
+            type='AmpOptimWrapper', optimizer=dict(type='SGD', lr=0.01)))
     # a work dir whose latest checkpoint was cut off while being saved
     t.cut = str(root / 'cut')
     os.makedirs(t.cut)
     good = Path(ctx.ckpt).read_bytes()
     Path(t.cut, 'iter_60.pth').write_bytes(good[:len(good) // 3])
-    Path(t.cut, 'last_checkpoint').write_text(str(Path(t.cut,
-                                                       'iter_60.pth')))
+    Path(t.cut, 'last_checkpoint').write_text(str(Path(t.cut, 'iter_60.pth')))
     # weights only (no meta / optimizer): fine for load_from, not --resume
     t.weights = str(root / 'weights.pth')
-    torch.save({'state_dict': torch.load(ctx.ckpt, weights_only=False)[
-        'state_dict']}, t.weights)
+    torch.save(
+        {'state_dict': torch.load(ctx.ckpt, weights_only=False)['state_dict']},
+        t.weights)
     return t
 
 
@@ -427,79 +468,96 @@ def _tr(t, config=None, *extra, work=True):
 
 
 TRAIN_CASES = [
-    Case('train-hook-eps-in-255-units', lambda t: _tr(t, t.eps_units),
-         lambda t: 'error: AdvTrainingHook: eps=8 is not a valid l_inf '
-         'radius: it must be in [0, 1] as a fraction of the pixel range, '
-         'e.g. eps=8/255 (= 0.0314). On the command line radii are given in '
-         'units of 1/255 (--eps 8).'),
-    Case('train-hook-steps-0', lambda t: _tr(t, t.steps_0),
-         lambda t: 'error: AdvTrainingHook: steps must be an integer >= 1 '
-         '(2 or 5 in the paper), got 0'),
-    Case('train-hook-unknown-loss', lambda t: _tr(t, t.loss),
-         lambda t: "error: AdvTrainingHook: unknown loss 'cross_entropy'; "
-         'valid names are: ce, bal_ce, cossim_ce, mask_ce, js, mask_sph, '
-         'mask_ce_bal'),
-    Case('train-hook-adv-ratio', lambda t: _tr(t, t.ratio),
-         lambda t: 'error: AdvTrainingHook: adv_ratio must be in [0, 1] (the '
-         'adversarial fraction of each batch), got 1.5'),
-    Case('train-hook-start-iter', lambda t: _tr(t, t.start),
-         lambda t: 'error: AdvTrainingHook: start_iter must be an integer '
-         '>= 0, got -1'),
-    Case('train-config-missing', lambda t: _tr(t, str(t.root / 'nope.py')),
-         lambda t: f"error: config file '{t.root / 'nope.py'}' does not "
-         'exist'),
-    Case('train-launcher-pytorch-without-torchrun',
-         lambda t: _tr(t, None, '--launcher', 'pytorch'),
-         lambda t: ('error: --launcher pytorch needs the environment its '
-                    'launcher sets, but RANK, WORLD_SIZE, MASTER_ADDR, '
-                    'MASTER_PORT are not set', )),
-    Case('train-work-dir-is-file',
-         lambda t: _tr(t, None, '--work-dir', t.c.afile, work=False),
-         lambda t: f'error: --work-dir {t.c.afile}: is a file, not a '
-         'directory'),
-    Case('train-resume-missing',
-         lambda t: _tr(t, None, '--resume', str(t.root / 'nope.pth')),
-         lambda t: f"error: --resume checkpoint '{t.root / 'nope.pth'}' does "
-         'not exist'),
-    Case('train-resume-empty',
-         lambda t: _tr(t, None, '--resume', t.c.empty_ckpt),
-         lambda t: f'error: --resume: checkpoint {t.c.empty_ckpt} is empty '
-         '(0 bytes): an interrupted download or save? Download or save it '
-         'again'),
-    Case('train-resume-latest-truncated',
-         lambda t: _tr(t, None, '--resume', '--work-dir', t.cut, work=False),
-         lambda t: (f'error: --resume (the latest checkpoint of the work '
-                    f'dir): checkpoint {t.cut}/iter_60.pth is truncated or '
-                    'corrupt (an incomplete zip archive of ', )),
-    Case('train-load-from-not-pytorch', lambda t: _tr(t, t.load_random),
-         lambda t: (f'error: load_from: checkpoint {t.c.random_ckpt} is not '
-                    'a PyTorch checkpoint', )),
-    Case('train-resume-unsafe',
-         lambda t: _tr(t, None, '--resume', t.c.unsafe_ckpt),
-         lambda t: (f'error: checkpoint {t.c.unsafe_ckpt} was not loaded',
-                    'argparse.Namespace', '--trust-checkpoint')),
-    Case('train-resume-weights-only',
-         lambda t: _tr(t, None, '--resume', t.weights),
-         lambda t: f'error: cannot resume from {t.weights}: it holds weights '
-         'but no training state (meta, optimizer, iteration); to start a '
-         'training from these weights use --cfg-options '
-         f'load_from={t.weights} instead of --resume'),
-    Case('train-data-root-missing',
-         lambda t: _tr(t, None, '--data-root', str(t.root / 'nope')),
-         lambda t: 'error: a dataset (BaseSegDataset) could not be built: '
-         f"[Errno 2] No such file or directory: '{t.root}/nope/img_dir/"
-         "train'. Check its data_root, data_prefix and ann_file (--data-root "
-         'sets every data_root)'),
-    Case('train-config-data-root-missing',
-         lambda t: _tr(t, None, '--cfg-options',
-                       f'train_dataloader.dataset.data_root={t.root}/nope'),
-         lambda t: 'error: a dataset (BaseSegDataset) could not be built: '
-         f"[Errno 2] No such file or directory: '{t.root}/nope/img_dir/"
-         "train'. Check its data_root, data_prefix and ann_file (--data-root "
-         'sets every data_root)'),
-    Case('train-amp-on-cpu', lambda t: _tr(t, t.amp),
-         lambda t: 'error: the config trains with mixed precision '
-         '(AmpOptimWrapper), which needs a GPU; on a CPU add --no-amp'),
+    Case(
+        'train-hook-eps-in-255-units', lambda t: _tr(t, t.eps_units),
+        lambda t: 'error: AdvTrainingHook: eps=8 is not a valid l_inf '
+        'radius: it must be in [0, 1] as a fraction of the pixel range, '
+        'e.g. eps=8/255 (= 0.0314). On the command line radii are given in '
+        'units of 1/255 (--eps 8).'),
+    Case(
+        'train-hook-steps-0', lambda t: _tr(t, t.steps_0),
+        lambda t: 'error: AdvTrainingHook: steps must be an integer >= 1 '
+        '(2 or 5 in the paper), got 0'),
+    Case(
+        'train-hook-unknown-loss', lambda t: _tr(t, t.loss),
+        lambda t: "error: AdvTrainingHook: unknown loss 'cross_entropy'; "
+        'valid names are: ce, bal_ce, cossim_ce, mask_ce, js, mask_sph, '
+        'mask_ce_bal'),
+    Case(
+        'train-hook-adv-ratio', lambda t: _tr(t, t.ratio),
+        lambda t: 'error: AdvTrainingHook: adv_ratio must be in [0, 1] (the '
+        'adversarial fraction of each batch), got 1.5'),
+    Case(
+        'train-hook-start-iter', lambda t: _tr(t, t.start),
+        lambda t: 'error: AdvTrainingHook: start_iter must be an integer '
+        '>= 0, got -1'),
+    Case(
+        'train-config-missing', lambda t: _tr(t, str(t.root / 'nope.py')),
+        lambda t: f"error: config file '{t.root / 'nope.py'}' does not "
+        'exist'),
+    Case(
+        'train-launcher-pytorch-without-torchrun',
+        lambda t: _tr(t, None, '--launcher', 'pytorch'), lambda t:
+        ('error: --launcher pytorch needs the environment its '
+         'launcher sets, but RANK, WORLD_SIZE, MASTER_ADDR, '
+         'MASTER_PORT are not set', )),
+    Case(
+        'train-work-dir-is-file',
+        lambda t: _tr(t, None, '--work-dir', t.c.afile, work=False),
+        lambda t: f'error: --work-dir {t.c.afile}: is a file, not a '
+        'directory'),
+    Case(
+        'train-resume-missing',
+        lambda t: _tr(t, None, '--resume', str(t.root / 'nope.pth')),
+        lambda t: f"error: --resume checkpoint '{t.root / 'nope.pth'}' does "
+        'not exist'),
+    Case(
+        'train-resume-empty',
+        lambda t: _tr(t, None, '--resume', t.c.empty_ckpt),
+        lambda t: f'error: --resume: checkpoint {t.c.empty_ckpt} is empty '
+        '(0 bytes): an interrupted download or save? Download or save it '
+        'again'),
+    Case(
+        'train-resume-latest-truncated',
+        lambda t: _tr(t, None, '--resume', '--work-dir', t.cut, work=False),
+        lambda t: (f'error: --resume (the latest checkpoint of the work '
+                   f'dir): checkpoint {t.cut}/iter_60.pth is truncated or '
+                   'corrupt (an incomplete zip archive of ', )),
+    Case(
+        'train-load-from-not-pytorch', lambda t: _tr(t, t.load_random),
+        lambda t: (f'error: load_from: checkpoint {t.c.random_ckpt} is not '
+                   'a PyTorch checkpoint', )),
+    Case(
+        'train-resume-unsafe',
+        lambda t: _tr(t, None, '--resume', t.c.unsafe_ckpt), lambda t:
+        (f'error: checkpoint {t.c.unsafe_ckpt} was not loaded',
+         'argparse.Namespace', '--trust-checkpoint')),
+    Case(
+        'train-resume-weights-only',
+        lambda t: _tr(t, None, '--resume', t.weights),
+        lambda t: f'error: cannot resume from {t.weights}: it holds weights '
+        'but no training state (meta, optimizer, iteration); to start a '
+        'training from these weights use --cfg-options '
+        f'load_from={t.weights} instead of --resume'),
+    Case(
+        'train-data-root-missing',
+        lambda t: _tr(t, None, '--data-root', str(t.root / 'nope')),
+        lambda t: 'error: a dataset (BaseSegDataset) could not be built: '
+        f"[Errno 2] No such file or directory: '{t.root}/nope/img_dir/"
+        "train'. Check its data_root, data_prefix and ann_file (--data-root "
+        'sets every data_root)'),
+    Case(
+        'train-config-data-root-missing',
+        lambda t: _tr(t, None, '--cfg-options',
+                      f'train_dataloader.dataset.data_root={t.root}/nope'),
+        lambda t: 'error: a dataset (BaseSegDataset) could not be built: '
+        f"[Errno 2] No such file or directory: '{t.root}/nope/img_dir/"
+        "train'. Check its data_root, data_prefix and ann_file (--data-root "
+        'sets every data_root)'),
+    Case(
+        'train-amp-on-cpu', lambda t: _tr(t, t.amp),
+        lambda t: 'error: the config trains with mixed precision '
+        '(AmpOptimWrapper), which needs a GPU; on a CPU add --no-amp'),
     Case('train-crop-size-not-positive',
          lambda t: _tr(t, None, '--crop-size', '0', '32'),
          lambda t: 'error: --crop-size 0 32: both must be positive'),
@@ -530,16 +588,19 @@ def test_catalogue_lists_every_case():
 
 # -- nothing finished is lost -----------------------------------------------
 #: A quick SEA run with class weights (they are stored beside the results).
-FINISHED = ['--eval', 'sea', '--n-iter', '3', '--eps', '4', '--attacks', 'js',
-            'mask_ce_bal', '--max-images', '2', '--class-weights']
+FINISHED = [
+    '--eval', 'sea', '--n-iter', '3', '--eps', '4', '--attacks', 'js',
+    'mask_ce_bal', '--max-images', '2', '--class-weights'
+]
 
 
 @pytest.fixture(scope='module')
 def finished(ctx, tmp_path_factory):
     """A finished quick SEA run on 2 images: its results folder."""
     work = tmp_path_factory.mktemp('finished')
-    load_tool('test')(_t(ctx, *FINISHED, '1', '1', '1', work=False) +
-                      ['--work-dir', str(work)])
+    load_tool('test')(
+        _t(ctx, *FINISHED, '1', '1', '1', work=False) +
+        ['--work-dir', str(work)])
     assert (work / 'sea' / 'class_weights.json').is_file()
     return work / 'sea'
 
@@ -548,9 +609,10 @@ def _snapshot(folder: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-@pytest.mark.parametrize('bad', [
-    ('--resume', 'truncated'), ('--resume', 'unsafe'), ('--resume', 'n-iter'),
-    ('--resume', 'class-weights'), ('', 'truncated')],
+@pytest.mark.parametrize(
+    'bad', [('--resume', 'truncated'), ('--resume', 'unsafe'),
+            ('--resume', 'n-iter'), ('--resume', 'class-weights'),
+            ('', 'truncated')],
     ids=lambda b: f'{b[0] or "no-resume"}-{b[1]}')
 def test_bad_input_keeps_finished_results(bad, ctx, finished, tmp_path):
     """A bad checkpoint or other settings found on (re)starting an
@@ -560,25 +622,33 @@ def test_bad_input_keeps_finished_results(bad, ctx, finished, tmp_path):
     shutil.copytree(finished, sea)
     before = _snapshot(sea)
     flag, what = bad
-    ckpt = {'unsafe': ctx.unsafe_ckpt,
-            'truncated': ctx.truncated_ckpt}.get(what, ctx.ckpt)
+    ckpt = {
+        'unsafe': ctx.unsafe_ckpt,
+        'truncated': ctx.truncated_ckpt
+    }.get(what, ctx.ckpt)
     weights = ['1', '2', '1'] if what == 'class-weights' else ['1', '1', '1']
-    argv = _t(ctx, *FINISHED, *weights, ckpt=ckpt, work=False) + [
-        '--work-dir', str(tmp_path)]
+    argv = _t(
+        ctx, *FINISHED, *weights, ckpt=ckpt,
+        work=False) + ['--work-dir', str(tmp_path)]
     if what == 'n-iter':
         argv += ['--n-iter', '4']
     if flag:
         argv.append(flag)
     message = _run('test', argv)
-    changed = {'n-iter': "{'n_iter': (3, 4)}",
-               'class-weights': "{'class_weights': ({'source': 'given', "
-               "'weights': [1.0, 1.0, 1.0]}, {'source': 'given', 'weights': "
-               '[1.0, 2.0, 1.0]})}'}
+    changed = {
+        'n-iter':
+        "{'n_iter': (3, 4)}",
+        'class-weights':
+        "{'class_weights': ({'source': 'given', "
+        "'weights': [1.0, 1.0, 1.0]}, {'source': 'given', 'weights': "
+        '[1.0, 2.0, 1.0]})}'
+    }
     if what in changed:
-        _check(message, f'error: cannot resume from {sea}/rank0.jsonl: it '
-               f'was produced with other settings (old, new): {changed[what]}'
-               '. Use the same settings, or another --work-dir to start '
-               'afresh.')
+        _check(
+            message, f'error: cannot resume from {sea}/rank0.jsonl: it '
+            f'was produced with other settings (old, new): {changed[what]}'
+            '. Use the same settings, or another --work-dir to start '
+            'afresh.')
     else:
         _check(message, (f'error: checkpoint {ckpt} ', ))
     assert _snapshot(sea) == before
@@ -591,16 +661,20 @@ def test_error_mid_evaluation_keeps_the_finished_images(ctx, tmp_path):
     shutil.copytree(ctx.data, data)
     labels = data / 'ann_dir' / 'val'
     shutil.copy(ctx.bad_label_file, labels / 'val_002.png')
-    argv = _t(ctx, *QUICK, work=False) + [
-        '--work-dir', str(tmp_path), '--cfg-options',
-        f'test_dataloader.dataset.data_root={data}']
-    _check(_run('test', argv),
-           ('error: labels out of range: the label map of ',
-            'val_002.png) holds [7]'))
+    argv = _t(
+        ctx, *QUICK, work=False) + [
+            '--work-dir',
+            str(tmp_path), '--cfg-options',
+            f'test_dataloader.dataset.data_root={data}'
+        ]
+    _check(
+        _run('test', argv), ('error: labels out of range: the label map of ',
+                             'val_002.png) holds [7]'))
     records = (tmp_path / 'sea' / 'rank0.jsonl').read_text().splitlines()
     assert [json.loads(r)['idx'] for r in records[1:]] == [0, 1]
-    shutil.copy(Path(ctx.data) / 'ann_dir' / 'val' / 'val_002.png',
-                labels / 'val_002.png')
+    shutil.copy(
+        Path(ctx.data) / 'ann_dir' / 'val' / 'val_002.png',
+        labels / 'val_002.png')
     attacked = []
     original = SEATestLoop.attack_batch
 
@@ -619,8 +693,8 @@ def test_train_bad_resume_keeps_the_work_dir(tctx):
     """A cut-off latest checkpoint stops --resume before the Runner writes
     anything: the work dir is as it was."""
     before = _snapshot(Path(tctx.cut))
-    _run('train', _tr(tctx, None, '--resume', '--work-dir', tctx.cut,
-                      work=False))
+    _run('train',
+         _tr(tctx, None, '--resume', '--work-dir', tctx.cut, work=False))
     assert _snapshot(Path(tctx.cut)) == before
 
 
@@ -649,14 +723,17 @@ def test_a_bug_keeps_its_traceback(ctx, monkeypatch):
 def _process(tool, argv, **env):
     environ = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
     environ.update(env)
-    return subprocess.run([sys.executable, str(REPO / 'tools' / f'{tool}.py')]
-                          + argv, capture_output=True, text=True,
-                          timeout=300, env=environ)
+    return subprocess.run(
+        [sys.executable, str(REPO / 'tools' / f'{tool}.py')] + argv,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environ)
 
 
-@pytest.mark.parametrize('case_id,debug', [
-    ('launcher-pytorch-without-torchrun', False), ('dataset-empty', False),
-    ('dataset-empty', True)])
+@pytest.mark.parametrize('case_id,debug',
+                         [('launcher-pytorch-without-torchrun', False),
+                          ('dataset-empty', False), ('dataset-empty', True)])
 def test_process_exit(case_id, debug, ctx):
     """As a real process: status 1, the error line last on stderr, no
     traceback (unless MMSEG_ROBUST_DEBUG=1)."""
@@ -680,8 +757,8 @@ def test_trust_checkpoint(ctx, tmp_path):
     with pytest.raises(SystemExit, match='--trust-checkpoint'):
         load_tool('test')(argv)
     with pytest.warns(UserWarning, match='fully unpickled'):
-        metrics = load_tool('test')(argv + ['--trust-checkpoint',
-                                            ctx.unsafe_ckpt])
+        metrics = load_tool('test')(
+            argv + ['--trust-checkpoint', ctx.unsafe_ckpt])
     assert 0 <= metrics['mIoU'] <= 100
 
 
@@ -699,8 +776,10 @@ def test_test_scale(ctx, tmp_path, monkeypatch):
         return original(cls, cfg)
 
     monkeypatch.setattr(Runner, 'from_cfg', classmethod(spy))
-    metrics = load_tool('test')([path, ctx.ckpt, '--work-dir', str(tmp_path),
-                                 '--test-scale', '16', '16'])
+    metrics = load_tool('test')([
+        path, ctx.ckpt, '--work-dir',
+        str(tmp_path), '--test-scale', '16', '16'
+    ])
     assert 'mIoU' in metrics
     resize = seen[0].test_dataloader.dataset.pipeline[1]
     assert resize['type'] == 'Resize' and tuple(resize['scale']) == (16, 16)
@@ -717,8 +796,14 @@ def test_tiny_eps_when_asked_and_curve_title(ctx, tmp_path, monkeypatch):
 
     monkeypatch.setattr(vis, 'plot_robustness_curve', spy)
     metrics = load_tool('test')(
-        _t(ctx, *QUICK, '--eps', '0.5', '--allow-tiny-eps', '--max-images',
-           '1', work=False) + ['--work-dir', str(tmp_path)])
+        _t(ctx,
+           *QUICK,
+           '--eps',
+           '0.5',
+           '--allow-tiny-eps',
+           '--max-images',
+           '1',
+           work=False) + ['--work-dir', str(tmp_path)])
     assert 'sea/eps0.5/worst/aAcc' in metrics
     assert titles == [f'{Path(ctx.cfg).stem} ({Path(ctx.ckpt).name})']
 
@@ -733,14 +818,21 @@ def test_class_subset_model_is_not_refused(ctx, tmp_path):
     path = _save_config(cfg, tmp_path / 'subset.py')
     state = torch.load(ctx.ckpt, weights_only=False)
     sd = state['state_dict']
-    sd['decode_head.conv_seg.weight'] = torch.cat(
-        [sd['decode_head.conv_seg.weight'],
-         torch.zeros(1, *sd['decode_head.conv_seg.weight'].shape[1:])])
+    sd['decode_head.conv_seg.weight'] = torch.cat([
+        sd['decode_head.conv_seg.weight'],
+        torch.zeros(1, *sd['decode_head.conv_seg.weight'].shape[1:])
+    ])
     sd['decode_head.conv_seg.bias'] = torch.cat(
-        [sd['decode_head.conv_seg.bias'], torch.full((1, ), -10.)])
+        [sd['decode_head.conv_seg.bias'],
+         torch.full((1, ), -10.)])
     ckpt = str(tmp_path / 'subset.pth')
     torch.save(state, ckpt)
-    metrics = load_tool('test')(_t(ctx, *QUICK, '--max-images', '1',
-                                   config=path, ckpt=ckpt, work=False) +
-                                ['--work-dir', str(tmp_path)])
+    metrics = load_tool('test')(
+        _t(ctx,
+           *QUICK,
+           '--max-images',
+           '1',
+           config=path,
+           ckpt=ckpt,
+           work=False) + ['--work-dir', str(tmp_path)])
     assert metrics['sea/n_images'] == 1

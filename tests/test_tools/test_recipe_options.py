@@ -11,16 +11,16 @@ import torch
 from mmengine.config import Config
 
 import mmseg_robust  # noqa: F401
-from mmseg_robust.utils import (ToolError, set_amp, set_crop_size,
-                                set_data_root, set_test_scale,
-                                setup_cpu_distributed)
-
+from mmseg_robust.cli import (ToolError, set_amp, set_crop_size, set_data_root,
+                              set_test_scale, setup_cpu_distributed)
 from ..conftest import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / 'configs' / 'upernet_convnext_at'
-VOC = RECIPES / 'upernet_convnext-t_at2-clean-init_4xb8-50ep_voc12aug-512x512.py'
-ADE = RECIPES / 'upernet_convnext-t_at5-robust-init_4xb8-32ep_ade20k-512x512.py'
+VOC = RECIPES / ('upernet_convnext-t_at2-clean-init_4xb8-50ep_'
+                 'voc12aug-512x512.py')
+ADE = RECIPES / ('upernet_convnext-t_at5-robust-init_4xb8-32ep_'
+                 'ade20k-512x512.py')
 DEMO = REPO / 'configs' / 'demo' / \
     'upernet_convnext-demo_clean_1xb8-400it_scratch-assay-64x64.py'
 
@@ -48,8 +48,9 @@ def test_no_amp_is_one_switch():
     changes = set_amp(cfg, False)
     assert cfg.optim_wrapper.type == 'OptimWrapper'
     assert 'loss_scale' not in cfg.optim_wrapper
-    assert changes == ['optim_wrapper.type=OptimWrapper',
-                       'dropped optim_wrapper.loss_scale']
+    assert changes == [
+        'optim_wrapper.type=OptimWrapper', 'dropped optim_wrapper.loss_scale'
+    ]
     # the rest of the recipe's optimiser stays
     assert cfg.optim_wrapper.constructor == \
         'LearningRateDecayOptimizerConstructor'
@@ -100,8 +101,10 @@ def test_test_scale_and_data_root():
     for r in _find(cfg.train_dataloader, _type('RandomResize')):
         assert tuple(r['scale']) == (2048, 512)
     set_data_root(cfg, '/data/voc')
-    roots = [d['data_root'] for d in _find(
-        cfg._cfg_dict, lambda d: 'data_root' in d and 'type' in d)]
+    roots = [
+        d['data_root'] for d in _find(
+            cfg._cfg_dict, lambda d: 'data_root' in d and 'type' in d)
+    ]
     assert len(roots) >= 4 and set(roots) == {'/data/voc'}
 
 
@@ -132,8 +135,8 @@ def _fake_voc(root: Path, n: int = 4) -> Path:
         for sub in ('SegmentationClass', 'SegmentationClassAug'):
             cv2.imwrite(str(root / sub / f'{name}.png'), label)
     for split in ('train', 'aug', 'val'):
-        (root / 'ImageSets' / 'Segmentation' / f'{split}.txt').write_text(
-            '\n'.join(names) + '\n')
+        (root / 'ImageSets' / 'Segmentation' /
+         f'{split}.txt').write_text('\n'.join(names) + '\n')
     return root
 
 
@@ -144,14 +147,17 @@ def test_cpu_smoke_run_of_a_paper_recipe(tmp_path, monkeypatch):
     data = _fake_voc(tmp_path / 'VOC2012')
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     main = load_tool('train')
-    main([str(VOC), '--work-dir', str(tmp_path / 'work'), '--no-amp',
-          '--crop-size', '64', '64', '--test-scale', '128', '64',
-          '--data-root', str(data), '--cfg-options',
-          'model.backbone.init_cfg=None', 'train_cfg.max_iters=2',
-          'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
-          'val_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
-          'val_dataloader.persistent_workers=False',
-          'default_hooks.checkpoint.save_last=False'])
+    main([
+        str(VOC), '--work-dir',
+        str(tmp_path / 'work'), '--no-amp', '--crop-size', '64', '64',
+        '--test-scale', '128', '64', '--data-root',
+        str(data), '--cfg-options', 'model.backbone.init_cfg=None',
+        'train_cfg.max_iters=2', 'train_dataloader.batch_size=2',
+        'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False',
+        'val_dataloader.persistent_workers=False',
+        'default_hooks.checkpoint.save_last=False'
+    ])
     log = next((tmp_path / 'work').glob('*/*.log')).read_text()
     # validation runs after the last (2nd) training iteration
     assert 'Iter(val) [4/4]' in log and 'mIoU' in log
@@ -171,9 +177,12 @@ def test_demo_config_builds_its_dataset(tmp_path):
     pytest.importorskip('ndev_sampledata')
     data = tmp_path / 'data'
     main = load_tool('train')
-    main([str(DEMO), '--work-dir', str(tmp_path / 'work'), '--data-root',
-          str(data), '--cfg-options', 'train_cfg.max_iters=2',
-          'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=100',
-          'default_hooks.checkpoint.save_last=False'])
+    main([
+        str(DEMO), '--work-dir',
+        str(tmp_path / 'work'), '--data-root',
+        str(data), '--cfg-options', 'train_cfg.max_iters=2',
+        'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=100',
+        'default_hooks.checkpoint.save_last=False'
+    ])
     assert (data / 'meta.json').is_file()
     assert len(os.listdir(data / 'img_dir' / 'train')) == 80

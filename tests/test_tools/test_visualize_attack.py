@@ -7,8 +7,7 @@ from ..conftest import load_tool
 
 
 def _image(trained):
-    return os.path.join(trained['data_root'], 'img_dir', 'val',
-                        'val_000.png')
+    return os.path.join(trained['data_root'], 'img_dir', 'val', 'val_000.png')
 
 
 def test_panel_for_two_models(trained_tiny, tmp_path):
@@ -17,7 +16,8 @@ def test_panel_for_two_models(trained_tiny, tmp_path):
         trained_tiny['config'], trained_tiny['ckpt'],
         _image(trained_tiny), '--model', trained_tiny['config'],
         trained_tiny['ckpt'], '--names', 'a', 'b', '--target-class', 'blob',
-        '--eps', '16', '--n-iter', '5', '--out', str(out)
+        '--eps', '16', '--n-iter', '5', '--out',
+        str(out)
     ])
     assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert len(results) == 2
@@ -28,14 +28,14 @@ def test_panel_for_two_models(trained_tiny, tmp_path):
         assert (r['x_adv'] - r['image']).abs().max() <= 16 / 255 + 1e-6
 
 
-def test_without_ground_truth_attacks_the_prediction(trained_tiny,
-                                                     tmp_path):
+def test_without_ground_truth_attacks_the_prediction(trained_tiny, tmp_path):
     import shutil
     image = tmp_path / 'lonely.png'
     shutil.copy(_image(trained_tiny), image)
     results = load_tool('visualize_attack')([
-        trained_tiny['config'], trained_tiny['ckpt'], str(image),
-        '--target-class', 'stripe', '--eps', '8', '--n-iter', '3', '--out',
+        trained_tiny['config'], trained_tiny['ckpt'],
+        str(image), '--target-class', 'stripe', '--eps', '8', '--n-iter', '3',
+        '--out',
         str(tmp_path / 'p.png')
     ])
     assert results[0]['clean_acc'] == pytest.approx(1.0)
@@ -62,12 +62,12 @@ class TestBadInput:
         with pytest.raises(SystemExit, match='units of 1/255'):
             load_tool('visualize_attack')([
                 trained_tiny['config'], trained_tiny['ckpt'],
-                _image(trained_tiny), '--target-class', 'blob', '--eps',
-                '300'
+                _image(trained_tiny), '--target-class', 'blob', '--eps', '300'
             ])
         with pytest.warns(UserWarning, match='units of 1/255'):
             load_tool('visualize_attack')([
                 trained_tiny['config'], trained_tiny['ckpt'],
                 _image(trained_tiny), '--target-class', 'blob', '--eps',
-                '0.03', '--n-iter', '3', '--out', str(tmp_path / 'p.png')
+                '0.03', '--n-iter', '3', '--out',
+                str(tmp_path / 'p.png')
             ])

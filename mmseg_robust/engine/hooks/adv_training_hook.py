@@ -1,15 +1,16 @@
-"""Adversarial training as an MMEngine hook (SPEC section 7)."""
+"""Adversarial training as an MMEngine hook (the paper's Section 4,
+docs/training.md)."""
 import math
 from typing import Optional
 
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-
 from mmseg.registry import HOOKS
+
 from mmseg_robust.attacks import check_eps, pgd_train
 from mmseg_robust.attacks.losses import check_loss_name
 from mmseg_robust.errors import ConfigError
-from mmseg_robust.models import SegmentorAttackModel, unwrap_segmentor
+from mmseg_robust.models import AttackBatch, unwrap_segmentor
 
 DATA_BATCH = Optional[dict]
 
@@ -79,8 +80,8 @@ class AdvTrainingHook(Hook):
             raise ConfigError('AdvTrainingHook: steps must be an integer '
                               f'>= 1 (2 or 5 in the paper), got {steps!r}')
         self.steps = int(steps)
-        self.step_size = (2.5 * self.eps / self.steps
-                          if step_size is None else step_size)
+        self.step_size = (2.5 * self.eps /
+                          self.steps if step_size is None else step_size)
         self.random_start = bool(random_start)
         if not isinstance(adv_ratio, (int, float)) or \
                 not 0.0 <= float(adv_ratio) <= 1.0:
@@ -125,7 +126,7 @@ class AdvTrainingHook(Hook):
 
     def attack(self, runner, segmentor, data: dict):
         """Adversarial versions of ``data['inputs']`` (float, [0, 255])."""
-        batch = SegmentorAttackModel.from_batch(segmentor, data, mode='train')
+        batch = AttackBatch.from_data(segmentor, data, mode='train')
         was_training = segmentor.training
         segmentor.eval()
         try:
@@ -138,8 +139,8 @@ class AdvTrainingHook(Hook):
                     self.steps,
                     step_size=self.step_size,
                     loss=self.loss,
-                    random_start=self.random_start,
-                    seed=self.seed + runner.iter,
+                    start=self.seed +
+                    runner.iter if self.random_start else None,
                     ignore_index=batch.ignore_index,
                     mask=batch.mask)
         finally:

@@ -1,3 +1,3 @@
-from .sea_metric import SEAMetric
+from .sea_metric import SEAMetric, sea_tables
 
-__all__ = ['SEAMetric']
+__all__ = ['SEAMetric', 'sea_tables']

@@ -6,15 +6,15 @@ import numpy as np
 from mmengine.dist import (all_gather_object, broadcast_object_list,
                            is_main_process)
 from mmengine.logging import MMLogger, print_log
-from prettytable import PrettyTable
-
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
+from prettytable import PrettyTable
+
 from mmseg_robust.attacks import worst_case_miou
 from mmseg_robust.errors import ConfigError
 from ..records import dense_areas, sum_areas
 
-__all__ = ['SEAMetric']
+__all__ = ['SEAMetric', 'sea_tables']
 
 
 def _sorted_eps(keys):
@@ -25,7 +25,8 @@ def _sorted_eps(keys):
 class SEAMetric(IoUMetric):
     """Robust segmentation metrics from :class:`SEATestLoop` records.
 
-    Same definitions as MMSeg's :class:`IoUMetric` (SPEC section 6): ``aAcc``
+    Same definitions as MMSeg's :class:`IoUMetric` (docs/evaluation.md):
+    ``aAcc``
     pools correct and valid pixels over the dataset; ``mIoU`` / ``mAcc``
     average over classes with a non-empty union the ratios of areas summed
     over the dataset. For every radius the areas come from each attack's
@@ -41,10 +42,14 @@ class SEAMetric(IoUMetric):
     ``sea/eps4/worst/mIoU``, ``sea/eps4/worst_miou/mIoU``,
     ``sea/eps4/mask_ce/aAcc``, ...; also ``mImgAcc``, the mean of per-image
     accuracies over images with valid pixels, and ``sea/n_images``,
-    ``sea/n_no_valid``) and logs tables like the paper's.
+    ``sea/n_no_valid``) and logs tables like the paper's
+    (:func:`sea_tables`, which makes them from the metrics). The records
+    hold each image's areas, computed by the loop with its
+    ``ignore_index``; this metric's own ``ignore_index`` is not used.
 
     Args:
-        per_class (bool): Also log per-class IoU of the worst case.
+        per_class (bool): Also report per-class IoU, clean and of the worst
+            case (``clean/IoU/<class>``, ``eps4/worst/IoU/<class>``).
         worst_miou (bool): Compute the worst case by mIoU.
         table (str): ``'compact'`` (a worst-case table and an attack table,
             one cell per attack), ``'per_radius'`` (one table per radius,
@@ -74,7 +79,6 @@ class SEAMetric(IoUMetric):
         #: set by SEATestLoop: the protocol (SEA version, iterations,
         #: tracked objectives) named in the table title
         self.protocol: Optional[str] = None
-        self.last_tables: Dict[str, str] = {}
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Collect the per-image records the SEA test loop attaches."""
@@ -163,127 +167,170 @@ class SEAMetric(IoUMetric):
             if prev is not None:
                 starts.append(prev)
             starts += [np.full(n, first_new + a) for a in range(len(new))]
-            found = worst_case_miou(inter, union, starts=starts,
-                                    uniform_starts=False)
+            found = worst_case_miou(
+                inter, union, starts=starts, uniform_starts=False)
             prev = found['choice']
             out[e] = [cands[c] for c in prev]
         return out
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
-        """Metrics from the list of per-image records."""
-        logger = MMLogger.get_current_instance()
-        num_classes = len(self.dataset_meta['classes'])
+        """Metrics from the list of per-image records (and, with
+        ``per_class``, per-class IoU as ``clean/IoU/<class>`` and
+        ``eps4/worst/IoU/<class>``); logs their tables."""
+        classes = list(self.dataset_meta['classes'])
+        num_classes = len(classes)
         metrics: Dict[str, float] = OrderedDict()
         if not results:
             return metrics
         eps_keys = _sorted_eps(results[0]['eps'])
         attacks = [k for k in results[0]['eps'][eps_keys[0]]
                    if k != 'worst'] if eps_keys else []
-        table = OrderedDict()
-        per_class = OrderedDict()
-        clean = self._summary(results, lambda r: r['clean'], num_classes,
-                              lambda r: r['clean']['correct'])
-        table['clean'] = {'clean': clean}
-        per_class['clean'] = clean.pop('_IoU')
-        for k, v in clean.items():
-            metrics[f'clean/{k}'] = v
-        selected = self._worst_miou(results, eps_keys, ['worst'] + attacks,
-                                    num_classes) if (self.worst_miou and
-                                                     eps_keys) else {}
+
+        def add(row: str, summ: dict, per_class: bool) -> None:
+            iou = summ.pop('_IoU')
+            for k, v in summ.items():
+                metrics[f'{row}/{k}'] = v
+            if per_class and self.per_class:
+                for name, v in zip(classes, np.asarray(iou)):
+                    metrics[f'{row}/IoU/{name}'] = float(np.round(v * 100, 2))
+
+        add(
+            'clean',
+            self._summary(results, lambda r: r['clean'], num_classes,
+                          lambda r: r['clean']['correct']), True)
+        selected = self._worst_miou(
+            results, eps_keys, ['worst'] +
+            attacks, num_classes) if (self.worst_miou and eps_keys) else {}
         for e in eps_keys:
-            row = OrderedDict()
             sources = [(name, lambda r, e=e, n=name: r['eps'][e][n])
                        for name in ['worst'] + attacks]
             if e in selected:
                 choice = {r['idx']: c for r, c in zip(results, selected[e])}
-                sources.insert(1, ('worst_miou', lambda r, c=choice: r[
-                    'eps'][c[r['idx']][0]][c[r['idx']][1]]))
+                sources.insert(1, ('worst_miou', lambda r, c=choice: r['eps'][
+                    c[r['idx']][0]][c[r['idx']][1]]))
             for name, select in sources:
-                summ = self._summary(results, select, num_classes,
-                                     lambda r, s=select: s(r)['correct'])
-                iou = summ.pop('_IoU')
-                if name == 'worst':
-                    per_class[f'eps{e}'] = iou
-                row[name] = summ
-                for k, v in summ.items():
-                    metrics[f'eps{e}/{name}/{k}'] = v
-            table[f'eps{e}'] = row
+                add(
+                    f'eps{e}/{name}',
+                    self._summary(
+                        results,
+                        select,
+                        num_classes,
+                        lambda r, s=select: s(r)['correct']), name == 'worst')
         metrics['n_images'] = len(results)
         metrics['n_no_valid'] = sum(1 for r in results if r['valid'] == 0)
-        self._log_tables(table, per_class, attacks, logger)
+        tables = sea_tables(metrics, self.table, self.protocol, prefix='')
+        logger = MMLogger.get_current_instance()
+        print_log(tables['title'] + ':\n' + tables['summary'], logger=logger)
+        if 'per_class' in tables:
+            print_log(
+                'per-class IoU, clean and worst case:\n' + tables['per_class'],
+                logger=logger)
         return metrics
 
-    def _title(self) -> str:
-        protocol = f' [{self.protocol}]' if self.protocol else ''
-        return (f'SEA robustness{protocol}. worst = per image the output '
-                'with the lowest pixel accuracy' +
-                ('; worst_miou = per-image choice minimising the dataset '
-                 'mIoU' if self.worst_miou else ''))
 
-    def _log_tables(self, table, per_class, attacks, logger) -> None:
-        cols = [m for m in ('aAcc', 'mIoU', 'mAcc', 'mDice', 'mFscore')
-                if m in table['clean']['clean']]
-        worst_names = ['worst'] + (['worst_miou'] if self.worst_miou else [])
+def _radius(row: str) -> str:
+    return row if row == 'clean' else row.replace('eps', '') + '/255'
 
-        def radius(row_name):
-            return row_name if row_name == 'clean' else \
-                row_name.replace('eps', '') + '/255'
 
-        def cells(src):
-            return [f'{src[m]:.2f}' for m in cols]
+def sea_tables(metrics: Dict[str, float],
+               layout: str = 'compact',
+               protocol: Optional[str] = None,
+               prefix: str = 'sea') -> Dict[str, str]:
+    """The tables of an SEA evaluation, made from its metrics.
 
-        tables = []
-        if self.table == 'wide':
+    Args:
+        metrics (dict): :class:`SEAMetric`'s metrics.
+        layout (str): ``'compact'`` (a worst-case table and an attack
+            table), ``'per_radius'`` (one table per radius, a row per
+            output) or ``'wide'`` (one table, a column per output and
+            metric).
+        protocol (str, optional): The protocol named in the title.
+        prefix (str): The metrics' key prefix.
+
+    Returns:
+        dict: ``title``, ``summary`` (the tables as text) and, if the
+        metrics hold per-class IoU, ``per_class``.
+    """
+    head = f'{prefix}/' if prefix else ''
+    rows: Dict[str, Dict[str, Dict[str, float]]] = OrderedDict()
+    per_class: Dict[str, Dict[str, float]] = OrderedDict()
+    for key, value in metrics.items():
+        if not key.startswith(head) or key[len(head):].startswith('n_'):
+            continue
+        parts = key[len(head):].split('/')
+        if 'IoU' in parts[:-1]:  # <row>[/<output>]/IoU/<class>
+            row = parts[0]
+            per_class.setdefault(row, OrderedDict())[parts[-1]] = value
+            continue
+        row, name = parts[0], ('clean' if parts[0] == 'clean' else parts[1])
+        rows.setdefault(row, OrderedDict()).setdefault(
+            name, OrderedDict())[parts[-1]] = value
+    cols = [
+        m for m in ('aAcc', 'mIoU', 'mAcc', 'mDice', 'mFscore')
+        if m in rows.get('clean', {}).get('clean', {})
+    ]
+    outputs = []
+    for row in rows.values():
+        outputs += [n for n in row if n not in outputs and n != 'clean']
+    worst_names = [n for n in ('worst', 'worst_miou') if n in outputs]
+    attacks = [n for n in outputs if n not in worst_names]
+
+    def cells(src):
+        return [f'{src[m]:.2f}' for m in cols]
+
+    out = []
+    if layout == 'wide':
+        t = PrettyTable()
+        t.field_names = ['radius'] + [
+            f'{name} {m}' for name in worst_names + attacks for m in cols
+        ]
+        for row_name, row in rows.items():
+            line = [_radius(row_name)]
+            for name in worst_names + attacks:
+                line += cells(row.get(name, row.get('clean')))
+            t.add_row(line)
+        out.append(t.get_string())
+    elif layout == 'per_radius':
+        for row_name, row in rows.items():
             t = PrettyTable()
-            t.field_names = ['radius'] + [
-                f'{name} {m}' for name in worst_names + attacks for m in cols
-            ]
-            for row_name, row in table.items():
-                line = [radius(row_name)]
-                for name in worst_names + attacks:
-                    line += cells(row.get(name, row.get('clean')))
-                t.add_row(line)
-            tables.append(t.get_string())
-        elif self.table == 'per_radius':
-            for row_name, row in table.items():
-                t = PrettyTable()
-                t.title = radius(row_name)
-                t.field_names = ['output'] + cols
-                for name, src in row.items():
-                    t.add_row([name] + cells(src))
-                tables.append(t.get_string())
-        else:
-            t = PrettyTable()
-            t.field_names = ['radius'] + [f'worst {m}' for m in cols] + (
-                ['worst_miou mIoU'] if self.worst_miou else [])
-            a = PrettyTable()
-            a.field_names = ['radius'] + [f'{n} aAcc / mIoU'
-                                          for n in attacks]
-            for row_name, row in table.items():
-                src = row.get('worst', row.get('clean'))
-                line = [radius(row_name)] + cells(src)
-                if self.worst_miou:
-                    line.append(f'{row.get("worst_miou", src)["mIoU"]:.2f}')
-                t.add_row(line)
-                if row_name != 'clean':
-                    a.add_row([radius(row_name)] + [
-                        f'{row[n]["aAcc"]:.2f} / {row[n]["mIoU"]:.2f}'
-                        for n in attacks
-                    ])
-            tables.append(t.get_string())
-            if attacks:
-                tables.append('per attack:\n' + a.get_string())
-        text = '\n'.join(tables)
-        self.last_tables['summary'] = text
-        print_log(self._title() + ':\n' + text, logger=logger)
-        if self.per_class:
-            c = PrettyTable()
-            c.add_column('Class', list(self.dataset_meta['classes']))
-            for name, iou in per_class.items():
-                c.add_column(
-                    'clean IoU' if name == 'clean' else
-                    f'worst IoU {name[3:]}/255',
-                    [f'{v * 100:.2f}' for v in np.asarray(iou)])
-            self.last_tables['per_class'] = c.get_string()
-            print_log('per-class IoU, clean and worst case:\n' +
-                      c.get_string(), logger=logger)
+            t.title = _radius(row_name)
+            t.field_names = ['output'] + cols
+            for name, src in row.items():
+                t.add_row([name] + cells(src))
+            out.append(t.get_string())
+    else:
+        t = PrettyTable()
+        t.field_names = ['radius'] + [f'worst {m}' for m in cols] + (
+            ['worst_miou mIoU'] if 'worst_miou' in worst_names else [])
+        a = PrettyTable()
+        a.field_names = ['radius'] + [f'{n} aAcc / mIoU' for n in attacks]
+        for row_name, row in rows.items():
+            src = row.get('worst', row.get('clean'))
+            line = [_radius(row_name)] + cells(src)
+            if 'worst_miou' in worst_names:
+                line.append(f'{row.get("worst_miou", src)["mIoU"]:.2f}')
+            t.add_row(line)
+            if row_name != 'clean':
+                a.add_row([_radius(row_name)] + [
+                    f'{row[n]["aAcc"]:.2f} / {row[n]["mIoU"]:.2f}'
+                    for n in attacks
+                ])
+        out.append(t.get_string())
+        if attacks:
+            out.append('per attack:\n' + a.get_string())
+    title = (f'SEA robustness{f" [{protocol}]" if protocol else ""}. worst '
+             '= per image the output with the lowest pixel accuracy' +
+             ('; worst_miou = per-image choice minimising the dataset mIoU'
+              if 'worst_miou' in worst_names else ''))
+    tables = dict(title=title, summary='\n'.join(out))
+    if per_class:
+        c = PrettyTable()
+        names = list(next(iter(per_class.values())))
+        c.add_column('Class', names)
+        for row_name, values in per_class.items():
+            c.add_column(
+                'clean IoU'
+                if row_name == 'clean' else f'worst IoU {_radius(row_name)}',
+                [f'{values[n]:.2f}' for n in names])
+        tables['per_class'] = c.get_string()
+    return tables

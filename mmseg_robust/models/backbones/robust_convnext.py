@@ -2,7 +2,7 @@
 
 The adversarially trained ImageNet ConvNeXts of Singh, Croce and Hein (2023)
 replace ConvNeXt's 4x4 patch stem by a small convolutional stem ("ConvStem",
-SPEC section 8). :class:`RobustConvNeXt` is mmpretrain's ``ConvNeXt`` with
+docs/training.md). :class:`RobustConvNeXt` is mmpretrain's ``ConvNeXt`` with
 that stem as an option, so that a segmentation config only swaps
 ``type='mmpretrain.ConvNeXt'`` for ``type='RobustConvNeXt'`` (+ ``stem=``).
 Its weights are loaded with the ``RobustPretrained`` initialiser
@@ -16,7 +16,6 @@ from mmengine.model.weight_init import initialize
 from mmpretrain.models.backbones import ConvNeXt
 from mmpretrain.models.utils import build_norm_layer
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
-
 from mmseg.registry import MODELS
 
 # mmpretrain.ConvNeXt's own default initialisation (BaseModule deep-copies it)
@@ -64,8 +63,8 @@ def _is_loading_init(cfg: dict) -> bool:
     if isinstance(kind, str):
         # accept scoped names such as 'mmengine.RobustPretrained'
         return kind.split('.')[-1] in _LOADING_INITS
-    return getattr(kind, '__name__', '') in ('RobustPretrained',
-                                             'PretrainedInit')
+    return getattr(kind, '__name__',
+                   '') in ('RobustPretrained', 'PretrainedInit')
 
 
 @MODELS.register_module()
@@ -119,23 +118,24 @@ class RobustConvNeXt(ConvNeXt):
             truncated-normal / constant initialisation.
     """
 
-    def __init__(self,
-                 arch: Union[str, Dict[str, List[int]]] = 'tiny',
-                 in_channels: int = 3,
-                 stem: str = 'patch',
-                 stem_patch_size: int = 4,
-                 norm_cfg: dict = dict(type='LN2d', eps=1e-6),
-                 act_cfg: dict = dict(type='GELU'),
-                 linear_pw_conv: bool = True,
-                 use_grn: bool = False,
-                 drop_path_rate: float = 0.,
-                 layer_scale_init_value: float = 1e-6,
-                 out_indices: Union[Sequence[int], int] = -1,
-                 frozen_stages: int = 0,
-                 gap_before_final_norm: bool = True,
-                 with_cp: bool = False,
-                 init_cfg: Optional[Union[dict, List[dict]]] = (
-                     _DEFAULT_INIT_CFG)) -> None:
+    def __init__(
+        self,
+        arch: Union[str, Dict[str, List[int]]] = 'tiny',
+        in_channels: int = 3,
+        stem: str = 'patch',
+        stem_patch_size: int = 4,
+        norm_cfg: dict = dict(type='LN2d', eps=1e-6),
+        act_cfg: dict = dict(type='GELU'),
+        linear_pw_conv: bool = True,
+        use_grn: bool = False,
+        drop_path_rate: float = 0.,
+        layer_scale_init_value: float = 1e-6,
+        out_indices: Union[Sequence[int], int] = -1,
+        frozen_stages: int = 0,
+        gap_before_final_norm: bool = True,
+        with_cp: bool = False,
+        init_cfg: Optional[Union[dict, List[dict]]] = (_DEFAULT_INIT_CFG)
+    ) -> None:
         if stem not in ('patch', 'conv'):
             raise ValueError(f"stem must be 'patch' or 'conv', got {stem!r}")
         if stem == 'conv' and stem_patch_size != 4:

@@ -1,6 +1,6 @@
 """Load ConvNeXt checkpoints of any common layout into mmpretrain's layout.
 
-The robust ImageNet ConvNeXts (SPEC section 8) are stored in timm's key
+The robust ImageNet ConvNeXts (docs/training.md) are stored in timm's key
 layout, with a ConvStem (``stem.stem.0/1/3/4``) for the "CvSt" models and
 ``module.`` / ``base_model.`` prefixes from their training wrappers.
 :func:`convert_robust_convnext` renames such checkpoints (and plain timm or
@@ -48,9 +48,7 @@ from mmengine.model.weight_init import update_init_info
 from mmengine.registry import WEIGHT_INITIALIZERS
 from mmengine.runner.checkpoint import _load_checkpoint
 
-__all__ = [
-    'RobustPretrained', 'convert_robust_convnext', 'ConvNeXtConversion'
-]
+__all__ = ['RobustPretrained', 'convert_robust_convnext', 'ConvNeXtConversion']
 
 # containers that training scripts wrap state dicts in, in order of preference
 _CONTAINER_KEYS = ('state_dict', 'model', 'state_dict_ema')
@@ -139,8 +137,10 @@ def _unwrap(checkpoint: Any) -> Dict[str, torch.Tensor]:
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if tensors and len(tensors) == len(obj):
             return tensors
-        inner = next((obj[k] for k in _CONTAINER_KEYS
-                      if isinstance(obj.get(k), Mapping)), None)
+        inner = next(
+            (obj[k]
+             for k in _CONTAINER_KEYS if isinstance(obj.get(k), Mapping)),
+            None)
         if inner is None:
             if tensors:
                 return tensors

@@ -7,6 +7,7 @@ later (:class:`~mmseg_robust.errors.ConfigError`, a refused checkpoint) are
 turned into that line by :func:`user_errors`. The catalogue of messages is
 ``docs/errors.md``.
 """
+import argparse
 import contextlib
 import os
 import os.path as osp
@@ -17,7 +18,7 @@ import zipfile
 from typing import Iterator, List, Optional, Sequence, Union
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 from mmseg_robust.compat.checkpoint import UnsafeCheckpointError
 from mmseg_robust.errors import ConfigError
@@ -28,7 +29,7 @@ __all__ = [
     'set_test_scale', 'set_data_root', 'AMP_ONLY_KEYS', 'ConfigError',
     'USER_ERRORS', 'DEBUG_ENV', 'debug_requested', 'user_errors',
     'checkpoint_file_problem', 'read_checkpoint', 'check_output_dir',
-    'check_launcher_env'
+    'check_launcher_env', 'add_runner_arguments', 'parse_runner_args'
 ]
 
 #: ``AmpOptimWrapper`` arguments that ``OptimWrapper`` does not take.
@@ -93,8 +94,8 @@ def load_config(path: str) -> Config:
         # ``custom_imports`` of a package that is not installed
         # (Mask2Former's ``mmdet.models``): say which model needs what
         cfg = Config.fromfile(path, import_custom_modules=False)
-        problems = model_requirement_problems(cfg.get('model'),
-                                              cfg.get('custom_imports'))
+        problems = model_requirement_problems(
+            cfg.get('model'), cfg.get('custom_imports'))
         if problems:
             raise ToolError(problems[0]) from None
         raise
@@ -104,8 +105,8 @@ def load_config(path: str) -> Config:
     return cfg
 
 
-def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str
-                 ) -> None:
+def set_work_dir(cfg: Config, work_dir: Optional[str],
+                 config_path: str) -> None:
     """Work dir priority: command line > config > ``./work_dirs/<name>``."""
     if work_dir is not None:
         cfg.work_dir = work_dir
@@ -239,8 +240,10 @@ def checkpoint_mismatch(model: torch.nn.Module,
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         return f'{label} holds no state dict'
-    state = {(k[7:] if k.startswith('module.') else k): v
-             for k, v in state.items()}
+    state = {
+        (k[7:] if k.startswith('module.') else k): v
+        for k, v in state.items()
+    }
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -342,8 +345,9 @@ def check_launcher_env(launcher: str) -> None:
     Raises:
         ToolError: Variables the launcher needs are not set.
     """
-    missing = [k for k in LAUNCHER_ENV.get(launcher, ())
-               if not os.environ.get(k)]
+    missing = [
+        k for k in LAUNCHER_ENV.get(launcher, ()) if not os.environ.get(k)
+    ]
     if missing:
         raise ToolError(
             f'--launcher {launcher} needs the environment its launcher sets, '
@@ -579,3 +583,57 @@ def set_data_root(cfg: Config, root: str) -> List[str]:
         cfg.data_root = root
         changed.append('data_root')
     return sorted(set(changed))
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser,
+                         trust_help: str) -> None:
+    """The options ``tools/train.py`` and ``tools/test.py`` share (as in
+    MMSeg's tools): ``--test-scale``, ``--trust-checkpoint``,
+    ``--cfg-options``, ``--launcher``, ``--debug``, ``--local_rank``.
+
+    Args:
+        parser (ArgumentParser): The tool's parser.
+        trust_help (str): What ``--trust-checkpoint`` applies to.
+    """
+    parser.add_argument(
+        '--test-scale',
+        nargs=2,
+        type=int,
+        metavar=('LONG', 'SHORT'),
+        help='Resize scale of the validation/test pipelines (MMSeg: 2048 '
+        '512)')
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='append',
+        default=[],
+        metavar='PATH',
+        help=f'allow full unpickling of this checkpoint ({trust_help}) if '
+        'safe loading refuses it; it can run code stored in the file, so '
+        'only for files you trust (repeatable; * = all)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, xxx=yyy format; lists as '
+        'key="[a,b]" or key=a,b; no white space')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument(
+        '--debug',
+        action='store_true',
+        help='show the traceback of user errors too (also '
+        'MMSEG_ROBUST_DEBUG=1)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_runner_args(
+        parser: argparse.ArgumentParser,
+        argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse, and export ``LOCAL_RANK`` for MMEngine as MMSeg's tools do."""
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args

@@ -1,0 +1,135 @@
+"""What an SEA evaluation reports besides its metrics: progress lines while
+it runs, and ``summary.json`` plus the robustness curve at the end."""
+import json
+import math
+import os.path as osp
+import platform
+import time
+from collections import OrderedDict
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from mmengine.logging import print_log
+
+__all__ = ['SEAProgress', 'write_summary', 'fmt_time']
+
+
+def fmt_time(seconds: float) -> str:
+    """``h:mm:ss`` (``?`` if unknown)."""
+    if not math.isfinite(seconds):
+        return '?'
+    seconds = int(seconds)
+    return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
+
+
+class SEAProgress:
+    """Running clean and worst-case pixel accuracy per radius, and the
+    progress line the loop logs.
+
+    Args:
+        radii (Sequence[str]): Radius keys (``'4'``, ...).
+        n_images (int): Images of the dataset.
+        n_batches (int): Batches of this rank.
+        world_size (int): Processes.
+    """
+
+    def __init__(self,
+                 radii: Sequence[str],
+                 n_images: int,
+                 n_batches: int,
+                 world_size: int = 1):
+        self.radii = list(radii)
+        self.n_images = n_images
+        self.n_batches = n_batches
+        self.world_size = world_size
+        self.stats: Dict[str, List[int]] = {}
+        self.n_seen = 0
+        self.n_new = 0
+        self.start = time.perf_counter()
+
+    def add(self, records: Iterable[dict], new: bool = True) -> None:
+        """Count records (``new=False``: earlier ones, on resume)."""
+        for rec in records:
+            stats = self.stats.setdefault('clean', [0, 0])
+            stats[0] += rec['clean']['correct']
+            stats[1] += rec['valid']
+            for ek, entry in rec['eps'].items():
+                s = self.stats.setdefault(ek, [0, 0])
+                s[0] += entry['worst']['correct']
+                s[1] += rec['valid']
+            self.n_seen += 1
+            self.n_new += int(new)
+
+    def _acc(self, key: str) -> str:
+        c, v = self.stats.get(key, (0, 0))
+        return f'{100 * c / v:.1f}' if v else '-'
+
+    def line(self, batch_idx: int) -> str:
+        """The progress line after batch ``batch_idx``."""
+        # each rank sees its shard: estimate the global count
+        done = min(self.n_seen * self.world_size, self.n_images)
+        elapsed = time.perf_counter() - self.start
+        per_batch = elapsed / max(batch_idx + 1, 1)
+        eta = per_batch * (self.n_batches - batch_idx - 1) \
+            if self.n_new else float('nan')
+        robust = ', '.join(f'{k}/255: {self._acc(k)}' for k in self.radii)
+        return (f'SEA [{batch_idx + 1}/{self.n_batches}] images {done}/'
+                f'{self.n_images}, elapsed {fmt_time(elapsed)}, ETA '
+                f'{fmt_time(eta)} | aAcc clean {self._acc("clean")}, worst '
+                f'{robust}' + (' (this rank)' if self.world_size > 1 else ''))
+
+    def log(self, batch_idx: int) -> None:
+        print_log(self.line(batch_idx), logger='current')
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def write_summary(results_dir: str, metrics: dict, protocol: str,
+                  settings: dict, checkpoint: Optional[str], n_images: int,
+                  world_size: int, elapsed: float, records: Iterable[dict],
+                  device: str, tables: Dict[str,
+                                            str], curve_title: str) -> str:
+    """Write ``summary.json`` and ``robustness_curve.png``; returns the
+    summary's path."""
+    import mmcv
+    import mmengine
+    import mmseg
+    import torch
+
+    import mmseg_robust
+    times = [r['time'] for r in records if 'time' in r]
+    summary = OrderedDict(
+        metrics=metrics,
+        protocol=protocol,
+        settings=settings,
+        checkpoint=checkpoint,
+        n_images=n_images,
+        world_size=world_size,
+        timing=dict(
+            wall_seconds_this_run=elapsed,
+            attack_seconds_per_image=(sum(times) /
+                                      len(times) if times else None)),
+        versions=dict(
+            mmseg_robust=mmseg_robust.__version__,
+            torch=torch.__version__,
+            mmseg=mmseg.__version__,
+            mmengine=mmengine.__version__,
+            mmcv=mmcv.__version__,
+            python=platform.python_version()),
+        device=device,
+        tables=tables)
+    path = osp.join(results_dir, 'summary.json')
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(summary, f, indent=2, default=float)
+    curve = osp.join(results_dir, 'robustness_curve.png')
+    try:
+        from mmseg_robust.visualization import plot_robustness_curve
+        plot_robustness_curve(metrics, curve, title=curve_title)
+    except ImportError as err:  # matplotlib missing
+        print_log(f'no robustness curve: {err}', logger='current', level=30)
+        curve = None
+    print_log(
+        f'SEA results: {path}' + (f', curve: {curve}' if curve else ''),
+        logger='current')
+    return path
