@@ -1,0 +1,71 @@
+"""Seed spread of our SEA and the authors' SEA at one radius.
+
+    python benchmarks/bench_seeds.py [--model texture_clean] [--eps 16]
+        [--seeds 1 2 3] [--n-iter 100] [--threads 1]
+
+A difference between two attacks that is smaller than the spread over random
+starts is not a difference in strength. ``bench_strength.py`` runs one seed;
+this script reruns SEA-2023 (ours, independent radius) and the authors'
+SEA-2023 (``_authors_sea.py``) with other seeds on the same images and
+reports each seed and the means. Writes
+``benchmarks/results/bench_seeds.json``.
+"""
+import argparse
+import statistics
+
+import torch
+from _authors_sea import authors_sea
+from _common import write_json
+from bench_strength import HERE, load, scores
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--model', default='texture_clean')
+    p.add_argument('--eps', type=float, default=16)
+    p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3])
+    p.add_argument('--n-iter', type=int, default=100)
+    p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--out', default=f'{HERE}/results')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from mmseg_robust.attacks import SEA
+    model, x, y, _, counts = load(args.model)
+    num_classes = len(counts)
+    eps = args.eps / 255
+    runs = {}
+    for seed in args.seeds:
+        # the per-image seeds bench_strength.py derives from --seed
+        seeds = [seed * 1000 + i for i in range(x.shape[0])]
+        ours = SEA(model, eps, n_iter=args.n_iter).run(x, y, start=seeds)
+        theirs = authors_sea(model, x, y, eps, args.n_iter, '2023', seed=seed)
+        runs[seed] = dict(
+            ours=scores(ours.pred, y, num_classes),
+            authors=scores(theirs['worst'], y, num_classes))
+        print(
+            f'seed {seed}: ours {runs[seed]["ours"]["aAcc"]:.2f}, '
+            f'authors {runs[seed]["authors"]["aAcc"]:.2f} aAcc',
+            flush=True)
+    means = {
+        who: {
+            m: statistics.mean(r[who][m] for r in runs.values())
+            for m in ('aAcc', 'mIoU')
+        }
+        for who in ('ours', 'authors')
+    }
+    print(f'mean over seeds {args.seeds}: ours {means["ours"]["aAcc"]:.2f} '
+          f'/ {means["ours"]["mIoU"]:.2f}, authors '
+          f'{means["authors"]["aAcc"]:.2f} / {means["authors"]["mIoU"]:.2f} '
+          '(aAcc / mIoU %)')
+    path = write_json('bench_seeds',
+                      dict(settings=vars(args), runs=runs, means=means),
+                      args.out)
+    print(f'wrote {path}')
+
+
+if __name__ == '__main__':
+    main()
