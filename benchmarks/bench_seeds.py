@@ -41,7 +41,7 @@ def main(argv=None):
     for seed in args.seeds:
         # the per-image seeds bench_strength.py derives from --seed
         seeds = [seed * 1000 + i for i in range(x.shape[0])]
-        ours = SEA(model, eps, n_iter=args.n_iter).run(x, y, start=seeds)
+        ours = SEA(model, eps, n_iter=args.n_iter).run(x, y, seed=seeds)
         theirs = authors_sea(model, x, y, eps, args.n_iter, '2023', seed=seed)
         runs[seed] = dict(
             ours=scores(ours.pred, y, num_classes),

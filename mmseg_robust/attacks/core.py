@@ -248,7 +248,15 @@ class Objective:
         if not self._checked:
             check_logits_labels(logits, y, self.ignore_index)
             self._checked = True
-        finite = torch.isfinite(logits).flatten(1).all(1)
+        # one reduction per image instead of a bool map of every logit: a
+        # NaN or inf logit makes its image's sum non-finite; the exact check
+        # then runs on those images only (a finite sum that overflowed is
+        # not an error)
+        finite = torch.isfinite(logits.detach().flatten(1).sum(1))
+        if not bool(finite.all()):
+            suspect = (~finite).nonzero().flatten()
+            finite[suspect] = torch.isfinite(
+                logits.detach()[suspect]).flatten(1).all(1)
         if not bool(finite.all()):
             bad = idx[~finite].tolist()
             raise FloatingPointError(

@@ -275,6 +275,29 @@ class TestBadInput:
         with pytest.raises(FloatingPointError, match=r'position\(s\) \[1\]'):
             apgd(broken, x, y, EPS, 3)
 
+    def test_inf_logit_names_the_image(self, net):
+        x, y = toy_batch(model=net)
+
+        def broken(z):
+            out = net(z).clone()
+            out[2, 0, 1, 1] = float('inf')
+            return out
+
+        with pytest.raises(FloatingPointError, match=r'position\(s\) \[2\]'):
+            apgd(broken, x, y, EPS, 3)
+
+    def test_huge_finite_logits_are_not_an_error(self, net):
+        # their per-image sum overflows float32; the exact check clears it
+        x, y = toy_batch(model=net)
+
+        def huge(z):
+            out = net(z)
+            return out + 1e38 * (out > out.mean()).float()
+
+        res = apgd(huge, x, y, EPS, 3)
+        assert torch.isfinite(res.x_adv).all()
+        assert (res.correct <= res.valid).all()
+
     def test_training_mode_warns(self, net):
         x, y = toy_batch(model=net)
         net.train()
