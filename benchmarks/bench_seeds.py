@@ -7,10 +7,12 @@ A difference between two attacks that is smaller than the spread over random
 starts is not a difference in strength. ``bench_strength.py`` runs one seed;
 this script reruns SEA-2023 (ours, independent radius) and the authors'
 SEA-2023 (``_authors_sea.py``) with other seeds on the same images and
-reports each seed and the means. Writes
-``benchmarks/results/bench_seeds.json``.
+reports each seed and the means. Adds (or replaces) the entry of this
+model and radius in ``benchmarks/results/bench_seeds.json``.
 """
 import argparse
+import json
+import os.path as osp
 import statistics
 
 import torch
@@ -61,9 +63,19 @@ def main(argv=None):
           f'/ {means["ours"]["mIoU"]:.2f}, authors '
           f'{means["authors"]["aAcc"]:.2f} / {means["authors"]["mIoU"]:.2f} '
           '(aAcc / mIoU %)')
-    path = write_json('bench_seeds',
-                      dict(settings=vars(args), runs=runs, means=means),
-                      args.out)
+    # one file for every (model, radius) measured: replace this one's entry
+    path = osp.join(args.out, 'bench_seeds.json')
+    entries = []
+    if osp.isfile(path):
+        with open(path) as f:
+            entries = json.load(f).get('runs', [])
+    entries = [
+        e for e in entries
+        if (e['settings']['model'],
+            float(e['settings']['eps'])) != (args.model, float(args.eps))
+    ]
+    entries.append(dict(settings=vars(args), runs=runs, means=means))
+    write_json('bench_seeds', dict(runs=entries), args.out)
     print(f'wrote {path}')
 
 
