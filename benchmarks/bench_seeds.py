@@ -8,7 +8,8 @@ starts is not a difference in strength. ``bench_strength.py`` runs one seed;
 this script reruns SEA-2023 (ours, independent radius) and the authors'
 SEA-2023 (``_authors_sea.py``) with other seeds on the same images and
 reports each seed and the means. Adds (or replaces) the entry of this
-model and radius in ``benchmarks/results/bench_seeds.json``.
+model, radius and number of iterations in
+``benchmarks/results/bench_seeds.json``.
 """
 import argparse
 import json
@@ -63,17 +64,19 @@ def main(argv=None):
           f'/ {means["ours"]["mIoU"]:.2f}, authors '
           f'{means["authors"]["aAcc"]:.2f} / {means["authors"]["mIoU"]:.2f} '
           '(aAcc / mIoU %)')
-    # one file for every (model, radius) measured: replace this one's entry
+    # one file for every (model, radius, iterations) measured: replace this
+    # one's entry
     path = osp.join(args.out, 'bench_seeds.json')
     entries = []
     if osp.isfile(path):
         with open(path) as f:
             entries = json.load(f).get('runs', [])
-    entries = [
-        e for e in entries
-        if (e['settings']['model'],
-            float(e['settings']['eps'])) != (args.model, float(args.eps))
-    ]
+
+    def key(settings):
+        return (settings['model'], float(settings['eps']),
+                int(settings.get('n_iter', 100)))
+
+    entries = [e for e in entries if key(e['settings']) != key(vars(args))]
     entries.append(dict(settings=vars(args), runs=runs, means=means))
     write_json('bench_seeds', dict(runs=entries), args.out)
     print(f'wrote {path}')
