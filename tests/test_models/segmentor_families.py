@@ -22,6 +22,17 @@ CROP = 32
 # stage outputs 8, 16, 32, 64 instead of 256, 512, 1024, 2048.
 _R18 = dict(backbone=dict(depth=18, stem_channels=8, base_channels=8))
 _AUX = dict(auxiliary_head=dict(in_channels=32, channels=8))
+# HRNet-18-small (HRNet, OCRNet) -> one block per branch, 4-32 channels
+_HR_TINY = dict(
+    extra=dict(
+        stage1=dict(num_blocks=(1, ), num_channels=(8, )),
+        stage2=dict(num_blocks=(1, 1), num_channels=(4, 8)),
+        stage3=dict(
+            num_modules=1, num_blocks=(1, 1, 1), num_channels=(4, 8, 16)),
+        stage4=dict(
+            num_modules=1,
+            num_blocks=(1, 1, 1, 1),
+            num_channels=(4, 8, 16, 32))))
 
 
 def _vit(**kw):
@@ -247,18 +258,7 @@ FAMILIES = [
     Family(
         'hrnet', 'hrnet/fcn_hr18s_4xb4-80k_ade20k-512x512.py',
         dict(
-            backbone=dict(
-                extra=dict(
-                    stage1=dict(num_blocks=(1, ), num_channels=(8, )),
-                    stage2=dict(num_blocks=(1, 1), num_channels=(4, 8)),
-                    stage3=dict(
-                        num_modules=1,
-                        num_blocks=(1, 1, 1),
-                        num_channels=(4, 8, 16)),
-                    stage4=dict(
-                        num_modules=1,
-                        num_blocks=(1, 1, 1, 1),
-                        num_channels=(4, 8, 16, 32)))),
+            backbone=_HR_TINY,
             decode_head=dict(in_channels=[4, 8, 16, 32], channels=16))),
     Family(
         'icnet', 'icnet/icnet_r18-d8_4xb2-80k_cityscapes-832x832.py',
@@ -321,18 +321,7 @@ FAMILIES = [
     Family(
         'ocrnet', 'ocrnet/ocrnet_hr18s_4xb4-80k_ade20k-512x512.py',
         dict(
-            backbone=dict(
-                extra=dict(
-                    stage1=dict(num_blocks=(1, ), num_channels=(8, )),
-                    stage2=dict(num_blocks=(1, 1), num_channels=(4, 8)),
-                    stage3=dict(
-                        num_modules=1,
-                        num_blocks=(1, 1, 1),
-                        num_channels=(4, 8, 16)),
-                    stage4=dict(
-                        num_modules=1,
-                        num_blocks=(1, 1, 1, 1),
-                        num_channels=(4, 8, 16, 32)))),
+            backbone=_HR_TINY,
             decode_head=[
                 dict(in_channels=[4, 8, 16, 32], channels=16),
                 dict(in_channels=[4, 8, 16, 32], channels=16, ocr_channels=8)
