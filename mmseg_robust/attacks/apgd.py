@@ -360,11 +360,14 @@ def apgd_red_eps(model,
 
     Arguments are those of :func:`apgd`; ``n_iter`` must be at least 3.
     """
-    if validate and (isinstance(n_iter, bool) or int(n_iter) != n_iter
-                     or n_iter < 3):
-        raise ValueError(
-            f'red-eps APGD splits n_iter over three radii and needs '
-            f'n_iter >= 3, got {n_iter!r}; use apgd() for shorter runs')
+    if validate:
+        try:
+            check_n_iter(n_iter, 3)
+        except ValueError:
+            raise ValueError(
+                f'red-eps APGD splits n_iter over three radii and needs '
+                f'n_iter >= 3, got {n_iter!r}; use apgd() for shorter '
+                'runs') from None
     return _attack(
         _red_eps_steps,
         'apgd_red_eps',
