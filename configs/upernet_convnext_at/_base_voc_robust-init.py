@@ -1,24 +1,4 @@
-# Robust init (docs/training.md): the backbone starts from an adversarially
-# trained (eps 4/255) ImageNet ConvNeXt-T of Singh, Croce & Hein (2023).
-# Default: its ConvStem variant ("ConvNeXt-T + CvSt",
-# convnext_tiny_cvst_robust.pt), which the paper's authors use for all their
-# UPerNet models. For the patch-stem robust ConvNeXt-T add
-# `model.backbone.stem=patch` to the --cfg-options that set the checkpoint
-# (RobustPretrained refuses a checkpoint whose stem differs from the model's).
-_base_ = ['./_base_voc.py']
-# the robust backbones were trained on [0, 1] RGB inputs without mean/std
-# normalisation: only rescale (and BGR -> RGB)
-data_preprocessor = dict(
-    mean=[0., 0., 0.], std=[255., 255., 255.], bgr_to_rgb=True)
-model = dict(
-    data_preprocessor=data_preprocessor,
-    backbone=dict(
-        type='RobustConvNeXt',
-        stem='conv',
-        # _delete_: drop the clean checkpoint's prefix='backbone.'
-        init_cfg=dict(
-            _delete_=True,
-            type='RobustPretrained',
-            # placeholder: point it to the downloaded checkpoint with
-            # --cfg-options model.backbone.init_cfg.checkpoint=PATH
-            checkpoint='checkpoints/convnext_tiny_cvst_robust.pt')))
+# The PASCAL-VOC base with the robust ImageNet init of `_robust-init.py`.
+_base_ = ['./_base_voc.py', './_robust-init.py']
+data_preprocessor = _base_.robust_init.data_preprocessor
+model = _base_.robust_init

@@ -9,6 +9,9 @@
 # one option each, see README.md in this folder.
 _base_ = [
     './_base_ade_robust-init.py',
-    './_sched_ade_128ep.py',
     './_at2.py',
 ]
+from mmseg_robust.engine.schedules import warmup_poly_schedule  # noqa: E402
+
+train_cfg, param_scheduler = warmup_poly_schedule(
+    epochs=128, warmup_epochs=5, num_images=20210, batch_size=32)

@@ -8,5 +8,8 @@
 # one option each, see README.md in this folder.
 _base_ = [
     './_base_voc.py',
-    './_sched_voc_50ep.py',
 ]
+from mmseg_robust.engine.schedules import warmup_poly_schedule  # noqa: E402
+
+train_cfg, param_scheduler = warmup_poly_schedule(
+    epochs=50, warmup_epochs=10, num_images=10582, batch_size=32)
