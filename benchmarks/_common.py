@@ -26,6 +26,21 @@ DEMO_CONFIGS = {
              'scratch-assay-64x64.py'),
 }
 
+#: The models of the strength benchmarks (bench_strength.py)
+STRENGTH_MODELS = ['texture_clean', 'texture_at', 'demo_clean', 'demo_at2']
+
+
+def add_strength_args(parser, out: str) -> None:
+    """The options bench_strength.py and bench_before_after.py share: which
+    models, radii (in 1/255), iterations, seed and threads, and ``--out``."""
+    parser.add_argument('--models', nargs='+', default=STRENGTH_MODELS)
+    parser.add_argument('--eps', type=float, nargs='+', default=[4, 8, 12, 16])
+    parser.add_argument('--n-iter', type=int, default=100)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--out', default=out)
+
+
 #: UPerNet + ConvNeXt-T as MMSeg's ADE20K recipe (150 classes)
 CONVNEXT_T = osp.join(ROOT, 'configs', 'upernet_convnext_at',
                       'upernet_convnext-t_clean_4xb8-128ep_ade20k-512x512.py')

@@ -24,17 +24,10 @@ ROOT = osp.dirname(HERE)
 
 
 def parse_args(argv=None):
+    from _common import add_strength_args
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--other', required=True, help='the other checkout')
-    p.add_argument(
-        '--models',
-        nargs='+',
-        default=['texture_clean', 'texture_at', 'demo_clean', 'demo_at2'])
-    p.add_argument('--eps', type=float, nargs='+', default=[4, 8, 12, 16])
-    p.add_argument('--n-iter', type=int, default=100)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--threads', type=int, default=1)
-    p.add_argument('--out', default=osp.join(HERE, 'results'))
+    add_strength_args(p, osp.join(HERE, 'results'))
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     return p.parse_args(argv)
 

@@ -34,7 +34,7 @@ import sys
 import time
 
 import torch
-from _common import ROOT, write_json
+from _common import ROOT, add_strength_args, write_json
 
 HERE = osp.dirname(osp.abspath(__file__))
 LOSSES = ['mask_ce', 'bal_ce', 'js', 'mask_sph', 'mask_ce_bal']
@@ -42,14 +42,7 @@ LOSSES = ['mask_ce', 'bal_ce', 'js', 'mask_sph', 'mask_ce_bal']
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument(
-        '--models',
-        nargs='+',
-        default=['texture_clean', 'texture_at', 'demo_clean', 'demo_at2'])
-    p.add_argument('--eps', type=float, nargs='+', default=[4, 8, 12, 16])
-    p.add_argument('--n-iter', type=int, default=100)
-    p.add_argument('--threads', type=int, default=1)
-    p.add_argument('--seed', type=int, default=0)
+    add_strength_args(p, osp.join(HERE, 'results'))
     p.add_argument(
         '--fresh',
         action='store_true',
@@ -60,7 +53,6 @@ def parse_args(argv=None):
         metavar='JSON',
         help='print the markdown tables and claims of results files '
         '(default: the one in --out) and exit')
-    p.add_argument('--out', default=osp.join(HERE, 'results'))
     return p.parse_args(argv)
 
 

@@ -221,9 +221,12 @@ def tiny_runner_cfg(work_dir: str,
                     checkpoint_interval: int = 2,
                     custom_hooks: Optional[list] = None,
                     model: Optional[dict] = None,
-                    seed: int = 0) -> dict:
+                    seed: int = 0,
+                    val_interval: Optional[int] = None) -> dict:
     """A complete MMEngine runner config (train, val and test) on the toy
-    dataset, iteration based, single process on the CPU."""
+    dataset, iteration based, single process on the CPU; it validates every
+    ``val_interval`` iterations (default: once, at the end; a number above
+    ``max_iters``: never)."""
     model = model or tiny_segmentor_cfg()
 
     def loader(split, train):
@@ -251,7 +254,7 @@ def tiny_runner_cfg(work_dir: str,
         train_cfg=dict(
             type='IterBasedTrainLoop',
             max_iters=max_iters,
-            val_interval=max_iters),
+            val_interval=max_iters if val_interval is None else val_interval),
         val_cfg=dict(type='ValLoop'),
         test_cfg=dict(type='TestLoop'),
         optim_wrapper=dict(

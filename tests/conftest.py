@@ -70,8 +70,8 @@ def trained_tiny(tmp_path_factory):
         max_iters=60,
         batch_size=4,
         lr=0.05,
-        checkpoint_interval=60)
-    cfg['train_cfg']['val_interval'] = 10**6
+        checkpoint_interval=60,
+        val_interval=10**6)  # never validate
     cfg['experiment_name'] = f'trained_tiny_{time.time()}'
     Runner.from_cfg(cfg).train()
     test_cfg = dict(cfg)

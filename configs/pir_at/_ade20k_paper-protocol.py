@@ -8,6 +8,7 @@
 #   class ids are 0 = other, 1..150 = MMSeg's ADE20K classes;
 # - [0, 1] inputs (the model's data preprocessor: mean 0, std 255);
 # - one forward pass on the crop (whole inference), scored on the crop.
+_base_ = ['./_paper-protocol.py']
 dataset_type = 'ADE20KWithOtherDataset'
 data_root = 'data/ade/ADEChallengeData2016'
 crop_size = 512
@@ -22,11 +23,6 @@ test_pipeline = [
     dict(type='PackSegInputs'),
 ]
 test_dataloader = dict(
-    # every crop has the same size, so images can be batched
-    batch_size=8,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
@@ -35,7 +31,3 @@ test_dataloader = dict(
             seg_map_path='annotations/validation'),
         pipeline=test_pipeline))
 val_dataloader = test_dataloader
-test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-val_evaluator = test_evaluator
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')

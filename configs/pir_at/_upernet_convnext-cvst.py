@@ -13,57 +13,33 @@
 #
 # Weights: convert the published file with tools/convert_pir_at.py and pass
 # the result to tools/test.py (see README.md in this folder).
-_base_ = ['mmseg::_base_/default_runtime.py']
+_base_ = [
+    'mmseg::_base_/models/upernet_convnext.py',
+    'mmseg::_base_/default_runtime.py',
+]
 custom_imports = dict(
     imports=['mmpretrain.models', 'mmseg_robust'], allow_failed_imports=False)
+# the stock base's clean ImageNet ConvNeXt-B is not used: the converted
+# checkpoint carries every weight
+checkpoint_file = None
 
 # BN, not SyncBN: evaluation only (identical in eval mode) and it runs on a
 # CPU as well
 norm_cfg = dict(type='BN', requires_grad=True)
-data_preprocessor = dict(
-    type='SegDataPreProcessor',
-    mean=[0., 0., 0.],
-    std=[255., 255., 255.],
-    bgr_to_rgb=True,
-    pad_val=0,
-    seg_pad_val=255)
+data_preprocessor = dict(mean=[0., 0., 0.], std=[255., 255., 255.])
+# the stock UPerNet + ConvNeXt with these changes: the robust ConvNeXt-T with
+# the conv stem, no drop path, BN, 21 classes (the dataset configs change it)
 model = dict(
-    type='EncoderDecoder',
     data_preprocessor=data_preprocessor,
-    pretrained=None,
     backbone=dict(
+        _delete_=True,
         type='RobustConvNeXt',
         arch='tiny',
         stem='conv',
         out_indices=[0, 1, 2, 3],
         drop_path_rate=0.0,
         gap_before_final_norm=False,
-        # the converted checkpoint carries every weight
         init_cfg=None),
     decode_head=dict(
-        type='UPerHead',
-        in_channels=[96, 192, 384, 768],
-        in_index=[0, 1, 2, 3],
-        pool_scales=(1, 2, 3, 6),
-        channels=512,
-        dropout_ratio=0.1,
-        num_classes=21,
-        norm_cfg=norm_cfg,
-        align_corners=False,
-        loss_decode=dict(
-            type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
-    auxiliary_head=dict(
-        type='FCNHead',
-        in_channels=384,
-        in_index=2,
-        channels=256,
-        num_convs=1,
-        concat_input=False,
-        dropout_ratio=0.1,
-        num_classes=21,
-        norm_cfg=norm_cfg,
-        align_corners=False,
-        loss_decode=dict(
-            type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4)),
-    train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+        in_channels=[96, 192, 384, 768], num_classes=21, norm_cfg=norm_cfg),
+    auxiliary_head=dict(num_classes=21, norm_cfg=norm_cfg))

@@ -9,6 +9,7 @@
 # - one forward pass on the crop (whole inference), scored on the crop.
 # The configs' metrics (and --eval sea) score the 473x473 crop against its
 # cropped label, as the authors do.
+_base_ = ['./_paper-protocol.py']
 dataset_type = 'PascalVOCDataset'
 data_root = 'data/VOCdevkit/VOC2012'
 crop_size = 473
@@ -23,11 +24,6 @@ test_pipeline = [
     dict(type='PackSegInputs'),
 ]
 test_dataloader = dict(
-    # every crop has the same size, so images can be batched
-    batch_size=8,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
@@ -36,7 +32,3 @@ test_dataloader = dict(
         ann_file='ImageSets/Segmentation/val.txt',
         pipeline=test_pipeline))
 val_dataloader = test_dataloader
-test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-val_evaluator = test_evaluator
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')

@@ -5,12 +5,8 @@ _base_ = [
     './_upernet_convnext-t.py',
     'mmseg::_base_/datasets/pascal_voc12_aug.py',
 ]
-crop_size = (512, 512)
-data_preprocessor = dict(size=crop_size)
 model = dict(
-    data_preprocessor=data_preprocessor,
-    decode_head=dict(num_classes=21),
-    auxiliary_head=dict(num_classes=21))
+    decode_head=dict(num_classes=21), auxiliary_head=dict(num_classes=21))
 train_dataloader = dict(batch_size=8)
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader

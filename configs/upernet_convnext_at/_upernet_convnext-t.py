@@ -16,7 +16,10 @@ custom_imports = dict(
 # clean init: downloaded on first use; offline, point
 # model.backbone.init_cfg.checkpoint at a local copy (README.md)
 checkpoint_file = 'https://download.openmmlab.com/mmclassification/v0/convnext/downstream/convnext-tiny_3rdparty_32xb128-noema_in1k_20220301-795e9634.pth'  # noqa
+# every config here trains on 512x512 crops (the dataset bases set crop_size)
+data_preprocessor = dict(size=(512, 512))
 model = dict(
+    data_preprocessor=data_preprocessor,
     backbone=dict(
         type='mmpretrain.ConvNeXt',
         arch='tiny',

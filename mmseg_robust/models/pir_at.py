@@ -52,8 +52,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from .initializers.robust_pretrained import (_format_keys, _strip_wrappers,
-                                             _unwrap, convert_robust_convnext)
+from .initializers.robust_pretrained import convert_robust_convnext
+from .state_dicts import count_keys, find_tensors, format_keys, strip_wrappers
 
 __all__ = [
     'PIRATConversion', 'convert_pir_at', 'upernet_convnext_keys',
@@ -232,14 +232,12 @@ def _check_keys(found: Sequence[str],
             'file?):'
         ]
         if missing:
-            lines.append(f'{len(missing)} expected keys are missing: '
-                         f'{_format_keys(missing)}')
+            lines.append(count_keys(missing, 'expected keys are missing'))
         if unexpected:
-            lines.append(f'{len(unexpected)} keys were not expected: '
-                         f'{_format_keys(unexpected)}')
+            lines.append(count_keys(unexpected, 'keys were not expected'))
         lines.append(f'expected {len(expected)} keys such as '
-                     f'{_format_keys(list(expected), 6)}; found '
-                     f'{len(found)} such as {_format_keys(list(found), 6)}')
+                     f'{format_keys(list(expected), 6)}; found '
+                     f'{len(found)} such as {format_keys(list(found), 6)}')
         raise ValueError('\n  '.join(lines))
     return absent_ok
 
@@ -360,10 +358,7 @@ def convert_pir_at(checkpoint: Mapping[str, Any]) -> PIRATConversion:
             (the message lists the expected and the found keys), or its keys
             do not match the detected type exactly.
     """
-    tensors = _unwrap(checkpoint)
-    sd: Dict[str, torch.Tensor] = OrderedDict()
-    for key, value in tensors.items():
-        sd[_strip_wrappers(key)] = value
+    sd = strip_wrappers(find_tensors(checkpoint))
     keys = list(sd)
     if any(k.startswith('decode_head.psp_modules.') for k in keys) or any(
             k.startswith('backbone.downsample_layers.') for k in keys):
@@ -376,5 +371,5 @@ def convert_pir_at(checkpoint: Mapping[str, Any]) -> PIRATConversion:
         'UPerNet + ConvNeXt (keys backbone.downsample_layers.*, '
         'backbone.stages.*, decode_head.psp_modules.*, ...) or a Segmenter '
         '(keys encoder.blocks.*, decoder.blocks.*, ...); found '
-        f'{len(keys)} keys: {_format_keys(keys)}. For a backbone-only '
+        f'{len(keys)} keys: {format_keys(keys)}. For a backbone-only '
         'ConvNeXt checkpoint use tools/convert_robust_convnext.py')

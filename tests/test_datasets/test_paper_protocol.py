@@ -178,12 +178,15 @@ def _one_config(dataset: str, protocol: str) -> Path:
     return CONFIGS / f'upernet_convnext-t-cvst_pir-at_{dataset}_{protocol}.py'
 
 
-@pytest.mark.parametrize(
-    'config', [
-        _one_config('voc2012', 'paper-protocol'),
-        _one_config('ade20k', 'paper-protocol')
-    ],
-    ids=lambda p: p.stem)
+def _both_datasets(protocol: str):
+    """Parametrise ``config`` over the VOC and ADE20K configs of a
+    protocol."""
+    return pytest.mark.parametrize(
+        'config', [_one_config(d, protocol) for d in ('voc2012', 'ade20k')],
+        ids=lambda p: p.stem)
+
+
+@_both_datasets('paper-protocol')
 def test_paper_pipeline_equals_authors_loader(config, voc_root, ade_root):
     """Every crop and label, bit for bit, after the data preprocessor."""
     voc = 'voc2012' in config.stem
@@ -217,12 +220,7 @@ def test_paper_pipeline_equals_authors_loader(config, voc_root, ade_root):
         assert n_other > 0  # "other" is a class, not ignored
 
 
-@pytest.mark.parametrize(
-    'config', [
-        _one_config('voc2012', 'mmseg-protocol'),
-        _one_config('ade20k', 'mmseg-protocol')
-    ],
-    ids=lambda p: p.stem)
+@_both_datasets('mmseg-protocol')
 def test_stock_pipeline_keeps_mmseg_labels(config, voc_root, ade_root):
     """The stock protocol: full-size labels, 255 / "other" ignored."""
     voc = 'voc2012' in config.stem

@@ -57,8 +57,8 @@ def _run(tmp_path,
         batch_size=batch_size,
         checkpoint_interval=1000,
         custom_hooks=[hook_cfg] if hook_cfg else [],
-        **kwargs)
-    cfg['train_cfg']['val_interval'] = 10**6
+        **kwargs,
+        val_interval=10**6)  # never validate
     cfg['experiment_name'] = f'at_{tmp_path.name}_{time.time()}'
     runner = Runner.from_cfg(cfg)
     for h in extra_hooks:

@@ -415,31 +415,25 @@ def test_initializer_registered_in_root_registry():
 # -------------------------------------------------------------- errors
 
 
-def test_missing_key_is_an_error(timm_models, tmp_path):
+def _drop_a_key(timm_models):
     state_dict = timm_models['patch'].state_dict()
     del state_dict['stages.1.blocks.1.mlp.fc2.weight']
-    ckpt = save(state_dict, tmp_path / 'missing.pth')
-    with pytest.raises(
-            RuntimeError,
-            match=r'not in the checkpoint: '
-            r'stages\.1\.1\.pointwise_conv2\.weight'):
-        load_backbone(ckpt)
+    return state_dict
 
 
-def test_shape_mismatch_is_an_error(tmp_path):
-    wider = make_timm_convnext(dims=[16, 32, 64, 128])
-    ckpt = save(wider.state_dict(), tmp_path / 'wide.pth')
-    with pytest.raises(
-            RuntimeError,
-            match=r'shapes differ: .*checkpoint '
-            r'\(16, 3, 4, 4\) vs model \(8, 3, 4, 4\)'):
-        load_backbone(ckpt)
-
-
-def test_deeper_checkpoint_is_an_error(tmp_path):
-    deeper = make_timm_convnext(depths=[1, 2, 2, 1])
-    ckpt = save(deeper.state_dict(), tmp_path / 'deep.pth')
-    with pytest.raises(RuntimeError, match=r'no place in .*stages\.2\.1\.'):
+@pytest.mark.parametrize(
+    'make, match',
+    [(_drop_a_key,
+      r'not in the checkpoint: stages\.1\.1\.pointwise_conv2\.weight'),
+     (lambda _: make_timm_convnext(dims=[16, 32, 64, 128]).state_dict(),
+      r'shapes differ: .*checkpoint \(16, 3, 4, 4\) vs model \(8, 3, 4, 4\)'),
+     (lambda _: make_timm_convnext(depths=[1, 2, 2, 1]).state_dict(),
+      r'no place in .*stages\.2\.1\.')],
+    ids=['missing-key', 'wider', 'deeper'])
+def test_checkpoint_that_does_not_fit_is_an_error(make, match, timm_models,
+                                                  tmp_path):
+    ckpt = save(make(timm_models), tmp_path / 'misfit.pth')
+    with pytest.raises(RuntimeError, match=match):
         load_backbone(ckpt)
 
 

@@ -236,8 +236,8 @@ def test_adversarial_training_with_a_real_runner(name, tmp_path, toy_data):
         batch_size=2,
         checkpoint_interval=1000,
         custom_hooks=[dict(type='AdvTrainingHook', eps=EPS, steps=1)],
-        model=tiny_model_cfg(FAMILY_BY_NAME[name]))
-    cfg['train_cfg']['val_interval'] = 10**6
+        model=tiny_model_cfg(FAMILY_BY_NAME[name]),
+        val_interval=10**6)  # never validate
     cfg['experiment_name'] = f'sweep_{name}_{time.time()}'
     runner = Runner.from_cfg(cfg)
     runner.train()

@@ -426,8 +426,8 @@ def tctx(ctx, trained_tiny, tmp_path_factory):
             trained_tiny['data_root'],
             max_iters=1,
             checkpoint_interval=1,
-            custom_hooks=hooks)
-        cfg['train_cfg']['val_interval'] = 10**6
+            custom_hooks=hooks,
+            val_interval=10**6)  # never validate
         cfg.update(extra)
         return _save_config(cfg, root / f'{name}.py')
 

@@ -48,13 +48,9 @@ from mmengine.model.weight_init import update_init_info
 from mmengine.registry import WEIGHT_INITIALIZERS
 from mmengine.runner.checkpoint import _load_checkpoint
 
-__all__ = ['RobustPretrained', 'convert_robust_convnext', 'ConvNeXtConversion']
+from ..state_dicts import count_keys, find_tensors, format_keys, strip_wrappers
 
-# containers that training scripts wrap state dicts in, in order of preference
-_CONTAINER_KEYS = ('state_dict', 'model', 'state_dict_ema')
-# wrapper prefixes (DDP, the robust models' normalisation wrapper,
-# torch.compile), stripped in any order and combination
-_WRAPPER_PREFIXES = ('module.', 'base_model.', '_orig_mod.')
+__all__ = ['RobustPretrained', 'convert_robust_convnext', 'ConvNeXtConversion']
 
 # the original ConvNeXt (also the backbone of the paper's UPerNet models):
 # its block names (dwconv, pwconv1/2) or the authors' ConvStem wrapper
@@ -122,47 +118,6 @@ class ConvNeXtConversion:
     ignored: List[str] = field(default_factory=list)
 
 
-def _format_keys(keys: List[Any], limit: int = 30) -> str:
-    keys = list(keys)
-    shown = ', '.join(str(k) for k in keys[:limit])
-    if len(keys) > limit:
-        shown += f', ... ({len(keys) - limit} more)'
-    return shown
-
-
-def _unwrap(checkpoint: Any) -> Dict[str, torch.Tensor]:
-    """Find the tensor dict inside a checkpoint."""
-    obj = checkpoint
-    while isinstance(obj, Mapping):
-        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        if tensors and len(tensors) == len(obj):
-            return tensors
-        inner = next(
-            (obj[k]
-             for k in _CONTAINER_KEYS if isinstance(obj.get(k), Mapping)),
-            None)
-        if inner is None:
-            if tensors:
-                return tensors
-            raise ValueError(
-                'Unrecognised checkpoint: found no tensors and none of the '
-                f'containers {list(_CONTAINER_KEYS)}; top-level keys: '
-                f'{_format_keys(list(obj))}')
-        obj = inner
-    raise TypeError(f'A checkpoint must be a dict, got {type(obj).__name__}')
-
-
-def _strip_wrappers(key: str) -> str:
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in _WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-                stripped = True
-    return key
-
-
 def _convert_timm(state_dict: Dict[str, torch.Tensor]) -> ConvNeXtConversion:
     out: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
     ignored, unknown = [], []
@@ -186,7 +141,7 @@ def _convert_timm(state_dict: Dict[str, torch.Tensor]) -> ConvNeXtConversion:
         raise ValueError(
             'Unrecognised keys in a timm-layout ConvNeXt checkpoint (only '
             'ConvNeXt v1 with a patch stem or the robust ConvStem is '
-            f'supported): {_format_keys(unknown)}')
+            f'supported): {format_keys(unknown)}')
     stem = 'conv' if any(k.startswith('stem.stem.') for k in state_dict) \
         else 'patch'
     return ConvNeXtConversion(out, 'timm', stem, ignored)
@@ -223,7 +178,7 @@ def _convert_original(
         raise ValueError(
             'Unrecognised keys in an original-layout ConvNeXt checkpoint '
             '(expected downsample_layers.*, stages.N.M.{dwconv,norm,pwconv1,'
-            f'pwconv2,gamma}}, norm*, head.*): {_format_keys(unknown)}')
+            f'pwconv2,gamma}}, norm*, head.*): {format_keys(unknown)}')
     stem = 'conv' if 'downsample_layers.0.3.weight' in out else 'patch'
     return ConvNeXtConversion(out, 'original', stem, ignored)
 
@@ -283,16 +238,14 @@ def convert_robust_convnext(
         ValueError: If the layout is not recognised, or keys of a
             recognised layout cannot be mapped.
     """
-    tensors = _unwrap(state_dict)
-    flat: Dict[str, torch.Tensor] = OrderedDict()
-    for key, value in tensors.items():
-        flat[_strip_wrappers(key)] = value
+    tensors = find_tensors(state_dict)
+    flat = strip_wrappers(tensors)
     if prefix:
         flat = OrderedDict((k[len(prefix):], v) for k, v in flat.items()
                            if k.startswith(prefix))
         if not flat:
             raise ValueError(f'No checkpoint key starts with prefix '
-                             f'{prefix!r}; keys: {_format_keys(tensors)}')
+                             f'{prefix!r}; keys: {format_keys(tensors)}')
     if any(_ORIGINAL_KEY.match(k) for k in flat):
         result = _convert_original(flat)
     elif any(_MMPRETRAIN_KEY.match(k) for k in flat):
@@ -306,7 +259,7 @@ def convert_robust_convnext(
             'an original ConvNeXt (downsample_layers.*, stages.N.M.dwconv.*) '
             'or an mmpretrain ConvNeXt (downsample_layers.*, '
             'stages.N.M.depthwise_conv.*), optionally under backbone.; '
-            f'keys: {_format_keys(flat)}')
+            f'keys: {format_keys(flat)}')
     return result if return_info else result.state_dict
 
 
@@ -412,15 +365,16 @@ class RobustPretrained:
 
         problems = []
         if missing:
-            problems.append(f'{len(missing)} weights of {name} are not in '
-                            f'the checkpoint: {_format_keys(missing)}')
+            problems.append(
+                count_keys(missing,
+                           f'weights of {name} are not in the checkpoint'))
         if mismatched:
-            problems.append(f'{len(mismatched)} shapes differ: '
-                            f'{_format_keys(mismatched)}')
+            problems.append(count_keys(mismatched, 'shapes differ'))
         if unexpected:
-            problems.append(f'{len(unexpected)} checkpoint weights have no '
-                            f'place in {name} (a different depth?): '
-                            f'{_format_keys(unexpected)}')
+            problems.append(
+                count_keys(
+                    unexpected, 'checkpoint weights have no place in '
+                    f'{name} (a different depth?)'))
         if problems:
             raise RuntimeError(
                 f'RobustPretrained: {self.checkpoint} ({conv.layout} layout, '
@@ -434,8 +388,8 @@ class RobustPretrained:
             f'RobustPretrained: loaded {len(to_load)} tensors into {name} '
             f'from {self.checkpoint} ({conv.layout} layout, {conv.stem} '
             f'stem); newly initialised (per-stage output norms, not in the '
-            f'checkpoint): {_format_keys(new_norms) or "none"}; ignored '
-            f'{len(ignored)} checkpoint keys: {_format_keys(ignored) or "-"}',
+            f'checkpoint): {format_keys(new_norms) or "none"}; ignored '
+            f'{len(ignored)} checkpoint keys: {format_keys(ignored) or "-"}',
             logger='current')
         if hasattr(module, '_params_init_info'):
             update_init_info(
