@@ -1,15 +1,18 @@
 """Seed spread of our SEA and the authors' SEA at one radius.
 
     python benchmarks/bench_seeds.py [--model texture_clean] [--eps 16]
-        [--seeds 1 2 3] [--n-iter 100] [--threads 1]
+        [--seeds 1 2 3] [--n-iter 100] [--threads 1] [--images N]
+        [--version 2023]
 
 A difference between two attacks that is smaller than the spread over random
 starts is not a difference in strength. ``bench_strength.py`` runs one seed;
-this script reruns SEA-2023 (ours, independent radius) and the authors'
-SEA-2023 (``_authors_sea.py``) with other seeds on the same images and
-reports each seed and the means. Adds (or replaces) the entry of this
-model, radius and number of iterations in
-``benchmarks/results/bench_seeds.json``.
+this script reruns SEA-2023 or, with ``--version 2024``, SEA-2024 (ours,
+independent radius) and the authors' (``_authors_sea.py``) with other seeds
+on the same images and reports each seed and the means. ``--images`` takes
+more (or fewer) of the validation images than the strength table (the
+demo's 20 instead of 10).
+Adds (or replaces) the entry of this model, radius, number of iterations,
+images and version in ``benchmarks/results/bench_seeds.json``.
 """
 import argparse
 import json
@@ -29,6 +32,12 @@ def parse_args(argv=None):
     p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3])
     p.add_argument('--n-iter', type=int, default=100)
     p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--version', default='2023', choices=['2023', '2024'])
+    p.add_argument(
+        '--images',
+        type=int,
+        help='validation images (default: as bench_strength.py, 16 '
+        'texture / 10 demo; the demo has 20)')
     p.add_argument('--out', default=f'{HERE}/results')
     return p.parse_args(argv)
 
@@ -36,16 +45,32 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    from mmseg_robust.attacks import SEA
-    model, x, y, _, counts = load(args.model)
+    from mmseg_robust.attacks import SEA, class_weights_from_counts
+    model, x, y, _, counts = load(args.model, args.images)
     num_classes = len(counts)
     eps = args.eps / 255
+    # SEA-2024's class weights, as bench_strength.py
+    weights = class_weights_from_counts(counts).float()
     runs = {}
     for seed in args.seeds:
         # the per-image seeds bench_strength.py derives from --seed
         seeds = [seed * 1000 + i for i in range(x.shape[0])]
-        ours = SEA(model, eps, n_iter=args.n_iter).run(x, y, seed=seeds)
-        theirs = authors_sea(model, x, y, eps, args.n_iter, '2023', seed=seed)
+        ours = SEA(
+            model,
+            eps,
+            n_iter=args.n_iter,
+            version=args.version,
+            class_weights=weights).run(
+                x, y, seed=seeds)
+        theirs = authors_sea(
+            model,
+            x,
+            y,
+            eps,
+            args.n_iter,
+            args.version,
+            weights=weights,
+            seed=seed)
         runs[seed] = dict(
             ours=scores(ours.pred, y, num_classes),
             authors=scores(theirs['worst'], y, num_classes))
@@ -74,7 +99,8 @@ def main(argv=None):
 
     def key(settings):
         return (settings['model'], float(settings['eps']),
-                int(settings.get('n_iter', 100)))
+                int(settings.get('n_iter', 100)), settings.get('images'),
+                settings.get('version', '2023'))
 
     entries = [e for e in entries if key(e['settings']) != key(vars(args))]
     entries.append(dict(settings=vars(args), runs=runs, means=means))

@@ -56,16 +56,24 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load(name):
+#: Validation images per model in the strength table (``load``'s default)
+N_IMAGES = dict(texture=16, demo=10)
+
+
+def load(name, n_images=None):
     """``(model, x, y, mask, class_counts)``: the model in eval mode, one
-    batch of validation images and the training-label class counts (for
-    SEA-2024's class weights; their length is the number of classes)."""
+    batch of validation images (the first ``n_images``; default
+    :data:`N_IMAGES`, the demo has 20) and the training-label class counts
+    (for SEA-2024's class weights; their length is the number of
+    classes)."""
+    family = 'texture' if name.startswith('texture') else 'demo'
+    n_images = n_images or N_IMAGES[family]
     if name.startswith('texture'):
         from _texture import (NUM_CLASSES, texture_model, texture_val,
                               train_pool)
         cache = osp.join(ROOT, 'work_dirs', 'bench')
         model = texture_model(name, cache)
-        x, y = texture_val(16)
+        x, y = texture_val(n_images)
         _, ty = train_pool(cache)
         ty = ty[ty != 255]
         counts = torch.bincount(ty, minlength=NUM_CLASSES).double()
@@ -76,7 +84,7 @@ def load(name):
     from _common import DEMO, demo_batches, demo_model
     from PIL import Image
     seg = demo_model(name.replace('demo_', ''))
-    b = demo_batches(seg, batch_size=10, max_images=10)[0]
+    b = demo_batches(seg, batch_size=n_images, max_images=n_images)[0]
     counts = np.zeros(3)
     for f in glob.glob(osp.join(DEMO, 'data', 'ann_dir', 'train', '*.png')):
         lab = np.asarray(Image.open(f)).ravel()
