@@ -68,7 +68,7 @@ def load(name, n_images=None):
     classes)."""
     family = 'texture' if name.startswith('texture') else 'demo'
     n_images = n_images or N_IMAGES[family]
-    if name.startswith('texture'):
+    if family == 'texture':
         from _texture import (NUM_CLASSES, texture_model, texture_val,
                               train_pool)
         cache = osp.join(ROOT, 'work_dirs', 'bench')
