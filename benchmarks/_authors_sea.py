@@ -81,12 +81,15 @@ def apgd_run(model: Callable,
              x_init: Optional[Tensor] = None,
              weights: Optional[Tensor] = None,
              generator: Optional[torch.Generator] = None,
-             fix_start_acc: bool = False) -> Tensor:
+             fix_start_acc: bool = False,
+             noise: Optional[Tensor] = None) -> Tensor:
     """One APGD run as in their ``apgd_train`` (l_inf); returns the
-    lowest-accuracy iterate (``x_best_adv``)."""
+    lowest-accuracy iterate (``x_best_adv``). ``noise`` (uniform in
+    [-1, 1]) replaces the random start's draw."""
     B = x.shape[0]
     if x_init is None:
-        noise = 2 * torch.rand(x.shape, generator=generator) - 1
+        if noise is None:
+            noise = 2 * torch.rand(x.shape, generator=generator) - 1
         x_adv = (x + eps * noise.to(x)).clamp(0, 1)
     else:
         x_adv = x_init.clone()
@@ -172,9 +175,10 @@ def apgd_largereps(model,
                    track,
                    weights=None,
                    generator=None,
-                   fix_start_acc=False) -> Tensor:
+                   fix_start_acc=False,
+                   noise=None) -> Tensor:
     """Their red-eps: 2, 1.5, 1 times eps for 30%, 30%, 40% of the
-    iterations."""
+    iterations; ``noise`` as in :func:`apgd_run` (first run only)."""
     iters = [int(0.3 * n_iter), int(0.3 * n_iter)]
     iters.append(n_iter - sum(iters))
     x_init = None
@@ -183,7 +187,8 @@ def apgd_largereps(model,
         if x_init is not None:
             x_init = (x + (x_init - x).clamp(-radius, radius)).clamp(0, 1)
         x_init = apgd_run(model, x, y, radius, n, loss, track, x_init, weights,
-                          generator, fix_start_acc)
+                          generator, fix_start_acc, noise)
+        noise = None
     return x_init
 
 
@@ -200,22 +205,29 @@ def _predict(model, x):
     return model(x).max(1)[1]
 
 
-def authors_sea(model,
-                x: Tensor,
-                y: Tensor,
-                eps: float,
-                n_iter: int,
-                version: str = '2023',
-                weights: Optional[Tensor] = None,
-                seed: int = 0,
-                cache: Optional[Dict] = None,
-                fix_start_acc: bool = False) -> Dict[str, Tensor]:
+def authors_sea(
+        model,
+        x: Tensor,
+        y: Tensor,
+        eps: float,
+        n_iter: int,
+        version: str = '2023',
+        weights: Optional[Tensor] = None,
+        seed: int = 0,
+        cache: Optional[Dict] = None,
+        fix_start_acc: bool = False,
+        starts: Optional[Callable[[str], Tensor]] = None) -> Dict[str, Tensor]:
     """Their SEA on one batch: ``{attack: pred, 'worst': pred}`` with the
     per-image worst case by pixel accuracy. ``y`` uses 255 for ignored
-    pixels. ``cache`` (a dict) reuses runs shared by both versions."""
+    pixels. ``cache`` (a dict) reuses runs shared by both versions.
+    ``starts`` maps an attack's loss to its random start's noise (uniform
+    in [-1, 1], e.g. the noise our SEA draws for that attack), so that both
+    implementations start alike; without it ``seed`` draws the starts."""
     y_ = torch.where(y == 255, torch.full_like(y, -1), y)
     out = {}
     g = torch.Generator().manual_seed(seed)
+    if starts is not None:
+        cache = None  # the runs depend on the given starts
     for loss, track in AUTHORS_SEA[version]:
         key = (loss, track, eps, n_iter, fix_start_acc)
         if cache is not None and key in cache:
@@ -223,7 +235,8 @@ def authors_sea(model,
             continue
         with torch.enable_grad():
             x_adv = apgd_largereps(model, x, y_, eps, n_iter, loss, track,
-                                   weights, g, fix_start_acc)
+                                   weights, g, fix_start_acc,
+                                   None if starts is None else starts(loss))
         out[loss] = _predict(model, x_adv)
         if cache is not None:
             cache[key] = out[loss]
