@@ -51,7 +51,8 @@ def apgd_run(problem: AttackProblem, x0: Tensor, lower: Tensor, upper: Tensor,
     The step-size control (conditions (a) and (b)) and the restart point
     follow the *tracked* objective of the problem's objective
     (docs/attacks.md); the step direction is the gradient of the attacked
-    loss; the output is the lowest-accuracy point.
+    loss; the output is the lowest-accuracy point (of equally accurate
+    points the one with the higher tracked objective).
 
     Args:
         problem: The attack problem (objective, images to attack, clean
@@ -86,6 +87,9 @@ def apgd_run(problem: AttackProblem, x0: Tensor, lower: Tensor, upper: Tensor,
         best.x[ia], best.pred[ia], best.correct[ia] = x0[ia], ev.pred, \
             ev.correct
         del ev
+    # of equally accurate points the output keeps the one with the higher
+    # tracked objective (WorstCase.update)
+    best.score = track.clone()
     if early_stop:
         active = active & (best.correct > 0)
 
@@ -159,7 +163,7 @@ def apgd_run(problem: AttackProblem, x0: Tensor, lower: Tensor, upper: Tensor,
             x_best_track[sel] = x_new[improved]
             if g is not None:
                 grad_best[sel] = g[improved]
-        best.update(ia, x_new, ev.pred, ev.correct)
+        best.update(ia, x_new, ev.pred, ev.correct, t)
         del ev, g
         if early_stop:
             active = active & (best.correct > 0)

@@ -358,31 +358,60 @@ class Objective:
 
 class WorstCase:
     """The lowest-accuracy point seen so far, per image: an APGD run's
-    output and SEA's worst case over its attacks."""
+    output and SEA's worst case over its attacks.
 
-    def __init__(self, x: Tensor, pred: Tensor, correct: Tensor):
+    Args:
+        x, pred, correct: The starting worst case (points, predictions,
+            correct-pixel counts).
+        score (Tensor, optional): ``(B,)`` a score of these points that
+            breaks ties in accuracy: with it, a point that is as bad as the
+            worst case and scores higher replaces it (APGD passes its
+            tracked objective). Without it ties keep the earlier point.
+    """
+
+    def __init__(self,
+                 x: Tensor,
+                 pred: Tensor,
+                 correct: Tensor,
+                 score: Optional[Tensor] = None):
         self.x = x.clone()
         self.pred = pred.clone()
         self.correct = correct.clone()
+        self.score = None if score is None else score.clone()
 
-    def update(self, idx: Tensor, x: Tensor, pred: Tensor,
-               correct: Tensor) -> Tensor:
-        """Keep the points of images ``idx`` that are strictly better.
+    def update(self,
+               idx: Tensor,
+               x: Tensor,
+               pred: Tensor,
+               correct: Tensor,
+               score: Optional[Tensor] = None) -> Tensor:
+        """Keep the points of images ``idx`` that are better: fewer correct
+        pixels or, if this worst case keeps scores, as few and a higher
+        ``score``.
 
-        Strictly lower only: ties keep the earlier point, which makes the
-        result independent of how long broken images keep running (keeping
-        the later or the higher-objective point instead measured the same,
-        docs/benchmarks.md).
+        Ties in accuracy happen (pixel counts plateau on robust models) and
+        matter where a point is handed on: red-eps starts each radius from
+        the previous one's worst case, and of equally wrong points the one
+        with the higher objective lies deeper in the adversarial region, so
+        more of it survives the projection onto the smaller ball
+        (docs/attacks.md, "Ties"). An image that stops early stops at its
+        first all-wrong point, so scores never make the result depend on
+        how long other images run.
 
         Returns:
             Tensor: bool mask over ``idx`` of the images that improved.
         """
-        better = correct < self.correct[idx]
+        cur = self.correct[idx]
+        better = correct < cur
+        if self.score is not None and score is not None:
+            better |= (correct == cur) & (score > self.score[idx])
         if bool(better.any()):
             sel = idx[better]
             self.x[sel] = x[better]
             self.pred[sel] = pred[better]
             self.correct[sel] = correct[better]
+            if self.score is not None and score is not None:
+                self.score[sel] = score[better]
         return better
 
 

@@ -67,7 +67,8 @@ def reference_apgd(model, x, y, eps, n_iter, loss, x0, ignore=255, track=None):
 
     The step direction follows ``loss``; conditions (a), (b) and the restart
     point follow the tracked objective ``track`` (default: the documented
-    choice for ``loss``). Returns the lowest-accuracy point of the run and
+    choice for ``loss``). Returns the lowest-accuracy point of the run (of
+    equally accurate points the one with the higher tracked objective) and
     its correct count.
     """
     track = SPEC_TRACKED[loss] if track is None else track
@@ -94,7 +95,7 @@ def reference_apgd(model, x, y, eps, n_iter, loss, x0, ignore=255, track=None):
     eta = 2 * eps
     xk, x_prev = x0.clone(), x0.clone()
     fk, gk, ck = evaluate(x0, 1)
-    x_low, c_low = x0.clone(), ck
+    x_low, c_low, f_low = x0.clone(), ck, fk
     f_max, x_max, g_max = fk, x0.clone(), gk
     increases, last, reduced_last, f_max_last = 0, 0, False, f_max
     for k in range(n_iter):
@@ -109,8 +110,8 @@ def reference_apgd(model, x, y, eps, n_iter, loss, x0, ignore=255, track=None):
         fk, gk = fn, gn
         if fn > f_max:
             f_max, x_max, g_max = fn, xn.clone(), gn
-        if cn < c_low:
-            c_low, x_low = cn, xn.clone()
+        if cn < c_low or (cn == c_low and fn > f_low):
+            c_low, x_low, f_low = cn, xn.clone(), fn
         if k + 1 in checkpoints and k + 1 < n_iter:
             cond_a = increases < 0.75 * (k + 1 - last)
             cond_b = (not reduced_last) and f_max <= f_max_last

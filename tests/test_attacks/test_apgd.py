@@ -3,11 +3,14 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmseg_robust.attacks import (UniformNoise, apgd, apgd_checkpoints,
                                   apgd_red_eps)
 from mmseg_robust.attacks import losses as losses_module
 from mmseg_robust.attacks import pixel_loss, red_eps_schedule, start_noise
+from mmseg_robust.attacks.core import WorstCase
 from .helpers import PixelNet, reference_apgd, reference_checkpoints, toy_batch
 
 EPS = 4 / 255
@@ -65,6 +68,36 @@ def test_batched_apgd_equals_per_image_reference(net, loss, track):
             ref_x, ref_c = x[i:i + 1], clean_c
         assert int(res.correct[i]) == ref_c
         torch.testing.assert_close(res.x_adv[i:i + 1], ref_x)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(-2, 2)),
+        min_size=1,
+        max_size=12), st.booleans())
+def test_worst_case_breaks_ties_by_score(points, scored):
+    """A stream of (correct, score) points for one image: the worst case
+    is the first point with the fewest correct pixels and, if it keeps
+    scores, among those the first with the highest score."""
+    x = torch.zeros(1, 1, 1, 1)
+    first_c, first_s = points[0]
+    worst = WorstCase(x, torch.zeros(1, 1, 1, dtype=torch.long),
+                      torch.tensor([first_c]),
+                      torch.tensor([float(first_s)]) if scored else None)
+    idx = torch.tensor([0])
+    for i, (c, sc) in enumerate(points[1:], 1):
+        better = worst.update(idx, torch.full((1, 1, 1, 1), float(i)),
+                              torch.full((1, 1, 1), i), torch.tensor([c]),
+                              torch.tensor([float(sc)]))
+        assert bool(better) == (int(worst.pred) == i)
+    if scored:
+        key = [(c, -sc, i) for i, (c, sc) in enumerate(points)]
+    else:
+        key = [(c, i) for i, (c, _) in enumerate(points)]
+    expected = min(key)[-1]
+    assert int(worst.pred) == expected and float(worst.x) == expected
+    assert int(worst.correct) == points[expected][0]
 
 
 def test_same_seed_bit_identical_and_seed_matters(net):
