@@ -391,12 +391,11 @@ class WorstCase:
 
         Ties in accuracy happen (pixel counts plateau on robust models) and
         matter where a point is handed on: red-eps starts each radius from
-        the previous one's worst case, and of equally wrong points the one
-        with the higher objective lies deeper in the adversarial region, so
-        more of it survives the projection onto the smaller ball
-        (docs/attacks.md, "Ties"). An image that stops early stops at its
-        first all-wrong point, so scores never make the result depend on
-        how long other images run.
+        the previous one's output, and the higher-objective point is on
+        average the better start (measured, docs/attacks.md, "Choices where
+        the paper leaves room"). An image that stops early stops at its first
+        all-wrong point, so scores never make the result depend on how long
+        other images run.
 
         Returns:
             Tensor: bool mask over ``idx`` of the images that improved.
