@@ -36,13 +36,13 @@ def worker(args):
     """Runs with the other checkout first on ``sys.path``."""
     import torch
     torch.set_num_threads(args.threads)
-    from bench_strength import load, scores
+    from bench_strength import image_seeds, load, scores
 
     from mmseg_robust.attacks import SEA
     out = {}
     for name in args.models:
         model, x, y, mask, counts = load(name)
-        seeds = [args.seed * 1000 + i for i in range(x.shape[0])]
+        seeds = image_seeds(args.seed, x.shape[0])
         out[name] = {}
         for e in args.eps:
             res = SEA(

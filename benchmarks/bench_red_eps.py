@@ -22,25 +22,22 @@ import os.path as osp
 import time
 
 import torch
-from _common import write_json
-from bench_strength import HERE, load, scores, worst_of
+from _common import add_strength_args, write_json
+from bench_strength import HERE, image_seeds, load, scores, worst_of
 
 SEA_2023 = ['mask_ce', 'bal_ce', 'js', 'mask_sph']
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--models', nargs='+', default=['demo_at2', 'texture_at'])
-    p.add_argument('--eps', type=float, nargs='+', default=[4, 8, 12, 16])
-    p.add_argument('--n-iter', type=int, default=300)
+    add_strength_args(p, osp.join(HERE, 'results'))
+    # the paper's budget, on the two adversarially trained models
+    p.set_defaults(models=['demo_at2', 'texture_at'], n_iter=300)
     p.add_argument('--losses', nargs='+', default=SEA_2023)
     p.add_argument(
         '--images',
         type=int,
         help='validation images (default: as bench_strength.py)')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--threads', type=int, default=1)
-    p.add_argument('--out', default=osp.join(HERE, 'results'))
     return p.parse_args(argv)
 
 
@@ -50,7 +47,7 @@ def run_model(name, args):
                                       derive_seed, start_noise)
     model, x, y, mask, counts = load(name, args.images)
     num_classes = len(counts)
-    seeds = [args.seed * 1000 + i for i in range(x.shape[0])]
+    seeds = image_seeds(args.seed, x.shape[0])
     table = {}
     for e in args.eps:
         t0 = time.perf_counter()

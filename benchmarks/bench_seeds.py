@@ -29,7 +29,7 @@ import statistics
 import torch
 from _authors_sea import authors_sea
 from _common import write_json
-from bench_strength import HERE, load, scores
+from bench_strength import HERE, image_seeds, load, scores
 
 
 def parse_args(argv=None):
@@ -67,8 +67,7 @@ def main(argv=None):
     weights = class_weights_from_counts(counts).float()
     runs = {}
     for seed in args.seeds:
-        # the per-image seeds bench_strength.py derives from --seed
-        seeds = [seed * 1000 + i for i in range(x.shape[0])]
+        seeds = image_seeds(seed, x.shape[0])
         ours = SEA(
             model,
             eps,

@@ -92,6 +92,12 @@ def load(name, n_images=None):
     return b.model, b.x, b.y, b.mask, torch.from_numpy(counts)
 
 
+def image_seeds(seed, n_images):
+    """The per-image seeds every strength benchmark derives from a run's
+    seed (``seed * 1000 + i``), so their random starts match."""
+    return [seed * 1000 + i for i in range(n_images)]
+
+
 def scores(pred, y, num_classes):
     """aAcc and mIoU (%), MMSeg's definitions, over a batch."""
     valid = y != 255
@@ -155,7 +161,7 @@ def run_model(name, args, log):
     model, x, y, mask, counts = load(name)
     num_classes = len(counts)
     weights = class_weights_from_counts(counts).float()
-    seeds = [args.seed * 1000 + i for i in range(x.shape[0])]
+    seeds = image_seeds(args.seed, x.shape[0])
     kw = dict(mask=mask)
     table, timing = {}, {}
 

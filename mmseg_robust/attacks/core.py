@@ -402,14 +402,15 @@ class WorstCase:
         """
         cur = self.correct[idx]
         better = correct < cur
-        if self.score is not None and score is not None:
+        scored = self.score is not None and score is not None
+        if scored:
             better |= (correct == cur) & (score > self.score[idx])
         if bool(better.any()):
             sel = idx[better]
             self.x[sel] = x[better]
             self.pred[sel] = pred[better]
             self.correct[sel] = correct[better]
-            if self.score is not None and score is not None:
+            if scored:
                 self.score[sel] = score[better]
         return better
 
