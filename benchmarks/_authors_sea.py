@@ -219,17 +219,17 @@ def authors_sea(
         starts: Optional[Callable[[str], Tensor]] = None) -> Dict[str, Tensor]:
     """Their SEA on one batch: ``{attack: pred, 'worst': pred}`` with the
     per-image worst case by pixel accuracy. ``y`` uses 255 for ignored
-    pixels. ``cache`` (a dict) reuses runs shared by both versions.
-    ``starts`` maps an attack's loss to its random start's noise (uniform
-    in [-1, 1], e.g. the noise our SEA draws for that attack), so that both
-    implementations start alike; without it ``seed`` draws the starts."""
+    pixels. ``cache`` (a dict) reuses runs shared by both versions (given
+    the same ``starts`` object, or none). ``starts`` maps an attack's loss to
+    its random start's noise (uniform in [-1, 1], e.g. the noise our SEA
+    draws for that attack), so that both implementations start alike;
+    without it ``seed`` draws the starts."""
     y_ = torch.where(y == 255, torch.full_like(y, -1), y)
     out = {}
     g = torch.Generator().manual_seed(seed)
-    if starts is not None:
-        cache = None  # the runs depend on the given starts
     for loss, track in AUTHORS_SEA[version]:
-        key = (loss, track, eps, n_iter, fix_start_acc)
+        # with given starts a run depends on them: key on the object
+        key = (loss, track, eps, n_iter, fix_start_acc, starts)
         if cache is not None and key in cache:
             out[loss] = cache[key]
             continue

@@ -41,6 +41,24 @@ def add_strength_args(parser, out: str) -> None:
     parser.add_argument('--out', default=out)
 
 
+def add_starts_arg(parser) -> None:
+    """``--starts``: how the authors' SEA gets its random starts."""
+    parser.add_argument(
+        '--starts',
+        default='same',
+        choices=['same', 'own'],
+        help="the authors' random starts: ours per attack (paired "
+        'comparison, default) or drawn by their code from the seed')
+
+
+def sea_noise(x, seeds):
+    """The start noise our SEA draws for each attack (by loss name) on the
+    images ``x`` with per-image ``seeds``: ``authors_sea(starts=...)`` gives
+    the authors' SEA the same starts, so that a comparison is paired."""
+    from mmseg_robust.attacks import derive_seed, start_noise
+    return lambda loss: start_noise(x, derive_seed(seeds, loss))
+
+
 #: UPerNet + ConvNeXt-T as MMSeg's ADE20K recipe (150 classes)
 CONVNEXT_T = osp.join(ROOT, 'configs', 'upernet_convnext_at',
                       'upernet_convnext-t_clean_4xb8-128ep_ade20k-512x512.py')

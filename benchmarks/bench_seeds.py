@@ -28,7 +28,7 @@ import statistics
 
 import torch
 from _authors_sea import authors_sea
-from _common import write_json
+from _common import add_starts_arg, sea_noise, write_json
 from bench_strength import HERE, image_seeds, load, scores
 
 
@@ -40,12 +40,7 @@ def parse_args(argv=None):
     p.add_argument('--n-iter', type=int, default=100)
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--version', default='2023', choices=['2023', '2024'])
-    p.add_argument(
-        '--starts',
-        default='same',
-        choices=['same', 'own'],
-        help="the authors' random starts: ours per attack (paired "
-        'comparison, default) or drawn by their code from the seed')
+    add_starts_arg(p)
     p.add_argument(
         '--images',
         type=int,
@@ -58,8 +53,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    from mmseg_robust.attacks import (SEA, class_weights_from_counts,
-                                      derive_seed, start_noise)
+    from mmseg_robust.attacks import SEA, class_weights_from_counts
     model, x, y, _, counts = load(args.model, args.images)
     num_classes = len(counts)
     eps = args.eps / 255
@@ -84,8 +78,7 @@ def main(argv=None):
             args.version,
             weights=weights,
             seed=seed,
-            starts=None if args.starts == 'own' else
-            lambda loss: start_noise(x, derive_seed(seeds, loss)))
+            starts=None if args.starts == 'own' else sea_noise(x, seeds))
         runs[seed] = dict(
             ours=scores(ours.pred, y, num_classes),
             authors=scores(theirs['worst'], y, num_classes),

@@ -7,7 +7,8 @@ their checks), on models trained here in minutes:
   microscopy tiles, clean and AT^2 (run ``make demo`` first).
 
     python benchmarks/bench_strength.py [--models texture_at ...]
-        [--eps 4 8 12 16] [--n-iter 100] [--threads 1] [--fresh]
+        [--eps 4 8 12 16] [--n-iter 100] [--threads 1] [--starts same]
+        [--fresh]
 
 Per model and radius, every attack gets ``n_iter`` iterations per image:
 
@@ -19,7 +20,9 @@ Per model and radius, every attack gets ``n_iter`` iterations per image:
   chained radii (each radius starting from the smaller one's worst case, as
   ``tools/test.py`` runs them) and the worst case by mIoU;
 * the authors' released SEA-2023 / SEA-2024, re-implemented from a reading of
-  their code (benchmarks/_authors_sea.py), at the same iterations;
+  their code (benchmarks/_authors_sea.py), at the same iterations and, with
+  ``--starts same`` (the default), from the random starts our SEA draws for
+  each attack (a paired comparison; ``--starts own``: their own draws);
 * PGD, SegPGD, CosPGD with the paper's step sizes.
 
 Reported: aAcc / mIoU over the images (MMSeg's definitions) and the paper's
@@ -34,7 +37,8 @@ import sys
 import time
 
 import torch
-from _common import ROOT, add_strength_args, write_json
+from _common import (ROOT, add_starts_arg, add_strength_args, sea_noise,
+                     write_json)
 
 HERE = osp.dirname(osp.abspath(__file__))
 LOSSES = ['mask_ce', 'bal_ce', 'js', 'mask_sph', 'mask_ce_bal']
@@ -43,6 +47,7 @@ LOSSES = ['mask_ce', 'bal_ce', 'js', 'mask_sph', 'mask_ce_bal']
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     add_strength_args(p, osp.join(HERE, 'results'))
+    add_starts_arg(p)
     p.add_argument(
         '--fresh',
         action='store_true',
@@ -162,6 +167,8 @@ def run_model(name, args, log):
     num_classes = len(counts)
     weights = class_weights_from_counts(counts).float()
     seeds = image_seeds(args.seed, x.shape[0])
+    # the authors' SEA gets our random start of each attack (paired)
+    starts = None if args.starts == 'own' else sea_noise(x, seeds)
     kw = dict(mask=mask)
     table, timing = {}, {}
 
@@ -265,7 +272,15 @@ def run_model(name, args, log):
         cache = {}
         t0 = time.perf_counter()
         a23 = authors_sea(
-            model, x, y, eps, args.n_iter, '2023', seed=args.seed, cache=cache)
+            model,
+            x,
+            y,
+            eps,
+            args.n_iter,
+            '2023',
+            seed=args.seed,
+            cache=cache,
+            starts=starts)
         timing[f'authors SEA-2023 {e:g}'] = time.perf_counter() - t0
         a24 = authors_sea(
             model,
@@ -276,7 +291,8 @@ def run_model(name, args, log):
             '2024',
             weights=weights,
             seed=args.seed,
-            cache=cache)
+            cache=cache,
+            starts=starts)
         out['authors SEA-2023'] = a23['worst']
         out['authors SEA-2024'] = a24['worst']
         for loss, pred in a23.items():
@@ -414,8 +430,10 @@ def main(argv=None):
     if osp.isfile(path) and not args.fresh:
         with open(path) as f:
             old = json.load(f)
-        if old.get('settings', {}).get('n_iter') == args.n_iter and \
-                old.get('settings', {}).get('eps') == args.eps:
+        kept = old.get('settings', {})
+        if kept.get('n_iter') == args.n_iter and \
+                kept.get('eps') == args.eps and \
+                kept.get('starts', 'own') == args.starts:
             results = old.get('models', {})
     for name in args.models:
         if name in results:
