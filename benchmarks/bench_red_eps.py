@@ -22,7 +22,7 @@ import os.path as osp
 import time
 
 import torch
-from _common import add_strength_args, write_json
+from _common import add_strength_args, sea_noise, write_json
 from bench_strength import HERE, image_seeds, load, scores, worst_of
 
 SEA_2023 = ['mask_ce', 'bal_ce', 'js', 'mask_sph']
@@ -43,17 +43,16 @@ def parse_args(argv=None):
 
 def run_model(name, args):
     """``{row: {eps: scores}}`` for one model."""
-    from mmseg_robust.attacks import (UniformNoise, apgd, apgd_red_eps,
-                                      derive_seed, start_noise)
+    from mmseg_robust.attacks import UniformNoise, apgd, apgd_red_eps
     model, x, y, mask, counts = load(name, args.images)
     num_classes = len(counts)
-    seeds = image_seeds(args.seed, x.shape[0])
+    noise_of = sea_noise(x, image_seeds(args.seed, x.shape[0]))
     table = {}
     for e in args.eps:
         t0 = time.perf_counter()
         preds = {'red-eps': [], 'const-eps': []}
         for loss in args.losses:
-            noise = UniformNoise(start_noise(x, derive_seed(seeds, loss)))
+            noise = UniformNoise(noise_of(loss))
             for schedule, attack in (('red-eps', apgd_red_eps), ('const-eps',
                                                                  apgd)):
                 r = attack(

@@ -161,14 +161,14 @@ def run_model(name, args, log):
 
     from mmseg_robust.attacks import (SEA, UniformNoise, apgd, apgd_red_eps,
                                       class_weights_from_counts,
-                                      default_tracked, derive_seed, pgd,
-                                      start_noise)
+                                      default_tracked, pgd)
     model, x, y, mask, counts = load(name)
     num_classes = len(counts)
     weights = class_weights_from_counts(counts).float()
     seeds = image_seeds(args.seed, x.shape[0])
+    noise = sea_noise(x, seeds)  # our SEA's start noise per attack
     # the authors' SEA gets our random start of each attack (paired)
-    starts = None if args.starts == 'own' else sea_noise(x, seeds)
+    starts = None if args.starts == 'own' else noise
     kw = dict(mask=mask)
     table, timing = {}, {}
 
@@ -210,8 +210,7 @@ def run_model(name, args, log):
             args.n_iter,
             loss='mask_ce_bal',
             class_weights=weights,
-            start=UniformNoise(
-                start_noise(x, derive_seed(seeds, 'mask_ce_bal'))),
+            start=UniformNoise(noise('mask_ce_bal')),
             **kw)
         out['red-eps mask_ce_bal (tracks ce)'] = r.pred
         out['SEA-2023'] = res23.pred
