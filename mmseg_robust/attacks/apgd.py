@@ -6,15 +6,16 @@ decisions, best points and early stop. Images that are finished are
 dropped from the forward passes, so a batch costs what its unfinished
 images cost.
 """
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from .checks import check_n_iter
-from .core import (_DEFAULT, AttackProblem, AttackResult, Prediction,
-                   StartLike, WorstCase, default_tracked, project,
-                   run_attack_loop, start_from_legacy)
+from .core import (_DEFAULT, AmpLike, AttackProblem, AttackResult,
+                   Prediction, StartLike, WorstCase, default_tracked,
+                   is_sync_point, project, run_attack_loop, start_from_legacy,
+                   where_rows)
 
 __all__ = [
     'apgd', 'apgd_red_eps', 'red_eps_schedule', 'apgd_checkpoints', 'apgd_run'
@@ -54,6 +55,13 @@ def apgd_run(problem: AttackProblem, x0: Tensor, lower: Tensor, upper: Tensor,
     loss; the output is the lowest-accuracy point (of equally accurate
     points the one with the higher tracked objective).
 
+    The whole batch keeps its shape for the whole run: an image that is
+    done (not attacked, or early-stopped) is still evaluated but its state
+    no longer changes (``torch.where``), so no iteration reads device
+    memory on the host. Every :data:`~.core.SYNC_EVERY` iterations one read
+    ends the run if no image is left and raises on non-finite logits
+    (docs/attacks.md, "Host synchronisation").
+
     Args:
         problem: The attack problem (objective, images to attack, clean
             predictions reported for the others, early stop).
@@ -66,39 +74,36 @@ def apgd_run(problem: AttackProblem, x0: Tensor, lower: Tensor, upper: Tensor,
         tuple: ``(WorstCase, best tracked objective (B,), iterations run
         (B,))``.
     """
-    obj, active, early_stop = problem.obj, problem.active, \
-        problem.early_stop
+    obj, early_stop = problem.obj, problem.early_stop
+    attacked = problem.active
     B = x0.shape[0]
     device = x0.device
-    all_idx = torch.arange(B, device=device)
-    iters = torch.zeros(B, dtype=torch.long, device=device)
-    ia = all_idx[active]
 
-    # evaluate the starting point of the images to attack
-    track = torch.full((B, ), -float('inf'), device=device)
-    grad = torch.zeros_like(x0)
+    # evaluate the starting point; images not attacked keep the clean one
+    ev = obj.evaluate(x0, step=1, total_steps=n_iter)
+    obj.note_zero_grad(ev.grad, ev.correct, attacked)
+    track = torch.where(attacked, ev.tracked, -float('inf'))
+    grad = ev.grad
     best = problem.fallback()
-    if ia.numel():
-        ev = obj.evaluate(x0[ia], ia, step=1, total_steps=n_iter)
-        track[ia] = ev.tracked
-        grad[ia] = ev.grad
-        obj.warn_zero_grad(ev.grad, ev.correct, ia)
-        # the starting point is where the run's tracking begins
-        best.x[ia], best.pred[ia], best.correct[ia] = x0[ia], ev.pred, \
-            ev.correct
-        del ev
+    # the starting point is where the run's tracking begins
+    best.x, best.pred, best.correct = (where_rows(attacked, a, b)
+                                       for a, b in ((x0, best.x),
+                                                    (ev.pred, best.pred),
+                                                    (ev.correct,
+                                                     best.correct)))
     # of equally accurate points the output keeps the one with the higher
     # tracked objective (WorstCase.update)
     best.score = track.clone()
-    if early_stop:
-        active = active & (best.correct > 0)
+    del ev
+    active = attacked & (best.correct > 0) if early_stop else attacked
+    iters = torch.zeros(B, dtype=torch.long, device=device)
 
     x_adv = x0  # callers hand x0 over (it is not used after this call)
-    x_prev = x0.clone()
+    x_prev = x0
     step = torch.full((B, ), 2.0 * eps, device=device)
     best_track = track.clone()
-    x_best_track = x0.clone()
-    grad_best = grad.clone()
+    x_best_track = x0
+    grad_best = grad
     # checkpoint state
     checkpoints = set(apgd_checkpoints(n_iter))
     last_ckpt = 0
@@ -110,61 +115,37 @@ def apgd_run(problem: AttackProblem, x0: Tensor, lower: Tensor, upper: Tensor,
     reduced_last = torch.zeros(B, dtype=torch.bool, device=device)
 
     for k in range(n_iter):
-        ia = all_idx[active]
-        if ia.numel() == 0:
-            break
         a = 1.0 if k == 0 else MOMENTUM
-        # every image still running (the common case): work on the state
-        # tensors themselves instead of indexed copies of them
-        full = ia.numel() == B
-        if full:
-            xa, lo, up, g_a, xp = x_adv, lower, upper, grad, x_prev
-            st = step.view(-1, 1, 1, 1)
-        else:
-            xa, lo, up = x_adv[ia], lower[ia], upper[ia]
-            g_a, xp = grad[ia], x_prev[ia]
-            st = step[ia].view(-1, 1, 1, 1)
-        z = project(xa + st * g_a.sign(), lo, up)
-        x_new = project(xa + a * (z - xa) + (1 - a) * (xa - xp), lo, up)
-        if full:
-            # x_new is a fresh tensor and nothing else refers to the old
-            # x_prev, so rebinding replaces the two copies
-            x_prev, x_adv = x_adv, x_new
-        else:
-            x_prev[ia] = xa
-            x_adv[ia] = x_new
-        # free the step's temporaries before the forward pass allocates
-        del z, xa, xp, g_a
-        iters[ia] += 1
+        st = step.view(-1, 1, 1, 1)
+        z = project(x_adv + st * grad.sign(), lower, upper)
+        x_new = project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev),
+                        lower, upper)
+        del z
+        # images that are done stay where they are
+        x_new = where_rows(active, x_new, x_adv)
+        x_prev, x_adv = x_adv, x_new
+        iters += active
 
         need_grad = k + 1 < n_iter
         ev = obj.evaluate(
             x_new,
-            ia,
             step=min(k + 2, n_iter),
             total_steps=n_iter,
             need_grad=need_grad)
         t = ev.tracked
-        n_increase[ia] += (t > track[ia]).float()
-        track[ia] = t
-        g = ev.grad
-        if g is not None:
-            if full:
-                # fresh from autograd and referenced nowhere else; made
-                # contiguous because autograd may return an expanded
-                # (stride-0) tensor, which must not be written in place
-                grad = g.contiguous()
-            else:
-                grad[ia] = g
-        improved = t > best_track[ia]
-        if bool(improved.any()):
-            sel = ia[improved]
-            best_track[sel] = t[improved]
-            x_best_track[sel] = x_new[improved]
-            if g is not None:
-                grad_best[sel] = g[improved]
-        best.update(ia, x_new, ev.pred, ev.correct, t)
-        del ev, g
+        # the state of images that are done is never read again (active
+        # only shrinks within a run), so only what they must keep is masked
+        n_increase += ((t > track) & active).float()
+        track = t
+        if need_grad:
+            grad = ev.grad
+        improved = (t > best_track) & active
+        best_track = torch.where(improved, t, best_track)
+        x_best_track = where_rows(improved, x_new, x_best_track)
+        if need_grad:
+            grad_best = where_rows(improved, grad, grad_best)
+        best.update(None, x_new, ev.pred, ev.correct, t, where=active)
+        del ev
         if early_stop:
             active = active & (best.correct > 0)
 
@@ -173,18 +154,21 @@ def apgd_run(problem: AttackProblem, x0: Tensor, lower: Tensor, upper: Tensor,
             cond_a = n_increase < RHO * since
             cond_b = (~reduced_last) & (best_track <= best_track_at_ckpt)
             reduce = (cond_a | cond_b) & active
-            if bool(reduce.any()):
-                step[reduce] /= 2.0
-                # restart from the highest-objective point, no momentum
-                x_adv[reduce] = x_best_track[reduce]
-                x_prev[reduce] = x_best_track[reduce]
-                grad[reduce] = grad_best[reduce]
-                track[reduce] = best_track[reduce]
+            step = torch.where(reduce, step / 2.0, step)
+            # restart from the highest-objective point, no momentum
+            x_adv = where_rows(reduce, x_best_track, x_adv)
+            x_prev = where_rows(reduce, x_best_track, x_prev)
+            grad = where_rows(reduce, grad_best, grad)
+            track = torch.where(reduce, best_track, track)
             reduced_last = reduce
-            best_track_at_ckpt = best_track.clone()
-            n_increase.zero_()
+            best_track_at_ckpt = best_track
+            n_increase = torch.zeros_like(n_increase)
             last_ckpt = k + 1
-    best_track[best_track == -float('inf')] = float('nan')
+        if need_grad and is_sync_point(k) and not obj.check(active):
+            break
+    best_track = torch.where(best_track == -float('inf'),
+                             torch.full_like(best_track, float('nan')),
+                             best_track)
     return best, best_track, iters
 
 
@@ -257,13 +241,14 @@ def apgd(model,
          ignore_index: int = 255,
          start: StartLike = _DEFAULT,
          mask: Optional[Tensor] = None,
-         amp: Union[bool, torch.dtype] = False,
+         amp: AmpLike = False,
          targeted: bool = False,
          class_weights: Optional[Tensor] = None,
          early_stop: bool = True,
          clean: Optional[Prediction] = None,
          track_loss: Optional[str] = None,
          validate: bool = True,
+         result_precision: str = 'fp32',
          **legacy) -> AttackResult:
     """APGD (l_inf) on a segmentation model with a constant radius.
 
@@ -283,7 +268,10 @@ def apgd(model,
             ball).
         mask (Tensor, optional): ``(B, H, W)`` or ``(B, 1, H, W)`` bool; only
             pixels where it is True are perturbed (e.g. not padding).
-        amp (bool | torch.dtype): Autocast the model calls.
+        amp (AmpLike): Precision of the model calls: ``'fp16'``, ``'bf16'``,
+            ``True`` (bf16 where the device supports it, else fp16) or
+            ``False`` (float32). The input gradient is scaled so that it
+            does not underflow (docs/attacks.md, "Precision").
         targeted (bool): Minimise CE to the labels ``y`` instead.
         class_weights (Tensor, optional): For ``loss='mask_ce_bal'``.
         early_stop (bool): Stop an image once all its valid pixels are
@@ -297,6 +285,10 @@ def apgd(model,
             ``loss``'s own name to track the attacked loss.
         validate (bool): Check the inputs (callers that checked them already,
             such as :class:`SEA`, skip it).
+        result_precision (str): ``'fp32'`` (default): with ``amp`` the
+            returned points are evaluated again in float32, so ``pred`` and
+            ``correct`` are float32 predictions; ``'amp'``: as the attack
+            saw them.
         **legacy: ``seed``, ``random_start``, ``noise``, ``x_init`` of
             earlier releases (deprecated; use ``start``).
 
@@ -324,7 +316,8 @@ def apgd(model,
         amp=amp,
         targeted=targeted,
         class_weights=class_weights,
-        early_stop=early_stop)
+        early_stop=early_stop,
+        result_precision=result_precision)
 
 
 def red_eps_schedule(eps: float, n_iter: int) -> Sequence[Tuple[float, int]]:
@@ -345,13 +338,14 @@ def apgd_red_eps(model,
                  ignore_index: int = 255,
                  start: StartLike = _DEFAULT,
                  mask: Optional[Tensor] = None,
-                 amp: Union[bool, torch.dtype] = False,
+                 amp: AmpLike = False,
                  targeted: bool = False,
                  class_weights: Optional[Tensor] = None,
                  early_stop: bool = True,
                  clean: Optional[Prediction] = None,
                  track_loss: Optional[str] = None,
                  validate: bool = True,
+                 result_precision: str = 'fp32',
                  **legacy) -> AttackResult:
     """APGD with progressive radius reduction (red-eps, docs/attacks.md).
 
@@ -393,4 +387,5 @@ def apgd_red_eps(model,
         amp=amp,
         targeted=targeted,
         class_weights=class_weights,
-        early_stop=early_stop)
+        early_stop=early_stop,
+        result_precision=result_precision)

@@ -24,7 +24,11 @@ __all__ = [
     'AttackResult', 'Prediction', 'Evaluation', 'Objective', 'UniformNoise',
     'StartLike', 'SeedLike', 'start_noise', 'derive_seed', 'TRACKED_DEFAULTS',
     'default_tracked', 'WorstCase', 'feasible_box', 'project', 'start_point',
-    'AttackProblem', 'run_attack_loop', 'take_rows', 'subset_model', 'Timer'
+    'AttackProblem', 'run_attack_loop', 'take_rows', 'subset_model', 'Timer',
+    'AmpLike', 'check_amp', 'resolve_amp', 'amp_name', 'autocast_enabled',
+    'autocast_to',
+    'RESULT_PRECISIONS', 'GRAD_EXP', 'scale_logit_grad', 'where_rows',
+    'SYNC_EVERY', 'is_sync_point'
 ]
 
 SeedLike = Union[int, Sequence[int]]
@@ -103,8 +107,10 @@ def take_rows(t: Optional[Tensor], idx: Tensor) -> Optional[Tensor]:
     return t[idx]
 
 
-def subset_model(model: Model, idx: Optional[Tensor]) -> Model:
-    """The model restricted to images ``idx`` of the batch.
+def subset_model(model: Model, idx: Union[None, Tensor,
+                                           Sequence[int]]) -> Model:
+    """The model restricted to images ``idx`` of the batch (a tensor of
+    positions or, without a read-back from the device, a list of them).
 
     Plain models act per image and are returned as they are. Models whose
     behaviour depends on per-image metadata (the MMSeg adapter) implement
@@ -174,15 +180,17 @@ def default_tracked(loss: str) -> str:
 
 
 class Evaluation(NamedTuple):
-    """One evaluation of the attack objective on a set of images.
+    """One evaluation of the attack objective on a batch.
 
     Attributes:
-        loss (Tensor): ``(b,)`` attacked objective (mean over all pixels).
-        tracked (Tensor): ``(b,)`` tracked objective (docs/attacks.md); the
+        loss (Tensor): ``(B,)`` attacked objective (mean over all pixels).
+        tracked (Tensor): ``(B,)`` tracked objective (docs/attacks.md); the
             same tensor as ``loss`` when the attack tracks its own loss.
-        grad (Tensor | None): Gradient of ``loss`` w.r.t. the images.
-        pred (Tensor): ``(b, H, W)`` predictions.
-        correct (Tensor): ``(b,)`` correct valid pixels.
+        grad (Tensor | None): Gradient of ``loss`` w.r.t. the images, up to
+            a positive factor per image under reduced precision (see
+            :class:`Objective`); the attacks use only its sign.
+        pred (Tensor): ``(B, H, W)`` predictions.
+        correct (Tensor): ``(B,)`` correct valid pixels.
     """
     loss: Tensor
     tracked: Tensor
@@ -191,8 +199,120 @@ class Evaluation(NamedTuple):
     correct: Tensor
 
 
+#: Precision of the model calls: ``False`` / ``None`` / ``'fp32'`` float32;
+#: ``'fp16'``, ``'bf16'`` or a ``torch.dtype`` autocast to that type;
+#: ``True`` / ``'auto'`` bfloat16 where the device supports it, else float16.
+AmpLike = Union[None, bool, str, torch.dtype]
+
+_AMP_NAMES = {
+    'fp16': torch.float16,
+    'float16': torch.float16,
+    'half': torch.float16,
+    'bf16': torch.bfloat16,
+    'bfloat16': torch.bfloat16,
+    'fp32': None,
+    'float32': None,
+}
+
+#: ``result_precision`` values: ``'fp32'`` re-evaluates the points an attack
+#: returns in float32; ``'amp'`` keeps the attack's own evaluations.
+RESULT_PRECISIONS = ('fp32', 'amp')
+
+
+def check_amp(amp: AmpLike) -> AmpLike:
+    """Validate an ``amp`` setting (see :data:`AmpLike`) without resolving
+    ``'auto'`` (which depends on the device)."""
+    if amp is None or isinstance(amp, (bool, torch.dtype)):
+        if isinstance(amp, torch.dtype) and amp not in (torch.float16,
+                                                        torch.bfloat16,
+                                                        torch.float32):
+            raise ValueError(f'amp dtype must be float16 or bfloat16, got '
+                             f'{amp}')
+        return amp
+    name = str(amp).lower()
+    if name != 'auto' and name not in _AMP_NAMES:
+        raise ValueError(f'amp={amp!r} is not a precision: use fp16, bf16, '
+                         'auto (bf16 where the device supports it) or fp32')
+    return name
+
+
+def resolve_amp(amp: AmpLike,
+                device: Union[str, torch.device]) -> Optional[torch.dtype]:
+    """The autocast dtype of an ``amp`` setting on ``device`` (``None``:
+    float32, no autocast).
+
+    ``True`` / ``'auto'`` is bfloat16 on the CPU and on CUDA devices that
+    support it (Ampere and newer), float16 on older GPUs. bfloat16 has
+    float32's range, float16 needs the gradient scaling of
+    :class:`Objective` (docs/attacks.md, "Precision").
+    """
+    amp = check_amp(amp)
+    device = torch.device(device)
+    if amp is None or amp is False:
+        return None
+    if isinstance(amp, torch.dtype):
+        return None if amp == torch.float32 else amp
+    if amp is True or amp == 'auto':
+        if device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+    return _AMP_NAMES[amp]
+
+
+def autocast_to(device: Union[str, torch.device],
+                dtype: Optional[torch.dtype]):
+    """``torch.autocast`` to ``dtype`` on ``device``'s type; a null context
+    for ``None`` (float32)."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def amp_name(dtype: Optional[torch.dtype]) -> str:
+    """``'fp32'``, ``'fp16'`` or ``'bf16'`` for an autocast dtype."""
+    return {None: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16'}[dtype]
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` in the calling context
+    (e.g. inside ``AmpOptimWrapper.optim_context``)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        if device_type == 'cpu':
+            return torch.is_autocast_cpu_enabled()
+        return torch.is_autocast_enabled()
+
+
+#: Under reduced precision the gradient of the logits is scaled, per image,
+#: by a power of two that brings its largest entry into [2**(GRAD_EXP - 1),
+#: 2**GRAD_EXP) before it enters the half-precision backward pass. The pixel
+#: mean makes each pixel's gradient at most 1 / (H W) (3.8e-6 at 512 x 512),
+#: below float16's normal range; scaled, the whole image's gradient is
+#: representable. Powers of two are exact, and the attacks use only the
+#: sign. Measured in docs/benchmarks.md ("Precision").
+GRAD_EXP = 0
+
+
+def scale_logit_grad(grad: Tensor) -> Tensor:
+    """``grad * 2**k`` per image with ``k`` such that the largest entry of
+    each image lies in ``[2**(GRAD_EXP - 1), 2**GRAD_EXP)``; images whose
+    gradient is zero or not finite are left as they are."""
+    amax = grad.detach().abs().flatten(1).amax(1)
+    _, exp = torch.frexp(amax)
+    ok = torch.isfinite(amax) & (amax > 0)
+    shift = torch.where(ok, GRAD_EXP - exp, torch.zeros_like(exp))
+    return torch.ldexp(grad, shift.view(-1, *([1] * (grad.dim() - 1))))
+
+
 class Objective:
-    """Evaluates the attack objective, predictions and input gradients.
+    """Evaluates the attack objective, predictions and input gradients of a
+    batch.
+
+    Nothing here reads device memory on the host per evaluation: non-finite
+    logits and all-zero input gradients are recorded as per-image device
+    flags that :meth:`check` reads at the attacks' few read-back points
+    (docs/attacks.md, "Host synchronisation").
 
     Args:
         model: Callable ``x -> logits`` at label resolution.
@@ -200,12 +320,19 @@ class Objective:
         loss (str): Name in :data:`~.losses.PIXEL_LOSSES`.
         ignore_index (int): Ignored label.
         targeted (bool): Minimise CE to ``y`` instead of maximising ``loss``.
-        amp (bool | torch.dtype): Autocast the model call (``True`` means
-            bfloat16 on CPU, float16 on CUDA). Bookkeeping stays float32.
+        amp (AmpLike): Precision of the model calls (:data:`AmpLike`).
+            Losses and bookkeeping stay float32. Under reduced precision
+            (this setting or an autocast context around the attack) the
+            logits' gradient is scaled per image (:func:`scale_logit_grad`)
+            so that it does not underflow in the half-precision backward.
         class_weights (Tensor, optional): For ``mask_ce_bal``.
         track (str, optional): Loss whose pixel mean is the tracked
             objective; ``None`` tracks ``loss`` itself. Targeted attacks
             always track their own objective.
+        result_precision (str): ``'fp32'`` (default): :meth:`predict` with
+            ``final=True`` evaluates in float32 whatever ``amp`` says, so
+            the points an attack returns are judged in one precision;
+            ``'amp'``: in the attack's precision.
     """
 
     def __init__(self,
@@ -214,9 +341,10 @@ class Objective:
                  loss: str = 'ce',
                  ignore_index: int = 255,
                  targeted: bool = False,
-                 amp: Union[bool, torch.dtype] = False,
+                 amp: AmpLike = False,
                  class_weights: Optional[Tensor] = None,
-                 track: Optional[str] = None):
+                 track: Optional[str] = None,
+                 result_precision: str = 'fp32'):
         self.model = model
         self.y = y.long()
         self.loss_name = check_loss_name(loss)
@@ -229,66 +357,70 @@ class Objective:
         self.track_name = None if (targeted or track == loss) else track
         self.ignore_index = ignore_index
         self.targeted = targeted
-        self.amp = amp
+        self.amp = resolve_amp(amp, self.y.device)
+        if result_precision not in RESULT_PRECISIONS:
+            raise ValueError(f'result_precision must be one of '
+                             f'{RESULT_PRECISIONS}, got {result_precision!r}')
+        self.result_precision = result_precision
         self.class_weights = class_weights
         self.valid = (self.y != ignore_index)
         self.n_valid = self.valid.flatten(1).sum(1)
         self.n_evals = 0
+        B = self.y.shape[0]
+        # per-image device flags, read by check()
+        self.nonfinite = torch.zeros(B, dtype=torch.bool, device=y.device)
+        self.zero_grad = torch.zeros_like(self.nonfinite)
         self._checked = False
         self._warned_zero_grad = False
 
-    def _autocast(self, device: torch.device):
-        if not self.amp:
-            return nullcontext()
-        dtype = self.amp if isinstance(self.amp, torch.dtype) else (
-            torch.float16 if device.type == 'cuda' else torch.bfloat16)
-        return torch.autocast(device_type=device.type, dtype=dtype)
+    @property
+    def reevaluates(self) -> bool:
+        """Whether returned points are evaluated again in float32."""
+        return self.amp is not None and self.result_precision == 'fp32'
 
-    def _check_logits(self, logits: Tensor, y: Tensor, idx: Tensor) -> None:
+    def _autocast(self, device: torch.device, fp32: bool = False):
+        return autocast_to(device, None if fp32 else self.amp)
+
+    def _note_logits(self, logits: Tensor) -> None:
         if not self._checked:
-            check_logits_labels(logits, y, self.ignore_index)
+            check_logits_labels(logits, self.y, self.ignore_index)
             self._checked = True
-        # one reduction per image instead of a bool map of every logit: a
-        # NaN or inf logit makes its image's sum non-finite; the exact check
-        # then runs on those images only (a finite sum that overflowed is
-        # not an error)
-        finite = torch.isfinite(logits.detach().flatten(1).sum(1))
-        if not bool(finite.all()):
-            suspect = (~finite).nonzero().flatten()
-            finite[suspect] = torch.isfinite(
-                logits.detach()[suspect]).flatten(1).all(1)
-        if not bool(finite.all()):
-            bad = idx[~finite].tolist()
-            raise FloatingPointError(
-                f'the model returned NaN or inf logits for batch position(s) '
-                f'{bad}; check the model and its inputs (amp overflow?)')
+        # the extremes of each image are finite iff all its logits are (a
+        # NaN propagates through amax / amin); one pass, no host read
+        lo, hi = torch.aminmax(logits.detach().flatten(1), dim=1)
+        self.nonfinite |= ~(torch.isfinite(lo) & torch.isfinite(hi))
 
-    def _pred_correct(self, logits: Tensor, idx: Tensor, pred=None):
-        if pred is None:
-            pred = argmax_classes(logits.detach())
-        y = take_rows(self.y, idx)
-        hit = (pred != y) if self.targeted else (pred == y)
-        correct = (hit & take_rows(self.valid, idx)).flatten(1).sum(1)
-        return pred, correct
+    def _pred_correct(self, pred: Tensor) -> Tensor:
+        hit = (pred != self.y) if self.targeted else (pred == self.y)
+        return (hit & self.valid).flatten(1).sum(1)
 
     @torch.no_grad()
-    def predict(self, x: Tensor, idx: Tensor):
-        """Predictions and correct-pixel counts of images ``idx`` (no loss,
-        no gradient)."""
-        with self._autocast(x.device):
-            logits = subset_model(self.model, idx)(x)
+    def predict(self, x: Tensor, final: bool = False) -> Prediction:
+        """Predictions and correct-pixel counts (no loss, no gradient).
+
+        ``final=True``: points whose accuracy is reported, evaluated in the
+        result precision (float32 unless ``result_precision='amp'``).
+        """
+        fp32 = final and self.result_precision == 'fp32'
+        with self._autocast(x.device, fp32):
+            logits = self.model(x)
         logits = logits.float()
-        self._check_logits(logits, take_rows(self.y, idx), idx)
+        self._note_logits(logits)
         self.n_evals += x.shape[0]
-        return self._pred_correct(logits, idx)
+        pred = argmax_classes(logits)
+        return Prediction(pred, self._pred_correct(pred))
+
+    def reduced_precision(self, device: torch.device) -> bool:
+        """Whether model calls on ``device`` run below float32 (this
+        objective's ``amp`` or an enclosing autocast context)."""
+        return self.amp is not None or autocast_enabled(device.type)
 
     def evaluate(self,
                  x: Tensor,
-                 idx: Tensor,
                  step: Optional[int] = None,
                  total_steps: Optional[int] = None,
                  need_grad: bool = True) -> Evaluation:
-        """Evaluate images ``x`` that are batch positions ``idx``.
+        """Evaluate images ``x`` (the whole batch).
 
         The attacked loss and the tracked objective are computed from the
         same logits and share their terms (:class:`~.losses.PixelTerms`).
@@ -296,18 +428,19 @@ class Objective:
         Returns:
             Evaluation: per-image attacked and tracked objectives (means over
             all pixels of the loss maps), the gradient of the attacked one
-            w.r.t. ``x`` (``None`` without ``need_grad``), predictions and
-            correct-pixel counts.
+            w.r.t. ``x`` (``None`` without ``need_grad``; scaled per image
+            under reduced precision), predictions and correct-pixel counts.
         """
-        y = take_rows(self.y, idx)
-        model = subset_model(self.model, idx)
+        y = self.y
         x = x.detach().requires_grad_(need_grad)
         grad_ctx = torch.enable_grad() if need_grad else torch.no_grad()
         with grad_ctx:
             with self._autocast(x.device):
-                logits = model(x)
+                logits = self.model(x)
             logits = logits.float()
-            self._check_logits(logits, y, idx)
+            self._note_logits(logits)
+            if need_grad and self.reduced_precision(x.device):
+                logits.register_hook(scale_logit_grad)
             pred = argmax_classes(logits.detach())
             terms = PixelTerms(logits, y, self.ignore_index, pred)
             kwargs = dict(
@@ -333,32 +466,65 @@ class Objective:
                 tracked = PIXEL_LOSSES[self.track_name](
                     logits, y, **kwargs).flatten(1).mean(1)
         self.n_evals += x.shape[0]
-        pred, correct = self._pred_correct(logits, idx, pred)
-        return Evaluation(loss, tracked, grad, pred, correct)
+        return Evaluation(loss, tracked, grad, pred, self._pred_correct(pred))
 
-    def warn_zero_grad(self, grad: Tensor, correct: Tensor,
-                       idx: Tensor) -> None:
-        """Warn once if an image that is not broken has an all-zero gradient
-        (possible gradient masking)."""
-        if self._warned_zero_grad or grad is None:
+    def note_zero_grad(self, grad: Optional[Tensor], correct: Tensor,
+                       active: Tensor) -> None:
+        """Flag images that are not broken and have an all-zero input
+        gradient (possible gradient masking); :meth:`check` warns."""
+        if grad is None or self._warned_zero_grad:
             return
-        zero = (grad.flatten(1).abs().amax(1) == 0) & (correct > 0)
-        if bool(zero.any()):
+        self.zero_grad |= (grad.flatten(1).abs().amax(1) == 0) & (
+            correct > 0) & active
+
+    def check(self, active: Optional[Tensor] = None) -> bool:
+        """Read the device flags (one host synchronisation): raise on
+        non-finite logits, warn once about zero gradients.
+
+        Returns:
+            bool: Whether any image of ``active`` is still running
+            (``True`` without ``active``).
+        """
+        any_active = torch.ones((), dtype=torch.bool, device=self.y.device) \
+            if active is None else active.any()
+        flags = torch.stack(
+            [any_active, self.nonfinite.any(),
+             self.zero_grad.any()]).tolist()
+        if flags[1]:
+            bad = self.nonfinite.nonzero().flatten().tolist()
+            raise FloatingPointError(
+                f'the model returned NaN or inf logits for batch position(s) '
+                f'{bad[:10]}; check the model and its inputs (amp overflow?)')
+        if flags[2] and not self._warned_zero_grad:
             self._warned_zero_grad = True
+            zero = self.zero_grad.nonzero().flatten().tolist()
             warnings.warn(
                 f'the input gradient is zero everywhere for batch position(s) '
-                f'{idx[zero].tolist()[:10]} (loss {self.loss_name!r}) '
-                'although '
+                f'{zero[:10]} (loss {self.loss_name!r}) although '
                 'pixels are still correctly classified: possible gradient '
                 'masking (non-differentiable preprocessing, saturated '
                 'outputs, or integer casts). Robust accuracy may be '
                 'overestimated.',
                 stacklevel=4)
+        return bool(flags[0])
+
+
+def _rows_mask(mask: Tensor, like: Tensor) -> Tensor:
+    """A ``(B,)`` mask viewed to broadcast over ``like``'s dimensions."""
+    return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
+def where_rows(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """Per image (first dimension): ``a`` where ``mask``, else ``b``."""
+    return torch.where(_rows_mask(mask, a), a, b)
 
 
 class WorstCase:
     """The lowest-accuracy point seen so far, per image: an APGD run's
     output and SEA's worst case over its attacks.
+
+    Updates select with ``torch.where`` and never read device memory on
+    the host.
 
     Args:
         x, pred, correct: The starting worst case (points, predictions,
@@ -380,14 +546,16 @@ class WorstCase:
         self.score = None if score is None else score.clone()
 
     def update(self,
-               idx: Tensor,
+               idx: Optional[Tensor],
                x: Tensor,
                pred: Tensor,
                correct: Tensor,
-               score: Optional[Tensor] = None) -> Tensor:
-        """Keep the points of images ``idx`` that are better: fewer correct
-        pixels or, if this worst case keeps scores, as few and a higher
-        ``score``.
+               score: Optional[Tensor] = None,
+               where: Optional[Tensor] = None) -> Tensor:
+        """Keep the points of images ``idx`` (``None``: the whole batch)
+        that are better: fewer correct pixels or, if this worst case keeps
+        scores, as few and a higher ``score``; with ``where``, only images
+        where it is True are considered.
 
         Ties in accuracy happen (pixel counts plateau on robust models) and
         matter where a point is handed on: red-eps starts each radius from
@@ -400,18 +568,29 @@ class WorstCase:
         Returns:
             Tensor: bool mask over ``idx`` of the images that improved.
         """
-        cur = self.correct[idx]
+
+        def rows(t):
+            return t if idx is None else t[idx]
+
+        cur = rows(self.correct)
         better = correct < cur
         scored = self.score is not None and score is not None
         if scored:
-            better |= (correct == cur) & (score > self.score[idx])
-        if bool(better.any()):
-            sel = idx[better]
-            self.x[sel] = x[better]
-            self.pred[sel] = pred[better]
-            self.correct[sel] = correct[better]
-            if scored:
-                self.score[sel] = score[better]
+            better |= (correct == cur) & (score > rows(self.score))
+        if where is not None:
+            better &= where
+
+        def put(dst, src):
+            if idx is None:
+                return where_rows(better, src, dst)
+            dst[idx] = where_rows(better, src, dst[idx])
+            return dst
+
+        self.x = put(self.x, x)
+        self.pred = put(self.pred, pred)
+        self.correct = put(self.correct, correct)
+        if scored:
+            self.score = put(self.score, score)
         return better
 
 
@@ -525,13 +704,14 @@ class AttackProblem:
                start: StartLike = None,
                ignore_index: int = 255,
                mask: Optional[Tensor] = None,
-               amp: Union[bool, torch.dtype] = False,
+               amp: AmpLike = False,
                targeted: bool = False,
                class_weights: Optional[Tensor] = None,
                early_stop: bool = True,
                track: Optional[str] = None,
                check_iter: bool = True,
-               validate: bool = True) -> 'AttackProblem':
+               validate: bool = True,
+               result_precision: str = 'fp32') -> 'AttackProblem':
         """Check the inputs (unless ``validate=False``: callers such as
         :class:`~.sea.SEA` check once for all their attacks;
         ``check_iter=False``: the attack checked ``n_iter`` itself) and
@@ -553,7 +733,8 @@ class AttackProblem:
             targeted=targeted,
             amp=amp,
             class_weights=class_weights,
-            track=track)
+            track=track,
+            result_precision=result_precision)
         return cls(obj, x, float(eps), int(n_iter), mask, start, early_stop)
 
     def box(self, radius: float) -> Tuple[Tensor, Tensor]:
@@ -576,8 +757,20 @@ class AttackProblem:
 
 
 #: An attack's step loop: ``steps(problem) -> (worst case, best tracked
-#: objective (B,), iterations (B,))``, called when there is something to do.
+#: objective (B,), iterations (B,))``.
 StepLoop = Callable[[AttackProblem], Tuple[WorstCase, Tensor, Tensor]]
+
+#: The step loops read device values on the host (early exit of a finished
+#: batch, non-finite logits, zero gradients) only every this many
+#: iterations of a run; everything else stays on the device
+#: (docs/attacks.md, "Host synchronisation").
+SYNC_EVERY = 25
+
+
+def is_sync_point(k: int) -> bool:
+    """Whether the step loops read back after their ``k``-th iteration
+    (counting from 0)."""
+    return (k + 1) % SYNC_EVERY == 0
 
 
 def run_attack_loop(steps: StepLoop,
@@ -588,13 +781,15 @@ def run_attack_loop(steps: StepLoop,
 
     The result is, per image, the step loop's lowest-accuracy point unless
     the clean image is strictly better, so an attack never reports more than
-    the clean accuracy.
+    the clean accuracy. Under reduced precision the returned points are
+    evaluated again in float32 (``result_precision='fp32'``, the default),
+    so the reported predictions of clean and adversarial images share one
+    precision.
     """
-    with Timer() as timer:
-        obj, x = problem.obj, problem.x
+    obj, x = problem.obj, problem.x
+    with Timer(x.device) as timer:
         if clean is None:
-            clean = Prediction(
-                *obj.predict(x, torch.arange(x.shape[0], device=x.device)))
+            clean = obj.predict(x, final=True)
         else:
             clean = Prediction(*(t.to(x.device) for t in clean))
         problem.clean = clean
@@ -604,14 +799,17 @@ def run_attack_loop(steps: StepLoop,
         worst = WorstCase(x, clean.pred, clean.correct)
         tracked = torch.full((B, ), float('nan'), device=x.device)
         iters = torch.zeros(B, dtype=torch.long, device=x.device)
-        if problem.eps > 0 and bool(problem.active.any()):
+        if problem.eps > 0:
             found, tracked, iters = steps(problem)
+            if obj.reevaluates:
+                found.pred, found.correct = obj.predict(found.x, final=True)
+            # the clean image where it is strictly better
             use_clean = clean.correct < found.correct
-            if bool(use_clean.any()):
-                found.x[use_clean] = x[use_clean]
-                found.pred[use_clean] = clean.pred[use_clean]
-                found.correct[use_clean] = clean.correct[use_clean]
-            worst = found
+            worst.x, worst.pred, worst.correct = (where_rows(
+                use_clean, a, b) for a, b in (
+                    (x, found.x), (clean.pred, found.pred),
+                    (clean.correct, found.correct)))
+        obj.check()
     return AttackResult(
         x_adv=worst.x,
         pred=worst.pred,
@@ -620,16 +818,30 @@ def run_attack_loop(steps: StepLoop,
         loss=tracked,
         n_iter=iters,
         n_evals=obj.n_evals,
-        time=timer.elapsed)
+        time=timer.elapsed,
+        extra=dict(precision=amp_name(obj.amp),
+                   result_precision='fp32' if obj.amp is None else
+                   obj.result_precision))
 
 
 class Timer:
-    """Tiny helper: ``with Timer() as t: ...; t.elapsed``."""
+    """Tiny helper: ``with Timer(device) as t: ...; t.elapsed``. On a CUDA
+    device it waits for the queued work at both ends, so that the time is
+    the device's, not the time it took to queue it."""
+
+    def __init__(self, device: Union[str, torch.device, None] = None):
+        self.cuda = device is not None and torch.device(device).type == 'cuda'
+
+    def _sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
 
     def __enter__(self):
+        self._sync()
         self.start = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
+        self._sync()
         self.elapsed = time.perf_counter() - self.start
         return False

@@ -4,15 +4,16 @@
 2022) and ``loss='cossim_ce'`` is CosPGD (Agnihotri and Keuper 2023).
 """
 import math
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .apgd import _attack
 from .checks import check_eps
-from .core import (_DEFAULT, AttackProblem, AttackResult, Prediction,
-                   StartLike, project, start_from_legacy)
+from .core import (_DEFAULT, AmpLike, AttackProblem, AttackResult,
+                   Prediction, StartLike, is_sync_point, project,
+                   start_from_legacy, where_rows)
 
 __all__ = ['pgd', 'pgd_train', 'pgd_step_size', 'PAPER_PGD_STEP_SIZES']
 
@@ -55,49 +56,46 @@ def pgd_step_size(eps: float) -> float:
 
 def _pgd_steps(problem: AttackProblem, step_size: float):
     """PGD's step loop: ``n_iter`` sign-gradient steps, each iterate (the
-    start included) evaluated, the lowest-accuracy one kept."""
+    start included) evaluated, the lowest-accuracy one kept. Shapes stay
+    fixed and the host reads back only every
+    :data:`~.core.SYNC_EVERY` iterations (see :func:`~.apgd.apgd_run`)."""
     obj, x = problem.obj, problem.x
     B, n_iter = x.shape[0], problem.n_iter
-    active = problem.active
+    attacked = active = problem.active
     iters = torch.zeros(B, dtype=torch.long, device=x.device)
     best_loss = torch.full((B, ), float('nan'), device=x.device)
     lower, upper = problem.box(problem.eps)
     x_adv = problem.start_point(problem.eps, lower, upper)
     best = problem.fallback()
-    all_idx = torch.arange(B, device=x.device)
-    first = True
     # n_iter gradient steps; the last iterate is only evaluated
     for k in range(n_iter + 1):
-        ia = all_idx[active]
-        if ia.numel() == 0:
-            break
-        full = ia.numel() == B  # no indexed copies needed
-        xa = x_adv if full else x_adv[ia]
         need_grad = k < n_iter
         ev = obj.evaluate(
-            xa,
-            ia,
+            x_adv,
             step=min(k + 1, n_iter),
             total_steps=n_iter,
             need_grad=need_grad)
-        if first:
-            obj.warn_zero_grad(ev.grad, ev.correct, ia)
+        if k == 0:
+            obj.note_zero_grad(ev.grad, ev.correct, attacked)
             # the starting point counts even if worse than clean
-            best.x[ia], best.pred[ia], best.correct[ia] = xa, ev.pred, \
-                ev.correct
-            first = False
+            best.x, best.pred, best.correct = (where_rows(attacked, a, b)
+                                               for a, b in ((x_adv, best.x),
+                                                            (ev.pred,
+                                                             best.pred),
+                                                            (ev.correct,
+                                                             best.correct)))
         else:
-            best.update(ia, xa, ev.pred, ev.correct)
-        best_loss[ia] = torch.fmax(best_loss[ia], ev.loss)
+            best.update(None, x_adv, ev.pred, ev.correct, where=active)
+        best_loss = torch.where(active, torch.fmax(best_loss, ev.loss),
+                                best_loss)
         if problem.early_stop:
             active = active & (best.correct > 0)
         if need_grad:
-            if full:  # a fresh tensor; xa was copied into best
-                x_adv = project(xa + step_size * ev.grad.sign(), lower, upper)
-            else:
-                x_adv[ia] = project(xa + step_size * ev.grad.sign(), lower[ia],
-                                    upper[ia])
-            iters[ia] += 1
+            x_new = project(x_adv + step_size * ev.grad.sign(), lower, upper)
+            x_adv = where_rows(active, x_new, x_adv)
+            iters += active
+            if is_sync_point(k) and not obj.check(active):
+                break
     return best, best_loss, iters
 
 
@@ -111,12 +109,13 @@ def pgd(model,
         start: StartLike = _DEFAULT,
         ignore_index: int = 255,
         mask: Optional[Tensor] = None,
-        amp: Union[bool, torch.dtype] = False,
+        amp: AmpLike = False,
         targeted: bool = False,
         class_weights: Optional[Tensor] = None,
         early_stop: bool = True,
         clean: Optional[Prediction] = None,
         validate: bool = True,
+        result_precision: str = 'fp32',
         **legacy) -> AttackResult:
     """l_inf PGD: ``x_{k+1} = P(x_k + step_size * sign(grad))``.
 
@@ -127,7 +126,8 @@ def pgd(model,
 
     Args:
         model, x, y, eps, ignore_index, mask, amp, targeted, class_weights,
-        early_stop, clean, validate: As in :func:`apgd`.
+        early_stop, clean, validate, result_precision: As in
+        :func:`apgd`.
         n_iter (int): Number of steps.
         step_size (float, optional): Step size in [0, 1] units; ``None``
             takes :func:`pgd_step_size` (the paper's values).
@@ -164,7 +164,8 @@ def pgd(model,
         amp=amp,
         targeted=targeted,
         class_weights=class_weights,
-        early_stop=early_stop)
+        early_stop=early_stop,
+        result_precision=result_precision)
 
 
 def pgd_train(model,
@@ -177,7 +178,7 @@ def pgd_train(model,
               start: StartLike = _DEFAULT,
               ignore_index: int = 255,
               mask: Optional[Tensor] = None,
-              amp: Union[bool, torch.dtype] = False,
+              amp: AmpLike = False,
               **legacy) -> Tuple[Tensor, List[float]]:
     """PGD for adversarial training (docs/training.md).
 
@@ -214,11 +215,12 @@ def pgd_train(model,
         step_size = 2.5 * problem.eps / problem.n_iter
     lower, upper = problem.box(problem.eps)
     x_adv = problem.start_point(problem.eps, lower, upper)
-    idx = torch.arange(x.shape[0], device=problem.x.device)
     losses = []
     for k in range(problem.n_iter):
         ev = problem.obj.evaluate(
-            x_adv, idx, step=k + 1, total_steps=problem.n_iter)
-        losses.append(float(ev.loss.mean()))
+            x_adv, step=k + 1, total_steps=problem.n_iter)
+        losses.append(ev.loss.mean())
         x_adv = project(x_adv + step_size * ev.grad.sign(), lower, upper)
-    return x_adv, losses
+    # one read-back for all steps (and the non-finite check)
+    problem.obj.check()
+    return x_adv, torch.stack(losses).tolist()

@@ -10,9 +10,11 @@ from torch import Tensor
 
 from .apgd import _schedule, apgd, apgd_red_eps
 from .checks import check_eps, check_images, check_n_iter, warn_if_training
-from .core import (AttackResult, Prediction, SeedLike, StartLike, Timer,
-                   UniformNoise, WorstCase, default_tracked, derive_seed,
-                   start_noise, subset_model, take_rows)
+from .core import (RESULT_PRECISIONS, AmpLike, AttackResult, Prediction,
+                   SeedLike, StartLike, Timer, UniformNoise, WorstCase,
+                   amp_name, autocast_to, check_amp, default_tracked,
+                   derive_seed, resolve_amp, start_noise, subset_model,
+                   take_rows)
 from .losses import LOSS_NAMES, argmax_classes, check_loss_name
 from .pgd import pgd
 
@@ -251,7 +253,13 @@ class SEA:
             see :func:`~.losses.class_weights_from_counts`); ``None`` weighs
             each image's classes by their frequency in that image.
         skip_broken (bool): Do not attack images already at zero accuracy.
-        amp (bool | torch.dtype): Autocast the model calls.
+        amp (AmpLike): Precision of the attacks' model calls: ``'fp16'``,
+            ``'bf16'``, ``True`` (bf16 where the device supports it, else
+            fp16) or ``False`` (float32); see docs/attacks.md, "Precision".
+        result_precision (str): ``'fp32'`` (default): clean predictions and
+            each attack's output are evaluated in float32 whatever ``amp``
+            says, so reported numbers do not depend on the attack's
+            precision; ``'amp'``: in ``amp``.
         random_start (bool): Random start of the APGD attacks (PGD
             baselines start at ``x`` as in their papers).
         check_model (bool): On the first run, warn if the model is in
@@ -271,10 +279,11 @@ class SEA:
                  version: Optional[Union[str, int]] = None,
                  class_weights: Optional[Tensor] = None,
                  skip_broken: bool = True,
-                 amp: Union[bool, torch.dtype] = False,
+                 amp: AmpLike = False,
                  random_start: bool = True,
                  check_model: bool = True,
-                 callback: Optional[Callable] = None):
+                 callback: Optional[Callable] = None,
+                 result_precision: str = 'fp32'):
         self.model = model
         self.eps = check_eps(eps)
         if version is not None and (attacks is not None or losses is not None):
@@ -304,7 +313,11 @@ class SEA:
         self.seed = seed
         self.class_weights = class_weights
         self.skip_broken = skip_broken
-        self.amp = amp
+        self.amp = check_amp(amp)
+        if result_precision not in RESULT_PRECISIONS:
+            raise ValueError(f'result_precision must be one of '
+                             f'{RESULT_PRECISIONS}, got {result_precision!r}')
+        self.result_precision = result_precision
         self.random_start = random_start
         self.check_model = check_model
         self.callback = callback
@@ -332,10 +345,11 @@ class SEA:
         other.eps = check_eps(eps)
         return other
 
-    def _check_model(self, x: Tensor, logits: Tensor) -> None:
+    def _check_model(self, x: Tensor, logits: Tensor,
+                     dtype: Optional[torch.dtype]) -> None:
         self._checked = True
         warn_if_training(self.model)
-        with torch.no_grad():
+        with torch.no_grad(), autocast_to(x.device, dtype):
             again = self.model(x).float()
         if not torch.allclose(logits, again, rtol=1e-4, atol=1e-5):
             warnings.warn(
@@ -344,13 +358,27 @@ class SEA:
                 'transformations; SEA results on them are unreliable.',
                 stacklevel=3)
 
+    def precision(self, device: Union[str, torch.device]) -> dict:
+        """The precisions on ``device``: ``attack`` (the model calls of the
+        attacks' iterations) and ``result`` (the predictions that enter the
+        reported metrics: clean images and every attack's output)."""
+        attack = resolve_amp(self.amp, device)
+        result = 'fp32' if self.result_precision == 'fp32' else attack
+        return dict(
+            attack=amp_name(attack),
+            result=result if isinstance(result, str) else amp_name(result))
+
     @torch.no_grad()
     def clean(self, x: Tensor, y: Tensor) -> Prediction:
-        """Clean predictions of a batch (checks the model on the first
-        call)."""
-        logits = self.model(x).float()
+        """Clean predictions of a batch, in the result precision (checks
+        the model on the first call)."""
+        dtype = None if self.result_precision == 'fp32' else resolve_amp(
+            self.amp, x.device)
+        with autocast_to(x.device, dtype):
+            logits = self.model(x)
+        logits = logits.float()
         if self.check_model and not self._checked:
-            self._check_model(x, logits)
+            self._check_model(x, logits, dtype)
         pred = argmax_classes(logits)
         correct = ((pred == y) & (y != self.ignore_index)).flatten(1).sum(1)
         return Prediction(pred, correct)
@@ -381,7 +409,7 @@ class SEA:
         Returns:
             SEAResult: Worst case and per-attack results.
         """
-        with Timer() as timer:
+        with Timer(x.device) as timer:
             mask = check_images(x, y, mask)
             x = x.detach().float()
             y = y.to(x.device).long()
@@ -394,26 +422,26 @@ class SEA:
             init = None
             if previous is not None:
                 init = self._previous(previous, x)
-                better = init.correct < worst.correct
-                worst.x[better] = init.x[better]
-                worst.pred[better] = init.pred[better]
-                worst.correct[better] = init.correct[better]
-                worst_attack[better] = -2
+                better = worst.update(None, init.x, init.pred, init.correct)
+                worst_attack = torch.where(better, -2, worst_attack)
             seed = self.seed if seed is None else seed
             results: Dict[str, AttackResult] = {}
             for k, spec in enumerate(self.attacks):
                 todo = (worst.correct
                         if self.skip_broken else clean_correct) > 0
-                idx = torch.nonzero(todo).flatten()
+                # the one read-back per attack: which images it attacks
+                rows = [i for i, t in enumerate(todo.tolist()) if t]
                 pred = worst.pred.clone()
                 correct = worst.correct.clone()
                 res = None
-                if idx.numel() and self.eps > 0:
+                if rows and self.eps > 0:
+                    idx = torch.tensor(rows, device=x.device)
                     # take_rows: no copies for the whole batch (the usual
                     # case for the first attack)
                     kwargs = dict(
                         ignore_index=self.ignore_index,
                         amp=self.amp,
+                        result_precision=self.result_precision,
                         mask=take_rows(mask, idx),
                         clean=Prediction(
                             take_rows(clean_pred, idx),
@@ -423,14 +451,15 @@ class SEA:
                         kwargs.update(
                             class_weights=self.class_weights,
                             start=self._start(spec, init, x, seed, idx))
-                    res = run_attack(spec, subset_model(self.model, idx),
+                    res = run_attack(spec, subset_model(self.model, rows),
                                      take_rows(x, idx), take_rows(y, idx),
                                      self.eps, self.n_iter, **kwargs)
                     pred[idx] = res.pred
                     correct[idx] = res.correct
                     better = worst.update(idx, res.x_adv, res.pred,
                                           res.correct)
-                    worst_attack[idx[better]] = k
+                    worst_attack[idx] = torch.where(better, k,
+                                                    worst_attack[idx])
                 elif self.eps == 0:
                     pred, correct = clean_pred.clone(), clean_correct.clone()
                 results[spec.name] = AttackResult(

@@ -12,7 +12,7 @@ size), so the attack differentiates what test time evaluates.
 """
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -131,7 +131,8 @@ class AttackBatch:
             lh = max(t.shape[0] for t in labels)
             lw = max(t.shape[1] for t in labels)
         y = torch.stack([_pad_to(t, lh, lw, ignore_index) for t in labels])
-        model = SegmentorAttackModel(seg, samples, mask, mode, (lh, lw))
+        model = SegmentorAttackModel(seg, samples, mask, mode, (lh, lw),
+                                     sizes)
         return cls(model, x.clamp_(0.0, 1.0), y, mask, sizes, ignore_index)
 
 
@@ -167,6 +168,13 @@ class SegmentorAttackModel(nn.Module):
             batch, logits at the padded input size (adversarial training).
         label_size (tuple, optional): ``(H', W')`` the logits are padded to
             in test mode (largest label of the batch).
+        sizes (list, optional): ``(h, w)`` of each image before padding
+            (the real pixels of ``mask``); derived from ``mask`` if not
+            given. Kept on the host so that no forward pass reads the
+            device (docs/attacks.md, "Host synchronisation").
+        channels_last (bool): Feed the segmentor channels-last inputs
+            (pair it with weights in that layout, see
+            :func:`~mmseg_robust.models.accelerate_segmentor`).
     """
 
     def __init__(self,
@@ -174,7 +182,9 @@ class SegmentorAttackModel(nn.Module):
                  data_samples: list,
                  mask: Tensor,
                  mode: str = 'test',
-                 label_size: Optional[tuple] = None):
+                 label_size: Optional[tuple] = None,
+                 sizes: Optional[Sequence[tuple]] = None,
+                 channels_last: bool = False):
         super().__init__()
         if mode not in ('test', 'train'):
             raise ValueError(f"mode must be 'test' or 'train', got {mode!r}")
@@ -196,6 +206,15 @@ class SegmentorAttackModel(nn.Module):
         self.mask = mask
         self.mode = mode
         self.label_size = label_size
+        if sizes is None:  # one read-back, at construction
+            m = mask[:, 0]
+            sizes = list(
+                zip(m.any(2).sum(1).tolist(),
+                    m.any(1).sum(1).tolist()))
+        self.sizes = [tuple(int(v) for v in s) for s in sizes]
+        self.padded = any(
+            tuple(s) != tuple(mask.shape[-2:]) for s in self.sizes)
+        self.channels_last = bool(channels_last)
 
     # ``training`` mirrors the segmentor so that attacks can warn
     @property
@@ -206,14 +225,19 @@ class SegmentorAttackModel(nn.Module):
     def training(self, value: bool) -> None:
         pass
 
-    def subset(self, idx: Tensor) -> 'SegmentorAttackModel':
-        """The same model restricted to images ``idx`` of the batch."""
-        idx_list = idx.tolist()
+    def subset(
+            self, idx: Union[Tensor,
+                             Sequence[int]]) -> 'SegmentorAttackModel':
+        """The same model restricted to images ``idx`` of the batch (a
+        tensor of positions, or a list of them: no read-back)."""
+        idx_list = idx.tolist() if isinstance(idx, Tensor) else list(idx)
         if idx_list == list(range(len(self.data_samples))):
             return self  # the whole batch: nothing to select
-        return SegmentorAttackModel(self.segmentor,
-                                    [self.data_samples[i] for i in idx_list],
-                                    self.mask[idx], self.mode, self.label_size)
+        return SegmentorAttackModel(
+            self.segmentor, [self.data_samples[i] for i in idx_list],
+            self.mask[torch.as_tensor(idx_list, device=self.mask.device)],
+            self.mode, self.label_size, [self.sizes[i] for i in idx_list],
+            self.channels_last)
 
     def normalize(self, x: Tensor) -> Tensor:
         """What ``SegDataPreProcessor`` does to ``x * 255``: channel order,
@@ -224,10 +248,13 @@ class SegmentorAttackModel(nn.Module):
             inputs = inputs[:, [2, 1, 0]]
         if getattr(pre, '_enable_normalize', False):
             inputs = (inputs - pre.mean.to(inputs)) / pre.std.to(inputs)
-        pad_val = float(getattr(pre, 'pad_val', 0))
-        mask = self.mask.to(inputs.device)
-        if not bool(mask.all()):
-            inputs = torch.where(mask, inputs, inputs.new_tensor(pad_val))
+        if self.padded:
+            pad_val = float(getattr(pre, 'pad_val', 0))
+            inputs = torch.where(
+                self.mask.to(inputs.device), inputs,
+                inputs.new_tensor(pad_val))
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         return inputs
 
     def forward(self, x: Tensor) -> Tensor:
@@ -245,10 +272,8 @@ class SegmentorAttackModel(nn.Module):
         seg = self.segmentor
         H, W = inputs.shape[2:]
         metas = []
-        for sample, m in zip(self.data_samples, self.mask):
+        for sample, (h, w) in zip(self.data_samples, self.sizes):
             meta = dict(sample.metainfo)
-            h = int(m[0].any(1).sum())
-            w = int(m[0].any(0).sum())
             meta['img_padding_size'] = [0, W - w, 0, H - h]
             meta['pad_shape'] = (H, W)
             meta.setdefault('ori_shape', (h, w))
