@@ -27,7 +27,9 @@ __all__ = [
     'AttackProblem', 'run_attack_loop', 'take_rows', 'subset_model', 'Timer',
     'AmpLike', 'check_amp', 'resolve_amp', 'amp_name', 'autocast_enabled',
     'autocast_to',
-    'RESULT_PRECISIONS', 'GRAD_EXP', 'scale_logit_grad', 'where_rows',
+    'RESULT_PRECISIONS', 'GRAD_EXP', 'GRAD_TARGET_EXP', 'GRAD_EXP_BACKOFF',
+    'GRAD_EXP_MIN', 'GRAD_EXP_MAX',
+    'scale_logit_grad', 'where_rows',
     'SYNC_EVERY', 'is_sync_point'
 ]
 
@@ -285,23 +287,36 @@ def autocast_enabled(device_type: str) -> bool:
 
 
 #: Under reduced precision the gradient of the logits is scaled, per image,
-#: by a power of two that brings its largest entry into [2**(GRAD_EXP - 1),
-#: 2**GRAD_EXP) before it enters the half-precision backward pass. The pixel
-#: mean makes each pixel's gradient at most 1 / (H W) (3.8e-6 at 512 x 512),
-#: below float16's normal range; scaled, the whole image's gradient is
-#: representable. Powers of two are exact, and the attacks use only the
+#: by a power of two that brings its largest entry into [2**(e - 1), 2**e)
+#: before it enters the half-precision backward pass, ``e`` starting at
+#: GRAD_EXP. The pixel mean makes each pixel's gradient at most 1 / (H W)
+#: (3.8e-6 at 512 x 512), below float16's normal range (6.1e-5); scaled,
+#: the image's gradient is representable down to 2**-(24 + e) of its
+#: largest entry. Powers of two are exact, and the attacks use only the
 #: sign. Measured in docs/benchmarks.md ("Precision").
-GRAD_EXP = 0
+GRAD_EXP = 8
+#: After each evaluation ``e`` is adjusted so that the largest entry of the
+#: image's input gradient would be about 2**GRAD_TARGET_EXP, 16 times below
+#: float16's largest value (65504): the backward pass amplifies the
+#: logits' gradient by a model-dependent factor (measured 6-400 on the
+#: package's models, docs/benchmarks.md), which this learns per image.
+GRAD_TARGET_EXP = 12
+#: An image whose input gradient overflowed anyway gets a zero gradient for
+#: that step and ``e`` lowered by this much, as a loss scaler backs off.
+GRAD_EXP_BACKOFF = 4
+#: Range of ``e``.
+GRAD_EXP_MIN, GRAD_EXP_MAX = -24, 16
 
 
-def scale_logit_grad(grad: Tensor) -> Tensor:
+def scale_logit_grad(grad: Tensor, exp: Union[int, Tensor] = GRAD_EXP) -> Tensor:
     """``grad * 2**k`` per image with ``k`` such that the largest entry of
-    each image lies in ``[2**(GRAD_EXP - 1), 2**GRAD_EXP)``; images whose
-    gradient is zero or not finite are left as they are."""
+    each image lies in ``[2**(exp - 1), 2**exp)`` (``exp`` an int or one
+    per image); images whose gradient is zero or not finite are left as
+    they are."""
     amax = grad.detach().abs().flatten(1).amax(1)
-    _, exp = torch.frexp(amax)
+    _, e = torch.frexp(amax)
     ok = torch.isfinite(amax) & (amax > 0)
-    shift = torch.where(ok, GRAD_EXP - exp, torch.zeros_like(exp))
+    shift = torch.where(ok, exp - e, torch.zeros_like(e))
     return torch.ldexp(grad, shift.view(-1, *([1] * (grad.dim() - 1))))
 
 
@@ -370,6 +385,14 @@ class Objective:
         # per-image device flags, read by check()
         self.nonfinite = torch.zeros(B, dtype=torch.bool, device=y.device)
         self.zero_grad = torch.zeros_like(self.nonfinite)
+        # gradient scaling under reduced precision (scale_logit_grad)
+        self.grad_exp = torch.full((B, ),
+                                   GRAD_EXP,
+                                   dtype=torch.int32,
+                                   device=y.device)
+        self.grad_overflows = torch.zeros(
+            B, dtype=torch.int32, device=y.device)
+        self.last_overflow: Optional[Tensor] = None
         self._checked = False
         self._warned_zero_grad = False
 
@@ -439,8 +462,10 @@ class Objective:
                 logits = self.model(x)
             logits = logits.float()
             self._note_logits(logits)
-            if need_grad and self.reduced_precision(x.device):
-                logits.register_hook(scale_logit_grad)
+            scaled = need_grad and self.reduced_precision(x.device)
+            if scaled:
+                exp = self.grad_exp
+                logits.register_hook(lambda g: scale_logit_grad(g, exp))
             pred = argmax_classes(logits.detach())
             terms = PixelTerms(logits, y, self.ignore_index, pred)
             kwargs = dict(
@@ -459,6 +484,8 @@ class Objective:
             if need_grad:
                 # input gradient only: no weight gradients are computed
                 grad, = torch.autograd.grad(loss.sum(), x)
+                if scaled:
+                    grad = self._back_off(grad)
         loss = loss.detach()
         tracked = loss
         if self.track_name is not None:
@@ -468,14 +495,33 @@ class Objective:
         self.n_evals += x.shape[0]
         return Evaluation(loss, tracked, grad, pred, self._pred_correct(pred))
 
+    def _back_off(self, grad: Tensor) -> Tensor:
+        """Adjust the gradient scaling of each image to the size of its
+        input gradient; zero the gradient of images where the scaled
+        backward pass overflowed (no host read)."""
+        amax = grad.flatten(1).abs().amax(1)
+        over = ~torch.isfinite(amax)
+        self.last_overflow = over
+        self.grad_overflows += over
+        # e + floor(log2(2**target / amax)); frexp: amax = m 2**k, m in
+        # [0.5, 1), so floor(log2(amax)) = k - 1
+        _, k = torch.frexp(amax)
+        fit = self.grad_exp + GRAD_TARGET_EXP - (k - 1)
+        fit = torch.where(amax > 0, fit, self.grad_exp)
+        self.grad_exp = torch.where(over, self.grad_exp - GRAD_EXP_BACKOFF,
+                                    fit).clamp(GRAD_EXP_MIN, GRAD_EXP_MAX)
+        return where_rows(over, torch.zeros_like(grad), grad)
+
     def note_zero_grad(self, grad: Optional[Tensor], correct: Tensor,
                        active: Tensor) -> None:
         """Flag images that are not broken and have an all-zero input
         gradient (possible gradient masking); :meth:`check` warns."""
         if grad is None or self._warned_zero_grad:
             return
-        self.zero_grad |= (grad.flatten(1).abs().amax(1) == 0) & (
-            correct > 0) & active
+        zero = (grad.flatten(1).abs().amax(1) == 0) & (correct > 0) & active
+        if self.last_overflow is not None:  # zeroed by _back_off
+            zero &= ~self.last_overflow
+        self.zero_grad |= zero
 
     def check(self, active: Optional[Tensor] = None) -> bool:
         """Read the device flags (one host synchronisation): raise on
