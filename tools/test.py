@@ -4,7 +4,9 @@ Same command line as MMSegmentation's ``tools/test.py``, plus::
 
     python tools/test.py CONFIG CHECKPOINT --eval sea [--eps 4 8 12 16]
         [--sea-version 2023|2024] [--n-iter 300] [--attacks ...]
-        [--class-weights train|image|W1 W2 ...] [--seed 0] [--amp]
+        [--class-weights train|image|W1 W2 ...] [--seed 0]
+        [--amp [fp16|bf16]] [--result-precision fp32|amp]
+        [--channels-last] [--compile]
         [--resume] [--max-images N] [--no-skip] [--per-class]
         [--table compact|per_radius|wide] [--allow-tiny-eps]
 
@@ -40,9 +42,9 @@ from mmseg_robust.engine.runner.sea_test_loop import (TTA_PROBLEM,
 
 #: Options of the ``--eval sea`` group (refused without it).
 SEA_OPTIONS = ('eps', 'allow_tiny_eps', 'sea_version', 'n_iter', 'attacks',
-               'class_weights', 'seed', 'amp', 'resume', 'max_images',
-               'no_skip', 'independent_radii', 'per_class', 'table',
-               'log_interval')
+               'class_weights', 'seed', 'amp', 'result_precision',
+               'channels_last', 'compile', 'resume', 'max_images', 'no_skip',
+               'independent_radii', 'per_class', 'table', 'log_interval')
 
 
 def parse_args(argv=None):
@@ -112,9 +114,30 @@ def parse_args(argv=None):
     sea.add_argument('--seed', type=int, default=None, help='random seed')
     sea.add_argument(
         '--amp',
+        nargs='?',
+        const='auto',
+        default=None,
+        choices=['fp16', 'bf16', 'auto'],
+        help='mixed precision for the attacks\' model calls: fp16, bf16, '
+        'or bare --amp for bf16 where the device supports it (else fp16). '
+        'Reported predictions stay float32 (--result-precision)')
+    sea.add_argument(
+        '--result-precision',
+        choices=['fp32', 'amp'],
+        default=None,
+        help='precision of the clean and adversarial predictions that enter '
+        'the metrics: fp32 (default: each attack\'s output is evaluated '
+        'again in float32) or amp (as the attack saw them)')
+    sea.add_argument(
+        '--channels-last',
         action='store_true',
         default=None,
-        help='mixed precision for the attacks\' model calls')
+        help='run the segmentor with channels-last weights and inputs')
+    sea.add_argument(
+        '--compile',
+        action='store_true',
+        default=None,
+        help='torch.compile the segmentor\'s backbone, neck and heads')
     sea.add_argument(
         '--resume',
         action='store_true',
@@ -201,7 +224,8 @@ def sea_options(args, work_dir: str) -> dict:
         opts['attacks'] = None
     if args.class_weights is not None:
         opts['class_weights'] = _class_weights_option(args.class_weights)
-    for name in ('seed', 'amp', 'resume', 'max_images', 'log_interval'):
+    for name in ('seed', 'amp', 'result_precision', 'channels_last',
+                 'compile', 'resume', 'max_images', 'log_interval'):
         value = getattr(args, name)
         if value is not None:
             opts[name] = value

@@ -4,11 +4,14 @@
 ``(B, K, H', W')`` at label resolution. Nothing here imports MMSeg; the
 adapter for MMSeg segmentors lives in :mod:`mmseg_robust.models`.
 """
+from .accelerate import FastModel, accelerate
 from .apgd import apgd, apgd_checkpoints, apgd_red_eps, red_eps_schedule
 from .checks import check_eps
-from .core import (TRACKED_DEFAULTS, AttackResult, Evaluation, Prediction,
-                   StartLike, UniformNoise, default_tracked, derive_seed,
+from .core import (RESULT_PRECISIONS, TRACKED_DEFAULTS, AmpLike,
+                   AttackResult, Evaluation, Prediction, StartLike,
+                   UniformNoise, default_tracked, derive_seed, resolve_amp,
                    start_noise)
+from .host_sync import HostSyncCounter
 from .losses import (LOSS_NAMES, PIXEL_LOSSES, PixelTerms,
                      class_weights_from_counts, pixel_loss)
 from .pgd import PAPER_PGD_STEP_SIZES, pgd, pgd_step_size, pgd_train
@@ -25,5 +28,7 @@ __all__ = [
     'SEA_LOSSES', 'SEA_VERSIONS', 'SEAVersion', 'sea_version', 'AttackSpec',
     'parse_attack', 'run_attack', 'attack_names_help', 'BASELINE_ATTACKS',
     'AttackResult', 'Evaluation', 'Prediction', 'StartLike', 'UniformNoise',
-    'check_eps', 'start_noise', 'derive_seed', 'worst_case_miou'
+    'check_eps', 'start_noise', 'derive_seed', 'worst_case_miou', 'AmpLike',
+    'resolve_amp', 'RESULT_PRECISIONS', 'FastModel', 'accelerate',
+    'HostSyncCounter'
 ]

@@ -86,11 +86,9 @@ def apgd_run(problem: AttackProblem, x0: Tensor, lower: Tensor, upper: Tensor,
     grad = ev.grad
     best = problem.fallback()
     # the starting point is where the run's tracking begins
-    best.x, best.pred, best.correct = (where_rows(attacked, a, b)
-                                       for a, b in ((x0, best.x),
-                                                    (ev.pred, best.pred),
-                                                    (ev.correct,
-                                                     best.correct)))
+    best.x = where_rows(attacked, x0, best.x)
+    best.correct = torch.where(attacked, ev.correct, best.correct)
+    best.pred = None  # known for the returned points only (run_attack_loop)
     # of equally accurate points the output keeps the one with the higher
     # tracked objective (WorstCase.update)
     best.score = track.clone()
@@ -144,7 +142,7 @@ def apgd_run(problem: AttackProblem, x0: Tensor, lower: Tensor, upper: Tensor,
         x_best_track = where_rows(improved, x_new, x_best_track)
         if need_grad:
             grad_best = where_rows(improved, grad, grad_best)
-        best.update(None, x_new, ev.pred, ev.correct, t, where=active)
+        best.update(None, x_new, None, ev.correct, t, where=active)
         del ev
         if early_stop:
             active = active & (best.correct > 0)

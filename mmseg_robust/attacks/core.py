@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from .checks import check_eps, check_images, check_n_iter, warn_if_training
-from .losses import (PIXEL_LOSSES, PixelTerms, argmax_classes,
-                     check_logits_labels, check_loss_name)
+from .losses import (PIXEL_LOSSES, PixelTerms, check_logits_labels,
+                     check_loss_name, label_is_max)
 
 __all__ = [
     'AttackResult', 'Prediction', 'Evaluation', 'Objective', 'UniformNoise',
@@ -191,13 +191,13 @@ class Evaluation(NamedTuple):
         grad (Tensor | None): Gradient of ``loss`` w.r.t. the images, up to
             a positive factor per image under reduced precision (see
             :class:`Objective`); the attacks use only its sign.
-        pred (Tensor): ``(B, H, W)`` predictions.
+        pred (Tensor | None): ``(B, H, W)`` predictions, where computed.
         correct (Tensor): ``(B,)`` correct valid pixels.
     """
     loss: Tensor
     tracked: Tensor
     grad: Optional[Tensor]
-    pred: Tensor
+    pred: Optional[Tensor]
     correct: Tensor
 
 
@@ -379,6 +379,7 @@ class Objective:
         self.result_precision = result_precision
         self.class_weights = class_weights
         self.valid = (self.y != ignore_index)
+        self.safe_y = torch.where(self.valid, self.y, 0)
         self.n_valid = self.valid.flatten(1).sum(1)
         self.n_evals = 0
         B = self.y.shape[0]
@@ -404,17 +405,20 @@ class Objective:
     def _autocast(self, device: torch.device, fp32: bool = False):
         return autocast_to(device, None if fp32 else self.amp)
 
-    def _note_logits(self, logits: Tensor) -> None:
+    def _note_logits(self, logits: Tensor, top: Tensor) -> None:
+        """Check shapes and labels once; flag images whose largest logit
+        per pixel (``top``, ``(B, H, W)``) is NaN or inf (no host read)."""
         if not self._checked:
             check_logits_labels(logits, self.y, self.ignore_index)
             self._checked = True
-        # the extremes of each image are finite iff all its logits are (a
-        # NaN propagates through amax / amin); one pass, no host read
-        lo, hi = torch.aminmax(logits.detach().flatten(1), dim=1)
-        self.nonfinite |= ~(torch.isfinite(lo) & torch.isfinite(hi))
+        # a NaN propagates through amax
+        self.nonfinite |= ~torch.isfinite(top.flatten(1).amax(1))
 
-    def _pred_correct(self, pred: Tensor) -> Tensor:
-        hit = (pred != self.y) if self.targeted else (pred == self.y)
+    def _count(self, hit: Tensor) -> Tensor:
+        """Correct valid pixels per image from ``hit``, the pixels whose
+        prediction is the label (targeted: not yet the target)."""
+        if self.targeted:
+            hit = ~hit
         return (hit & self.valid).flatten(1).sum(1)
 
     @torch.no_grad()
@@ -427,11 +431,10 @@ class Objective:
         fp32 = final and self.result_precision == 'fp32'
         with self._autocast(x.device, fp32):
             logits = self.model(x)
-        logits = logits.float()
-        self._note_logits(logits)
+        top, pred = logits.float().max(1)
+        self._note_logits(logits, top)
         self.n_evals += x.shape[0]
-        pred = argmax_classes(logits)
-        return Prediction(pred, self._pred_correct(pred))
+        return Prediction(pred, self._count(pred == self.y))
 
     def reduced_precision(self, device: torch.device) -> bool:
         """Whether model calls on ``device`` run below float32 (this
@@ -448,11 +451,17 @@ class Objective:
         The attacked loss and the tracked objective are computed from the
         same logits and share their terms (:class:`~.losses.PixelTerms`).
 
+        Correctness is "the label's logit is maximal"
+        (:func:`~.losses.label_is_max`, no argmax per iteration); the
+        predictions of the points an attack returns come from
+        :meth:`predict`.
+
         Returns:
             Evaluation: per-image attacked and tracked objectives (means over
             all pixels of the loss maps), the gradient of the attacked one
             w.r.t. ``x`` (``None`` without ``need_grad``; scaled per image
-            under reduced precision), predictions and correct-pixel counts.
+            under reduced precision) and correct-pixel counts (``pred`` is
+            ``None``).
         """
         y = self.y
         x = x.detach().requires_grad_(need_grad)
@@ -461,19 +470,21 @@ class Objective:
             with self._autocast(x.device):
                 logits = self.model(x)
             logits = logits.float()
-            self._note_logits(logits)
+            det = logits.detach()
+            top = det.amax(1)
+            self._note_logits(logits, top)
             scaled = need_grad and self.reduced_precision(x.device)
             if scaled:
                 exp = self.grad_exp
                 logits.register_hook(lambda g: scale_logit_grad(g, exp))
-            pred = argmax_classes(logits.detach())
-            terms = PixelTerms(logits, y, self.ignore_index, pred)
+            hit = label_is_max(det, self.safe_y, top)
+            terms = PixelTerms(
+                logits, y, self.ignore_index, correct=hit.float())
             kwargs = dict(
                 ignore_index=self.ignore_index,
                 step=step,
                 total_steps=total_steps,
                 class_weights=self.class_weights,
-                pred=pred,
                 terms=terms)
             if self.targeted:
                 lmap = -PIXEL_LOSSES['ce'](logits, y, **kwargs)
@@ -493,7 +504,7 @@ class Objective:
                 tracked = PIXEL_LOSSES[self.track_name](
                     logits, y, **kwargs).flatten(1).mean(1)
         self.n_evals += x.shape[0]
-        return Evaluation(loss, tracked, grad, pred, self._pred_correct(pred))
+        return Evaluation(loss, tracked, grad, None, self._count(hit))
 
     def _back_off(self, grad: Tensor) -> Tensor:
         """Adjust the gradient scaling of each image to the size of its
@@ -587,14 +598,14 @@ class WorstCase:
                  correct: Tensor,
                  score: Optional[Tensor] = None):
         self.x = x.clone()
-        self.pred = pred.clone()
+        self.pred = None if pred is None else pred.clone()
         self.correct = correct.clone()
         self.score = None if score is None else score.clone()
 
     def update(self,
                idx: Optional[Tensor],
                x: Tensor,
-               pred: Tensor,
+               pred: Optional[Tensor],
                correct: Tensor,
                score: Optional[Tensor] = None,
                where: Optional[Tensor] = None) -> Tensor:
@@ -633,7 +644,10 @@ class WorstCase:
             return dst
 
         self.x = put(self.x, x)
-        self.pred = put(self.pred, pred)
+        # the step loops track points and counts only (predictions of the
+        # returned points come from one forward pass at the end)
+        self.pred = None if pred is None or self.pred is None else put(
+            self.pred, pred)
         self.correct = put(self.correct, correct)
         if scored:
             self.score = put(self.score, score)
@@ -847,8 +861,9 @@ def run_attack_loop(steps: StepLoop,
         iters = torch.zeros(B, dtype=torch.long, device=x.device)
         if problem.eps > 0:
             found, tracked, iters = steps(problem)
-            if obj.reevaluates:
-                found.pred, found.correct = obj.predict(found.x, final=True)
+            # the step loops count correct pixels without an argmax; the
+            # predictions of the returned points, in the result precision
+            found.pred, found.correct = obj.predict(found.x, final=True)
             # the clean image where it is strictly better
             use_clean = clean.correct < found.correct
             worst.x, worst.pred, worst.correct = (where_rows(

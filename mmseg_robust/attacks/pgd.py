@@ -78,14 +78,11 @@ def _pgd_steps(problem: AttackProblem, step_size: float):
         if k == 0:
             obj.note_zero_grad(ev.grad, ev.correct, attacked)
             # the starting point counts even if worse than clean
-            best.x, best.pred, best.correct = (where_rows(attacked, a, b)
-                                               for a, b in ((x_adv, best.x),
-                                                            (ev.pred,
-                                                             best.pred),
-                                                            (ev.correct,
-                                                             best.correct)))
+            best.x = where_rows(attacked, x_adv, best.x)
+            best.correct = torch.where(attacked, ev.correct, best.correct)
+            best.pred = None  # computed for the returned points only
         else:
-            best.update(None, x_adv, ev.pred, ev.correct, where=active)
+            best.update(None, x_adv, None, ev.correct, where=active)
         best_loss = torch.where(active, torch.fmax(best_loss, ev.loss),
                                 best_loss)
         if problem.early_stop:

@@ -20,10 +20,17 @@ import torch.nn.functional as F
 from mmengine.model import is_model_wrapper
 from torch import Tensor
 
+from mmseg_robust.attacks.accelerate import accelerate
+
 __all__ = [
     'SegmentorAttackModel', 'AttackBatch', 'unwrap_segmentor',
-    'final_decode_head'
+    'final_decode_head', 'accelerate_segmentor', 'SEGMENTOR_PARTS'
 ]
+
+#: The parts of an MMSeg segmentor that :func:`accelerate_segmentor`
+#: compiles (those that exist): pure tensor code, unlike the segmentor's
+#: inference, which passes per-image metadata.
+SEGMENTOR_PARTS = ('backbone', 'neck', 'decode_head', 'auxiliary_head')
 
 
 def unwrap_segmentor(model: nn.Module) -> nn.Module:
@@ -38,6 +45,21 @@ def final_decode_head(segmentor: nn.Module) -> nn.Module:
     if isinstance(head, nn.ModuleList):
         return head[-1]
     return head
+
+
+def accelerate_segmentor(segmentor: nn.Module,
+                         channels_last: bool = False,
+                         compile: Union[bool, dict] = False) -> nn.Module:
+    """Channels-last weights and/or ``torch.compile`` for the attacks'
+    passes through an MMSeg segmentor (in place; :data:`SEGMENTOR_PARTS`
+    are compiled). Pair ``channels_last`` with
+    ``AttackBatch.from_data(..., channels_last=True)``.
+
+    Returns:
+        nn.Module: The (unwrapped) segmentor.
+    """
+    seg = unwrap_segmentor(segmentor)
+    return accelerate(seg, channels_last, compile, SEGMENTOR_PARTS)
 
 
 @dataclass
@@ -72,7 +94,8 @@ class AttackBatch:
                   segmentor: nn.Module,
                   data: dict,
                   mode: str = 'test',
-                  ignore_index: Optional[int] = None) -> 'AttackBatch':
+                  ignore_index: Optional[int] = None,
+                  channels_last: bool = False) -> 'AttackBatch':
         """Build images, labels, mask and model from a dataloader batch.
 
         Args:
@@ -86,6 +109,8 @@ class AttackBatch:
                 pixels; default the final decode head's. The evaluation
                 passes its metric's, so attack and metric ignore the same
                 pixels.
+            channels_last (bool): Feed the segmentor channels-last inputs
+                (see :func:`accelerate_segmentor`).
 
         Returns:
             AttackBatch: Everything the attacks need.
@@ -132,7 +157,7 @@ class AttackBatch:
             lw = max(t.shape[1] for t in labels)
         y = torch.stack([_pad_to(t, lh, lw, ignore_index) for t in labels])
         model = SegmentorAttackModel(seg, samples, mask, mode, (lh, lw),
-                                     sizes)
+                                     sizes, channels_last)
         return cls(model, x.clamp_(0.0, 1.0), y, mask, sizes, ignore_index)
 
 

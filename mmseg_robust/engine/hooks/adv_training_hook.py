@@ -3,11 +3,12 @@ docs/training.md)."""
 import math
 from typing import Optional
 
+from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
-from mmseg_robust.attacks import check_eps, pgd_train
+from mmseg_robust.attacks import check_eps, derive_seed, pgd_train
 from mmseg_robust.attacks.losses import check_loss_name
 from mmseg_robust.errors import ConfigError
 from mmseg_robust.models import AttackBatch, unwrap_segmentor
@@ -37,7 +38,14 @@ class AdvTrainingHook(Hook):
       updated by attack forwards, and restores the previous mode;
     * computes gradients with respect to the input only;
     * runs under ``optim_wrapper.optim_context`` so AMP configs attack in
-      mixed precision too;
+      mixed precision too, with the input gradient scaled so that it does
+      not underflow in float16 (docs/attacks.md, "Precision");
+    * stays on the model's device: the adversarial images replace the
+      batch's where the attack made them, and the data preprocessor takes
+      them from there (no copy back to the host);
+    * draws its random start (``random_start=True``) from a seed that
+      differs per iteration and per process, so the ranks of a distributed
+      run do not share their noise;
     * unwraps DDP and other model wrappers.
 
     Logged to the message hub (and so to MMSeg's training log and
@@ -55,7 +63,8 @@ class AdvTrainingHook(Hook):
         adv_ratio (float): Fraction of each batch made adversarial (the
             first ``round(adv_ratio * B)`` images; batches are shuffled).
         start_iter (int): Train clean before this iteration (warm-up).
-        seed (int): Seed of the random start (offset by the iteration).
+        seed (int): Seed of the random start (combined with the iteration
+            and the process rank, :meth:`start_seed`).
     """
 
     priority = 'LOW'  # after hooks that may still change the batch
@@ -124,8 +133,13 @@ class AdvTrainingHook(Hook):
         data_batch['inputs'] = adv_inputs
         runner.message_hub.update_scalar('train/adv_loss', losses[-1])
 
+    def start_seed(self, iteration: int, rank: int) -> int:
+        """Seed of the random start at ``iteration`` on process ``rank``."""
+        return derive_seed(self.seed, f'{iteration}:{rank}')
+
     def attack(self, runner, segmentor, data: dict):
-        """Adversarial versions of ``data['inputs']`` (float, [0, 255])."""
+        """Adversarial versions of ``data['inputs']`` (float, [0, 255], on
+        the model's device)."""
         batch = AttackBatch.from_data(segmentor, data, mode='train')
         was_training = segmentor.training
         segmentor.eval()
@@ -139,14 +153,13 @@ class AdvTrainingHook(Hook):
                     self.steps,
                     step_size=self.step_size,
                     loss=self.loss,
-                    start=self.seed +
-                    runner.iter if self.random_start else None,
+                    start=self.start_seed(runner.iter,
+                                          get_rank()) if self.random_start
+                    else None,
                     ignore_index=batch.ignore_index,
                     mask=batch.mask)
         finally:
             segmentor.train(was_training)
-        # back to the layout the data preprocessor expects, on the CPU like
-        # the dataloader's tensors
-        device = data['inputs'][0].device
-        images = [img.to(device) for img in batch.raw_images(x_adv.detach())]
-        return images, losses
+        # back to the layout the data preprocessor expects; they stay on the
+        # model's device, where the preprocessor moves the batch anyway
+        return batch.raw_images(x_adv.detach()), losses

@@ -88,8 +88,10 @@ class SEAProgress:
 def write_summary(results_dir: str, metrics: dict, protocol: str,
                   settings: dict, checkpoint: Optional[str], n_images: int,
                   world_size: int, elapsed: float, records: Iterable[dict],
-                  device: str, tables: Dict[str,
-                                            str], curve_title: str) -> str:
+                  device: str,
+                  tables: Dict[str, str],
+                  curve_title: str,
+                  precision: Optional[dict] = None) -> str:
     """Write ``summary.json`` and ``robustness_curve.png``; returns the
     summary's path."""
     import mmcv
@@ -118,6 +120,7 @@ def write_summary(results_dir: str, metrics: dict, protocol: str,
             mmcv=mmcv.__version__,
             python=platform.python_version()),
         device=device,
+        precision=precision,
         tables=tables)
     path = osp.join(results_dir, 'summary.json')
     with open(path, 'w', encoding='utf-8') as f:

@@ -22,13 +22,14 @@ from mmengine.runner import TestLoop
 from mmseg.registry import LOOPS
 
 from mmseg_robust.attacks import SEA, check_eps
+from mmseg_robust.attacks.accelerate import check_compile
 from mmseg_robust.errors import ConfigError
 from mmseg_robust.evaluation.class_weights import load_class_weights
 from mmseg_robust.evaluation.metrics import SEAMetric, sea_tables
 from mmseg_robust.evaluation.records import eps_key, image_areas
 from mmseg_robust.evaluation.result_store import ResultStore, file_sha256
-from mmseg_robust.models import (AttackBatch, final_decode_head,
-                                 unwrap_segmentor)
+from mmseg_robust.models import (AttackBatch, accelerate_segmentor,
+                                 final_decode_head, unwrap_segmentor)
 from .sea_checks import (TTA_PROBLEM, check_labels, check_num_classes,
                          check_pipeline, dataset_problem)
 from .sea_report import SEAProgress, write_summary
@@ -88,7 +89,16 @@ class SEATestLoop(TestLoop):
             after the test pipeline, as the authors did for PASCAL-VOC),
             ``'image'`` (each image's own) or one number per class.
         seed (int): Base seed of the random starts.
-        amp (bool): Mixed precision for the attack's model calls.
+        amp (bool | str): Precision of the attacks' model calls: ``False``
+            (float32), ``'fp16'``, ``'bf16'`` or ``True`` (bf16 where the
+            device supports it, else fp16); docs/attacks.md, "Precision".
+        result_precision (str): ``'fp32'`` (default): clean predictions and
+            every attack's output are evaluated in float32 whatever ``amp``
+            says; ``'amp'``: in ``amp`` (``summary.json`` records both).
+        channels_last (bool): Run the segmentor with channels-last weights
+            and inputs.
+        compile (bool | dict): ``torch.compile`` the segmentor's backbone,
+            neck and heads (a dict: ``torch.compile`` arguments).
         skip_broken (bool): Do not attack images already at zero accuracy.
         chain_radii (bool): Each radius starts from (and never reports
             weaker than) the worst case at the smaller radius.
@@ -114,7 +124,7 @@ class SEATestLoop(TestLoop):
                  version: Optional[Union[str, int]] = None,
                  class_weights: Union[str, Sequence[float]] = 'train',
                  seed: int = 0,
-                 amp: bool = False,
+                 amp: Union[bool, str] = False,
                  skip_broken: bool = True,
                  chain_radii: bool = True,
                  max_images: Optional[int] = None,
@@ -122,7 +132,10 @@ class SEATestLoop(TestLoop):
                  resume: bool = False,
                  show_dir: Optional[str] = None,
                  log_interval: int = 1,
-                 ignore_index: Optional[int] = None) -> None:
+                 ignore_index: Optional[int] = None,
+                 result_precision: str = 'fp32',
+                 channels_last: bool = False,
+                 compile: Union[bool, dict] = False) -> None:
         if isinstance(eps, (int, float)):
             eps = [eps]
         try:
@@ -142,9 +155,12 @@ class SEATestLoop(TestLoop):
                 version=version,
                 seed=int(seed),
                 skip_broken=bool(skip_broken),
-                amp=bool(amp))
-        except ValueError as err:
+                amp=amp,
+                result_precision=result_precision)
+            self.compile = check_compile(compile)
+        except (TypeError, ValueError) as err:
             raise ConfigError(f'SEATestLoop: {err}') from err
+        self.channels_last = bool(channels_last)
         self.chain_radii = bool(chain_radii)
         self.uses_class_weights = any(a.loss == 'mask_ce_bal'
                                       for a in self.sea.attacks)
@@ -237,10 +253,27 @@ class SEATestLoop(TestLoop):
                      for a in self.sea.attacks},
             class_weights=self._class_weights_setting(),
             seed=self.sea.seed,
-            amp=self.sea.amp,
+            **self._precision_settings(),
             skip_broken=self.sea.skip_broken,
             chain_radii=self.chain_radii,
             checkpoint_sha256=self._ckpt_digest)
+
+    def precision(self) -> dict:
+        """The precisions on the model's device (``attack``, ``result``;
+        see :meth:`SEA.precision`)."""
+        return self.sea.precision(self._device())
+
+    def _device(self) -> str:
+        return str(next(self.runner.model.parameters()).device)
+
+    def _precision_settings(self) -> dict:
+        """``amp`` as results record it: ``False`` for float32 (as earlier
+        releases wrote it, so their results resume), else the attack
+        precision and the precision of the reported predictions."""
+        prec = self.precision()
+        if prec['attack'] == 'fp32':
+            return dict(amp=False)
+        return dict(amp=prec['attack'], result_precision=prec['result'])
 
     def _class_weights_setting(self):
         if not self.uses_class_weights:
@@ -278,6 +311,9 @@ class SEATestLoop(TestLoop):
         self.runner.call_hook('before_test')
         self.runner.call_hook('before_test_epoch')
         self.runner.model.eval()
+        if self.channels_last or self.compile is not False:
+            accelerate_segmentor(self.runner.model, self.channels_last,
+                                 self.compile)
         rank, world_size = get_dist_info()
         if is_main_process():
             os.makedirs(self.results_dir, exist_ok=True)
@@ -310,10 +346,14 @@ class SEATestLoop(TestLoop):
                           self.settings(), self.runner.cfg.get('load_from'),
                           len(self.dataloader.dataset), world_size,
                           self._progress.elapsed, self._done.values(),
-                          str(next(self.runner.model.parameters()).device), {
+                          self._device(), {
                               k: v
                               for k, v in tables.items() if k != 'title'
-                          }, self._curve_title())
+                          }, self._curve_title(),
+                          dict(
+                              self.precision(),
+                              channels_last=self.channels_last,
+                              compile=self.compile))
         self.runner.call_hook('after_test_epoch', metrics=metrics)
         self.runner.call_hook('after_test')
         return metrics
@@ -324,9 +364,24 @@ class SEATestLoop(TestLoop):
             f'SEA evaluation of {n} image(s) on {world_size} process(es): '
             f'radii {[eps_key(e) for e in self.eps]} /255 '
             f'({"chained" if self.chain_radii else "independent"}), '
-            f'{self.sea.describe()}; seed {self.sea.seed}, amp '
-            f'{self.sea.amp}; per-image results in {self.results_dir}',
+            f'{self.sea.describe()}; seed {self.sea.seed}, precision '
+            f'{self._precision_text()}; per-image results in '
+            f'{self.results_dir}',
             logger='current')
+
+    def _precision_text(self) -> str:
+        prec = self.precision()
+        if prec['attack'] == 'fp32':
+            text = 'fp32'
+        else:
+            text = (f'attacks in {prec["attack"]}, reported predictions in '
+                    f'{prec["result"]}')
+        extras = [
+            name for name, on in (('channels_last', self.channels_last),
+                                  ('torch.compile', self.compile
+                                   is not False)) if on
+        ]
+        return text + ''.join(f', {e}' for e in extras)
 
     def run_iter(self, idx: int, data_batch: dict) -> None:
         """Attack one batch (with gradients, unlike ``TestLoop.run_iter``)."""
@@ -382,7 +437,8 @@ class SEATestLoop(TestLoop):
             unwrap_segmentor(self.runner.model),
             data,
             mode='test',
-            ignore_index=self.ignore_index)
+            ignore_index=self.ignore_index,
+            channels_last=self.channels_last)
         num_classes, ignore = len(self.classes), self.ignore_index
 
         def areas(pred, i):
