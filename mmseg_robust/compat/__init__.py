@@ -3,11 +3,12 @@
 * ``mmcv_ops``: when ``mmseg`` is imported and ``import mmcv.ops`` fails for
   lack of ``mmcv._ext`` (mmcv-lite), a pure-PyTorch ``mmcv.ops`` with
   ``point_sample`` and ``sigmoid_focal_loss`` only (:mod:`.mmcv_ops`).
-* ``checkpoint``: when ``mmengine.runner.checkpoint`` is imported under
-  torch >= 2.6 and mmengine < 1.0, mmengine's local-file checkpoint loader
-  loads with ``weights_only=True`` plus an allow-list of exactly the types
-  mmengine writes; anything else needs an explicit "I trust this file"
-  (:mod:`.checkpoint`).
+* ``checkpoint``: when ``mmengine.runner.checkpoint`` is imported (any
+  torch; mmengine < 1.0), mmengine's local-file checkpoint loader unpickles
+  only torch's weights-only types plus an allow-list of exactly the types
+  mmengine writes (``weights_only=True`` with it on torch >= 2.5, a
+  restricted unpickler on torch 2.1 - 2.4); TorchScript archives and
+  anything else need an explicit "I trust this file" (:mod:`.checkpoint`).
 * ``mmseg_scope``: when ``mmengine`` is imported and ``pkg_resources`` is
   missing (setuptools >= 81), ``mmseg::`` config paths are resolved through
   :mod:`importlib.metadata` (:mod:`.packages`).

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -77,6 +78,12 @@ def ctx(trained_tiny, tmp_path_factory):
     state = torch.load(c.ckpt, weights_only=False)
     state['meta']['args'] = argparse.Namespace(lr=0.1)
     torch.save(state, c.unsafe_ckpt)
+    # a TorchScript archive: torch.load hands it to torch.jit.load (before
+    # torch 2.6 even with weights_only=True); safe loading refuses it
+    c.script_ckpt = str(root / 'scripted.pt')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # torch.jit is deprecated in 2.14
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), c.script_ckpt)
     c.afile = str(root / 'a_file')
     Path(c.afile).write_text('not a directory')
 
@@ -314,6 +321,11 @@ TEST_CASES = [
                    'holds Python objects that safe loading', 'refuses: '
                    'argparse.Namespace', f'--trust-checkpoint '
                    f'{c.unsafe_ckpt} to tools/train.py or tools/test.py')),
+    Case(
+        'checkpoint-torchscript', lambda c: _t(c, *QUICK, ckpt=c.script_ckpt),
+        lambda c: (f'error: checkpoint {c.script_ckpt} was not loaded: it is '
+                   'a TorchScript archive (torch.jit.save), not a checkpoint',
+                   f'--trust-checkpoint {c.script_ckpt} to tools/train.py')),
     Case(
         'work-dir-is-file',
         lambda c: _t(c, *QUICK, '--work-dir', c.afile, work=False),
