@@ -510,6 +510,51 @@ FAMILIES = [
 FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
 
 
+def requirement_installed(family: Family) -> bool:
+    """Whether this installation has what ``family.needs`` (the check
+    :mod:`mmseg_robust.models.requirements` makes: full mmcv's compiled
+    ``mmcv._ext``, ``mmdet``, ``ldm``)."""
+    from mmseg_robust.models.requirements import has_mmcv_ops, has_module
+    if family.needs == 'mmcv._ext':
+        return has_mmcv_ops()
+    return has_module(family.needs)
+
+
+@functools.lru_cache(maxsize=None)
+def autograd_takes_dnl_inplace_mean() -> bool:
+    """Whether this torch's autograd takes what MMSeg 1.2.2's ``DNLHead``
+    does (``mmseg/models/decode_heads/dnl_head.py``): subtract the mean in
+    place from views of convolution outputs (``theta_x -=
+    theta_x.mean(dim=-2, keepdim=True)``), then multiply them. torch 2.1
+    refuses it in the backward pass ("modified by an inplace operation");
+    torch 2.14 takes it (both tested)."""
+    n, c = 2, 4
+    x = torch.rand(n, c, 3, 3, requires_grad=True)
+    conv = torch.nn.Conv2d(c, c, 1)
+    theta_x = conv(x).view(n, c, -1).permute(0, 2, 1)
+    phi_x = conv(x).view(n, c, -1)
+    theta_x -= theta_x.mean(dim=-2, keepdim=True)
+    phi_x -= phi_x.mean(dim=-1, keepdim=True)
+    try:
+        torch.matmul(theta_x, phi_x).softmax(dim=-1).sum().backward()
+    except RuntimeError as err:
+        if 'modified by an inplace operation' in str(err):
+            return False
+        raise
+    return True
+
+
+def known_gradient_failure(family: Family) -> Optional[str]:
+    """Why the family's gradients cannot be computed with this torch (a
+    bug of MMSeg itself that only some torch versions expose), or None."""
+    if family.name == 'dnlnet' and not autograd_takes_dnl_inplace_mean():
+        return (f'torch {torch.__version__}: MMSeg 1.2.2\'s DNLHead subtracts '
+                'means in place from views (dnl_head.py), which this '
+                "torch's autograd refuses; MMSeg's own train_step of DNLNet "
+                'fails the same way here (it passes on torch 2.14)')
+    return None
+
+
 def mmseg_config_dir() -> str:
     """MMSeg's installed ``configs/`` (``mmseg/.mim/configs``)."""
     import mmseg

@@ -13,7 +13,11 @@ shrunk to CPU size with random weights. For each family that builds here:
 
 The families this installation cannot build (compiled mmcv ops, mmdet,
 VPD's packages) must stop with one sentence naming the family and what it
-needs. Results and what each family needed: ``docs/segmentors.md``.
+needs; where the requirement is installed (full mmcv: CCNet, PSANet) they
+must pass the check and build. A family whose gradients this torch cannot
+compute because of a bug in MMSeg itself (DNLNet on torch 2.1) is a strict
+xfail of the gradient and training checks. Results and what each family
+needed: ``docs/segmentors.md``.
 """
 import copy
 from types import SimpleNamespace
@@ -29,15 +33,31 @@ from mmseg_robust.engine import AdvTrainingHook
 from mmseg_robust.models import AttackBatch
 from mmseg_robust.models.requirements import (MissingRequirementError,
                                               build_segmentor,
-                                              check_model_requirements)
+                                              check_model_requirements,
+                                              model_requirement_problems)
 from .helpers import make_batch
-from .segmentor_families import FAMILIES, build_tiny, load_stock_config
+from .segmentor_families import (FAMILIES, build_tiny, known_gradient_failure,
+                                 load_stock_config, requirement_installed)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('one_thread')]
 
 BUILDABLE = [f for f in FAMILIES if f.needs is None]
 NOT_HERE = [f for f in FAMILIES if f.needs is not None]
 EPS = 8 / 255
+
+
+def _with_gradients(families):
+    """The families as parameters; a known failure of MMSeg itself under
+    this torch (:func:`known_gradient_failure`) is a strict xfail: it must
+    fail, with the error it is known for."""
+    params = []
+    for f in families:
+        reason = known_gradient_failure(f)
+        marks = [] if reason is None else [
+            pytest.mark.xfail(reason=reason, raises=RuntimeError, strict=True)
+        ]
+        params.append(pytest.param(f, id=f.name, marks=marks))
+    return params
 
 
 def _sizes(family):
@@ -128,7 +148,7 @@ def test_clean_logits_equal_test_step(family):
     _assert_same(_adapter(seg, data, seed), ref_logits, f'{family.name} slide')
 
 
-@pytest.mark.parametrize('family', BUILDABLE, ids=lambda f: f.name)
+@pytest.mark.parametrize('family', _with_gradients(BUILDABLE))
 def test_gradients_and_sea(family):
     whole, slide, label = _sizes(family)
     seg = build_tiny(family, mode='whole', test_pad=_test_pad(family))
@@ -180,7 +200,7 @@ def test_gradients_and_sea(family):
         assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1, what
 
 
-@pytest.mark.parametrize('family', BUILDABLE, ids=lambda f: f.name)
+@pytest.mark.parametrize('family', _with_gradients(BUILDABLE))
 def test_adversarial_training_step(family):
     seg = build_tiny(family, mode='whole')
     seg.train()
@@ -249,7 +269,18 @@ def test_adversarial_training_with_a_real_runner(name, tmp_path, toy_data):
 
 @pytest.mark.parametrize('family', NOT_HERE, ids=lambda f: f.name)
 def test_missing_requirement_is_one_sentence(family):
+    """Without its requirement a family stops with one sentence; with it
+    (e.g. CCNet and PSANet with full mmcv's compiled ops) nothing is
+    reported and the stock model builds."""
     cfg = load_stock_config(family, import_custom_modules=False)
+    if requirement_installed(family):
+        assert model_requirement_problems(cfg.model) == []
+        check_model_requirements(cfg.model)
+        if family.needs == 'mmcv._ext':  # builds without custom imports
+            head = {'ccnet': 'CCHead', 'psanet': 'PSAHead'}[family.name]
+            model = build_segmentor(cfg.model)
+            assert type(model.decode_head).__name__ == head
+        return
     name = {
         'mask2former': 'Mask2Former',
         'maskformer': 'MaskFormer',
