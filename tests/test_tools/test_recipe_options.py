@@ -13,7 +13,7 @@ from mmengine.config import Config
 import mmseg_robust  # noqa: F401
 from mmseg_robust.cli import (ToolError, set_amp, set_crop_size, set_data_root,
                               set_test_scale, setup_cpu_distributed)
-from ..conftest import load_tool
+from ..conftest import load_tool, scratch_assay_sample_or_skip
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / 'configs' / 'upernet_convnext_at'
@@ -174,7 +174,7 @@ def test_demo_config_builds_its_dataset(tmp_path):
     """`tools/train.py configs/demo/...` with no dataset prepared: it is
     built from the installed ndev-sampledata package, then training runs."""
     pytest.importorskip('tifffile')
-    pytest.importorskip('ndev_sampledata')
+    scratch_assay_sample_or_skip()  # without importing it (needs bioio)
     data = tmp_path / 'data'
     main = load_tool('train')
     main([
