@@ -1,10 +1,13 @@
 """SEA evaluation: per-image records on disk, the SEAMetric and its
-tables, SEA-2024's class weights."""
+tables, SEA-2024's class weights, distributed runs that fail together."""
+from .dist_guard import (Outcome, RankConfigError, RankFailure, fail_together,
+                         run_on_main)
 from .metrics import SEAMetric, sea_tables
 from .records import RecordWriter, eps_key, image_areas, read_records
 from .result_store import ResultStore, file_sha256
 
 __all__ = [
     'SEAMetric', 'sea_tables', 'RecordWriter', 'image_areas', 'eps_key',
-    'read_records', 'ResultStore', 'file_sha256'
+    'read_records', 'ResultStore', 'file_sha256', 'Outcome', 'run_on_main',
+    'fail_together', 'RankFailure', 'RankConfigError'
 ]
