@@ -15,8 +15,7 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
-from mmengine.dist import (barrier, broadcast_object_list, get_dist_info,
-                           is_main_process)
+from mmengine.dist import barrier, get_dist_info
 from mmengine.logging import print_log
 from mmengine.runner import TestLoop
 from mmseg.registry import LOOPS
@@ -25,6 +24,7 @@ from mmseg_robust.attacks import SEA, check_eps
 from mmseg_robust.attacks.accelerate import check_compile
 from mmseg_robust.errors import ConfigError
 from mmseg_robust.evaluation.class_weights import load_class_weights
+from mmseg_robust.evaluation.dist_guard import fail_together, run_on_main
 from mmseg_robust.evaluation.metrics import SEAMetric, sea_tables
 from mmseg_robust.evaluation.records import eps_key, image_areas
 from mmseg_robust.evaluation.result_store import ResultStore, file_sha256
@@ -66,7 +66,9 @@ class SEATestLoop(TestLoop):
     the classes, results of other settings on resume) raise
     :class:`~mmseg_robust.errors.ConfigError` before anything of theirs is
     recorded; ``tools/test.py`` prints it as one ``error:`` line
-    (docs/errors.md).
+    (docs/errors.md). In a distributed run an exception on one rank stops
+    every rank after the same batch (or set-up step), each with the error
+    (:mod:`~mmseg_robust.evaluation.dist_guard`): no rank is left waiting.
 
     Args:
         runner: The runner.
@@ -285,21 +287,15 @@ class SEATestLoop(TestLoop):
                 self.class_weights_spec, str) else 'given',
             weights=[round(w, 6) for w in self.class_weights])
 
-    def _prepare_class_weights(self, rank: int) -> None:
-        """SEA-2024's class weights, resolved once on rank 0 and shared."""
+    def _prepare_class_weights(self) -> None:
+        """SEA-2024's class weights, resolved once on rank 0 and shared
+        (or its error raised on every rank)."""
         if not self.uses_class_weights:
             return
-        out = [None]
-        if rank == 0:
-            out = [
-                load_class_weights(
-                    self.class_weights_spec, self.runner.cfg,
-                    len(self.classes), self.ignore_index,
-                    osp.join(self.results_dir,
-                             'class_weights.json'), self.resume)
-            ]
-        broadcast_object_list(out)
-        self.class_weights = out[0]
+        self.class_weights = run_on_main(
+            load_class_weights, self.class_weights_spec, self.runner.cfg,
+            len(self.classes), self.ignore_index,
+            osp.join(self.results_dir, 'class_weights.json'), self.resume)
 
     def image_seed(self, idx: int) -> int:
         """Random-start seed of dataset image ``idx``."""
@@ -315,12 +311,15 @@ class SEATestLoop(TestLoop):
             accelerate_segmentor(self.runner.model, self.channels_last,
                                  self.compile)
         rank, world_size = get_dist_info()
-        if is_main_process():
-            os.makedirs(self.results_dir, exist_ok=True)
-        barrier()
-        self._prepare_class_weights(rank)
-        self._store = ResultStore(self.results_dir, rank, self.settings())
-        self._done = self._store.open(self.resume)
+        # every step below either succeeds on every rank or raises on
+        # every rank: a decision of rank 0 is shared with its error
+        # (run_on_main), work on each rank exchanges a failure flag
+        # (fail_together), so no rank waits for one that has failed
+        run_on_main(os.makedirs, self.results_dir, exist_ok=True)
+        self._prepare_class_weights()
+        with fail_together('opening the results'):
+            self._store = ResultStore(self.results_dir, rank, self.settings())
+            self._done = self._store.open(self.resume)
         barrier()
         self._progress = SEAProgress([eps_key(e) for e in self.eps],
                                      len(self.dataloader.dataset),
@@ -334,29 +333,35 @@ class SEATestLoop(TestLoop):
             self._progress.add(self._done.values(), new=False)
         self._log_settings(world_size)
         try:
-            for idx, data_batch in enumerate(self.dataloader):
-                self.run_iter(idx, data_batch)
+            # as many batches on every rank (the sampler pads); run_iter
+            # runs for each, also where resuming leaves nothing to do
+            batches = iter(self.dataloader)
+            for idx in range(len(self.dataloader)):
+                with fail_together(f'batch {idx}'):
+                    self.run_iter(idx, next(batches))
         finally:
             self._store.close()
         metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
-        if is_main_process():
-            tables = sea_tables(metrics, self.metric.table,
-                                self.sea.describe())
-            write_summary(self.results_dir, metrics, self.sea.describe(),
-                          self.settings(), self.runner.cfg.get('load_from'),
-                          len(self.dataloader.dataset), world_size,
-                          self._progress.elapsed, self._done.values(),
-                          self._device(), {
-                              k: v
-                              for k, v in tables.items() if k != 'title'
-                          }, self._curve_title(),
-                          dict(
-                              self.precision(),
-                              channels_last=self.channels_last,
-                              compile=self.compile))
+        run_on_main(self._write_summary, metrics, world_size)
         self.runner.call_hook('after_test_epoch', metrics=metrics)
         self.runner.call_hook('after_test')
         return metrics
+
+    def _write_summary(self, metrics: dict, world_size: int) -> None:
+        """``summary.json`` and the robustness curve (on rank 0)."""
+        tables = sea_tables(metrics, self.metric.table, self.sea.describe())
+        write_summary(
+            self.results_dir, metrics, self.sea.describe(), self.settings(),
+            self.runner.cfg.get('load_from'), len(self.dataloader.dataset),
+            world_size, self._progress.elapsed, self._done.values(),
+            self._device(), {
+                k: v
+                for k, v in tables.items() if k != 'title'
+            }, self._curve_title(),
+            dict(
+                self.precision(),
+                channels_last=self.channels_last,
+                compile=self.compile))
 
     def _log_settings(self, world_size: int) -> None:
         n = len(self.dataloader.dataset)
@@ -378,8 +383,8 @@ class SEATestLoop(TestLoop):
                     f'{prec["result"]}')
         extras = [
             name for name, on in (('channels_last', self.channels_last),
-                                  ('torch.compile', self.compile
-                                   is not False)) if on
+                                  ('torch.compile', self.compile is not False))
+            if on
         ]
         return text + ''.join(f', {e}' for e in extras)
 

@@ -3,8 +3,7 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from mmengine.dist import (all_gather_object, broadcast_object_list,
-                           is_main_process)
+from mmengine.dist import all_gather_object
 from mmengine.logging import MMLogger, print_log
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
@@ -12,6 +11,7 @@ from prettytable import PrettyTable
 
 from mmseg_robust.attacks import worst_case_miou
 from mmseg_robust.errors import ConfigError
+from ..dist_guard import run_on_main
 from ..records import dense_areas, sum_areas
 
 __all__ = ['SEAMetric', 'sea_tables']
@@ -94,28 +94,30 @@ class SEAMetric(IoUMetric):
 
     def evaluate(self, size: int) -> dict:
         """Gather records from all ranks (deduplicated by dataset index, so
-        sampler padding and resumed images count once) and compute."""
+        sampler padding and resumed images count once) and compute on rank
+        0. If computing raises, every rank raises the same error
+        (:func:`~mmseg_robust.evaluation.dist_guard.run_on_main`)."""
         gathered = all_gather_object(self.results)
-        if is_main_process():
-            unique = OrderedDict()
-            for part in gathered:
-                for rec in part:
-                    unique.setdefault(rec['idx'], rec)
-            records = [unique[k] for k in sorted(unique)]
-            if not records:
-                print_log(
-                    'SEAMetric got no results: is the dataset empty?',
-                    logger='current',
-                    level=30)
-            metrics = self.compute_metrics(records)
-            if self.prefix:
-                metrics = {f'{self.prefix}/{k}': v for k, v in metrics.items()}
-            out = [metrics]
-        else:
-            out = [None]
-        broadcast_object_list(out)
+        metrics = run_on_main(self._compute_gathered, gathered)
         self.results.clear()
-        return out[0]
+        return metrics
+
+    def _compute_gathered(self, gathered: List[list]) -> dict:
+        """The prefixed metrics of every rank's records (on rank 0)."""
+        unique = OrderedDict()
+        for part in gathered:
+            for rec in part:
+                unique.setdefault(rec['idx'], rec)
+        records = [unique[k] for k in sorted(unique)]
+        if not records:
+            print_log(
+                'SEAMetric got no results: is the dataset empty?',
+                logger='current',
+                level=30)
+        metrics = self.compute_metrics(records)
+        if self.prefix:
+            metrics = {f'{self.prefix}/{k}': v for k, v in metrics.items()}
+        return metrics
 
     # -- computation -------------------------------------------------------
     def _summary(self, records: List[dict], select, num_classes: int,
