@@ -191,3 +191,34 @@ def write_json(name: str, payload: dict, out_dir: str) -> str:
     with open(path, 'w') as f:
         json.dump(payload, f, indent=2, default=float)
     return path
+
+
+def light_segnet(num_classes: int = 21, seed: int = 0):
+    """The light encoder-decoder of the engine benchmarks (plain PyTorch):
+    three stride-2 stages of two 3x3 conv + BN + ReLU (32, 64, 128
+    channels), so features at stride 8, a 1x1 classifier and bilinear
+    upsampling to the input size; inputs in [0, 1], random weights, eval
+    mode."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    def stage(cin, cout):
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, 2, 1), nn.BatchNorm2d(cout), nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, 1, 1), nn.BatchNorm2d(cout), nn.ReLU())
+
+    class LightSegNet(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Sequential(
+                stage(3, 32), stage(32, 64), stage(64, 128))
+            self.classifier = nn.Conv2d(128, num_classes, 1)
+
+        def forward(self, x):
+            logits = self.classifier(self.encoder((x - 0.5) / 0.25))
+            return F.interpolate(
+                logits, size=x.shape[2:], mode='bilinear', align_corners=False)
+
+    torch.manual_seed(seed)
+    return LightSegNet().eval()

@@ -101,3 +101,14 @@ def trained_tiny(tmp_path_factory):
         data_root=data,
         cfg=test_cfg,
         root=root)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` need a CUDA device; they are skipped without
+    one (``make test`` stays green on a CPU)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason='needs a CUDA device')
+    for item in items:
+        if 'cuda' in item.keywords:
+            item.add_marker(skip)

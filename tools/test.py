@@ -224,8 +224,8 @@ def sea_options(args, work_dir: str) -> dict:
         opts['attacks'] = None
     if args.class_weights is not None:
         opts['class_weights'] = _class_weights_option(args.class_weights)
-    for name in ('seed', 'amp', 'result_precision', 'channels_last',
-                 'compile', 'resume', 'max_images', 'log_interval'):
+    for name in ('seed', 'amp', 'result_precision', 'channels_last', 'compile',
+                 'resume', 'max_images', 'log_interval'):
         value = getattr(args, name)
         if value is not None:
             opts[name] = value

@@ -7,10 +7,9 @@ adapter for MMSeg segmentors lives in :mod:`mmseg_robust.models`.
 from .accelerate import FastModel, accelerate
 from .apgd import apgd, apgd_checkpoints, apgd_red_eps, red_eps_schedule
 from .checks import check_eps
-from .core import (RESULT_PRECISIONS, TRACKED_DEFAULTS, AmpLike,
-                   AttackResult, Evaluation, Prediction, StartLike,
-                   UniformNoise, default_tracked, derive_seed, resolve_amp,
-                   start_noise)
+from .core import (RESULT_PRECISIONS, TRACKED_DEFAULTS, AmpLike, AttackResult,
+                   Evaluation, Prediction, StartLike, UniformNoise,
+                   default_tracked, derive_seed, resolve_amp, start_noise)
 from .host_sync import HostSyncCounter
 from .losses import (LOSS_NAMES, PIXEL_LOSSES, PixelTerms,
                      class_weights_from_counts, pixel_loss)

@@ -103,6 +103,7 @@ class FastModel(nn.Module):
         super().__init__()
         self.model = accelerate(model, channels_last, compile)
         self.channels_last = bool(channels_last)
+        self.train(model.training)  # mirror the model's mode
 
     def forward(self, x: Tensor) -> Tensor:
         if self.channels_last:

@@ -26,11 +26,9 @@ __all__ = [
     'default_tracked', 'WorstCase', 'feasible_box', 'project', 'start_point',
     'AttackProblem', 'run_attack_loop', 'take_rows', 'subset_model', 'Timer',
     'AmpLike', 'check_amp', 'resolve_amp', 'amp_name', 'autocast_enabled',
-    'autocast_to',
-    'RESULT_PRECISIONS', 'GRAD_EXP', 'GRAD_TARGET_EXP', 'GRAD_EXP_BACKOFF',
-    'GRAD_EXP_MIN', 'GRAD_EXP_MAX',
-    'scale_logit_grad', 'where_rows',
-    'SYNC_EVERY', 'is_sync_point'
+    'autocast_to', 'RESULT_PRECISIONS', 'GRAD_EXP', 'GRAD_TARGET_EXP',
+    'GRAD_EXP_BACKOFF', 'GRAD_EXP_MIN', 'GRAD_EXP_MAX', 'scale_logit_grad',
+    'where_rows', 'SYNC_EVERY', 'is_sync_point'
 ]
 
 SeedLike = Union[int, Sequence[int]]
@@ -110,7 +108,7 @@ def take_rows(t: Optional[Tensor], idx: Tensor) -> Optional[Tensor]:
 
 
 def subset_model(model: Model, idx: Union[None, Tensor,
-                                           Sequence[int]]) -> Model:
+                                          Sequence[int]]) -> Model:
     """The model restricted to images ``idx`` of the batch (a tensor of
     positions or, without a read-back from the device, a list of them).
 
@@ -294,7 +292,7 @@ def autocast_enabled(device_type: str) -> bool:
 #: the image's gradient is representable down to 2**-(24 + e) of its
 #: largest entry. Powers of two are exact, and the attacks use only the
 #: sign. Measured in docs/benchmarks.md ("Precision").
-GRAD_EXP = 8
+GRAD_EXP = 4
 #: After each evaluation ``e`` is adjusted so that the largest entry of the
 #: image's input gradient would be about 2**GRAD_TARGET_EXP, 16 times below
 #: float16's largest value (65504): the backward pass amplifies the
@@ -308,7 +306,8 @@ GRAD_EXP_BACKOFF = 4
 GRAD_EXP_MIN, GRAD_EXP_MAX = -24, 16
 
 
-def scale_logit_grad(grad: Tensor, exp: Union[int, Tensor] = GRAD_EXP) -> Tensor:
+def scale_logit_grad(grad: Tensor,
+                     exp: Union[int, Tensor] = GRAD_EXP) -> Tensor:
     """``grad * 2**k`` per image with ``k`` such that the largest entry of
     each image lies in ``[2**(exp - 1), 2**exp)`` (``exp`` an int or one
     per image); images whose gradient is zero or not finite are left as
@@ -545,7 +544,8 @@ class Objective:
         any_active = torch.ones((), dtype=torch.bool, device=self.y.device) \
             if active is None else active.any()
         flags = torch.stack(
-            [any_active, self.nonfinite.any(),
+            [any_active,
+             self.nonfinite.any(),
              self.zero_grad.any()]).tolist()
         if flags[1]:
             bad = self.nonfinite.nonzero().flatten().tolist()
@@ -867,9 +867,9 @@ def run_attack_loop(steps: StepLoop,
             # the clean image where it is strictly better
             use_clean = clean.correct < found.correct
             worst.x, worst.pred, worst.correct = (where_rows(
-                use_clean, a, b) for a, b in (
-                    (x, found.x), (clean.pred, found.pred),
-                    (clean.correct, found.correct)))
+                use_clean, a,
+                b) for a, b in ((x, found.x), (clean.pred, found.pred),
+                                (clean.correct, found.correct)))
         obj.check()
     return AttackResult(
         x_adv=worst.x,
@@ -880,9 +880,10 @@ def run_attack_loop(steps: StepLoop,
         n_iter=iters,
         n_evals=obj.n_evals,
         time=timer.elapsed,
-        extra=dict(precision=amp_name(obj.amp),
-                   result_precision='fp32' if obj.amp is None else
-                   obj.result_precision))
+        extra=dict(
+            precision=amp_name(obj.amp),
+            result_precision='fp32'
+            if obj.amp is None else obj.result_precision))
 
 
 class Timer:

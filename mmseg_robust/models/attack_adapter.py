@@ -156,8 +156,8 @@ class AttackBatch:
             lh = max(t.shape[0] for t in labels)
             lw = max(t.shape[1] for t in labels)
         y = torch.stack([_pad_to(t, lh, lw, ignore_index) for t in labels])
-        model = SegmentorAttackModel(seg, samples, mask, mode, (lh, lw),
-                                     sizes, channels_last)
+        model = SegmentorAttackModel(seg, samples, mask, mode, (lh, lw), sizes,
+                                     channels_last)
         return cls(model, x.clamp_(0.0, 1.0), y, mask, sizes, ignore_index)
 
 
@@ -250,9 +250,8 @@ class SegmentorAttackModel(nn.Module):
     def training(self, value: bool) -> None:
         pass
 
-    def subset(
-            self, idx: Union[Tensor,
-                             Sequence[int]]) -> 'SegmentorAttackModel':
+    def subset(self, idx: Union[Tensor,
+                                Sequence[int]]) -> 'SegmentorAttackModel':
         """The same model restricted to images ``idx`` of the batch (a
         tensor of positions, or a list of them: no read-back)."""
         idx_list = idx.tolist() if isinstance(idx, Tensor) else list(idx)

@@ -221,3 +221,25 @@ def test_adversarial_training_makes_the_model_more_robust(tmp_path):
     clean_model, at_model = accs['clean'], accs['at']
     assert at_model[0] > 0.9 and clean_model[0] > 0.9  # both learned
     assert at_model[1] > clean_model[1] + 0.04, accs
+
+
+def test_random_starts_differ_per_rank_and_iteration():
+    """Every rank of a distributed run and every iteration draws its own
+    random start; the same (seed, iteration, rank) draws the same."""
+    hook = AdvTrainingHook(random_start=True, seed=3)
+    seeds = {hook.start_seed(it, rank) for it in range(3) for rank in range(4)}
+    assert len(seeds) == 12
+    assert hook.start_seed(1, 2) == AdvTrainingHook(seed=3).start_seed(1, 2)
+    assert hook.start_seed(1, 2) != AdvTrainingHook(seed=4).start_seed(1, 2)
+
+
+def test_adversarial_images_stay_on_the_model_device():
+    seg = build_tiny_segmentor(crop_size=(32, 32)).train()
+    data = fake_batch(2, (32, 32))
+    device = next(seg.parameters()).device
+    images, losses = AdvTrainingHook(
+        eps=EPS,
+        steps=1).attack(_fake_runner(seg, _AutocastWrapper()), seg, data)
+    assert all(img.device == device and img.dtype == torch.float32
+               for img in images)
+    assert len(losses) == 1 and isinstance(losses[0], float)

@@ -415,3 +415,34 @@ def test_distributed_two_processes_identical(reference, trained_tiny,
     assert {p.name
             for p in (tmp_path / 'sea').glob('rank*.jsonl')
             } == {'rank0.jsonl', 'rank1.jsonl'}
+
+
+def test_amp_and_layout_options_are_recorded(trained_tiny, tmp_path,
+                                             reference):
+    """--amp fp16 on the CPU: the attacks iterate in float16, the reported
+    predictions stay float32 (clean numbers identical to the float32 run),
+    and summary.json says so; --channels-last changes no number's
+    meaning."""
+    ref_metrics, _ = reference
+    metrics = _test(trained_tiny, tmp_path, '--amp', 'fp16', '--channels-last')
+    summary = json.loads((tmp_path / 'sea' / 'summary.json').read_text())
+    assert summary['precision'] == dict(
+        attack='fp16', result='fp32', channels_last=True, compile=False)
+    assert summary['settings']['amp'] == 'fp16'
+    assert summary['settings']['result_precision'] == 'fp32'
+    assert metrics['sea/clean/aAcc'] == ref_metrics['sea/clean/aAcc']
+    for eps in ('4', '12'):
+        assert metrics[f'sea/eps{eps}/worst/aAcc'] <= metrics['sea/clean/aAcc']
+        # the float16 attack is as strong as float32's within a few points
+        assert abs(metrics[f'sea/eps{eps}/worst/aAcc'] -
+                   ref_metrics[f'sea/eps{eps}/worst/aAcc']) < 5
+
+
+def test_fp32_results_record_amp_as_before(reference):
+    """Results of float32 runs keep ``amp: false`` in their settings, so
+    earlier releases' results resume."""
+    _, work = reference
+    summary = json.loads((work / 'sea' / 'summary.json').read_text())
+    assert summary['settings']['amp'] is False
+    assert 'result_precision' not in summary['settings']
+    assert summary['precision']['attack'] == 'fp32'

@@ -153,9 +153,8 @@ class AdvTrainingHook(Hook):
                     self.steps,
                     step_size=self.step_size,
                     loss=self.loss,
-                    start=self.start_seed(runner.iter,
-                                          get_rank()) if self.random_start
-                    else None,
+                    start=self.start_seed(runner.iter, get_rank())
+                    if self.random_start else None,
                     ignore_index=batch.ignore_index,
                     mask=batch.mask)
         finally:

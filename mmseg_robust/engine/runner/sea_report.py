@@ -85,9 +85,15 @@ class SEAProgress:
         return time.perf_counter() - self.start
 
 
-def write_summary(results_dir: str, metrics: dict, protocol: str,
-                  settings: dict, checkpoint: Optional[str], n_images: int,
-                  world_size: int, elapsed: float, records: Iterable[dict],
+def write_summary(results_dir: str,
+                  metrics: dict,
+                  protocol: str,
+                  settings: dict,
+                  checkpoint: Optional[str],
+                  n_images: int,
+                  world_size: int,
+                  elapsed: float,
+                  records: Iterable[dict],
                   device: str,
                   tables: Dict[str, str],
                   curve_title: str,
