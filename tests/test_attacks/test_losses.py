@@ -233,7 +233,8 @@ def test_bad_input_errors():
 
 def test_registry_lists_all_losses():
     assert set(PIXEL_LOSSES) == {
-        'ce', 'bal_ce', 'cossim_ce', 'mask_ce', 'js', 'mask_sph', 'mask_ce_bal'
+        'ce', 'bal_ce', 'cossim_ce', 'mask_ce', 'js', 'mask_sph',
+        'mask_ce_bal', 'cos'
     }
 
 
