@@ -13,6 +13,7 @@ from .core import (RESULT_PRECISIONS, TRACKED_DEFAULTS, AmpLike, AttackResult,
 from .host_sync import HostSyncCounter
 from .losses import (LOSS_NAMES, PIXEL_LOSSES, PixelTerms,
                      class_weights_from_counts, pixel_loss)
+from .padam import PADAM_LR, padam
 from .pgd import PAPER_PGD_STEP_SIZES, pgd, pgd_step_size, pgd_train
 from .sea import (BASELINE_ATTACKS, SEA, SEA_LOSSES, SEA_VERSIONS, AttackSpec,
                   SEAResult, SEAVersion, attack_names_help, parse_attack,
@@ -29,5 +30,5 @@ __all__ = [
     'AttackResult', 'Evaluation', 'Prediction', 'StartLike', 'UniformNoise',
     'check_eps', 'start_noise', 'derive_seed', 'worst_case_miou', 'AmpLike',
     'resolve_amp', 'RESULT_PRECISIONS', 'FastModel', 'accelerate',
-    'HostSyncCounter'
+    'HostSyncCounter', 'padam', 'PADAM_LR'
 ]

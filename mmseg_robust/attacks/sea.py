@@ -10,12 +10,12 @@ from torch import Tensor
 
 from .apgd import _schedule, apgd, apgd_red_eps
 from .checks import check_eps, check_images, check_n_iter, warn_if_training
-from .core import (RESULT_PRECISIONS, AmpLike, AttackResult, Prediction,
-                   SeedLike, StartLike, Timer, UniformNoise, WorstCase,
-                   amp_name, autocast_to, check_amp, default_tracked,
-                   derive_seed, resolve_amp, start_noise, subset_model,
-                   take_rows)
+from .core import (RESULT_PRECISIONS, TRACKED_DEFAULTS, AmpLike, AttackResult,
+                   Prediction, SeedLike, StartLike, Timer, UniformNoise,
+                   WorstCase, amp_name, autocast_to, check_amp, derive_seed,
+                   resolve_amp, start_noise, subset_model, take_rows)
 from .losses import LOSS_NAMES, argmax_classes, check_loss_name
+from .padam import padam
 from .pgd import pgd
 
 __all__ = [
@@ -31,8 +31,8 @@ SEA_LOSSES = ('mask_ce', 'bal_ce', 'js', 'mask_sph')
 BASELINE_ATTACKS = {'pgd': 'ce', 'segpgd': 'bal_ce', 'cospgd': 'cossim_ce'}
 
 #: ``method:loss`` prefixes: red-eps APGD (the default for a bare loss
-#: name), constant-radius APGD, and PGD.
-ATTACK_METHODS = ('red_eps', 'apgd', 'pgd')
+#: name), constant-radius APGD, PGD, and PAdam (projected Adam).
+ATTACK_METHODS = ('red_eps', 'apgd', 'pgd', 'padam')
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,8 @@ def sea_version(version: Union[str, int]) -> SEAVersion:
 def attack_names_help() -> str:
     return (f'a loss name ({", ".join(LOSS_NAMES)}) for red-eps APGD, '
             f'one of {", ".join(BASELINE_ATTACKS)}, or METHOD:LOSS with '
-            f'METHOD in {", ".join(ATTACK_METHODS)} (e.g. apgd:ce); '
+            f'METHOD in {", ".join(ATTACK_METHODS)} (e.g. apgd:ce, '
+            'padam:cos); '
             'APGD attacks take @TRACKED to choose the objective that '
             'drives the step size (e.g. mask_ce@mask_ce; default CE, '
             'mask_sph itself)')
@@ -107,9 +108,11 @@ def parse_attack(spec: Union[str, AttackSpec]) -> AttackSpec:
 
     ``'mask_ce'`` (any loss) -> red-eps APGD; ``'pgd'``, ``'segpgd'``,
     ``'cospgd'`` -> PGD with CE, balanced CE, CosSim-CE; ``'apgd:js'``,
-    ``'pgd:mask_ce'``, ``'red_eps:ce'`` -> that method with that loss.
-    APGD attacks track :func:`~.core.default_tracked` unless the name ends
-    in ``@TRACKED`` (``'mask_ce@mask_ce'`` tracks the attacked loss).
+    ``'pgd:mask_ce'``, ``'red_eps:ce'``, ``'padam:cos'`` -> that method
+    with that loss. APGD attacks track :func:`~.core.default_tracked` (the
+    attacked loss where it names none) unless the name ends in
+    ``@TRACKED`` (``'mask_ce@mask_ce'`` tracks the attacked loss); PGD and
+    PAdam track nothing.
     """
     if isinstance(spec, AttackSpec):
         return spec
@@ -119,23 +122,25 @@ def parse_attack(spec: Union[str, AttackSpec]) -> AttackSpec:
     body, at, track = name.partition('@')
     method, _, loss = body.rpartition(':')
     method = method or 'red_eps'
+    untracked = method in ('pgd', 'padam')
     if method not in ATTACK_METHODS or loss not in LOSS_NAMES or (
-            at and (method == 'pgd' or track not in LOSS_NAMES)):
+            at and (untracked or track not in LOSS_NAMES)):
         raise ValueError(f'unknown attack {name!r}: use '
                          f'{attack_names_help()}')
-    if method == 'pgd':
+    if untracked:
         return AttackSpec(name, method, loss)
     return AttackSpec(
         name,
         method,
         check_loss_name(loss),
-        track=track if at else default_tracked(loss))
+        track=track if at else TRACKED_DEFAULTS.get(loss, loss))
 
 
 def run_attack(spec: Union[str, AttackSpec], model, x: Tensor, y: Tensor,
                eps: float, n_iter: int, **kwargs) -> AttackResult:
     """Run one attack given by name or spec; ``kwargs`` go to the attack
-    (PGD starts at the clean image unless ``start`` says otherwise)."""
+    (PGD starts at the clean image unless ``start`` says otherwise, PAdam
+    at random)."""
     spec = parse_attack(spec)
     if spec.method == 'red_eps':
         return apgd_red_eps(
@@ -157,6 +162,8 @@ def run_attack(spec: Union[str, AttackSpec], model, x: Tensor, y: Tensor,
             loss=spec.loss,
             track_loss=spec.track,
             **kwargs)
+    if spec.method == 'padam':
+        return padam(model, x, y, eps, n_iter, loss=spec.loss, **kwargs)
     return pgd(
         model,
         x,

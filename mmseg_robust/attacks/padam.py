@@ -1,0 +1,183 @@
+"""PAdam: projected Adam on the l_inf ball (Halmosi, Mohos, Jelasity, ECCV
+2024, "Evaluating the Adversarial Robustness of Semantic Segmentation:
+Trying Harder Pays Off"), with the CE loss (PAdam-CE) or the cosine loss
+between the softmax output and the one-hot label (PAdam-Cos, ``'cos'``).
+
+"Step-size free" in their sense: Adam scales each coordinate's step by its
+own gradient history, so one learning rate (``2/255``) serves every model
+and radius, with no step-size control. docs/attacks.md, "PAdam", gives the
+algorithm and what it adds to SEA on this package's models.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .apgd import _attack
+from .checks import check_eps
+from .core import (_DEFAULT, AmpLike, AttackProblem, AttackResult, Prediction,
+                   StartLike, WorstCase, is_sync_point, project, where_rows)
+
+__all__ = ['padam', 'PADAM_LR', 'PADAM_BETAS', 'PADAM_EPS']
+
+#: Learning rate (in [0, 1] pixel units): Halmosi et al.'s, for every radius.
+PADAM_LR = 2 / 255
+#: Adam's moment decay rates (PyTorch's defaults, as theirs).
+PADAM_BETAS = (0.9, 0.999)
+#: Adam's denominator term, added to the root of the second moment of the
+#: normalised gradient (whose largest entry per image is 1).
+PADAM_EPS = 1e-8
+
+
+def _normalise(grad: Tensor) -> Tensor:
+    """Each image's gradient divided by its largest absolute entry (zero
+    gradients stay zero); no host read."""
+    amax = grad.flatten(1).abs().amax(1)
+    scale = torch.where(amax > 0, 1.0 / amax, torch.zeros_like(amax))
+    return grad * scale.view(-1, *([1] * (grad.dim() - 1)))
+
+
+def _padam_steps(problem: AttackProblem, lr: float, betas: Tuple[float, float],
+                 adam_eps: float) -> Tuple[WorstCase, Tensor, Tensor]:
+    """PAdam's step loop: ``n_iter`` AMSGrad steps on the perturbation,
+    each followed by the projection onto the feasible box; every iterate
+    (the start included) is evaluated and each image keeps its
+    lowest-accuracy one.
+
+    The whole batch keeps its shape for the whole run: an image that is
+    done (not attacked, or early-stopped) is still evaluated but no longer
+    moves (``torch.where``); the host reads back only every
+    :data:`~.core.SYNC_EVERY` iterations (docs/attacks.md, "Host
+    synchronisation"). The Adam state of an image that is done is never
+    read again (``active`` only shrinks), so it is not masked.
+    """
+    obj, x = problem.obj, problem.x
+    B, n_iter = x.shape[0], problem.n_iter
+    beta1, beta2 = betas
+    attacked = active = problem.active
+    iters = torch.zeros(B, dtype=torch.long, device=x.device)
+    best_loss = torch.full((B, ), float('nan'), device=x.device)
+    lower, upper = problem.box(problem.eps)
+    x_adv = problem.start_point(problem.eps, lower, upper)
+    # first and second moments and the running maximum of the second
+    # (AMSGrad), of the normalised gradient
+    m = torch.zeros_like(x_adv)
+    v = torch.zeros_like(x_adv)
+    v_max = torch.zeros_like(x_adv)
+    best = problem.fallback()
+    # n_iter Adam steps; the last iterate is only evaluated
+    for k in range(n_iter + 1):
+        need_grad = k < n_iter
+        ev = obj.evaluate(
+            x_adv,
+            step=min(k + 1, n_iter),
+            total_steps=n_iter,
+            need_grad=need_grad)
+        if k == 0:
+            obj.note_zero_grad(ev.grad, ev.correct, attacked)
+            # the starting point counts even if worse than clean
+            best.x = where_rows(attacked, x_adv, best.x)
+            best.correct = torch.where(attacked, ev.correct, best.correct)
+            best.pred = None  # computed for the returned points only
+        else:
+            best.update(None, x_adv, None, ev.correct, where=active)
+        best_loss = torch.where(active, torch.fmax(best_loss, ev.loss),
+                                best_loss)
+        if problem.early_stop:
+            active = active & (best.correct > 0)
+        if need_grad:
+            g = _normalise(ev.grad)
+            del ev
+            t = k + 1
+            m = m.mul_(beta1).add_(g, alpha=1 - beta1)
+            v = v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            v_max = torch.maximum(v_max, v)
+            denom = (v_max / (1 - beta2**t)).sqrt_().add_(adam_eps)
+            step = m.div(denom).mul_(lr / (1 - beta1**t))
+            x_new = project(x_adv + step, lower, upper)
+            x_adv = where_rows(active, x_new, x_adv)
+            iters += active
+            if is_sync_point(k) and not obj.check(active):
+                break
+    return best, best_loss, iters
+
+
+def padam(model,
+          x: Tensor,
+          y: Tensor,
+          eps: float,
+          n_iter: int = 200,
+          loss: str = 'ce',
+          lr: Optional[float] = None,
+          betas: Tuple[float, float] = PADAM_BETAS,
+          start: StartLike = _DEFAULT,
+          ignore_index: int = 255,
+          mask: Optional[Tensor] = None,
+          amp: AmpLike = False,
+          targeted: bool = False,
+          class_weights: Optional[Tensor] = None,
+          early_stop: bool = True,
+          clean: Optional[Prediction] = None,
+          validate: bool = True,
+          result_precision: str = 'fp32') -> AttackResult:
+    """PAdam (l_inf): Adam with AMSGrad ascending ``loss``, the iterate
+    projected onto the eps-ball intersected with [0, 1] after each step.
+
+    Per image, with ``g_t`` the input gradient of the image's loss (the
+    mean of its loss map) divided by its largest absolute entry::
+
+        m_t = b1 m_{t-1} + (1 - b1) g_t
+        v_t = b2 v_{t-1} + (1 - b2) g_t^2,   v^_t = max(v^_{t-1}, v_t)
+        x_t = P(x_{t-1} + lr / (1 - b1^t) * m_t
+                          / (sqrt(v^_t / (1 - b2^t)) + 1e-8))
+
+    Like the other attacks of the package it reports, per image, the
+    lowest-accuracy iterate (never worse than the clean image) and stops an
+    image once none of its valid pixels is correct.
+
+    Args:
+        model, x, y, eps, ignore_index, mask, amp, targeted, class_weights,
+        early_stop, clean, validate, result_precision: As in
+            :func:`~.apgd.apgd`.
+        n_iter (int): Adam steps (Halmosi et al. use 200).
+        loss (str): Pixel loss: ``'ce'`` (PAdam-CE), ``'cos'`` (PAdam-Cos)
+            or any other of :data:`~.losses.PIXEL_LOSSES`.
+        lr (float, optional): Learning rate in [0, 1] pixel units;
+            ``None`` takes :data:`PADAM_LR` (``2/255`` at every radius, as
+            Halmosi et al.).
+        betas (tuple): Adam's decay rates of the first and second moment.
+        start (StartLike): Where to start: a seed (default 0) for a uniform
+            random start in the ball, as Halmosi et al., or ``None``,
+            :class:`~.core.UniformNoise`, starting points (as in
+            :func:`~.apgd.apgd`).
+
+    Returns:
+        AttackResult: The lowest-accuracy iterate (or ``x`` where the clean
+        image is better); ``loss`` holds the best attacked objective.
+    """
+    lr = PADAM_LR if lr is None else check_eps(lr, 'lr')
+    b1, b2 = (float(b) for b in betas)
+    if not (0 <= b1 < 1 and 0 <= b2 < 1):
+        raise ValueError(f'betas must be in [0, 1), got {tuple(betas)}')
+    return _attack(
+        lambda p: _padam_steps(p, lr, (b1, b2), PADAM_EPS),
+        'padam',
+        True,
+        model,
+        x,
+        y,
+        eps,
+        n_iter,
+        loss,
+        start,
+        legacy={},
+        clean=clean,
+        track_loss=loss,
+        validate=validate,
+        ignore_index=ignore_index,
+        mask=mask,
+        amp=amp,
+        targeted=targeted,
+        class_weights=class_weights,
+        early_stop=early_stop,
+        result_precision=result_precision)
