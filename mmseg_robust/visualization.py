@@ -8,10 +8,21 @@ import numpy as np
 
 __all__ = [
     'plot_robustness_curve', 'plot_robustness_curves', 'save_sea_predictions',
-    'parse_metrics'
+    'parse_metrics', 'plot_robustness_by_size', 'has_size_metrics'
 ]
 
-_KEY = re.compile(r'(?:^|/)eps([0-9.]+)/([^/]+)/([A-Za-z]+)$')
+_KEY = re.compile(r'(?:^|/)eps([0-9.]+)/([^/]+)/([A-Za-z_]+)$')
+#: line style and marker of each object-size bucket
+_BUCKET_STYLE = {
+    'small': (':', 'v'),
+    'medium': ('--', 's'),
+    'large': ('-', 'o')
+}
+_BUCKET_COLORS = {
+    'small': 'tab:orange',
+    'medium': 'tab:green',
+    'large': 'tab:purple'
+}
 
 
 def parse_metrics(metrics: Dict[str, float], metric: str = 'mIoU'):
@@ -25,6 +36,34 @@ def parse_metrics(metrics: Dict[str, float], metric: str = 'mIoU'):
         if m and m.group(3) == metric:
             curves.setdefault(m.group(2), {})[float(m.group(1))] = value
     return curves, clean
+
+
+def _points(metrics: Dict[str, float], output: str, metric: str):
+    """``(xs, ys)`` of one output's curve, the clean value at eps 0."""
+    curves, clean = parse_metrics(metrics, metric)
+    points = curves.get(output, {})
+    xs = sorted(points)
+    ys = [points[x] for x in xs]
+    if clean is not None:
+        xs, ys = [0.0] + xs, [clean] + ys
+    return xs, ys
+
+
+def _finish(fig, axes, title: Optional[str], out_file: str, dpi: int) -> str:
+    """Axis labels, grid and legend of robustness-curve axes; save."""
+    for ax in axes:
+        ax.set_xlabel('eps (x 1/255)')
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(osp.dirname(out_file) or '.', exist_ok=True)
+    fig.savefig(out_file, dpi=dpi)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return out_file
 
 
 def plot_robustness_curve(
@@ -97,11 +136,7 @@ def plot_robustness_curves(models: Dict[Optional[str], Dict[str, float]],
                 if wanted is None or n in wanted
             ]
             for n_i, name in enumerate(names):
-                points = curves[name]
-                xs = sorted(points)
-                ys = [points[x] for x in xs]
-                if clean is not None:
-                    xs, ys = [0.0] + xs, [clean] + ys
+                xs, ys = _points(mets, name, metric)
                 worst = name == 'worst'
                 if label is None:
                     text, style = name, '-'
@@ -116,18 +151,87 @@ def plot_robustness_curves(models: Dict[Optional[str], Dict[str, float]],
                     marker='o' if worst else '.',
                     linewidth=2.5 if worst else 1.0,
                     label=text)
-        ax.set_xlabel('eps (x 1/255)')
         ax.set_ylabel(f'{metric} (%)')
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    os.makedirs(osp.dirname(out_file) or '.', exist_ok=True)
-    fig.savefig(out_file, dpi=dpi)
-    plt.close(fig)
-    return out_file
+    return _finish(fig, axes, title, out_file, dpi)
+
+
+def has_size_metrics(metrics: Dict[str, float]) -> bool:
+    """Whether SEAMetric's metrics hold accuracy by object size."""
+    for key in metrics:
+        m = _KEY.search(key)
+        if m and m.group(3).startswith('aAcc_'):
+            return True
+    return False
+
+
+def plot_robustness_by_size(models: Dict[Optional[str], Dict[str, float]],
+                            out_file: str,
+                            title: Optional[str] = None,
+                            colors: Optional[Dict[str, str]] = None,
+                            output: str = 'worst',
+                            dpi: int = 100) -> str:
+    """Where models break: against eps (in /255, clean at 0), the pixel
+    accuracy of small, medium and large ground-truth objects (and of all
+    pixels, thin), and mIoU pooled over the dataset and per image.
+
+    Args:
+        models (dict): ``{label: SEAMetric metrics}``; one model with
+            label ``None`` draws a colour per bucket, several a colour per
+            model (``colors``) and a line style per bucket.
+        out_file (str): PNG path.
+        title (str, optional): Figure title.
+        colors (dict, optional): ``{label: matplotlib colour}``.
+        output (str): Which output to draw (default the worst case).
+        dpi (int): Resolution of the PNG.
+
+    Returns:
+        str: ``out_file``.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    from mmseg_robust.evaluation.object_sizes import SIZE_BUCKETS
+    fig, (acc_ax, iou_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for m_i, (label, mets) in enumerate(models.items()):
+        prefix = '' if label is None else f'{label}: '
+        color = (colors or {}).get(label, f'C{m_i}')
+        for bucket in SIZE_BUCKETS:
+            xs, ys = _points(mets, output, f'aAcc_{bucket}')
+            if len(xs) < 2:  # no pixels in this bucket
+                continue
+            style, marker = _BUCKET_STYLE[bucket]
+            acc_ax.plot(
+                xs,
+                ys,
+                style,
+                marker=marker,
+                linewidth=2.0,
+                color=_BUCKET_COLORS[bucket] if label is None else color,
+                label=f'{prefix}{bucket} objects')
+        xs, ys = _points(mets, output, 'aAcc')
+        acc_ax.plot(
+            xs,
+            ys,
+            '-.',
+            linewidth=0.8,
+            color='black' if label is None else color,
+            label=f'{prefix}all pixels')
+        for metric, style, text in (('mIoU', '-', 'mIoU (pooled)'),
+                                    ('mImgIoU', '--', 'mIoU per image')):
+            xs, ys = _points(mets, output, metric)
+            iou_ax.plot(
+                xs,
+                ys,
+                style,
+                marker='o' if metric == 'mIoU' else 's',
+                color=color,
+                label=prefix + text)
+    acc_ax.set_ylabel('pixel accuracy (%)')
+    acc_ax.set_title('accuracy by object size', fontsize=9)
+    iou_ax.set_ylabel('mIoU (%)')
+    iou_ax.set_title('mIoU over the dataset and per image', fontsize=9)
+    return _finish(fig, (acc_ax, iou_ax), title, out_file, dpi)
 
 
 def _to_rgb_uint8(x_chw, size, bgr: bool):

@@ -1,13 +1,17 @@
 """SEA evaluation: per-image records on disk, the SEAMetric and its
-tables, SEA-2024's class weights, distributed runs that fail together."""
+tables, object-size buckets, SEA-2024's class weights, distributed runs
+that fail together."""
 from .dist_guard import (Outcome, RankConfigError, RankFailure, fail_together,
                          run_on_main)
 from .metrics import SEAMetric, sea_tables
-from .records import RecordWriter, eps_key, image_areas, read_records
+from .object_sizes import SIZE_BUCKETS, correct_by_size, size_buckets
+from .records import (RecordWriter, eps_key, image_areas, image_miou,
+                      read_records)
 from .result_store import ResultStore, file_sha256
 
 __all__ = [
     'SEAMetric', 'sea_tables', 'RecordWriter', 'image_areas', 'eps_key',
     'read_records', 'ResultStore', 'file_sha256', 'Outcome', 'run_on_main',
-    'fail_together', 'RankFailure', 'RankConfigError'
+    'fail_together', 'RankFailure', 'RankConfigError', 'image_miou',
+    'size_buckets', 'correct_by_size', 'SIZE_BUCKETS'
 ]

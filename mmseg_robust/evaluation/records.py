@@ -4,27 +4,35 @@ and attack so that metrics can be recomputed, resumed and merged.
 A record is a JSON-friendly dict::
 
     {'idx': 12, 'img_path': '...', 'valid': 2511, 'time': 31.2,
+     'size': {'valid': [120, 871, 1520], 'objects': [9, 4, 2]},
      'clean': AREAS,
      'eps': {'4': {'worst': AREAS, 'mask_ce': AREAS, ...}, ...},
      'worst_attack': {'4': 'js', ...}}
 
 where ``AREAS`` holds the pixel counts MMSeg's ``IoUMetric`` accumulates,
 sparse over the classes with a non-empty union, plus the image's correct
-pixel count: ``{'c': [classes], 'i': [...], 'u': [...], 'p': [...],
-'l': [...], 'correct': n}``.
+pixel count and its correct pixels per object-size bucket:
+``{'c': [classes], 'i': [...], 'u': [...], 'p': [...], 'l': [...],
+'correct': n, 'size_correct': [small, medium, large]}``. ``size`` holds
+the image's valid pixels and ground-truth objects per bucket
+(:mod:`~mmseg_robust.evaluation.object_sizes`; its ``valid`` adds up to
+``valid``). Records written before size buckets existed lack ``size`` and
+``size_correct``: they load, resume and give every other metric.
 """
 import json
 import os
-from typing import Iterable, List, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
 from mmseg.evaluation.metrics import IoUMetric
 from torch import Tensor
 
+from .object_sizes import correct_by_size
+
 __all__ = [
     'eps_key', 'image_areas', 'dense_areas', 'read_records', 'RecordWriter',
-    'sum_areas'
+    'sum_areas', 'image_miou'
 ]
 
 
@@ -33,23 +41,69 @@ def eps_key(eps: float) -> str:
     return f'{round(eps * 255, 6):g}'
 
 
-def image_areas(pred: Tensor, label: Tensor, num_classes: int,
-                ignore_index: int) -> dict:
+def image_areas(pred: Tensor,
+                label: Tensor,
+                num_classes: int,
+                ignore_index: int,
+                buckets: Optional[Tensor] = None) -> dict:
     """One image's entry of a record: its sparse intersection, union,
     prediction and label areas per class (what MMSeg's ``IoUMetric``
-    accumulates) and its correct pixel count."""
+    accumulates) and its correct pixel count.
+
+    Args:
+        pred (Tensor): ``(H, W)`` predicted classes.
+        label (Tensor): ``(H, W)`` label map.
+        num_classes (int): Number of classes.
+        ignore_index (int): The ignored label.
+        buckets (Tensor, optional): The label's object-size buckets
+            (:func:`~mmseg_robust.evaluation.object_sizes.size_buckets`);
+            given, the entry also holds ``size_correct``, the correct
+            pixels per bucket.
+
+    Returns:
+        dict: The sparse ``AREAS`` entry (module docstring).
+    """
     inter, union, pred_area, label_area = IoUMetric.intersect_and_union(
         pred, label, num_classes, ignore_index)
     classes = torch.nonzero(union > 0).flatten()
     valid = label != ignore_index
     correct = int(((pred == label) & valid).sum())
-    return dict(
+    out = dict(
         c=classes.tolist(),
         i=inter[classes].long().tolist(),
         u=union[classes].long().tolist(),
         p=pred_area[classes].long().tolist(),
         l=label_area[classes].long().tolist(),
         correct=correct)
+    if buckets is not None:
+        out['size_correct'] = correct_by_size(pred, label, buckets)
+    return out
+
+
+def image_miou(areas: dict) -> Optional[float]:
+    """An image's mIoU (a fraction) from its sparse areas: the mean over
+    the classes present in its label (label area > 0) of intersection /
+    union.
+
+    A class predicted on the image but absent from its label is not a
+    class of the mean; its pixels still lower the IoU of the classes they
+    belong to (they are in those classes' unions, not their
+    intersections). docs/evaluation.md, "Where models break".
+
+    Args:
+        areas (dict): An ``AREAS`` entry of a record.
+
+    Returns:
+        float | None: The mIoU, ``None`` for an image without valid
+        pixels (no class present).
+    """
+    label = np.asarray(areas['l'], np.float64)
+    present = label > 0
+    if not present.any():
+        return None
+    inter = np.asarray(areas['i'], np.float64)[present]
+    union = np.asarray(areas['u'], np.float64)[present]
+    return float(np.mean(inter / union))
 
 
 def dense_areas(rec: dict, num_classes: int) -> Tuple[np.ndarray, ...]:

@@ -12,9 +12,10 @@ from prettytable import PrettyTable
 from mmseg_robust.attacks import worst_case_miou
 from mmseg_robust.errors import ConfigError
 from ..dist_guard import run_on_main
-from ..records import dense_areas, sum_areas
+from ..object_sizes import REFERENCE_SIZE, SIZE_BUCKETS, SIZE_EDGES
+from ..records import dense_areas, image_miou, sum_areas
 
-__all__ = ['SEAMetric', 'sea_tables']
+__all__ = ['SEAMetric', 'sea_tables', 'size_bucket_text']
 
 
 def _sorted_eps(keys):
@@ -41,9 +42,17 @@ class SEAMetric(IoUMetric):
     ``compute_metrics`` returns a flat dict (keys ``sea/clean/mIoU``,
     ``sea/eps4/worst/mIoU``, ``sea/eps4/worst_miou/mIoU``,
     ``sea/eps4/mask_ce/aAcc``, ...; also ``mImgAcc``, the mean of per-image
-    accuracies over images with valid pixels, and ``sea/n_images``,
-    ``sea/n_no_valid``) and logs tables like the paper's
-    (:func:`sea_tables`, which makes them from the metrics). The records
+    accuracies over images with valid pixels, ``mImgIoU``, the mean of
+    per-image mIoU over the classes present in each image's label
+    (:func:`~mmseg_robust.evaluation.records.image_miou`), ``aAcc_small``,
+    ``aAcc_medium``, ``aAcc_large``, the fraction of the pixels of small,
+    medium and large ground-truth objects predicted correctly
+    (:mod:`~mmseg_robust.evaluation.object_sizes`; a bucket without pixels
+    has no key), and ``sea/n_images``, ``sea/n_no_valid``,
+    ``sea/n_px_<bucket>``, ``sea/n_objects_<bucket>``) and logs tables like
+    the paper's (:func:`sea_tables`, which makes them from the metrics).
+    Records of earlier versions, without object sizes, give every metric
+    but those of the buckets. The records
     hold each image's areas, computed by the loop with its
     ``ignore_index``; this metric's own ``ignore_index`` is not used.
 
@@ -120,8 +129,14 @@ class SEAMetric(IoUMetric):
         return metrics
 
     # -- computation -------------------------------------------------------
-    def _summary(self, records: List[dict], select, num_classes: int,
-                 correct_of) -> Dict[str, float]:
+    def _summary(self,
+                 records: List[dict],
+                 select,
+                 num_classes: int,
+                 correct_of,
+                 sizes: bool = False) -> Dict[str, float]:
+        """One output's metrics (``select(record)``: its areas);
+        ``sizes``: also the accuracy per object-size bucket."""
         inter, union, pred, label = sum_areas(records, select, num_classes)
         ret = self.total_area_to_metrics(inter, union, pred, label,
                                          self.metrics, self.nan_to_num,
@@ -137,7 +152,42 @@ class SEAMetric(IoUMetric):
         ]
         out['mImgAcc'] = float(np.round(np.mean(img_acc) * 100, 2)) \
             if img_acc else float('nan')
+        img_iou = [image_miou(select(r)) for r in records if r['valid'] > 0]
+        out['mImgIoU'] = float(np.round(np.mean(img_iou) * 100, 2)) \
+            if img_iou else float('nan')
+        if sizes:
+            correct = np.zeros(len(SIZE_BUCKETS), np.int64)
+            valid = np.zeros(len(SIZE_BUCKETS), np.int64)
+            for r in records:
+                correct += select(r)['size_correct']
+                valid += r['size']['valid']
+            for name, c, v in zip(SIZE_BUCKETS, correct, valid):
+                if v > 0:  # no key for a bucket without pixels (no NaN)
+                    out[f'aAcc_{name}'] = float(np.round(100 * c / v, 2))
         out['_IoU'] = ret.get('IoU')
+        return out
+
+    @staticmethod
+    def _size_totals(results: List[dict]) -> Optional[Dict[str, int]]:
+        """``n_px_<bucket>`` and ``n_objects_<bucket>`` over the dataset;
+        ``None`` (and a warning) if some records lack size buckets
+        (written by a version without them)."""
+        old = sum(1 for r in results if 'size' not in r)
+        if old:
+            print_log(
+                f'{old} of {len(results)} per-image records have no '
+                'object-size buckets (written by an earlier version): '
+                'accuracy by object size is left out; evaluate again '
+                'without --resume for it',
+                logger='current',
+                level=30)
+            return None
+        out: Dict[str, int] = OrderedDict()
+        for key in ('px', 'objects'):
+            field = 'valid' if key == 'px' else 'objects'
+            totals = np.sum([r['size'][field] for r in results], axis=0)
+            for name, n in zip(SIZE_BUCKETS, totals):
+                out[f'n_{key}_{name}'] = int(n)
         return out
 
     def _worst_miou(self, results: List[dict], eps_keys: List[str],
@@ -196,10 +246,12 @@ class SEAMetric(IoUMetric):
                 for name, v in zip(classes, np.asarray(iou)):
                     metrics[f'{row}/IoU/{name}'] = float(np.round(v * 100, 2))
 
+        size_totals = self._size_totals(results)
+        sizes = size_totals is not None
         add(
             'clean',
             self._summary(results, lambda r: r['clean'], num_classes,
-                          lambda r: r['clean']['correct']), True)
+                          lambda r: r['clean']['correct'], sizes), True)
         selected = self._worst_miou(
             results, eps_keys, ['worst'] +
             attacks, num_classes) if (self.worst_miou and eps_keys) else {}
@@ -217,12 +269,16 @@ class SEAMetric(IoUMetric):
                         results,
                         select,
                         num_classes,
-                        lambda r, s=select: s(r)['correct']), name == 'worst')
+                        lambda r, s=select: s(r)['correct'],
+                        sizes), name == 'worst')
         metrics['n_images'] = len(results)
         metrics['n_no_valid'] = sum(1 for r in results if r['valid'] == 0)
+        metrics.update(size_totals or {})
         tables = sea_tables(metrics, self.table, self.protocol, prefix='')
         logger = MMLogger.get_current_instance()
         print_log(tables['title'] + ':\n' + tables['summary'], logger=logger)
+        if 'size' in tables:
+            print_log(tables['size'], logger=logger)
         if 'per_class' in tables:
             print_log(
                 'per-class IoU, clean and worst case:\n' + tables['per_class'],
@@ -250,8 +306,11 @@ def sea_tables(metrics: Dict[str, float],
         prefix (str): The metrics' key prefix.
 
     Returns:
-        dict: ``title``, ``summary`` (the tables as text) and, if the
-        metrics hold per-class IoU, ``per_class``.
+        dict: ``title``, ``summary`` (the tables as text), if the metrics
+        hold per-class IoU, ``per_class``, and if they hold per-image mIoU
+        (or accuracy by object size), ``size``: the worst case's pooled
+        and per-image mIoU and its accuracy by object size, a row per
+        radius, with a heading saying what the columns are.
     """
     head = f'{prefix}/' if prefix else ''
     rows: Dict[str, Dict[str, Dict[str, float]]] = OrderedDict()
@@ -335,4 +394,50 @@ def sea_tables(metrics: Dict[str, float],
                 if row_name == 'clean' else f'worst IoU {_radius(row_name)}',
                 [f'{values[n]:.2f}' for n in names])
         tables['per_class'] = c.get_string()
+    size = _size_table(rows, metrics, head)
+    if size:
+        tables['size'] = size
     return tables
+
+
+def _fmt(value: Optional[float]) -> str:
+    return '-' if value is None or value != value else f'{value:.2f}'
+
+
+def size_bucket_text() -> str:
+    """What the object-size buckets are, in words."""
+    ref = REFERENCE_SIZE[0] * REFERENCE_SIZE[1]
+    small, medium = (100 * e * e / ref for e in SIZE_EDGES)
+    return (f'objects: 8-connected regions of one ground-truth class;\n  '
+            f'small < {small:.2f}%, medium < {medium:.2f}% of the image '
+            f'area, large the rest\n  (COCO\'s {SIZE_EDGES[0]}^2 and '
+            f'{SIZE_EDGES[1]}^2 px at {REFERENCE_SIZE[0]}x'
+            f'{REFERENCE_SIZE[1]}, scaled to the image)')
+
+
+def _size_table(rows: dict, metrics: Dict[str, float],
+                head: str) -> Optional[str]:
+    """The worst case's pooled and per-image mIoU and its pixel accuracy
+    per object-size bucket, a row per radius (``None`` without them)."""
+    outs = [row.get('worst', row.get('clean')) or {} for row in rows.values()]
+    buckets = [b for b in SIZE_BUCKETS if any(f'aAcc_{b}' in o for o in outs)]
+    if not buckets and not any('mImgIoU' in o for o in outs):
+        return None
+    t = PrettyTable()
+    t.field_names = ['radius', 'mIoU', 'mIoU/img', 'aAcc'] + buckets
+    for row_name, out in zip(rows, outs):
+        t.add_row([_radius(row_name)] + [
+            _fmt(out.get(k)) for k in ['mIoU', 'mImgIoU', 'aAcc'] +
+            [f'aAcc_{b}' for b in buckets]
+        ])
+    text = ('where models break (worst case): mIoU pooled over the dataset '
+            'and per image\n  (mIoU/img: mean over images of the IoU of the '
+            'classes in each label)')
+    if buckets:
+        counts = ', '.join(f'{b} {metrics.get(f"{head}n_objects_{b}", 0)} '
+                           f'({metrics.get(f"{head}n_px_{b}", 0)} px)'
+                           for b in SIZE_BUCKETS)
+        text += (';\n  pixel accuracy of all pixels and of those in '
+                 f'{", ".join(buckets)} objects;\n{size_bucket_text()};\n'
+                 f'objects (pixels): {counts}')
+    return text + ':\n' + t.get_string()
