@@ -14,6 +14,7 @@ from mmengine.config import Config
 from mmseg_robust.attacks import SEA
 from mmseg_robust.engine import SEATestLoop
 from mmseg_robust.errors import ConfigError
+from mmseg_robust.evaluation import SIZE_BUCKETS, size_buckets
 from mmseg_robust.models import AttackBatch
 from ..conftest import load_tool
 
@@ -94,6 +95,86 @@ def test_clean_numbers_equal_stock_mmseg_test(reference, trained_tiny,
     ])
     assert stock['aAcc'] == pytest.approx(metrics['sea/clean/aAcc'])
     assert stock['mIoU'] == pytest.approx(metrics['sea/clean/mIoU'])
+
+
+def _bucket_key(key):
+    return any(key.endswith(f'_{b}') for b in SIZE_BUCKETS)
+
+
+def test_per_image_miou_and_object_sizes(reference):
+    """Per-image mIoU and accuracy by object size, end to end: in the
+    metrics and summary.json, a printed table and robustness_by_size.png;
+    each record's buckets are those of its label file and add up to its
+    valid pixels, and each prediction's correct pixels per bucket add up
+    to its correct pixels."""
+    import cv2
+    metrics, work = reference
+    sea_dir = work / 'sea'
+    summary = json.loads((sea_dir / 'summary.json').read_text())
+    rows = ['clean'] + [
+        f'eps{e}/{n}' for e in ('4', '12')
+        for n in ('worst', 'worst_miou', 'mask_ce', 'bal_ce', 'js', 'mask_sph')
+    ]
+    for row in rows:
+        assert 0 <= summary['metrics'][f'sea/{row}/mImgIoU'] <= 100
+    buckets = [b for b in SIZE_BUCKETS if metrics[f'sea/n_px_{b}'] > 0]
+    assert buckets  # the toy labels have objects
+    for row in rows:
+        for b in SIZE_BUCKETS:
+            assert (f'sea/{row}/aAcc_{b}' in summary['metrics']) == (
+                b in buckets)
+    table = summary['tables']['size']
+    assert 'mIoU/img' in table and all(f' {b} ' in table for b in buckets)
+    png = (sea_dir / 'robustness_by_size.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n'
+    records = [
+        json.loads(line)
+        for line in (sea_dir / 'rank0.jsonl').read_text().splitlines()[1:]
+    ]
+    total_valid = 0
+    for rec in records:
+        assert sum(rec['size']['valid']) == rec['valid']
+        total_valid += rec['valid']
+        ann = rec['img_path'].replace('img_dir', 'ann_dir')
+        label = cv2.imread(ann, cv2.IMREAD_UNCHANGED)
+        assert size_buckets(label, 255)[1] == rec['size']
+        entries = [rec['clean']] + [
+            entry for radius in rec['eps'].values()
+            for entry in radius.values()
+        ]
+        for entry in entries:
+            assert sum(entry['size_correct']) == entry['correct']
+    assert sum(metrics[f'sea/n_px_{b}'] for b in SIZE_BUCKETS) == total_valid
+
+
+def test_resume_from_records_without_object_sizes(reference, trained_tiny,
+                                                  tmp_path):
+    """Results written before object sizes existed resume: every other
+    metric as before (per-image mIoU too), the bucket keys and their plot
+    left out."""
+    ref_metrics, work = reference
+    shutil.copytree(work / 'sea', tmp_path / 'sea')
+    (tmp_path / 'sea' / 'robustness_by_size.png').unlink()
+    path = tmp_path / 'sea' / 'rank0.jsonl'
+    lines = path.read_text().splitlines()
+    old = [lines[0]]
+    for line in lines[1:]:
+        rec = json.loads(line)
+        rec.pop('size')
+        for entry in [rec['clean']] + [
+                e for radius in rec['eps'].values() for e in radius.values()
+        ]:
+            entry.pop('size_correct')
+        old.append(json.dumps(rec))
+    path.write_text('\n'.join(old) + '\n')
+    metrics = _test(trained_tiny, tmp_path, '--resume')
+    expected = {k: v for k, v in ref_metrics.items() if not _bucket_key(k)}
+    assert len(expected) < len(ref_metrics)
+    assert metrics == pytest.approx(expected)
+    assert 'sea/eps12/worst/mImgIoU' in metrics
+    assert not (tmp_path / 'sea' / 'robustness_by_size.png').exists()
+    summary = json.loads((tmp_path / 'sea' / 'summary.json').read_text())
+    assert 'mIoU/img' in summary['tables']['size']
 
 
 def test_matches_direct_attack(reference, trained_tiny):

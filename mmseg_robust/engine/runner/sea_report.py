@@ -1,5 +1,6 @@
 """What an SEA evaluation reports besides its metrics: progress lines while
-it runs, and ``summary.json`` plus the robustness curve at the end."""
+it runs, and ``summary.json`` plus the robustness curves (by attack, and by
+object size) at the end."""
 import json
 import math
 import os.path as osp
@@ -98,8 +99,9 @@ def write_summary(results_dir: str,
                   tables: Dict[str, str],
                   curve_title: str,
                   precision: Optional[dict] = None) -> str:
-    """Write ``summary.json`` and ``robustness_curve.png``; returns the
-    summary's path."""
+    """Write ``summary.json``, ``robustness_curve.png`` and, if the
+    metrics hold accuracy by object size, ``robustness_by_size.png``;
+    returns the summary's path."""
     import mmcv
     import mmengine
     import mmseg
@@ -132,13 +134,21 @@ def write_summary(results_dir: str,
     with open(path, 'w', encoding='utf-8') as f:
         json.dump(summary, f, indent=2, default=float)
     curve = osp.join(results_dir, 'robustness_curve.png')
+    by_size = osp.join(results_dir, 'robustness_by_size.png')
     try:
-        from mmseg_robust.visualization import plot_robustness_curve
+        from mmseg_robust.visualization import (has_size_metrics,
+                                                plot_robustness_by_size,
+                                                plot_robustness_curve)
         plot_robustness_curve(metrics, curve, title=curve_title)
+        if has_size_metrics(metrics):
+            plot_robustness_by_size({None: metrics}, by_size, curve_title)
+        else:
+            by_size = None
     except ImportError as err:  # matplotlib missing
         print_log(f'no robustness curve: {err}', logger='current', level=30)
-        curve = None
+        curve = by_size = None
     print_log(
-        f'SEA results: {path}' + (f', curve: {curve}' if curve else ''),
+        f'SEA results: {path}' + (f', curve: {curve}' if curve else '') +
+        (f', by object size: {by_size}' if by_size else ''),
         logger='current')
     return path

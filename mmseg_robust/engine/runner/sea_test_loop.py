@@ -26,6 +26,7 @@ from mmseg_robust.errors import ConfigError
 from mmseg_robust.evaluation.class_weights import load_class_weights
 from mmseg_robust.evaluation.dist_guard import fail_together, run_on_main
 from mmseg_robust.evaluation.metrics import SEAMetric, sea_tables
+from mmseg_robust.evaluation.object_sizes import size_buckets
 from mmseg_robust.evaluation.records import eps_key, image_areas
 from mmseg_robust.evaluation.result_store import ResultStore, file_sha256
 from mmseg_robust.models import (AttackBatch, accelerate_segmentor,
@@ -437,7 +438,10 @@ class SEATestLoop(TestLoop):
         check_num_classes(predicted, self.classes)
 
     def attack_batch(self, data: dict, keys: List[int]) -> List[dict]:
-        """Clean prediction and SEA at every radius for one batch."""
+        """Clean prediction and SEA at every radius for one batch: one
+        record per image (:mod:`mmseg_robust.evaluation.records`), with
+        its object-size buckets and, for every prediction, the areas and
+        the correct pixels per bucket."""
         batch = AttackBatch.from_data(
             unwrap_segmentor(self.runner.model),
             data,
@@ -445,9 +449,16 @@ class SEATestLoop(TestLoop):
             ignore_index=self.ignore_index,
             channels_last=self.channels_last)
         num_classes, ignore = len(self.classes), self.ignore_index
+        # objects of each label (at its own size, before padding), once
+        sizes = [
+            size_buckets(batch.y[i], ignore,
+                         tuple(sample.gt_sem_seg.data.shape[-2:]))
+            for i, sample in enumerate(data['data_samples'])
+        ]
 
         def areas(pred, i):
-            return image_areas(pred, batch.y[i], num_classes, ignore)
+            return image_areas(pred, batch.y[i], num_classes, ignore,
+                               sizes[i][0])
 
         seeds = [self.image_seed(k) for k in keys]
         t0 = time.perf_counter()
@@ -459,6 +470,7 @@ class SEATestLoop(TestLoop):
                 idx=key,
                 img_path=sample.metainfo.get('img_path'),
                 valid=int(valid[i]),
+                size=sizes[i][1],
                 clean=areas(clean.pred[i], i),
                 eps={},
                 worst_attack={})
