@@ -174,6 +174,19 @@ def demo_batches(model, batch_size: int = 10, max_images: int = 20) -> List:
     return out
 
 
+def mmseg_robust_models():
+    """``mmseg_robust.models`` (imported late: the benchmarks also run
+    other checkouts)."""
+    from mmseg_robust import models
+    return models
+
+
+def fake_attack_data(batch_size: int, size: int, num_classes: int) -> dict:
+    """A fabricated dataloader batch of ``size`` x ``size`` images."""
+    from mmseg_robust.testing import fake_batch
+    return fake_batch(batch_size, (size, size), num_classes=num_classes)
+
+
 def attack_batch(models, segmentor, data):
     """``AttackBatch.from_data``, or ``SegmentorAttackModel.from_batch`` in
     checkouts before it (bench_speed / bench_before_after run those)."""

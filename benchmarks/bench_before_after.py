@@ -9,7 +9,10 @@ The other checkout's ``SEA(model, eps, n_iter).run(x, y, seed=...)`` (its
 defaults: its losses, tracking and random starts) runs in a subprocess on
 the images and per-image seeds ``bench_strength.py`` uses, one radius at a
 time. Compare with the ``SEA-2023`` (independent radii) and ``SEA-2023
-chained`` rows of ``bench_strength.py``. Writes
+chained`` rows of ``bench_strength.py``. With ``--this`` the same runs in
+this checkout too, and every cell says whether the two are bit-identical
+(a SHA-256 of the adversarial images and per-image correct counts) or by
+how much their aAcc / mIoU differ. Writes
 ``benchmarks/results/bench_before_after.json``.
 """
 import argparse
@@ -27,9 +30,26 @@ def parse_args(argv=None):
     from _common import add_strength_args
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--other', required=True, help='the other checkout')
+    p.add_argument(
+        '--name',
+        default='bench_before_after',
+        help='results file name (benchmarks/results/NAME.json)')
+    p.add_argument(
+        '--this',
+        action='store_true',
+        help='run this checkout too and compare cell by cell')
     add_strength_args(p, osp.join(HERE, 'results'))
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def _digest(res) -> str:
+    """SHA-256 of a result's adversarial images and correct counts."""
+    import hashlib
+    h = hashlib.sha256()
+    for t in (res.x_adv, res.correct):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def worker(args):
@@ -48,7 +68,8 @@ def worker(args):
             res = SEA(
                 model, e / 255, n_iter=args.n_iter).run(
                     x, y, mask=mask, seed=seeds)
-            out[name][f'{e:g}'] = scores(res.pred, y, len(counts))
+            out[name][f'{e:g}'] = dict(
+                scores(res.pred, y, len(counts)), sha256=_digest(res))
             print(
                 f'[{name}] {e:g}/255 {out[name][f"{e:g}"]}',
                 flush=True,
@@ -56,30 +77,56 @@ def worker(args):
     print('RESULT ' + json.dumps(out))
 
 
+def _compare(this: dict, other: dict) -> dict:
+    """Per model and radius: ``'bit-identical'`` or this - other in aAcc
+    and mIoU."""
+    out = {}
+    for model, cells in this.items():
+        out[model] = {}
+        for eps, a in cells.items():
+            b = other[model][eps]
+            out[model][
+                eps] = 'bit-identical' if a['sha256'] == b['sha256'] else {
+                    k: a[k] - b[k]
+                    for k in a if k != 'sha256'
+                }
+    return out
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return worker(args)
     from _common import write_json
-    other = osp.abspath(args.other)
-    env = dict(os.environ, PYTHONPATH=other, OMP_NUM_THREADS=str(args.threads))
-    cmd = [
-        sys.executable,
-        osp.abspath(__file__), '--worker', '--other', other, '--n-iter',
-        str(args.n_iter), '--seed',
-        str(args.seed), '--threads',
-        str(args.threads), '--models'
-    ] + args.models + ['--eps'] + [f'{e:g}' for e in args.eps]
-    proc = subprocess.run(
-        cmd, stdout=subprocess.PIPE, env=env, cwd=ROOT, text=True)
-    result = next(
-        (json.loads(line[7:])
-         for line in proc.stdout.splitlines() if line.startswith('RESULT ')),
-        None)
-    if result is None:
-        raise SystemExit(f'error: the worker failed ({proc.returncode})')
-    path = write_json('bench_before_after',
-                      dict(settings=vars(args), other=result), args.out)
+    runs = {'other': osp.abspath(args.other)}
+    if args.this:
+        runs['this'] = ROOT
+    results = {}
+    for name, checkout in runs.items():
+        env = dict(
+            os.environ, PYTHONPATH=checkout, OMP_NUM_THREADS=str(args.threads))
+        cmd = [
+            sys.executable,
+            osp.abspath(__file__), '--worker', '--other', checkout, '--n-iter',
+            str(args.n_iter), '--seed',
+            str(args.seed), '--threads',
+            str(args.threads), '--models'
+        ] + args.models + ['--eps'] + [f'{e:g}' for e in args.eps]
+        proc = subprocess.run(
+            cmd, stdout=subprocess.PIPE, env=env, cwd=ROOT, text=True)
+        results[name] = next((json.loads(line[7:])
+                              for line in proc.stdout.splitlines()
+                              if line.startswith('RESULT ')), None)
+        if results[name] is None:
+            raise SystemExit(f'error: the worker failed in {checkout} '
+                             f'({proc.returncode})')
+    payload = dict(settings=vars(args), other=results['other'])
+    if args.this:
+        payload['this'] = results['this']
+        payload['comparison'] = _compare(results['this'], results['other'])
+        for model, cells in payload['comparison'].items():
+            print(f'[{model}] {cells}')
+    path = write_json(args.name, payload, args.out)
     print(f'wrote {path}')
 
 

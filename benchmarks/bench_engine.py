@@ -33,7 +33,8 @@ Writes ``benchmarks/results/bench_engine.json``.
 3. ``overhead``: SEA-2023 (and APGD ``mask_ce``) time over the floor, the
    same number of bare forward + input-backward passes, on the light
    encoder-decoder (stride-8 features, 21 classes, 96 x 96, batch 4,
-   n = 24); median of paired repeats.
+   n = 24); median of paired repeats. ``--convnext``: also UPerNet +
+   ConvNeXt-T (random weights, 256 x 256, batch 1, n = 6, 3 repeats).
 4. ``accel``: the same SEA with channels-last weights and inputs and with
    ``torch.compile`` (``FastModel``), as ratios to the eager run and to its
    own floor; compilation (warm-up run) timed apart.
@@ -69,6 +70,11 @@ def parse_args(argv=None):
     p.add_argument('--amp-seeds', type=int, nargs='+', default=[1, 2, 3])
     p.add_argument('--amp-n-iter', type=int, default=20)
     p.add_argument('--amp-images', type=int, default=20)
+    p.add_argument(
+        '--convnext',
+        action='store_true',
+        help='overhead: also UPerNet + ConvNeXt-T (256 x 256, batch 1, '
+        '6 iterations; minutes)')
     p.add_argument('--out', default=osp.join(HERE, 'results'))
     p.add_argument('--worker', help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -233,8 +239,19 @@ def _overhead_runs(model, x, y, n, repeats):
 
 def part_overhead(args) -> dict:
     model, x, y = _light_batch(4)
-    out = _overhead_runs(model, x, y, 24, args.repeats)
-    print(f'[overhead] {out}', file=sys.stderr, flush=True)
+    out = dict(light=_overhead_runs(model, x, y, 24, args.repeats))
+    print(f'[overhead] light: {out["light"]}', file=sys.stderr, flush=True)
+    if args.convnext:
+        import _common
+        seg = _common.build_segmentor(
+            _common.CONVNEXT_T, 'cpu', crop=256, whole=True).eval()
+        data = _common.fake_attack_data(1, 256, 150)
+        b = _common.attack_batch(_common.mmseg_robust_models(), seg, data)
+        out['convnext_t'] = _overhead_runs(b.model, b.x, b.y, 6, 3)
+        print(
+            f'[overhead] convnext_t: {out["convnext_t"]}',
+            file=sys.stderr,
+            flush=True)
     return out
 
 
@@ -341,7 +358,8 @@ def _run(checkout, part, args):
         str(args.sync_n_iter), '--amp-n-iter',
         str(args.amp_n_iter), '--amp-images',
         str(args.amp_images), '--amp-seeds'
-    ] + [str(s) for s in args.amp_seeds]
+    ] + [str(s)
+         for s in args.amp_seeds] + (['--convnext'] if args.convnext else [])
     proc = subprocess.run(
         cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=checkout)
     for line in proc.stdout.splitlines():

@@ -33,7 +33,8 @@ import time
 import warnings
 
 import torch
-from _common import CONVNEXT_T, ROOT, build_segmentor, write_json
+from _common import (CONVNEXT_T, ROOT, build_segmentor, fake_attack_data,
+                     write_json)
 
 from mmseg_robust.attacks import SEA, HostSyncCounter, pgd_train
 from mmseg_robust.models import AttackBatch, accelerate_segmentor
@@ -81,11 +82,6 @@ def timed(fn, device, repeats=3, warmup=1):
     return statistics.median(times)
 
 
-def fake_data(batch_size, size, num_classes):
-    from mmseg_robust.testing import fake_batch
-    return fake_batch(batch_size, (size, size), num_classes=num_classes)
-
-
 def peak_reset(device):
     if device.startswith('cuda'):
         torch.cuda.reset_peak_memory_stats()
@@ -118,7 +114,7 @@ def attack_rows(args, mode, segmentor, batch_size, count_syncs):
     synchronisations) for one mode and batch size."""
     opts = MODES[mode]
     num_classes = segmentor.decode_head.num_classes
-    data = fake_data(batch_size, args.size, num_classes)
+    data = fake_attack_data(batch_size, args.size, num_classes)
     batch = AttackBatch.from_data(
         segmentor, data, channels_last=opts['channels_last'])
     amp = opts['amp']
@@ -179,7 +175,8 @@ def training_rows(args, segmentor, batch_size):
     optim = torch.optim.SGD(segmentor.parameters(), lr=1e-4)
     wrapper = AmpOptimWrapper(
         optimizer=optim, dtype='bfloat16') if cuda else OptimWrapper(optim)
-    data = fake_data(batch_size, args.size, segmentor.decode_head.num_classes)
+    data = fake_attack_data(batch_size, args.size,
+                            segmentor.decode_head.num_classes)
 
     def step(k):
         batch = dict(
