@@ -98,13 +98,18 @@ def size_buckets(
     buckets = np.full(lab.shape, -1, np.int8)
     objects = np.zeros(len(SIZE_BUCKETS), np.int64)
     valid = lab != ignore_index
-    for cls in np.unique(lab[valid]):
-        comp, n = ndimage.label(lab == cls, structure=CONNECTIVITY)
+    # each class's bounding box (classes as labels 1, 2, ...), then its
+    # components inside the box only
+    classes = np.unique(lab[valid])
+    dense = np.zeros(lab.shape, np.int32)
+    dense[valid] = np.searchsorted(classes, lab[valid]) + 1
+    for k, box in enumerate(ndimage.find_objects(dense)):
+        comp, n = ndimage.label(dense[box] == k + 1, structure=CONNECTIVITY)
         areas = np.bincount(comp.ravel(), minlength=n + 1)[1:]
         ids = _bucket_of_areas(areas, h, w)
         objects += np.bincount(ids, minlength=len(SIZE_BUCKETS))
         inside = comp > 0
-        buckets[inside] = ids[comp[inside] - 1]
+        buckets[box][inside] = ids[comp[inside] - 1]
     counts = np.bincount(
         buckets[valid].astype(np.int64), minlength=len(SIZE_BUCKETS))
     entry = dict(valid=counts.tolist(), objects=objects.tolist())
