@@ -5,8 +5,9 @@ between the softmax output and the one-hot label (PAdam-Cos, ``'cos'``).
 
 "Step-size free" in their sense: Adam scales each coordinate's step by its
 own gradient history, so one learning rate (``2/255``) serves every model
-and radius, with no step-size control. docs/attacks.md, "PAdam", gives the
-algorithm and what it adds to SEA on this package's models.
+and radius, with no step-size control or schedule. docs/attacks.md,
+"PAdam", gives the algorithm and what it adds to SEA on this package's
+models.
 """
 from typing import Optional, Tuple
 
@@ -24,17 +25,21 @@ __all__ = ['padam', 'PADAM_LR', 'PADAM_BETAS', 'PADAM_EPS']
 PADAM_LR = 2 / 255
 #: Adam's moment decay rates (PyTorch's defaults, as theirs).
 PADAM_BETAS = (0.9, 0.999)
-#: Adam's denominator term, added to the root of the second moment of the
-#: normalised gradient (whose largest entry per image is 1).
+#: Adam's denominator term, relative to the size of the image's gradient
+#: (the gradients Adam sees are scaled so that the first one's largest
+#: entry is 1).
 PADAM_EPS = 1e-8
 
 
-def _normalise(grad: Tensor) -> Tensor:
-    """Each image's gradient divided by its largest absolute entry (zero
-    gradients stay zero); no host read."""
+def _grad_scale(grad: Tensor, scale: Tensor, per_step: bool) -> Tensor:
+    """The per-image factor Adam's gradients are multiplied by: the inverse
+    of the largest absolute entry of the image's first non-zero gradient
+    (``per_step``: of this gradient); 0 until there is one. No host read."""
     amax = grad.flatten(1).abs().amax(1)
-    scale = torch.where(amax > 0, 1.0 / amax, torch.zeros_like(amax))
-    return grad * scale.view(-1, *([1] * (grad.dim() - 1)))
+    inverse = torch.where(amax > 0, 1.0 / amax, torch.zeros_like(amax))
+    if per_step:
+        return inverse
+    return torch.where(scale > 0, scale, inverse)
 
 
 def _padam_steps(problem: AttackProblem, lr: float, betas: Tuple[float, float],
@@ -54,16 +59,22 @@ def _padam_steps(problem: AttackProblem, lr: float, betas: Tuple[float, float],
     obj, x = problem.obj, problem.x
     B, n_iter = x.shape[0], problem.n_iter
     beta1, beta2 = betas
+    # under reduced precision the gradient comes scaled by a power of two
+    # that follows its size (Objective): only its direction per step is
+    # known, so each step is normalised
+    per_step = obj.reduced_precision(x.device)
     attacked = active = problem.active
     iters = torch.zeros(B, dtype=torch.long, device=x.device)
     best_loss = torch.full((B, ), float('nan'), device=x.device)
     lower, upper = problem.box(problem.eps)
     x_adv = problem.start_point(problem.eps, lower, upper)
     # first and second moments and the running maximum of the second
-    # (AMSGrad), of the normalised gradient
+    # (AMSGrad), of the scaled gradient
     m = torch.zeros_like(x_adv)
     v = torch.zeros_like(x_adv)
     v_max = torch.zeros_like(x_adv)
+    scale = torch.zeros(B, device=x.device)
+    view = (-1, ) + (1, ) * (x.dim() - 1)
     best = problem.fallback()
     # n_iter Adam steps; the last iterate is only evaluated
     for k in range(n_iter + 1):
@@ -86,7 +97,8 @@ def _padam_steps(problem: AttackProblem, lr: float, betas: Tuple[float, float],
         if problem.early_stop:
             active = active & (best.correct > 0)
         if need_grad:
-            g = _normalise(ev.grad)
+            scale = _grad_scale(ev.grad, scale, per_step)
+            g = ev.grad * scale.view(view)
             del ev
             t = k + 1
             m = m.mul_(beta1).add_(g, alpha=1 - beta1)
@@ -124,12 +136,23 @@ def padam(model,
     projected onto the eps-ball intersected with [0, 1] after each step.
 
     Per image, with ``g_t`` the input gradient of the image's loss (the
-    mean of its loss map) divided by its largest absolute entry::
+    mean of its loss map) divided by ``c``, the largest absolute entry of
+    the image's first gradient::
 
         m_t = b1 m_{t-1} + (1 - b1) g_t
         v_t = b2 v_{t-1} + (1 - b2) g_t^2,   v^_t = max(v^_{t-1}, v_t)
         x_t = P(x_{t-1} + lr / (1 - b1^t) * m_t
                           / (sqrt(v^_t / (1 - b2^t)) + 1e-8))
+
+    i.e. ``torch.optim.Adam(amsgrad=True, maximize=True)`` on the
+    perturbation, as Halmosi et al. run it, with Adam's ``1e-8`` relative
+    to the image's gradient (``c`` is constant within a run, so nothing
+    else changes): the attack does not depend on the image size, the batch
+    or the loss's scale. Under reduced precision (``amp`` or an enclosing
+    autocast) the gradient comes scaled by a per-image power of two that
+    follows its size (docs/attacks.md, "Precision"), so there ``c`` is
+    each step's own largest entry (only the direction of each step is
+    known; measured weaker, docs/attacks.md, "PAdam").
 
     Like the other attacks of the package it reports, per image, the
     lowest-accuracy iterate (never worse than the clean image) and stops an

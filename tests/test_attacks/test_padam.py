@@ -1,5 +1,6 @@
 """PAdam and the cosine loss (docs/attacks.md, "PAdam")."""
 import math
+import sys
 
 import pytest
 import torch
@@ -89,8 +90,9 @@ def test_cos_loss_single_class_is_zero():
 # -- PAdam: a literal single-image reference ---------------------------------
 def reference_padam(model, x, y, eps, n_iter, loss, x0, lr=PADAM_LR):
     """PAdam on ONE image, written literally from docs/attacks.md: AMSGrad
-    ascent on the l_inf-normalised input gradient, projection onto the
-    box, the lowest-accuracy iterate, stop once no pixel is correct."""
+    ascent on the input gradient divided by the largest entry of the first
+    one, projection onto the box, the lowest-accuracy iterate, stop once no
+    pixel is correct."""
     b1, b2, adam_eps = 0.9, 0.999, 1e-8
     lower = (x - eps).clamp(0, 1)
     upper = (x + eps).clamp(0, 1)
@@ -109,12 +111,12 @@ def reference_padam(model, x, y, eps, n_iter, loss, x0, lr=PADAM_LR):
     v_hat = torch.zeros_like(x)
     xk = x0.clone()
     grad, c = evaluate(xk, 1)
+    top = grad.abs().max()  # the scale of the image's gradients
     x_low, c_low = xk.clone(), c
     for t in range(1, n_iter + 1):
         if c_low == 0:
             break
-        top = grad.abs().max()
-        g = grad / top if top > 0 else torch.zeros_like(grad)
+        g = grad / top
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
         v_hat = torch.maximum(v_hat, v)
@@ -178,11 +180,11 @@ def test_batched_padam_equals_per_image_reference(net, model, loss, eps):
         torch.testing.assert_close(res.x_adv[i:i + 1], ref_x)
 
 
-def test_padam_matches_torch_amsgrad_on_the_normalised_gradient(net):
+def test_padam_matches_torch_amsgrad(net):
     """The update is torch.optim.Adam(amsgrad=True, maximize=True) on the
-    perturbation, as Halmosi et al. run it, fed the normalised gradient:
-    without early stop the last iterate is theirs (their loop with our
-    gradient and projection)."""
+    perturbation, as Halmosi et al. run it (the gradient divided by a
+    constant, the first one's largest entry): without early stop the last
+    iterate is that of their loop."""
     x, y = toy_batch(B=1, seed=5, model=net)
     n_iter = 12
     noise = start_noise(x, 3)
@@ -193,11 +195,13 @@ def test_padam_matches_torch_amsgrad_on_the_normalised_gradient(net):
                             amsgrad=True,
                             maximize=True,
                             foreach=False)
+    scale = None
     for t in range(n_iter):
         z = (x + delta).detach().requires_grad_(True)
         objective = pixel_loss('ce', net(z), y).flatten(1).mean(1)
         grad, = torch.autograd.grad(objective.sum(), z)
-        delta.grad = grad / grad.abs().max()
+        scale = grad.abs().max() if scale is None else scale
+        delta.grad = grad / scale
         adam.step()
         with torch.no_grad():
             delta.copy_(torch.max(torch.min(x + delta, upper), lower) - x)
@@ -289,6 +293,31 @@ def test_padam_reduces_accuracy_measurably(net, loss):
     res = padam(net, x, y, EPS, 50, loss=loss, start=UniformNoise(noise))
     assert clean.mean() - res.acc.mean() > 0.05
     assert (res.acc <= at_start).all() and res.acc.mean() < at_start.mean()
+
+
+def test_padam_does_not_depend_on_the_loss_scale(net):
+    """The gradients are divided by the first one's size, so scaling the
+    loss (here mask_ce_bal's class weights by 2**-20) changes nothing,
+    Adam's 1e-8 included."""
+    x, y = toy_batch(B=2, seed=10, model=net)
+    w = torch.tensor([0.5, 1.0, 2.0])
+    a = padam(net, x, y, EPS, 15, loss='mask_ce_bal', class_weights=w)
+    b = padam(net, x, y, EPS, 15, loss='mask_ce_bal', class_weights=w * 2**-20)
+    assert torch.equal(a.x_adv, b.x_adv)
+    assert torch.equal(a.correct, b.correct)
+
+
+def test_gradient_scale_first_step_or_per_step():
+    pm = sys.modules['mmseg_robust.attacks.padam']
+    zero = torch.zeros(2)
+    g1 = torch.tensor([[0.5, -2.0], [0.0, 0.0]])
+    g2 = torch.tensor([[4.0, 1.0], [0.0, 0.25]])
+    # the first non-zero gradient of each image sets its scale
+    s1 = pm._grad_scale(g1, zero, per_step=False)
+    assert s1.tolist() == [0.5, 0.0]
+    assert pm._grad_scale(g2, s1, per_step=False).tolist() == [0.5, 4.0]
+    # under reduced precision every step is normalised
+    assert pm._grad_scale(g2, s1, per_step=True).tolist() == [0.25, 4.0]
 
 
 def test_amp_runs_and_reports_float32(net):
