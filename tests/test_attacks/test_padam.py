@@ -397,3 +397,23 @@ def test_cos_loss_in_the_loss_table_is_finite_for_apgd(net):
     x, y = toy_batch(B=2, seed=9, model=net)
     res = run_attack('apgd:cos', net, x, y, EPS, 6, start=1)
     assert math.isfinite(float(res.loss.sum()))
+
+
+@pytest.mark.slow
+def test_tools_test_evaluates_with_padam(trained_tiny, tmp_path):
+    """``tools/test.py --eval sea --attacks padam:ce padam:cos``: both
+    attacks and their worst case in the metrics."""
+    import json
+
+    from tests.conftest import load_tool
+    metrics = load_tool('test')([
+        trained_tiny['config'], trained_tiny['ckpt'], '--work-dir',
+        str(tmp_path), '--eval', 'sea', '--eps', '4', '--n-iter', '4',
+        '--attacks', 'padam:ce', 'padam:cos'
+    ])
+    summary = json.loads((tmp_path / 'sea' / 'summary.json').read_text())
+    assert summary['settings']['attacks'] == ['padam:ce', 'padam:cos']
+    worst = metrics['sea/eps4/worst/aAcc']
+    assert 0 <= worst <= metrics['sea/clean/aAcc']
+    assert worst <= min(metrics['sea/eps4/padam:ce/aAcc'],
+                        metrics['sea/eps4/padam:cos/aAcc'])
