@@ -494,7 +494,7 @@ TRAIN_CASES = [
         'train-hook-unknown-loss', lambda t: _tr(t, t.loss),
         lambda t: "error: AdvTrainingHook: unknown loss 'cross_entropy'; "
         'valid names are: ce, bal_ce, cossim_ce, mask_ce, js, mask_sph, '
-        'mask_ce_bal'),
+        'mask_ce_bal, cos'),
     Case(
         'train-hook-adv-ratio', lambda t: _tr(t, t.ratio),
         lambda t: 'error: AdvTrainingHook: adv_ratio must be in [0, 1] (the '
