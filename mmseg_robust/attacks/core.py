@@ -26,9 +26,9 @@ __all__ = [
     'default_tracked', 'WorstCase', 'feasible_box', 'project', 'start_point',
     'AttackProblem', 'run_attack_loop', 'take_rows', 'subset_model', 'Timer',
     'AmpLike', 'check_amp', 'resolve_amp', 'amp_name', 'autocast_enabled',
-    'autocast_to', 'RESULT_PRECISIONS', 'GRAD_EXP', 'GRAD_TARGET_EXP',
-    'GRAD_EXP_BACKOFF', 'GRAD_EXP_MIN', 'GRAD_EXP_MAX', 'scale_logit_grad',
-    'where_rows', 'SYNC_EVERY', 'is_sync_point'
+    'autocast_to', 'cpu_autocast_supports', 'RESULT_PRECISIONS', 'GRAD_EXP',
+    'GRAD_TARGET_EXP', 'GRAD_EXP_BACKOFF', 'GRAD_EXP_MIN', 'GRAD_EXP_MAX',
+    'scale_logit_grad', 'where_rows', 'SYNC_EVERY', 'is_sync_point'
 ]
 
 SeedLike = Union[int, Sequence[int]]
@@ -250,13 +250,37 @@ def resolve_amp(amp: AmpLike,
     device = torch.device(device)
     if amp is None or amp is False:
         return None
-    if isinstance(amp, torch.dtype):
-        return None if amp == torch.float32 else amp
     if amp is True or amp == 'auto':
         if device.type == 'cuda' and not torch.cuda.is_bf16_supported():
             return torch.float16
         return torch.bfloat16
-    return _AMP_NAMES[amp]
+    dtype = amp if isinstance(amp, torch.dtype) else _AMP_NAMES[amp]
+    if dtype is None or dtype == torch.float32:
+        return None
+    if device.type == 'cpu' and not cpu_autocast_supports(dtype):
+        raise ValueError(
+            f'torch {torch.__version__} autocasts the CPU to bfloat16 only '
+            f'(float16 needs torch >= 2.2): use bf16 (--amp bf16)')
+    return dtype
+
+
+_CPU_AUTOCAST: Dict[torch.dtype, bool] = {}
+
+
+def cpu_autocast_supports(dtype: torch.dtype) -> bool:
+    """Whether this torch's CPU autocast takes ``dtype`` (float16 since
+    torch 2.2; bfloat16 always)."""
+    if dtype not in _CPU_AUTOCAST:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            try:
+                with torch.autocast('cpu', dtype=dtype):
+                    ok = torch.is_autocast_cpu_enabled() and \
+                        torch.get_autocast_cpu_dtype() == dtype
+            except RuntimeError:
+                ok = False
+        _CPU_AUTOCAST[dtype] = ok
+    return _CPU_AUTOCAST[dtype]
 
 
 def autocast_to(device: Union[str, torch.device],

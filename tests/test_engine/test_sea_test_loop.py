@@ -500,16 +500,19 @@ def test_distributed_two_processes_identical(reference, trained_tiny,
 
 def test_amp_and_layout_options_are_recorded(trained_tiny, tmp_path,
                                              reference):
-    """--amp fp16 on the CPU: the attacks iterate in float16, the reported
+    """--amp fp16 on the CPU (bf16 on a torch whose CPU autocast takes no
+    float16): the attacks iterate in half precision, the reported
     predictions stay float32 (clean numbers identical to the float32 run),
     and summary.json says so; --channels-last changes no number's
     meaning."""
+    from mmseg_robust.attacks.core import cpu_autocast_supports
+    amp = 'fp16' if cpu_autocast_supports(torch.float16) else 'bf16'
     ref_metrics, _ = reference
-    metrics = _test(trained_tiny, tmp_path, '--amp', 'fp16', '--channels-last')
+    metrics = _test(trained_tiny, tmp_path, '--amp', amp, '--channels-last')
     summary = json.loads((tmp_path / 'sea' / 'summary.json').read_text())
     assert summary['precision'] == dict(
-        attack='fp16', result='fp32', channels_last=True, compile=False)
-    assert summary['settings']['amp'] == 'fp16'
+        attack=amp, result='fp32', channels_last=True, compile=False)
+    assert summary['settings']['amp'] == amp
     assert summary['settings']['result_precision'] == 'fp32'
     assert metrics['sea/clean/aAcc'] == ref_metrics['sea/clean/aAcc']
     for eps in ('4', '12'):

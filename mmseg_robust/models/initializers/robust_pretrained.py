@@ -287,7 +287,7 @@ class RobustPretrained:
             init_cfg=dict(type='RobustPretrained', checkpoint=PATH))
 
     The checkpoint is read with MMEngine's checkpoint loader (local files,
-    URLs, ...; with mmseg_robust's ``torch >= 2.6`` fix) and renamed with
+    URLs, ...; with mmseg_robust's safe-loading patch) and renamed with
     :func:`convert_robust_convnext`. Unlike ``Pretrained`` it is strict:
     every backbone weight must come from the checkpoint, except the
     per-stage output norms ``norm{i}`` that a classification checkpoint does
