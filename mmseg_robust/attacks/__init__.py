@@ -7,14 +7,15 @@ adapter for MMSeg segmentors lives in :mod:`mmseg_robust.models`.
 from .accelerate import FastModel, accelerate
 from .apgd import apgd, apgd_checkpoints, apgd_red_eps, red_eps_schedule
 from .checks import check_eps
-from .core import (RESULT_PRECISIONS, TRACKED_DEFAULTS, AmpLike, AttackResult,
-                   Evaluation, Prediction, StartLike, UniformNoise,
-                   default_tracked, derive_seed, resolve_amp, start_noise)
+from .core import (TRACKED_DEFAULTS, AttackResult, Evaluation, Prediction,
+                   StartLike, UniformNoise, default_tracked, derive_seed,
+                   start_noise)
 from .host_sync import HostSyncCounter
 from .losses import (LOSS_NAMES, PIXEL_LOSSES, PixelTerms,
                      class_weights_from_counts, pixel_loss)
 from .padam import PADAM_LR, padam
 from .pgd import PAPER_PGD_STEP_SIZES, pgd, pgd_step_size, pgd_train
+from .precision import RESULT_PRECISIONS, AmpLike, resolve_amp
 from .sea import (BASELINE_ATTACKS, SEA, SEA_LOSSES, SEA_VERSIONS, AttackSpec,
                   SEAResult, SEAVersion, attack_names_help, parse_attack,
                   run_attack, sea_version)

@@ -12,9 +12,10 @@ import torch
 from torch import Tensor
 
 from .checks import check_n_iter
-from .core import (_DEFAULT, AmpLike, AttackProblem, AttackResult, Prediction,
+from .core import (_DEFAULT, AttackProblem, AttackResult, Prediction,
                    StartLike, WorstCase, default_tracked, is_sync_point,
                    project, run_attack_loop, start_from_legacy, where_rows)
+from .precision import AmpLike
 
 __all__ = [
     'apgd', 'apgd_red_eps', 'red_eps_schedule', 'apgd_checkpoints', 'apgd_run'

@@ -11,9 +11,10 @@ from torch import Tensor
 
 from .apgd import _attack
 from .checks import check_eps
-from .core import (_DEFAULT, AmpLike, AttackProblem, AttackResult, Prediction,
+from .core import (_DEFAULT, AttackProblem, AttackResult, Prediction,
                    StartLike, is_sync_point, project, start_from_legacy,
                    where_rows)
+from .precision import AmpLike
 
 __all__ = ['pgd', 'pgd_train', 'pgd_step_size', 'PAPER_PGD_STEP_SIZES']
 

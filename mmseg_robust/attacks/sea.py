@@ -10,13 +10,14 @@ from torch import Tensor
 
 from .apgd import _schedule, apgd, apgd_red_eps
 from .checks import check_eps, check_images, check_n_iter, warn_if_training
-from .core import (RESULT_PRECISIONS, TRACKED_DEFAULTS, AmpLike, AttackResult,
-                   Prediction, SeedLike, StartLike, Timer, UniformNoise,
-                   WorstCase, amp_name, autocast_to, check_amp, derive_seed,
-                   resolve_amp, start_noise, subset_model, take_rows)
+from .core import (TRACKED_DEFAULTS, AttackResult, Prediction, SeedLike,
+                   StartLike, Timer, UniformNoise, WorstCase, derive_seed,
+                   start_noise, subset_model, take_rows)
 from .losses import LOSS_NAMES, argmax_classes, check_loss_name
 from .padam import padam
 from .pgd import pgd
+from .precision import (RESULT_PRECISIONS, AmpLike, amp_name, autocast_to,
+                        check_amp, resolve_amp)
 
 __all__ = [
     'SEA', 'SEAResult', 'AttackSpec', 'parse_attack', 'run_attack',

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from mmseg_robust.attacks import (SEA, FastModel, HostSyncCounter, apgd,
                                   apgd_red_eps, core, pgd, pgd_train,
                                   resolve_amp)
-from mmseg_robust.attacks.core import (Objective, cpu_autocast_supports,
-                                       scale_logit_grad)
+from mmseg_robust.attacks.core import Objective
 from mmseg_robust.attacks.losses import label_is_max
+from mmseg_robust.attacks.precision import (cpu_autocast_supports,
+                                            scale_logit_grad)
 from .helpers import PixelNet, toy_batch
 
 EPS = 8 / 255

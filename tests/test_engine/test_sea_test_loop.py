@@ -505,7 +505,7 @@ def test_amp_and_layout_options_are_recorded(trained_tiny, tmp_path,
     predictions stay float32 (clean numbers identical to the float32 run),
     and summary.json says so; --channels-last changes no number's
     meaning."""
-    from mmseg_robust.attacks.core import cpu_autocast_supports
+    from mmseg_robust.attacks.precision import cpu_autocast_supports
     amp = 'fp16' if cpu_autocast_supports(torch.float16) else 'bf16'
     ref_metrics, _ = reference
     metrics = _test(trained_tiny, tmp_path, '--amp', amp, '--channels-last')
