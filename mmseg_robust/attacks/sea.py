@@ -134,7 +134,7 @@ def parse_attack(spec: Union[str, AttackSpec]) -> AttackSpec:
         name,
         method,
         check_loss_name(loss),
-        track=track if at else TRACKED_DEFAULTS.get(loss, loss))
+        track=track if at else TRACKED_DEFAULTS[loss])
 
 
 def run_attack(spec: Union[str, AttackSpec], model, x: Tensor, y: Tensor,

@@ -58,7 +58,8 @@ SPEC_TRACKED = {
     'mask_ce_bal': 'ce',
     'mask_sph': 'mask_sph',
     'ce': 'ce',
-    'cossim_ce': 'ce'
+    'cossim_ce': 'ce',
+    'cos': 'cos'
 }
 
 
