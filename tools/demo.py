@@ -9,8 +9,9 @@ segmentation on real microscopy images, evaluated with SEA.
    with ``AdvTrainingHook`` (PGD AT^2 at 4/255);
 3. evaluates both with ``tools/test.py --eval sea`` at several radii, with
    SEA and the PGD / SegPGD / CosPGD baselines at the same iteration budget;
-4. prints the comparison, draws the robustness curves and a Figure-1 style
-   picture (``tools/visualize_attack.py``).
+4. prints the comparison and where the models break (per-image mIoU and
+   accuracy by object size), draws the robustness curves, the curves by
+   object size and a Figure-1 style picture (``tools/visualize_attack.py``).
 
 Trained checkpoints and finished evaluations are reused on a second run.
 """
@@ -40,6 +41,9 @@ SEA_ATTACKS = list(SEA_LOSSES)  # SEA-2023
 BASELINES = list(BASELINE_ATTACKS)  # PGD, SegPGD, CosPGD
 # differences below this (points of aAcc / mIoU) count as ties in the checks
 TIE = 0.1
+# part of an evaluation's folder name: results of an earlier format (without
+# object sizes) are not reused
+RESULTS_FORMAT = 'sizes'
 
 
 def parse_args(argv=None):
@@ -132,17 +136,23 @@ def train(name, config, work_dir, data_root, args):
     return ckpt, seconds
 
 
+def _eval_dir(name, kind, work_dir, args, ckpt):
+    """The folder of one evaluation, named by its settings."""
+    attacks = BASELINES if kind == 'baselines' else SEA_ATTACKS
+    settings = json.dumps([
+        args.eps, args.n_iter, attacks, args.max_images,
+        osp.getmtime(ckpt), kind, RESULTS_FORMAT
+    ])
+    tag = hashlib.sha1(settings.encode()).hexdigest()[:8]
+    return osp.join(work_dir, 'eval', f'{_slug(name)}_{kind}_{tag}')
+
+
 def _evaluate_once(name, kind, config, ckpt, work_dir, data_root, args):
     """One ``tools/test.py --eval sea`` run; reused if already complete.
     ``kind``: ``'sea'``, ``'sea_independent'`` (every radius from
     scratch) or ``'baselines'``."""
     attacks = BASELINES if kind == 'baselines' else SEA_ATTACKS
-    settings = json.dumps([
-        args.eps, args.n_iter, attacks, args.max_images,
-        osp.getmtime(ckpt), kind
-    ])
-    tag = hashlib.sha1(settings.encode()).hexdigest()[:8]
-    out = osp.join(work_dir, 'eval', f'{_slug(name)}_{kind}_{tag}')
+    out = _eval_dir(name, kind, work_dir, args, ckpt)
     summary = osp.join(out, 'sea', 'summary.json')
     if osp.isfile(summary):
         print(f'[{name}] reusing {summary}')
@@ -179,14 +189,8 @@ def _evaluate_once(name, kind, config, ckpt, work_dir, data_root, args):
 def _attack_seconds(name, kind, work_dir, args, ckpt):
     """Attack time per image of a finished evaluation (its summary), so a
     reused evaluation still reports what it cost."""
-    attacks = BASELINES if kind == 'baselines' else SEA_ATTACKS
-    settings = json.dumps([
-        args.eps, args.n_iter, attacks, args.max_images,
-        osp.getmtime(ckpt), kind
-    ])
-    tag = hashlib.sha1(settings.encode()).hexdigest()[:8]
-    path = osp.join(work_dir, 'eval', f'{_slug(name)}_{kind}_{tag}', 'sea',
-                    'summary.json')
+    path = osp.join(
+        _eval_dir(name, kind, work_dir, args, ckpt), 'sea', 'summary.json')
     with open(path) as f:
         return json.load(f)['timing']['attack_seconds_per_image']
 
@@ -248,6 +252,53 @@ def comparison_table(results, eps):
         t.add_row(row)
         rows.append(row)
     return t, rows
+
+
+def size_table(results, eps):
+    """Where the models break: rows radii; per model SEA's worst-case
+    per-image mIoU and pixel accuracy of small, medium and large objects
+    (buckets without pixels left out)."""
+    from prettytable import PrettyTable
+
+    from mmseg_robust.evaluation import SIZE_BUCKETS
+    first = next(iter(results.values()))['metrics']
+    buckets = [b for b in SIZE_BUCKETS if first.get(f'sea/n_px_{b}')]
+    t = PrettyTable()
+    t.field_names = ['eps'] + [
+        f'{name} {col}' for name in results for col in ['mIoU/img'] + buckets
+    ]
+    rows = []
+    for e in [0.0] + list(eps):
+        key = 'sea/clean' if e == 0 else f'sea/eps{e:g}/worst'
+        row = ['clean' if e == 0 else f'{e:g}/255']
+        for res in results.values():
+            m = res['metrics']
+            row += [
+                m.get(f'{key}/{k}')
+                for k in ['mImgIoU'] + [f'aAcc_{b}' for b in buckets]
+            ]
+        row = [
+            f'{v:.2f}' if isinstance(v, float) else ('-' if v is None else v)
+            for v in row
+        ]
+        t.add_row(row)
+        rows.append(row)
+    return t, rows
+
+
+def size_text(results):
+    """The buckets and how many objects and pixels the tiles have in
+    each."""
+    from mmseg_robust.evaluation import SIZE_BUCKETS
+    from mmseg_robust.evaluation.metrics.sea_metric import size_bucket_text
+    m = next(iter(results.values()))['metrics']
+    total = sum(m.get(f'sea/n_px_{b}', 0) for b in SIZE_BUCKETS) or 1
+    counts = ', '.join(
+        f'{b} {m.get(f"sea/n_objects_{b}", 0)} objects '
+        f'({100 * m.get(f"sea/n_px_{b}", 0) / total:.1f}% of the pixels)'
+        for b in SIZE_BUCKETS)
+    return (size_bucket_text().replace('\n  ', ' ') +
+            f'.\nValidation tiles: {counts}.')
 
 
 def checks(results, eps):
@@ -318,6 +369,24 @@ def plot(results, path):
         dpi=90)
 
 
+def plot_by_size(results, path):
+    """Accuracy by object size and mIoU (pooled, per image) vs eps: SEA's
+    worst case, for both models."""
+    from mmseg_robust.visualization import plot_robustness_by_size
+    return plot_robustness_by_size(
+        {
+            name: res['metrics']
+            for name, res in results.items()
+        },
+        path, 'Where the toy models break: SEA worst case by object size, '
+        'scratch-assay validation tiles',
+        colors={
+            'clean': 'tab:red',
+            'AT^2': 'tab:blue'
+        },
+        dpi=90)
+
+
 def main(argv=None):
     args = parse_args(argv)
     t_start = time.perf_counter()
@@ -343,8 +412,14 @@ def main(argv=None):
     claims = checks(results, args.eps)
     for ok, text in claims:
         print(('[ok]   ' if ok else '[FAIL] ') + text)
+    sizes, _ = size_table(results, args.eps)
+    print('\nWhere the models break: SEA worst case, per-image mIoU and '
+          'pixel accuracy by object size (%).\n' + size_text(results))
+    print(sizes)
 
     curve = plot(results, osp.join(work_dir, 'demo_robustness_curve.png'))
+    by_size = plot_by_size(results,
+                           osp.join(work_dir, 'demo_robustness_by_size.png'))
     val_dir = osp.join(data_root, 'img_dir', 'val')
     image = osp.join(val_dir, sorted(os.listdir(val_dir))[0])
     panel = osp.join(work_dir, 'demo_attack_panel.png')
@@ -358,32 +433,44 @@ def main(argv=None):
     ], osp.join(work_dir, 'visualize.log'))
     timing['picture'] = time.perf_counter() - t0
     total = time.perf_counter() - t_start
-    print(f'\npictures: {curve}\n          {panel}')
+    print(f'\npictures: {curve}\n          {by_size}\n          {panel}')
     print('time (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in timing.items()) +
           f', total {total:.0f}')
     if args.save_docs:
-        _save_docs(args, results, table, claims, curve, panel, timing, total)
+        _save_docs(args, results, table, claims, [curve, by_size, panel],
+                   timing, total, sizes)
     return dict(results=results, claims=claims, timing=timing, total=total)
 
 
-def _save_docs(args, results, table, claims, curve, panel, timing, total):
-    os.makedirs(args.save_docs, exist_ok=True)
-    shutil.copy(curve, osp.join(args.save_docs, 'demo_robustness_curve.png'))
-    shutil.copy(panel, osp.join(args.save_docs, 'demo_attack_panel.png'))
-    # a GitHub table by hand: PrettyTable's markdown style varies by version
+def _markdown(table):
+    """A GitHub table by hand: PrettyTable's markdown style varies by
+    version."""
     md = [
         '| ' + ' | '.join(table.field_names) + ' |',
         '|' + '---|' * len(table.field_names)
     ]
-    md += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in table.rows]
+    return md + [
+        '| ' + ' | '.join(str(c) for c in row) + ' |' for row in table.rows
+    ]
+
+
+def _save_docs(args, results, table, claims, pictures, timing, total, sizes):
+    os.makedirs(args.save_docs, exist_ok=True)
+    for path in pictures:
+        shutil.copy(path, osp.join(args.save_docs, osp.basename(path)))
     lines = [
         '<!-- written by tools/demo.py --save-docs -->',
         'SEA worst case and the strongest of PGD / SegPGD / CosPGD (aAcc / '
         f'mIoU %), {args.n_iter} iterations per attack, '
         f'{results["clean"]["metrics"]["sea/n_images"]} validation tiles:', ''
-    ] + md + [''] + [
+    ] + _markdown(table) + [''] + [
         ('- [ok] ' if ok else '- [FAIL] ') + text for ok, text in claims
     ] + [''] + [f'- {line}' for line in chaining_report(results)]
+    lines += [
+        '', 'Where the models break: SEA worst case, per-image mIoU and '
+        'pixel accuracy by object size (%). ' +
+        size_text(results).replace('\n', ' '), ''
+    ] + _markdown(sizes)
     steps = ', '.join(f'{k} {v:.0f} s' if v else f'{k} reused'
                       for k, v in timing.items())
     lines += ['', f'Whole run: {total:.0f} s ({steps}).']

@@ -50,6 +50,15 @@ def _check_claims(first):
     # on the clean model SEA is far stronger than any baseline at 4/255
     for b in ('pgd', 'segpgd', 'cospgd'):
         assert clean['sea/eps4/worst/aAcc'] <= clean[f'sea/eps4/{b}/aAcc']
+    # where the models break: per-image mIoU and accuracy by object size;
+    # the buckets' pixels are the valid pixels (all valid in the demo)
+    for m in (at, clean):
+        for row in ('clean', 'eps4/worst'):
+            assert 0 <= m[f'sea/{row}/mImgIoU'] <= 100
+        n_px = {b: m[f'sea/n_px_{b}'] for b in ('small', 'medium', 'large')}
+        assert sum(n_px.values()) == 10 * 128 * 128
+        for b, n in n_px.items():
+            assert (f'sea/eps4/worst/aAcc_{b}' in m) == (n > 0)
 
 
 def _check_reuse(first, second):
@@ -68,6 +77,11 @@ def _check_outputs(work, docs):
             assert path.is_file() and path.stat().st_size > 10_000, path
     text = (docs / 'demo_results.md').read_text()
     assert '| 4/255 |' in text and '[ok] AT^2 worst-case mIoU' in text
+    for folder in (work, docs):
+        path = folder / 'demo_robustness_by_size.png'
+        assert path.is_file() and path.stat().st_size > 10_000, path
+    assert '| eps | clean mIoU/img |' in text
+    assert 'Where the models break' in text
     # the evaluations went through tools/test.py --eval sea
     summaries = list((work / 'eval').glob('*/sea/summary.json'))
     assert len(summaries) == 4
