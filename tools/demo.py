@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from mmseg_robust.attacks import BASELINE_ATTACKS, SEA_LOSSES
+from mmseg_robust.attacks import BASELINE_ATTACKS, sea_version
 
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
@@ -37,7 +37,9 @@ CONFIGS = {
     'configs/demo/'
     'upernet_convnext-demo_at2_1xb8-400it_scratch-assay-64x64.py',
 }
-SEA_ATTACKS = list(SEA_LOSSES)  # SEA-2023
+# SEA's default preset (SEA-R1), as --eval sea runs it
+SEA_VERSION = sea_version(None)
+SEA_ATTACKS = list(SEA_VERSION.attacks)
 BASELINES = list(BASELINE_ATTACKS)  # PGD, SegPGD, CosPGD
 # differences below this (points of aAcc / mIoU) count as ties in the checks
 TIE = 0.1
@@ -161,9 +163,13 @@ def _evaluate_once(name, kind, config, ckpt, work_dir, data_root, args):
     cmd = [
         sys.executable, 'tools/test.py', config, ckpt, '--eval', 'sea',
         '--work-dir', out, '--eps'
-    ] + [f'{e:g}' for e in args.eps] + [
-        '--n-iter', str(args.n_iter), '--attacks'
-    ] + attacks + ['--resume', '--cfg-options'] + _data_options(data_root)
+    ] + [f'{e:g}'
+         for e in args.eps] + ['--n-iter', str(args.n_iter)]
+    if kind == 'baselines':
+        cmd += ['--attacks'] + attacks
+    else:  # named, so summary.json and the tables say which preset
+        cmd += ['--sea-version', SEA_VERSION.name]
+    cmd += ['--resume', '--cfg-options'] + _data_options(data_root)
     if kind == 'baselines':
         cmd.append('--no-skip')  # standalone numbers for every baseline
     if kind == 'sea_independent':
@@ -403,7 +409,8 @@ def main(argv=None):
             name, config, ckpts[name], work_dir, data_root, args)
 
     table, _ = comparison_table(results, args.eps)
-    print('\nSEA worst case and the strongest of PGD / SegPGD / CosPGD '
+    print(f'\n{SEA_VERSION.name} worst case and the strongest of PGD / '
+          'SegPGD / CosPGD '
           f'(aAcc / mIoU %), {args.n_iter} iterations per attack, '
           f'{results["clean"]["metrics"]["sea/n_images"]} validation tiles:')
     print(table)
@@ -460,7 +467,8 @@ def _save_docs(args, results, table, claims, pictures, timing, total, sizes):
         shutil.copy(path, osp.join(args.save_docs, osp.basename(path)))
     lines = [
         '<!-- written by tools/demo.py --save-docs -->',
-        'SEA worst case and the strongest of PGD / SegPGD / CosPGD (aAcc / '
+        f'{SEA_VERSION.name} worst case and the strongest of PGD / SegPGD / '
+        'CosPGD (aAcc / '
         f'mIoU %), {args.n_iter} iterations per attack, '
         f'{results["clean"]["metrics"]["sea/n_images"]} validation tiles:', ''
     ] + _markdown(table) + [''] + [

@@ -3,7 +3,8 @@
 Same command line as MMSegmentation's ``tools/test.py``, plus::
 
     python tools/test.py CONFIG CHECKPOINT --eval sea [--eps 4 8 12 16]
-        [--sea-version 2023|2024] [--n-iter 300] [--attacks ...]
+        [--sea-version recommended|thorough|2023|2024] [--n-iter 300]
+        [--attacks ...]
         [--class-weights train|image|W1 W2 ...] [--seed 0]
         [--amp [fp16|bf16]] [--result-precision fp32|amp]
         [--channels-last] [--compile]
@@ -28,8 +29,8 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
-from mmseg_robust.attacks import (SEA_VERSIONS, attack_names_help,
-                                  parse_attack, sea_version)
+from mmseg_robust.attacks import (attack_names_help, parse_attack, sea_version,
+                                  sea_version_names)
 from mmseg_robust.cli import (ToolError, add_runner_arguments,
                               check_launcher_env, check_output_dir,
                               checkpoint_mismatch, config_from_args,
@@ -91,8 +92,11 @@ def parse_args(argv=None):
     sea.add_argument(
         '--sea-version',
         default=None,
-        help='SEA version: 2023 (the paper: mask_ce, bal_ce, js, mask_sph; '
-        'the default) or 2024 (ECCV\'24: mask_ce_bal, mask_ce, js)')
+        help='SEA version: recommended (SEA-R1, the default: the strongest '
+        'at SEA-2023\'s cost), thorough (SEA-T1: 2.5x the passes, for '
+        'final numbers), 2023 (the paper: mask_ce, bal_ce, js, mask_sph) '
+        'or 2024 (ECCV\'24: mask_ce_bal, mask_ce, js); the published '
+        'versions keep their protocols exactly (docs/attacks.md)')
     sea.add_argument(
         '--n-iter',
         type=int,
@@ -220,7 +224,7 @@ def sea_options(args, work_dir: str) -> dict:
             opts['version'] = sea_version(args.sea_version).name.split('-')[1]
         except ValueError:
             raise ToolError(f'--sea-version {args.sea_version}: use one of '
-                            f'{", ".join(SEA_VERSIONS)}') from None
+                            f'{sea_version_names()}') from None
         opts['attacks'] = None
     if args.class_weights is not None:
         opts['class_weights'] = _class_weights_option(args.class_weights)
@@ -251,7 +255,7 @@ def _check_attacks(names) -> None:
             spec = parse_attack(name)
         except ValueError as err:
             raise ToolError(f'--attacks: {err}') from None
-        key = (spec.method, spec.loss, spec.track)
+        key = (spec.method, spec.loss, spec.track, spec.restart)
         if key in seen:
             same = f'{name!r} is given twice' if seen[key] == name else \
                 f'{seen[key]!r} and {name!r} are the same attack'
@@ -265,7 +269,7 @@ def _check_attack_options(test_cfg: dict, args) -> None:
     below 3 with red-eps APGD, ``--class-weights`` without mask_ce_bal."""
     try:
         attacks = test_cfg.get('attacks') or sea_version(
-            test_cfg.get('version') or '2023').attacks
+            test_cfg.get('version')).attacks
         specs = [parse_attack(a) for a in attacks]
     except ValueError:
         return  # the test loop names the bad setting

@@ -16,9 +16,11 @@ from .losses import (LOSS_NAMES, PIXEL_LOSSES, PixelTerms,
 from .padam import PADAM_LR, padam
 from .pgd import PAPER_PGD_STEP_SIZES, pgd, pgd_step_size, pgd_train
 from .precision import RESULT_PRECISIONS, AmpLike, resolve_amp
-from .sea import (BASELINE_ATTACKS, SEA, SEA_LOSSES, SEA_VERSIONS, AttackSpec,
+from .sea import (BASELINE_ATTACKS, DEFAULT_SEA_VERSION, RECOMMENDED_ATTACKS,
+                  SEA, SEA_LOSSES, SEA_VERSIONS, THOROUGH_ATTACKS, AttackSpec,
                   SEAResult, SEAVersion, attack_names_help, parse_attack,
-                  run_attack, sea_version)
+                  run_attack, sea_version, sea_version_names)
+from .square import SQUARE_QUERIES, square_attack, square_queries
 from .worst_miou import worst_case_miou
 
 __all__ = [
@@ -27,9 +29,11 @@ __all__ = [
     'apgd_checkpoints', 'TRACKED_DEFAULTS', 'default_tracked', 'pgd',
     'pgd_train', 'pgd_step_size', 'PAPER_PGD_STEP_SIZES', 'SEA', 'SEAResult',
     'SEA_LOSSES', 'SEA_VERSIONS', 'SEAVersion', 'sea_version', 'AttackSpec',
-    'parse_attack', 'run_attack', 'attack_names_help', 'BASELINE_ATTACKS',
-    'AttackResult', 'Evaluation', 'Prediction', 'StartLike', 'UniformNoise',
-    'check_eps', 'start_noise', 'derive_seed', 'worst_case_miou', 'AmpLike',
-    'resolve_amp', 'RESULT_PRECISIONS', 'FastModel', 'accelerate',
-    'HostSyncCounter', 'padam', 'PADAM_LR'
+    'DEFAULT_SEA_VERSION', 'RECOMMENDED_ATTACKS', 'THOROUGH_ATTACKS',
+    'sea_version_names', 'parse_attack', 'run_attack', 'attack_names_help',
+    'BASELINE_ATTACKS', 'AttackResult', 'Evaluation', 'Prediction',
+    'StartLike', 'UniformNoise', 'check_eps', 'start_noise', 'derive_seed',
+    'worst_case_miou', 'AmpLike', 'resolve_amp', 'RESULT_PRECISIONS',
+    'FastModel', 'accelerate', 'HostSyncCounter', 'padam', 'PADAM_LR',
+    'square_attack', 'square_queries', 'SQUARE_QUERIES'
 ]

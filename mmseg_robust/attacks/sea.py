@@ -2,7 +2,7 @@
 docs/attacks.md), its published versions, and the attack names used across
 the package (``--attacks`` on the command line)."""
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -18,11 +18,14 @@ from .padam import padam
 from .pgd import pgd
 from .precision import (RESULT_PRECISIONS, AmpLike, amp_name, autocast_to,
                         check_amp, resolve_amp)
+from .square import SQUARE_LOSSES, STRIPES, square_attack, square_queries
 
 __all__ = [
     'SEA', 'SEAResult', 'AttackSpec', 'parse_attack', 'run_attack',
     'SEA_LOSSES', 'SEA_VERSIONS', 'SEAVersion', 'BASELINE_ATTACKS',
-    'ATTACK_METHODS', 'attack_names_help', 'sea_version'
+    'ATTACK_METHODS', 'attack_names_help', 'sea_version', 'sea_version_names',
+    'DEFAULT_SEA_VERSION', 'SEA_VERSION_ALIASES', 'RECOMMENDED_ATTACKS',
+    'THOROUGH_ATTACKS'
 ]
 
 #: The four losses of SEA-2023 (the paper), each run with red-eps APGD.
@@ -32,19 +35,22 @@ SEA_LOSSES = ('mask_ce', 'bal_ce', 'js', 'mask_sph')
 BASELINE_ATTACKS = {'pgd': 'ce', 'segpgd': 'bal_ce', 'cospgd': 'cossim_ce'}
 
 #: ``method:loss`` prefixes: red-eps APGD (the default for a bare loss
-#: name), constant-radius APGD, PGD, and PAdam (projected Adam).
-ATTACK_METHODS = ('red_eps', 'apgd', 'pgd', 'padam')
+#: name), constant-radius APGD, PGD, PAdam (projected Adam) and the
+#: black-box square attack (``square`` alone: its ``mask_ce`` tie-break).
+ATTACK_METHODS = ('red_eps', 'apgd', 'pgd', 'padam', 'square')
 
 
 @dataclass(frozen=True)
 class SEAVersion:
-    """A published version of SEA (docs/attacks.md).
+    """A version of SEA: a published one or one of this package's presets
+    (docs/attacks.md, "Versions and presets").
 
     Attributes:
-        name (str): ``'SEA-2023'`` or ``'SEA-2024'``.
+        name (str): ``'SEA-2023'``, ``'SEA-2024'``, ``'SEA-R1'``,
+            ``'SEA-T1'``.
         attacks (tuple): Attack names (see :func:`parse_attack`).
         n_iter (int): Iterations per attack.
-        reference (str): Where it was published.
+        reference (str): Where it was published or chosen.
     """
     name: str
     attacks: Tuple[str, ...]
@@ -52,10 +58,34 @@ class SEAVersion:
     reference: str
 
 
-#: The published versions: ``'2023'`` (the paper, the default) and
-#: ``'2024'`` (the authors' ECCV'24 version; ``mask_ce_bal`` weighs classes
-#: by their inverse frequency in the training labels).
+#: SEA-R1, the recommended preset (the default): red-eps ``js``,
+#: ``mask_sph`` and ``cos`` and constant-radius ``mask_ce``, SEA-2023's
+#: passes (4 x ``n_iter``); chosen by measurement so that its per-image
+#: worst case is at or below SEA-2023, SEA-2024 and each of their losses
+#: alone under either schedule (docs/attacks.md, "Versions and presets").
+#: No member needs class weights.
+RECOMMENDED_ATTACKS = ('js', 'mask_sph', 'cos', 'apgd:mask_ce')
+#: SEA-T1, the thorough preset for final numbers, 2.5 x SEA-2023's passes:
+#: SEA-R1 (the same random starts, so never weaker on any image), SEA-R1
+#: again from second random starts, and red-eps ``mask_ce`` and
+#: constant-radius ``cos``.
+THOROUGH_ATTACKS = RECOMMENDED_ATTACKS + tuple(
+    f'{a}#2' for a in RECOMMENDED_ATTACKS) + ('mask_ce', 'apgd:cos')
+
+#: The versions by key: ``'R1'`` (SEA-R1, recommended, the default),
+#: ``'T1'`` (SEA-T1, thorough), ``'2023'`` (the paper) and ``'2024'`` (the
+#: authors' ECCV'24 version; ``mask_ce_bal`` weighs classes by their
+#: inverse frequency in the training labels). The published ones keep the
+#: papers' protocols exactly.
 SEA_VERSIONS: Dict[str, SEAVersion] = {
+    'R1':
+    SEAVersion(
+        'SEA-R1', RECOMMENDED_ATTACKS, 300,
+        'mmseg_robust, recommended (docs/attacks.md, "Versions and presets")'),
+    'T1':
+    SEAVersion(
+        'SEA-T1', THOROUGH_ATTACKS, 300,
+        'mmseg_robust, thorough (docs/attacks.md, "Versions and presets")'),
     '2023':
     SEAVersion('SEA-2023', SEA_LOSSES, 300,
                'Croce, Singh, Hein 2023 (this paper)'),
@@ -63,23 +93,42 @@ SEA_VERSIONS: Dict[str, SEAVersion] = {
     SEAVersion('SEA-2024', ('mask_ce_bal', 'mask_ce', 'js'), 300,
                'Croce, Singh, Hein, ECCV 2024'),
 }
+#: Other names of the presets (``--sea-version recommended``).
+SEA_VERSION_ALIASES = {'RECOMMENDED': 'R1', 'THOROUGH': 'T1'}
+#: The version of ``SEA(...)``, ``SEATestLoop`` and ``--eval sea`` when
+#: none is given.
+DEFAULT_SEA_VERSION = 'R1'
 
 
-def sea_version(version: Union[str, int]) -> SEAVersion:
-    """The :class:`SEAVersion` for ``'2023'``, ``'SEA-2024'``, ``2024``..."""
-    key = str(version).upper().replace('SEA-', '').replace('SEA', '')
+def sea_version_names() -> str:
+    """The accepted version names, for error messages and help."""
+    return ('recommended (R1, the default), thorough (T1), 2023 (the '
+            'paper), 2024')
+
+
+def sea_version(version: Union[str, int, None] = None) -> SEAVersion:
+    """The :class:`SEAVersion` for ``'recommended'``, ``'R1'``,
+    ``'SEA-T1'``, ``'2023'``, ``'SEA-2024'``, ``2024``... (``None``: the
+    default, :data:`DEFAULT_SEA_VERSION`)."""
+    if version is None:
+        return SEA_VERSIONS[DEFAULT_SEA_VERSION]
+    key = str(version).strip().upper()
+    for prefix in ('SEA-', 'SEA'):
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+            break
+    key = SEA_VERSION_ALIASES.get(key, key)
     if key not in SEA_VERSIONS:
-        raise ValueError(
-            f'unknown SEA version {version!r}: use one of '
-            f'{", ".join(SEA_VERSIONS)} (SEA-2023 is the paper\'s)')
+        raise ValueError(f'unknown SEA version {version!r}: use one of '
+                         f'{sea_version_names()}')
     return SEA_VERSIONS[key]
 
 
 def attack_names_help() -> str:
     return (f'a loss name ({", ".join(LOSS_NAMES)}) for red-eps APGD, '
-            f'one of {", ".join(BASELINE_ATTACKS)}, or METHOD:LOSS with '
-            f'METHOD in {", ".join(ATTACK_METHODS)} (e.g. apgd:ce, '
-            'padam:cos); '
+            f'one of {", ".join(BASELINE_ATTACKS)}, square (black-box), or '
+            f'METHOD:LOSS with METHOD in {", ".join(ATTACK_METHODS)} (e.g. '
+            'apgd:ce, padam:cos, square:margin); '
             'APGD attacks take @TRACKED to choose the objective that '
             'drives the step size (e.g. mask_ce@mask_ce; default CE, '
             'mask_sph itself)')
@@ -91,17 +140,22 @@ class AttackSpec:
 
     Attributes:
         name (str): Display name (also the metric key).
-        method (str): ``'red_eps'``, ``'apgd'`` or ``'pgd'``.
+        method (str): One of :data:`ATTACK_METHODS` (``'red_eps'``,
+            ``'apgd'``, ``'pgd'``, ``'padam'``, ``'square'``).
         loss (str): Pixel loss.
         step_size (float, optional): PGD step size; ``None`` for the paper's.
         track (str, optional): Tracked objective of the APGD attacks
             (docs/attacks.md); ``None`` for PGD.
+        restart (int): ``k`` of a name ending in ``#k``: the same attack
+            again from another random start (seeded by the name), ``0``
+            for the first.
     """
     name: str
     method: str
     loss: str
     step_size: Optional[float] = None
     track: Optional[str] = None
+    restart: int = 0
 
 
 def parse_attack(spec: Union[str, AttackSpec]) -> AttackSpec:
@@ -109,19 +163,40 @@ def parse_attack(spec: Union[str, AttackSpec]) -> AttackSpec:
 
     ``'mask_ce'`` (any loss) -> red-eps APGD; ``'pgd'``, ``'segpgd'``,
     ``'cospgd'`` -> PGD with CE, balanced CE, CosSim-CE; ``'apgd:js'``,
-    ``'pgd:mask_ce'``, ``'red_eps:ce'``, ``'padam:cos'`` -> that method
-    with that loss. APGD attacks track :func:`~.core.default_tracked` (the
-    attacked loss where it names none) unless the name ends in
-    ``@TRACKED`` (``'mask_ce@mask_ce'`` tracks the attacked loss); PGD and
-    PAdam track nothing.
+    ``'pgd:mask_ce'``, ``'red_eps:ce'``, ``'padam:cos'``,
+    ``'square:margin'`` -> that method with that loss (``'square'``: the
+    black-box square attack with its ``mask_ce`` tie-break). ``NAME#K``
+    (``K >= 1``) is attack ``NAME`` restarted: the same attack from the
+    random start its own name seeds. APGD attacks track
+    :func:`~.core.default_tracked` (the attacked loss where it names none)
+    unless the name ends in ``@TRACKED`` (``'mask_ce@mask_ce'`` tracks the
+    attacked loss); PGD, PAdam and the square attack track nothing.
     """
     if isinstance(spec, AttackSpec):
         return spec
     name = str(spec).strip()
+    base, hash_, restart = name.partition('#')
+    if hash_:
+        if not restart.isdigit() or int(restart) < 1:
+            raise ValueError(f'unknown attack {name!r}: a restart is '
+                             'NAME#K with K >= 1 (e.g. apgd:mask_ce#2)')
+        first = parse_attack(base)
+        if first.method == 'pgd':
+            raise ValueError(f'unknown attack {name!r}: PGD starts at the '
+                             'clean image, so a restart would repeat it')
+        return replace(first, name=name, restart=int(restart))
     if name in BASELINE_ATTACKS:
         return AttackSpec(name, 'pgd', BASELINE_ATTACKS[name])
+    if name == 'square':
+        return AttackSpec(name, 'square', 'mask_ce')
     body, at, track = name.partition('@')
     method, _, loss = body.rpartition(':')
+    if method == 'square':
+        # 'margin' is the square attack's own objective, not a pixel loss
+        if at or loss not in SQUARE_LOSSES:
+            raise ValueError(f'unknown attack {name!r}: use '
+                             f'{attack_names_help()}')
+        return AttackSpec(name, 'square', loss)
     method = method or 'red_eps'
     untracked = method in ('pgd', 'padam')
     if method not in ATTACK_METHODS or loss not in LOSS_NAMES or (
@@ -141,8 +216,21 @@ def run_attack(spec: Union[str, AttackSpec], model, x: Tensor, y: Tensor,
                eps: float, n_iter: int, **kwargs) -> AttackResult:
     """Run one attack given by name or spec; ``kwargs`` go to the attack
     (PGD starts at the clean image unless ``start`` says otherwise, PAdam
-    at random)."""
+    at random, the square attack at its stripes unless ``start`` gives
+    points; its ``n_iter`` iterations become :func:`~.square.square_queries`
+    queries of the same compute)."""
     spec = parse_attack(spec)
+    if spec.method == 'square':
+        start = kwargs.pop('start', None)
+        return square_attack(
+            model,
+            x,
+            y,
+            eps,
+            square_queries(n_iter),
+            loss=spec.loss,
+            start=start if isinstance(start, Tensor) else STRIPES,
+            **kwargs)
     if spec.method == 'red_eps':
         return apgd_red_eps(
             model,
@@ -244,7 +332,8 @@ class SEA:
         model: Callable ``x -> logits`` at label resolution (eval mode).
         eps (float): l_inf radius, e.g. ``8/255``.
         n_iter (int, optional): Iterations per attack (default: the
-            version's, 300 as in the paper).
+            version's, 300 as in the paper; fewer than 300 weaken every
+            version, docs/attacks.md).
         losses (Sequence[str], optional): Losses of the red-eps APGD runs
             (each with its default tracked objective).
         ignore_index (int): Ignored label.
@@ -252,10 +341,12 @@ class SEA:
         attacks (Sequence[str | AttackSpec], optional): Attacks to run
             instead of a version's; names as in :func:`parse_attack` (e.g.
             ``'segpgd'``, ``'apgd:ce'``, ``'mask_ce@mask_ce'``).
-        version (str, optional): ``'2023'`` (the paper's four losses, the
-            default) or ``'2024'`` (``mask_ce_bal``, ``mask_ce``, ``js``);
-            see :data:`SEA_VERSIONS`. Not combined with ``attacks`` /
-            ``losses``.
+        version (str, optional): ``'recommended'`` (SEA-R1, the
+            default), ``'thorough'`` (SEA-T1, 2.5 x the passes, for final
+            numbers), ``'2023'`` (the paper's four losses, for comparison
+            with published numbers) or ``'2024'`` (``mask_ce_bal``,
+            ``mask_ce``, ``js``); see :data:`SEA_VERSIONS`. Not combined
+            with ``attacks`` / ``losses``.
         class_weights (Tensor, optional): ``(K,)`` class weights of
             ``mask_ce_bal`` (SEA-2024: inverse training-label frequencies,
             see :func:`~.losses.class_weights_from_counts`); ``None`` weighs
@@ -298,7 +389,7 @@ class SEA:
             raise ValueError(
                 'give either an SEA version or attacks/losses, not both')
         if attacks is None and losses is None:
-            preset = sea_version('2023' if version is None else version)
+            preset = sea_version(version)
             attacks = preset.attacks
             self.version = preset.name
             default_iter = preset.n_iter
@@ -342,8 +433,9 @@ class SEA:
         for a in self.attacks:
             track = f' (tracks {a.track})' if a.track else ''
             method = '' if a.method == 'red_eps' else f'{a.method}:'
+            again = f'#{a.restart}' if a.restart else ''
             parts.append(f'{a.name if a.method == "pgd" else method + a.loss}'
-                         f'{track}')
+                         f'{again}{track}')
         return (f'{self.version}, {self.n_iter} it./attack: ' +
                 ', '.join(parts))
 
@@ -455,7 +547,13 @@ class SEA:
                             take_rows(clean_pred, idx),
                             take_rows(clean_correct, idx)),
                         validate=False)
-                    if spec.method != 'pgd':
+                    if spec.method == 'square':
+                        kwargs.update(
+                            class_weights=self.class_weights,
+                            seed=_row_seeds(seed, spec.name, x.shape[0], rows),
+                            start=None if init is None else take_rows(
+                                init.x, idx))
+                    elif spec.method != 'pgd':
                         kwargs.update(
                             class_weights=self.class_weights,
                             start=self._start(spec, init, x, seed, idx))
@@ -550,6 +648,16 @@ class SEA:
                 self.with_eps(r).run(
                     x, y, mask=mask, seed=seed, clean=clean, previous=prev))
         return out
+
+
+def _row_seeds(seed: SeedLike, name: str, n: int, rows: List[int]):
+    """Per-image seeds of attack ``name`` for the images ``rows`` of a
+    batch of ``n``: an image's run depends on its seed and the attack only,
+    not on which images are still attacked."""
+    seeds = derive_seed(seed, name)
+    if isinstance(seeds, int):
+        seeds = [seeds + i for i in range(n)]
+    return [seeds[i] for i in rows]
 
 
 def _copy(sea: SEA) -> SEA:

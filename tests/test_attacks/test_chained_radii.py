@@ -6,9 +6,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmseg_robust.attacks import (SEA, SEA_VERSIONS, UniformNoise,
-                                  apgd_red_eps, derive_seed, sea_version,
-                                  start_noise)
+from mmseg_robust.attacks import (RECOMMENDED_ATTACKS, SEA, SEA_VERSIONS,
+                                  UniformNoise, apgd_red_eps, derive_seed,
+                                  parse_attack, sea_version, start_noise)
 from .helpers import PixelNet, toy_batch
 
 
@@ -104,12 +104,12 @@ def test_versions():
                                            'mask_sph')
     assert sea_version('SEA-2024') is SEA_VERSIONS['2024']
     assert sea_version(2024).attacks == ('mask_ce_bal', 'mask_ce', 'js')
-    with pytest.raises(ValueError, match='2023, 2024'):
+    with pytest.raises(ValueError, match='thorough .*2023.*2024'):
         sea_version('2025')
     net = PixelNet()
-    default = SEA(net, 4 / 255)
-    assert default.version == 'SEA-2023' and default.n_iter == 300
-    assert [a.track for a in default.attacks] == ['ce', 'ce', 'ce', 'mask_sph']
+    paper = SEA(net, 4 / 255, version='2023')
+    assert paper.version == 'SEA-2023' and paper.n_iter == 300
+    assert [a.track for a in paper.attacks] == ['ce', 'ce', 'ce', 'mask_sph']
     new = SEA(net, 4 / 255, version='2024', n_iter=9)
     assert new.names == ['mask_ce_bal', 'mask_ce', 'js']
     assert new.describe() == ('SEA-2024, 9 it./attack: mask_ce_bal (tracks '
@@ -117,6 +117,38 @@ def test_versions():
     assert SEA(net, 4 / 255, attacks=['pgd']).version == 'custom'
     with pytest.raises(ValueError, match='not both'):
         SEA(net, 4 / 255, version='2024', attacks=['pgd'])
+
+
+def test_presets():
+    """SEA-R1 is the default and costs what SEA-2023 costs; SEA-T1 at most
+    2.5 times that; both mix the two schedules and have names and aliases
+    (docs/attacks.md, "Versions and presets")."""
+    net = PixelNet()
+    default = SEA(net, 4 / 255)
+    assert default.version == 'SEA-R1' == sea_version(None).name
+    assert default.names == list(RECOMMENDED_ATTACKS)
+    assert default.n_iter == 300
+    for alias in ('recommended', 'R1', 'sea-r1', 'SEA-R1', ' Recommended '):
+        assert sea_version(alias) is SEA_VERSIONS['R1']
+    for alias in ('thorough', 'T1', 'SEA-T1'):
+        assert sea_version(alias) is SEA_VERSIONS['T1']
+    paper = sea_version('2023')
+    passes = {k: len(v.attacks) * v.n_iter for k, v in SEA_VERSIONS.items()}
+    assert passes['R1'] == passes['2023']
+    assert passes['T1'] <= 2.5 * passes['2023']
+    for key in ('R1', 'T1'):
+        specs = [parse_attack(a) for a in SEA_VERSIONS[key].attacks]
+        assert {s.method for s in specs} == {'red_eps', 'apgd'}, key
+        # each attack (and each restart of it) once
+        assert len({(s.method, s.loss, s.restart)
+                    for s in specs}) == len(specs)
+    thorough = SEA(net, 4 / 255, version='thorough', n_iter=6)
+    assert thorough.version == 'SEA-T1'
+    # the thorough preset restarts its members from second random starts
+    assert {a.restart for a in thorough.attacks} == {0, 2}
+    assert thorough.describe().startswith('SEA-T1, 6 it./attack: ')
+    # the published versions stay as published
+    assert paper.attacks == ('mask_ce', 'bal_ce', 'js', 'mask_sph')
 
 
 def test_sea_2024_uses_the_class_weights(net):
@@ -141,3 +173,31 @@ def test_sea_2024_uses_the_class_weights(net):
         class_weights=w,
         start=UniformNoise(noise))
     assert torch.equal(alone.pred, res.attacks['mask_ce_bal'].pred)
+
+
+def test_restarts_by_name(net):
+    """``NAME#K`` is attack NAME again from the start its name seeds: the
+    same attack (method, loss, tracked objective), another random start,
+    so the worst case over both is at or below either."""
+    spec = parse_attack('apgd:mask_ce#2')
+    assert (spec.method, spec.loss, spec.track,
+            spec.restart) == ('apgd', 'mask_ce', 'ce', 2)
+    assert parse_attack('js').restart == 0
+    for bad in ('js#0', 'js#', 'js#two', 'pgd#2', 'nope#2'):
+        with pytest.raises(ValueError, match='unknown attack'):
+            parse_attack(bad)
+    x, y = toy_batch(B=3, seed=4, model=net)
+    sea = SEA(
+        net,
+        8 / 255,
+        n_iter=6,
+        attacks=['apgd:mask_ce', 'apgd:mask_ce#2'],
+        skip_broken=False)
+    assert sea.describe().startswith(
+        'custom, 6 it./attack: apgd:mask_ce (tracks ce), '
+        'apgd:mask_ce#2 (tracks ce)')
+    res = sea.run(x, y, seed=[1, 2, 3])
+    first, again = (res.attacks[n].correct for n in sea.names)
+    assert bool((res.correct <= torch.minimum(first, again)).all())
+    noise = [start_noise(x, derive_seed([1, 2, 3], n)) for n in sea.names]
+    assert not torch.equal(*noise)

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from mmseg_robust.attacks import (SEA, SEA_LOSSES, AttackSpec, UniformNoise,
-                                  apgd_red_eps, derive_seed, parse_attack, pgd,
+from mmseg_robust.attacks import (RECOMMENDED_ATTACKS, SEA, SEA_LOSSES,
+                                  AttackSpec, UniformNoise, apgd_red_eps,
+                                  derive_seed, parse_attack, pgd,
                                   pgd_step_size, run_attack, start_noise)
 from .helpers import PixelNet, toy_batch
 
@@ -65,7 +66,8 @@ def test_pgd_is_sign_gradient_ascent(net):
 
 def test_sea_worst_case_is_minimum_over_attacks(net):
     x, y = toy_batch(B=4, seed=3, model=net)
-    sea = SEA(net, 8 / 255, n_iter=9, seed=1, skip_broken=False)
+    sea = SEA(
+        net, 8 / 255, n_iter=9, seed=1, skip_broken=False, version='2023')
     res = sea.run(x, y)
     assert list(res.attacks) == list(SEA_LOSSES)
     per_attack = torch.stack([res.attacks[n].correct for n in res.attacks])
@@ -80,17 +82,32 @@ def test_sea_worst_case_is_minimum_over_attacks(net):
         assert torch.equal(net(res.x_adv).argmax(1), res.pred)
 
 
-def test_sea_attacks_equal_standalone_runs(net):
-    """With skip_broken=False each attack is exactly its standalone run."""
+@pytest.mark.parametrize('version', ['2023', 'recommended'])
+def test_sea_attacks_equal_standalone_runs(net, version):
+    """With skip_broken=False each attack is exactly its standalone run
+    (red-eps or constant radius)."""
     x, y = toy_batch(B=3, seed=4, model=net)
-    res = SEA(net, 8 / 255, n_iter=9, seed=2, skip_broken=False).run(x, y)
-    for loss in SEA_LOSSES:
+    sea = SEA(
+        net, 8 / 255, n_iter=9, seed=2, skip_broken=False, version=version)
+    res = sea.run(x, y)
+    for name in sea.names:
         # each attack draws its own start, seeded by the seed and its name
-        noise = start_noise(x, derive_seed(2, loss))
+        noise = start_noise(x, derive_seed(2, name))
+        alone = run_attack(
+            name, net, x, y, 8 / 255, 9, start=UniformNoise(noise))
+        assert torch.equal(alone.correct, res.attacks[name].correct), name
+        assert torch.equal(alone.pred, res.attacks[name].pred), name
+    if version == '2023':
+        assert sea.names == list(SEA_LOSSES)
         alone = apgd_red_eps(
-            net, x, y, 8 / 255, 9, loss=loss, start=UniformNoise(noise))
-        assert torch.equal(alone.correct, res.attacks[loss].correct), loss
-        assert torch.equal(alone.pred, res.attacks[loss].pred), loss
+            net,
+            x,
+            y,
+            8 / 255,
+            9,
+            loss='js',
+            start=UniformNoise(start_noise(x, derive_seed(2, 'js'))))
+        assert torch.equal(alone.correct, res.attacks['js'].correct)
 
 
 def _fragile(x):
@@ -168,7 +185,7 @@ def test_sea_callback_reports_progress(net):
         n_iter=3,
         callback=lambda name, res, worst: calls.append(
             (name, int(worst.sum())))).run(x, y)
-    assert [c[0] for c in calls] == list(SEA_LOSSES)
+    assert [c[0] for c in calls] == list(RECOMMENDED_ATTACKS)
     assert all(a[1] >= b[1] for a, b in zip(calls, calls[1:]))
 
 

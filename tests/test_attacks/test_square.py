@@ -340,3 +340,27 @@ def test_default_budget_lowers_a_trained_models_accuracy(trained):
     assert acc < clean - 0.1, (clean, acc)
     white = apgd(model, x, y, 24 / 255, 30).correct.sum().item() / valid
     assert white <= acc, (white, acc)
+
+
+def test_square_by_name_in_sea(net):
+    """``--attacks square`` / ``square:margin``: SEA runs the square attack
+    with SEA's iterations as queries of the same compute, per-image seeds
+    (an image's run does not depend on the batch) and a chained radius
+    starting from the smaller radius's worst case."""
+    from mmseg_robust.attacks import SEA, parse_attack
+    assert parse_attack('square') == parse_attack('square').__class__(
+        'square', 'square', 'mask_ce')
+    assert parse_attack('square:margin').loss == 'margin'
+    for bad in ('square:nope', 'square:mask_ce@ce'):
+        with pytest.raises(ValueError, match='square'):
+            parse_attack(bad)
+    x, y = toy_batch(B=3, seed=3, model=net)
+    sea = SEA(net, 16 / 255, n_iter=4, attacks=['square', 'square:margin'])
+    res = sea.run(x, y, seed=[5, 6, 7])
+    assert res.attacks['square'].n_evals > 0
+    assert bool((res.correct <= res.clean_correct).all())
+    assert float((res.x_adv - x).abs().max()) <= 16 / 255 + 1e-6
+    alone = sea.run(x[1:2], y[1:2], seed=[6])
+    assert torch.equal(alone.correct, res.correct[1:2])
+    curve = sea.curve(x, y, [8 / 255, 16 / 255], seed=[5, 6, 7])
+    assert bool((curve[1].correct <= curve[0].correct).all())

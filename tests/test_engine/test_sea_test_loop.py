@@ -11,7 +11,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmseg_robust.attacks import SEA
+from mmseg_robust.attacks import SEA, parse_attack, sea_version
 from mmseg_robust.engine import SEATestLoop
 from mmseg_robust.errors import ConfigError
 from mmseg_robust.evaluation import SIZE_BUCKETS, size_buckets
@@ -44,16 +44,16 @@ def test_outputs_table_json_png(reference):
     assert summary['metrics'] == pytest.approx(metrics)
     assert summary['settings']['eps'] == ['4', '12']
     assert summary['settings']['n_iter'] == 6
-    # the protocol is named, so numbers are not compared across versions
-    assert summary['settings']['version'] == 'SEA-2023'
+    # the protocol is named, so numbers are not compared across versions;
+    # the default is the recommended preset
+    default = sea_version(None)
+    assert summary['settings']['version'] == default.name == 'SEA-R1'
     assert summary['settings']['tracked'] == {
-        'mask_ce': 'ce',
-        'bal_ce': 'ce',
-        'js': 'ce',
-        'mask_sph': 'mask_sph'
+        a.name: a.track
+        for a in map(parse_attack, default.attacks)
     }
     assert summary['settings']['chain_radii'] is True
-    assert summary['protocol'].startswith('SEA-2023, 6 it./attack')
+    assert summary['protocol'].startswith('SEA-R1, 6 it./attack')
     assert summary['versions']['torch'] == torch.__version__
     assert summary['timing']['attack_seconds_per_image'] > 0
     assert 'worst aAcc' in summary['tables']['summary']
@@ -80,7 +80,7 @@ def test_numbers_are_consistent(reference, trained_tiny):
             metrics[f'sea/eps{e}/worst/mIoU']
     # worst case never above any single attack
     for e in ('4', '12'):
-        for name in ('mask_ce', 'bal_ce', 'js', 'mask_sph'):
+        for name in sea_version(None).attacks:
             assert metrics[f'sea/eps{e}/worst/aAcc'] <= \
                 metrics[f'sea/eps{e}/{name}/aAcc']
 
@@ -113,7 +113,7 @@ def test_per_image_miou_and_object_sizes(reference):
     summary = json.loads((sea_dir / 'summary.json').read_text())
     rows = ['clean'] + [
         f'eps{e}/{n}' for e in ('4', '12')
-        for n in ('worst', 'worst_miou', 'mask_ce', 'bal_ce', 'js', 'mask_sph')
+        for n in ('worst', 'worst_miou') + sea_version(None).attacks
     ]
     for row in rows:
         assert 0 <= summary['metrics'][f'sea/{row}/mImgIoU'] <= 100
@@ -319,7 +319,7 @@ def test_sea_version_and_attacks_conflict(trained_tiny):
             trained_tiny['config'], trained_tiny['ckpt'], '--eval', 'sea',
             '--sea-version', '2024', '--attacks', 'js'
         ])
-    with pytest.raises(SystemExit, match='2023, 2024'):
+    with pytest.raises(SystemExit, match='thorough .*2023.*2024'):
         load_tool('test')([
             trained_tiny['config'], trained_tiny['ckpt'], '--eval', 'sea',
             '--sea-version', '2025'

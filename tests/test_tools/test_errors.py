@@ -210,7 +210,7 @@ TEST_CASES = [
          lambda c: 'error: --n-iter 0: must be >= 1'),
     Case(
         'n-iter-2', lambda c: _t(c, '--eval', 'sea', '--n-iter', '2'),
-        lambda c: 'error: --n-iter 2: mask_ce (red-eps APGD, as in SEA) '
+        lambda c: 'error: --n-iter 2: js (red-eps APGD, as in SEA) '
         'splits its iterations over three radii and needs --n-iter >= 3'),
     Case('log-interval-0', lambda c: _t(c, *QUICK, '--log-interval', '0'),
          lambda c: 'error: --log-interval 0: must be >= 1'),
@@ -229,9 +229,11 @@ TEST_CASES = [
     Case('version-and-attacks',
          lambda c: _t(c, *QUICK, '--sea-version', '2024'),
          lambda c: 'error: give either --sea-version or --attacks, not both'),
-    Case('version-unknown',
-         lambda c: _t(c, '--eval', 'sea', '--sea-version', '2025'),
-         lambda c: 'error: --sea-version 2025: use one of 2023, 2024'),
+    Case(
+        'version-unknown',
+        lambda c: _t(c, '--eval', 'sea', '--sea-version', '2025'),
+        lambda c: 'error: --sea-version 2025: use one of recommended (R1, '
+        'the default), thorough (T1), 2023 (the paper), 2024'),
     Case(
         'class-weights-unused',
         lambda c: _t(c, '--eval', 'sea', '--class-weights', '1', '2', '3'),

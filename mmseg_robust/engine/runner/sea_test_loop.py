@@ -82,9 +82,9 @@ class SEATestLoop(TestLoop):
         attacks (Sequence[str], optional): Attack names (see
             :func:`~mmseg_robust.attacks.parse_attack`) instead of an SEA
             version.
-        version (str, optional): SEA version, ``'2023'`` (the paper, the
-            default) or ``'2024'`` (see
-            :data:`~mmseg_robust.attacks.SEA_VERSIONS`).
+        version (str, optional): SEA version: ``'recommended'`` (SEA-R1,
+            the default), ``'thorough'`` (SEA-T1), ``'2023'`` (the paper) or
+            ``'2024'`` (see :data:`~mmseg_robust.attacks.SEA_VERSIONS`).
         class_weights (str | Sequence[float]): Class weights of the
             ``mask_ce_bal`` attack (SEA-2024): ``'train'`` (inverse
             frequencies of the training labels, counted once and stored in
