@@ -146,13 +146,14 @@ def train_unet(pool: Tuple[Tensor, Tensor],
                batch_size: int = 16,
                eps: float = 4 / 255,
                seed: int = 0,
+               width: int = 8,
                log=print) -> UNet:
     """Train a U-Net on the training pool; ``at_steps > 0`` trains on PGD
     AT^k adversarial batches (random start, step 2.5 eps / k)."""
     from mmseg_robust.attacks import pgd_train
     torch.manual_seed(seed)
     pool_x, pool_y = pool
-    model = UNet()
+    model = UNet(width=width)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=3e-3, total_steps=iters, pct_start=0.1)
@@ -176,17 +177,31 @@ def train_unet(pool: Tuple[Tensor, Tensor],
     return model.eval()
 
 
+#: The texture models: training settings of :func:`train_unet`. The
+#: ``texture_heldout_*`` models were trained only after SEA's recommended
+#: preset had been chosen on the others (docs/attacks.md, "Presets"): a
+#: wider clean U-Net and one adversarially trained at a larger radius with
+#: more steps, other seeds.
+TEXTURE_MODELS = {
+    'texture_clean': dict(at_steps=0),
+    'texture_at': dict(at_steps=2),
+    'texture_heldout_clean': dict(at_steps=0, width=16, seed=1),
+    'texture_heldout_at': dict(at_steps=3, eps=6 / 255, seed=2),
+}
+
+
 def texture_model(name: str, cache_dir: str, log=print) -> UNet:
-    """``'texture_clean'`` or ``'texture_at'`` (AT^2 at 4/255), trained
-    once and cached as ``<cache_dir>/<name>.pth`` (weights only)."""
-    steps = {'texture_clean': 0, 'texture_at': 2}[name]
+    """One of :data:`TEXTURE_MODELS` (``'texture_clean'``, ``'texture_at'``:
+    AT^2 at 4/255, ...), trained once and cached as
+    ``<cache_dir>/<name>.pth`` (weights only)."""
+    settings = TEXTURE_MODELS[name]
     path = osp.join(cache_dir, f'{name}.pth')
-    model = UNet()
+    model = UNet(width=settings.get('width', 8))
     if osp.isfile(path):
         model.load_state_dict(torch.load(path, weights_only=True))
         return model.eval()
     log(f'training {name} (cached in {path}) ...')
-    model = train_unet(train_pool(cache_dir), at_steps=steps, log=log)
+    model = train_unet(train_pool(cache_dir), log=log, **settings)
     os.makedirs(cache_dir, exist_ok=True)
     torch.save(model.state_dict(), path)
     return model
