@@ -210,7 +210,7 @@ TEST_CASES = [
          lambda c: 'error: --n-iter 0: must be >= 1'),
     Case(
         'n-iter-2', lambda c: _t(c, '--eval', 'sea', '--n-iter', '2'),
-        lambda c: 'error: --n-iter 2: js (red-eps APGD, as in SEA) '
+        lambda c: 'error: --n-iter 2: mask_ce (red-eps APGD, as in SEA) '
         'splits its iterations over three radii and needs --n-iter >= 3'),
     Case('log-interval-0', lambda c: _t(c, *QUICK, '--log-interval', '0'),
          lambda c: 'error: --log-interval 0: must be >= 1'),
