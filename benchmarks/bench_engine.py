@@ -4,11 +4,11 @@ cost of the bookkeeping against the floor, channels-last and
 ``torch.compile``, and attack strength under reduced precision.
 
     python benchmarks/bench_engine.py [--parts syncs fidelity overhead
-        accel amp] [--other ../old_checkout] [--threads 1]
+        accel amp amp512] [--other ../old_checkout] [--threads 1]
         [--repeats 5] [--amp-seeds 1 2 3] [--amp-n-iter 20]
 
 Every part runs in a fresh subprocess with the checkout on ``PYTHONPATH``;
-``--other`` runs ``syncs``, ``fidelity`` and ``overhead`` in another
+``--other`` runs every part but ``accel`` in another
 checkout too (before / after; ``HostSyncCounter`` is loaded from this
 checkout by file path, so the other needs none). Needs the demo models
 (``make demo``) for the MMSeg-adapter rows and ``amp``, and trains the
@@ -42,6 +42,10 @@ Writes ``benchmarks/results/bench_engine.json``.
    APGD ``mask_ce`` (constant radius) and SEA-2023 in float32, bfloat16 and
    float16 autocast at 8/255, paired seeds (``--amp-seeds``); the reported
    predictions are float32 (``result_precision='fp32'``).
+6. ``amp512``: APGD ``mask_ce`` at 12/255, 30 iterations, on 2 texture
+   images of 512 x 512 with the clean texture U-Net's logits tripled (a
+   confident model), float32 / bfloat16 / float16, paired seeds: where
+   float16 loses unscaled gradients.
 """
 import argparse
 import importlib.util
@@ -55,9 +59,9 @@ import time
 
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
-PARTS = ('syncs', 'fidelity', 'overhead', 'accel', 'amp')
+PARTS = ('syncs', 'fidelity', 'overhead', 'accel', 'amp', 'amp512')
 #: parts that also run in --other (the others need this checkout's API)
-BEFORE_AFTER = ('syncs', 'fidelity', 'overhead')
+BEFORE_AFTER = ('syncs', 'fidelity', 'overhead', 'amp', 'amp512')
 
 
 def parse_args(argv=None):
@@ -334,6 +338,54 @@ def part_amp(args) -> dict:
                 se=sd / len(diffs)**0.5,
                 diffs=diffs)
     out['summary'] = summary
+    return out
+
+
+def part_amp512(args) -> dict:
+    """APGD ``mask_ce`` at 12/255, 30 iterations, on 2 texture images of
+    512 x 512, the clean texture U-Net with its logits tripled (more than
+    99.9% of the pixels at p_y > 0.99): the pixel mean's per-pixel
+    gradients are below float16's normal range here."""
+    import torch
+    from _texture import make_image, texture_model
+
+    from mmseg_robust.attacks import apgd
+    base = texture_model('texture_clean', osp.join(ROOT, 'work_dirs', 'bench'))
+
+    class Sharp(torch.nn.Module):
+
+        def forward(self, inp):
+            return base(inp) * 3
+
+    model = Sharp().eval()
+    x, y = zip(*(make_image(200 + i, 512) for i in range(2)))
+    x, y = torch.stack(x), torch.stack(y)
+    out = {}
+    for seed in args.amp_seeds:
+        for prec, amp in (('fp32', False), ('bf16', torch.bfloat16),
+                          ('fp16', torch.float16)):
+            r = apgd(
+                model,
+                x,
+                y,
+                12 / 255,
+                30,
+                loss='mask_ce',
+                start=[seed * 1000, seed * 1000 + 1],
+                amp=amp)
+            out[f'seed{seed}_{prec}'] = 100 * float(
+                r.correct.sum() / r.valid.sum())
+        row = {k: v for k, v in out.items() if k.startswith(f'seed{seed}')}
+        print(f'[amp512] seed {seed}: {row}', file=sys.stderr, flush=True)
+    for prec in ('bf16', 'fp16'):
+        diffs = [
+            out[f'seed{s}_{prec}'] - out[f'seed{s}_fp32']
+            for s in args.amp_seeds
+        ]
+        out[f'{prec}_minus_fp32'] = dict(
+            mean=statistics.mean(diffs),
+            se=statistics.stdev(diffs) / len(diffs)**0.5,
+            diffs=diffs)
     return out
 
 
