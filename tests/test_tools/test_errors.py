@@ -226,6 +226,11 @@ TEST_CASES = [
         lambda c: _t(c, *QUICK, '--attacks', 'mask_ce', 'red_eps:mask_ce'),
         lambda c: "error: --attacks mask_ce red_eps:mask_ce: 'mask_ce' and "
         "'red_eps:mask_ce' are the same attack; give each attack once"),
+    Case(
+        'attack-restart-bad',
+        lambda c: _t(c, *QUICK, 'js#0'),
+        lambda c: "error: --attacks: unknown attack 'js#0': a restart is "
+        'NAME#K with K >= 1 (e.g. apgd:mask_ce#2)'),
     Case('version-and-attacks',
          lambda c: _t(c, *QUICK, '--sea-version', '2024'),
          lambda c: 'error: give either --sea-version or --attacks, not both'),
