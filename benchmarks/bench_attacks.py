@@ -145,7 +145,8 @@ def overhead_rows(name, batch, n_iter, device, repeats, amp, eps=4 / 255):
         n_iter=n,
         amp=amp,
         skip_broken=False,
-        check_model=False)
+        check_model=False,
+        version='2023')
     n_fb = len(sea.attacks) * n
     n_forward = 1 + 3 * len(sea.attacks)  # clean + last iterate per stage
     res, ratio, ta, tf = paired_ratio(
@@ -181,7 +182,8 @@ def skip_rows(batches, n_iter, eps_list):
                     eps,
                     n_iter=n_iter,
                     skip_broken=skip,
-                    check_model=False)
+                    check_model=False,
+                    version='2023')
                 res, dt = timed(lambda: sea.run(b.x, b.y, mask=b.mask), 'cpu')
                 t += dt
                 worst.append(res.correct)
@@ -239,7 +241,8 @@ def memory_rows(name, segmentor, batch, device, n_iter=3):
     data = dict(
         inputs=batch.raw_images(batch.x),
         data_samples=batch.model.data_samples)
-    sea = SEA(batch.model, 4 / 255, n_iter=n_iter, check_model=False)
+    sea = SEA(
+        batch.model, 4 / 255, n_iter=n_iter, check_model=False, version='2023')
     sea_mb = peak_tensor_mb(lambda: sea.run(batch.x, batch.y, mask=batch.mask),
                             device)
     optim = OptimWrapper(torch.optim.AdamW(segmentor.parameters(), 1e-4))

@@ -66,7 +66,7 @@ def worker(args):
         out[name] = {}
         for e in args.eps:
             res = SEA(
-                model, e / 255, n_iter=args.n_iter).run(
+                model, e / 255, n_iter=args.n_iter, version='2023').run(
                     x, y, mask=mask, seed=seeds)
             out[name][f'{e:g}'] = dict(
                 scores(res.pred, y, len(counts)), sha256=_digest(res))

@@ -119,13 +119,14 @@ def part_syncs(args) -> dict:
         'red_eps_mask_ce_plain':
         (lambda: apgd_red_eps(model, x, y, 8 / 255, n, loss='mask_ce'), n),
         'sea2023_plain':
-        (lambda: SEA(model, 8 / 255, n_iter=n).run(x, y, seed=seeds), 4 * n),
+        (lambda: SEA(model, 8 / 255, n_iter=n, version='2023').run(
+            x, y, seed=seeds), 4 * n),
     }
     seg = _common.demo_model('at2')
     b = _common.demo_batches(seg, batch_size=8, max_images=8)[0]
-    runs['sea2023_mmseg_adapter'] = (lambda: SEA(
-        b.model, 8 / 255, n_iter=n).run(b.x, b.y, mask=b.mask, seed=seeds),
-                                     4 * n)
+    runs['sea2023_mmseg_adapter'] = (
+        lambda: SEA(b.model, 8 / 255, n_iter=n, version='2023').run(
+            b.x, b.y, mask=b.mask, seed=seeds), 4 * n)
     for name, (fn, iters) in runs.items():
         with counter() as c:
             fn()
@@ -230,7 +231,7 @@ def _overhead_runs(model, x, y, n, repeats):
 
     # the loop builds its ensemble once (the model check runs on the first
     # batch only): time runs after a warm-up run
-    sea = SEA(model, 8 / 255, n_iter=n)
+    sea = SEA(model, 8 / 255, n_iter=n, version='2023')
     sea.run(x, y, seed=seeds)
     fb()
     return dict(
@@ -314,7 +315,7 @@ def part_amp(args) -> dict:
                     amp=amp)
                 correct['apgd_mask_ce'] += int(r.correct.sum())
                 s = SEA(
-                    b.model, 8 / 255, n_iter=n, amp=amp).run(
+                    b.model, 8 / 255, n_iter=n, amp=amp, version='2023').run(
                         b.x, b.y, mask=b.mask, seed=seeds)
                 correct['sea2023'] += int(s.correct.sum())
                 valid += int(s.valid.sum())

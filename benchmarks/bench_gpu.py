@@ -139,8 +139,12 @@ def attack_rows(args, mode, segmentor, batch_size, count_syncs):
 
     def run(n_iter):
         return SEA(
-            batch.model, 8 / 255, n_iter=n_iter, amp=amp,
-            check_model=False).run(
+            batch.model,
+            8 / 255,
+            n_iter=n_iter,
+            amp=amp,
+            check_model=False,
+            version='2023').run(
                 batch.x, batch.y, mask=batch.mask, seed=seeds)
 
     run(3)  # warm-up: cuDNN's choices, recompilation for the subsets

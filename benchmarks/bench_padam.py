@@ -99,7 +99,11 @@ def run_cell(model, x, y, mask, num_classes, eps, args, seed):
     seeds = image_seeds(seed, x.shape[0])
     t0 = time.perf_counter()
     res = SEA(
-        model, eps / 255, n_iter=args.n_iter, skip_broken=False).run(
+        model,
+        eps / 255,
+        n_iter=args.n_iter,
+        skip_broken=False,
+        version='2023').run(
             x, y, mask=mask, seed=seeds)
     attacks = dict(res.attacks)
     # PAdam with the start SEA would draw for it (padam:LOSS in SEA is the

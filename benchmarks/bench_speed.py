@@ -69,17 +69,17 @@ def worker(args):
     seeds = list(range(x.shape[0]))
 
     def one_radius():
-        SEA(model, args.eps / 255, n_iter=args.n_iter).run(
+        SEA(model, args.eps / 255, n_iter=args.n_iter, version='2023').run(
             x, y, mask=mask, seed=seeds)
 
     def all_radii():
         radii = [r / 255 for r in sorted(args.radii)]
-        sea = SEA(model, radii[0], n_iter=args.n_iter)
+        sea = SEA(model, radii[0], n_iter=args.n_iter, version='2023')
         if hasattr(sea, 'curve'):
             sea.curve(x, y, radii, mask=mask, seed=seeds)
         else:
             for r in radii:
-                SEA(model, r, n_iter=args.n_iter).run(
+                SEA(model, r, n_iter=args.n_iter, version='2023').run(
                     x, y, mask=mask, seed=seeds)
 
     out = {}

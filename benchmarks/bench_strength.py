@@ -179,7 +179,7 @@ def run_model(name, args, log):
     t0 = time.perf_counter()
     radii = [e / 255 for e in sorted(args.eps)]
     chained = SEA(
-        model, radii[0], n_iter=args.n_iter).curve(
+        model, radii[0], n_iter=args.n_iter, version='2023').curve(
             x, y, radii, mask=mask, seed=seeds)
     timing['SEA-2023 chained, all radii'] = time.perf_counter() - t0
     for e, res in zip(sorted(args.eps), chained):
@@ -194,7 +194,8 @@ def run_model(name, args, log):
             eps,
             n_iter=args.n_iter,
             skip_broken=False,
-            class_weights=weights)
+            class_weights=weights,
+            version='2023')
         t0 = time.perf_counter()
         res23 = sea.run(x, y, seed=seeds, **kw)
         timing[f'SEA-2023 {e:g}'] = time.perf_counter() - t0

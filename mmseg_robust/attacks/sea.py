@@ -66,7 +66,8 @@ class SEAVersion:
 #: needs class weights.
 RECOMMENDED_ATTACKS = ('mask_ce', 'js', 'cos', 'apgd:mask_ce')
 #: SEA-T1, the thorough preset for final numbers, 2.5 x SEA-2023's passes:
-#: SEA-R1 (the same random starts, so never weaker on any image), SEA-R1
+#: SEA-R1 (the same random starts: at a single radius never weaker on any
+#: image), SEA-R1
 #: again from second random starts, and red-eps ``mask_sph`` and
 #: constant-radius ``cos``.
 THOROUGH_ATTACKS = RECOMMENDED_ATTACKS + tuple(
@@ -146,9 +147,9 @@ class AttackSpec:
         step_size (float, optional): PGD step size; ``None`` for the paper's.
         track (str, optional): Tracked objective of the APGD attacks
             (docs/attacks.md); ``None`` for PGD.
-        restart (int): ``k`` of a name ending in ``#k``: the same attack
-            again from another random start (seeded by the name), ``0``
-            for the first.
+        restart (int): ``K`` of a name ending in ``#K`` (``K >= 2``): the
+            same attack from its K-th random start (seeded by the name),
+            ``0`` for the first.
     """
     name: str
     method: str
@@ -166,20 +167,23 @@ def parse_attack(spec: Union[str, AttackSpec]) -> AttackSpec:
     ``'pgd:mask_ce'``, ``'red_eps:ce'``, ``'padam:cos'``,
     ``'square:margin'`` -> that method with that loss (``'square'``: the
     black-box square attack with its ``mask_ce`` tie-break). ``NAME#K``
-    (``K >= 1``) is attack ``NAME`` restarted: the same attack from the
-    random start its own name seeds. APGD attacks track
-    :func:`~.core.default_tracked` (the attacked loss where it names none)
-    unless the name ends in ``@TRACKED`` (``'mask_ce@mask_ce'`` tracks the
-    attacked loss); PGD, PAdam and the square attack track nothing.
+    (``K >= 2``) is attack ``NAME`` from its K-th random start (seeded by
+    the whole name; at a chained radius too, see :meth:`SEA._start`). APGD
+    attacks track :func:`~.core.default_tracked` (the attacked loss where
+    it names none) unless the name ends in ``@TRACKED``
+    (``'mask_ce@mask_ce'`` tracks the attacked loss); PGD, PAdam and the
+    square attack track nothing.
     """
     if isinstance(spec, AttackSpec):
         return spec
     name = str(spec).strip()
     base, hash_, restart = name.partition('#')
     if hash_:
-        if not restart.isdigit() or int(restart) < 1:
+        if not restart.isdigit() or str(int(restart)) != restart or int(
+                restart) < 2:
             raise ValueError(f'unknown attack {name!r}: a restart is '
-                             'NAME#K with K >= 1 (e.g. apgd:mask_ce#2)')
+                             'NAME#K with K >= 2 (the bare NAME is the first '
+                             'start; e.g. apgd:mask_ce#2)')
         first = parse_attack(base)
         if first.method == 'pgd':
             raise ValueError(f'unknown attack {name!r}: PGD starts at the '
@@ -417,6 +421,10 @@ class SEA:
             raise ValueError(f'result_precision must be one of '
                              f'{RESULT_PRECISIONS}, got {result_precision!r}')
         self.result_precision = result_precision
+        if not random_start and any(a.restart for a in self.attacks):
+            raise ValueError(
+                'restarts (NAME#K) need random starts: with '
+                'random_start=False they would repeat the first run')
         self.random_start = random_start
         self.check_model = check_model
         self.callback = callback
@@ -612,7 +620,8 @@ class SEA:
         which images are still attacked). With a smaller radius's result,
         the images it moved start from their worst case there, in every
         attack (stronger than only the first attack, or none:
-        docs/benchmarks.md).
+        docs/benchmarks.md), except restarts (``NAME#K``), which start at
+        their own random start.
         """
         noise = None
         if self.random_start:
@@ -620,11 +629,16 @@ class SEA:
         if init is None:
             return None if noise is None else UniformNoise(
                 take_rows(noise, idx))
-        moved = (init.x != x).flatten(1).any(1).view(-1, 1, 1, 1)
         # where the attack's first run starts (red-eps: its first radius)
         radius = _schedule(self.eps, self.n_iter)[0][0] if \
             spec.method == 'red_eps' else self.eps
         fresh = x if noise is None else x + radius * noise
+        if spec.restart:
+            # a restart starts afresh, or it would repeat the first start's
+            # run from the same point (the smaller radius's worst case is
+            # kept in the worst case anyway)
+            return take_rows(fresh, idx)
+        moved = (init.x != x).flatten(1).any(1).view(-1, 1, 1, 1)
         return take_rows(torch.where(moved, init.x, fresh), idx)
 
     def curve(self,

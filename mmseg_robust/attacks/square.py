@@ -188,10 +188,17 @@ def _square_steps(
     active = problem.active
     draws = _Queries(x, seed, n_queries - 1)
     lower, upper = problem.box(eps)
+    stripes = project(x + eps * draws.stripes, lower, upper)
     if isinstance(problem.start, str):  # STRIPES
-        x_best = project(x + eps * draws.stripes, lower, upper)
+        x_best = stripes
     else:
         x_best = problem.start_point(eps, lower, upper)
+        if isinstance(problem.start, Tensor):
+            # given points (e.g. the worst case at a smaller radius): an
+            # image whose point is the clean image itself starts at the
+            # stripes, as it would without one
+            unmoved = (x_best == x).flatten(1).all(1)
+            x_best = where_rows(unmoved, stripes, x_best)
     x_best = where_rows(active, x_best, x)
     best_loss, best_correct = _query(obj, loss, x_best, 0, n_queries)
     iters = active.long()
@@ -287,7 +294,9 @@ def square_attack(model,
             only on its seed).
         start: ``'stripes'`` (default) or where the other attacks start
             (:data:`~.core.StartLike`: ``None`` the clean image, a seed for
-            uniform noise, :class:`~.core.UniformNoise`, starting points).
+            uniform noise, :class:`~.core.UniformNoise`, starting points;
+            an image whose given point is the clean image itself starts at
+            the stripes).
         ignore_index, mask, amp, targeted, class_weights, early_stop,
         clean, validate, result_precision: As in :func:`~.apgd.apgd`.
 

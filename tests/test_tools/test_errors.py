@@ -230,7 +230,8 @@ TEST_CASES = [
         'attack-restart-bad',
         lambda c: _t(c, *QUICK, 'js#0'),
         lambda c: "error: --attacks: unknown attack 'js#0': a restart is "
-        'NAME#K with K >= 1 (e.g. apgd:mask_ce#2)'),
+        'NAME#K with K >= 2 (the bare NAME is the first start; e.g. '
+        'apgd:mask_ce#2)'),
     Case('version-and-attacks',
          lambda c: _t(c, *QUICK, '--sea-version', '2024'),
          lambda c: 'error: give either --sea-version or --attacks, not both'),
