@@ -179,8 +179,8 @@ def parse_attack(spec: Union[str, AttackSpec]) -> AttackSpec:
     name = str(spec).strip()
     base, hash_, restart = name.partition('#')
     if hash_:
-        if not restart.isdigit() or str(int(restart)) != restart or int(
-                restart) < 2:
+        if not restart.isdigit() or str(
+                int(restart)) != restart or int(restart) < 2:
             raise ValueError(f'unknown attack {name!r}: a restart is '
                              'NAME#K with K >= 2 (the bare NAME is the first '
                              'start; e.g. apgd:mask_ce#2)')

@@ -183,8 +183,7 @@ def test_restarts_by_name(net):
     assert (spec.method, spec.loss, spec.track,
             spec.restart) == ('apgd', 'mask_ce', 'ce', 2)
     assert parse_attack('js').restart == 0
-    for bad in ('js#0', 'js#1', 'js#02', 'js#', 'js#two', 'pgd#2',
-                'nope#2'):
+    for bad in ('js#0', 'js#1', 'js#02', 'js#', 'js#two', 'pgd#2', 'nope#2'):
         with pytest.raises(ValueError, match='unknown attack'):
             parse_attack(bad)
     x, y = toy_batch(B=3, seed=4, model=net)

@@ -227,8 +227,7 @@ TEST_CASES = [
         lambda c: "error: --attacks mask_ce red_eps:mask_ce: 'mask_ce' and "
         "'red_eps:mask_ce' are the same attack; give each attack once"),
     Case(
-        'attack-restart-bad',
-        lambda c: _t(c, *QUICK, 'js#0'),
+        'attack-restart-bad', lambda c: _t(c, *QUICK, 'js#0'),
         lambda c: "error: --attacks: unknown attack 'js#0': a restart is "
         'NAME#K with K >= 2 (the bare NAME is the first start; e.g. '
         'apgd:mask_ce#2)'),
