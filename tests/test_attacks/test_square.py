@@ -1,9 +1,7 @@
 """The black-box square attack (mmseg_robust/attacks/square.py)."""
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -11,8 +9,7 @@ from mmseg_robust.attacks import HostSyncCounter, apgd, pixel_loss
 from mmseg_robust.attacks.square import (QUERIES_PER_ITER, SQUARE_P_INIT,
                                          SQUARE_QUERIES, square_attack,
                                          square_queries, square_side)
-from mmseg_robust.testing import _toy_sample
-from .helpers import PixelNet, toy_batch
+from .helpers import PixelNet, toy_batch, train_small_segnet
 
 EPS = 8 / 255
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -288,42 +285,10 @@ def test_syncs_at_most_once_per_10_queries(net):
 
 
 # -- strength on a trained model ---------------------------------------------
-class _SmallSegNet(nn.Module):
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 16, 3, padding=2, dilation=2), nn.ReLU(),
-            nn.Conv2d(16, 3, 1))
-
-    def forward(self, x):
-        return self.body((x - 0.45) / 0.25)
-
-
-def _toy_data(n, seed):
-    rng = np.random.default_rng(seed)
-    imgs, labels = zip(*[_toy_sample(rng, (24, 24)) for _ in range(n)])
-    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255
-    return x, torch.from_numpy(np.stack(labels)).long()
-
-
 @pytest.fixture(scope='module')
 def trained():
     """A small clean model trained in the test (under a second)."""
-    torch.manual_seed(0)
-    model = _SmallSegNet()
-    x, y = _toy_data(32, seed=0)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(100):
-        idx = torch.randint(0, len(x), (16, ))
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    x_test, y_test = _toy_data(4, seed=1)
-    return model, x_test, y_test
+    return train_small_segnet(32, 100, 4)
 
 
 def test_default_budget_lowers_a_trained_models_accuracy(trained):

@@ -1,49 +1,15 @@
 """Attack strength on a small model trained in the test (seconds on CPU)."""
-import numpy as np
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from mmseg_robust.attacks import (SEA, SEA_LOSSES, apgd, apgd_red_eps,
                                   derive_seed, pgd)
-from mmseg_robust.testing import _toy_sample
-
-
-class SmallSegNet(nn.Module):
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 16, 3, padding=2, dilation=2), nn.ReLU(),
-            nn.Conv2d(16, 3, 1))
-
-    def forward(self, x):
-        return self.body((x - 0.45) / 0.25)
-
-
-def _data(n, seed):
-    rng = np.random.default_rng(seed)
-    imgs, labels = zip(*[_toy_sample(rng, (24, 24)) for _ in range(n)])
-    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255
-    return x, torch.from_numpy(np.stack(labels)).long()
+from .helpers import train_small_segnet
 
 
 @pytest.fixture(scope='module')
 def trained():
-    torch.manual_seed(0)
-    model = SmallSegNet()
-    x, y = _data(48, seed=0)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(150):
-        idx = torch.randint(0, len(x), (16, ))
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    x_test, y_test = _data(8, seed=1)
+    model, x_test, y_test = train_small_segnet(48, 150, 8)
     with torch.no_grad():
         acc = (model(x_test).argmax(1) == y_test).float().mean().item()
     assert acc > 0.85, f'toy model did not train ({acc:.2f})'
@@ -59,7 +25,7 @@ def test_sea_at_least_as_strong_as_each_attack(trained):
     model, x, y = trained
     # the toy classes are far apart in colour: large radii are needed
     eps, n_iter = 20 / 255, 30
-    sea = SEA(model, eps, n_iter=n_iter, seed=0).run(x, y)
+    sea = SEA(model, eps, n_iter=n_iter, seed=0, version='2023').run(x, y)
     clean = sea.clean_correct.sum().item() / sea.valid.sum().item()
     worst = _acc(sea)
     assert worst < clean - 0.05  # the attack does something
