@@ -274,18 +274,22 @@ def check(args):
         # against the comparators: the preset's first starts (a preset
         # with restarts is scored here without them)
         out[metric] = margins(cells, first, comps, metric)
-    out['union'] = union_gap(
-        _load_cells(args, list(args.members)), tuple(args.preset))
+    # the union over everything measured: every member asked for and the
+    # preset's own (a cell where the preset's restarts need more seeds than
+    # were measured is left out)
+    everything = sorted(set(args.members) | set(first))
+    out['union'] = union_gap(_load_cells(args, everything), tuple(args.preset))
     for key, row in out['aAcc'].items():
         worst = max(
             row['comparators'].items(),
             key=lambda kv: kv[1]['mean'] - kv[1]['se'])
-        gap = out['union'][key]
+        gap = out['union'].get(key)
+        union = 'too few seeds for the union' if gap is None else (
+            f'above the union of {gap["n_runs"]} runs by '
+            f'{gap["mean_gap"]:.2f} (max {gap["max_gap"]:.2f})')
         print(f'{key:>28}: {args.name} {row["ensemble"]:.2f} aAcc; '
               f'closest comparator {worst[0]} '
-              f'{worst[1]["mean"]:+.3f} +- {worst[1]["se"]:.3f}; '
-              f'above the union of {gap["n_runs"]} runs by '
-              f'{gap["mean_gap"]:.2f} (max {gap["max_gap"]:.2f})')
+              f'{worst[1]["mean"]:+.3f} +- {worst[1]["se"]:.3f}; {union}')
     return out
 
 
