@@ -196,6 +196,23 @@ def attack_batch(models, segmentor, data):
     return models.SegmentorAttackModel.from_batch(segmentor, data)
 
 
+def read_runs(name: str, out_dir: str) -> list:
+    """The ``runs`` already in ``<out_dir>/<name>.json`` (none if it does
+    not exist yet): benchmarks that keep one entry per setting add to them."""
+    path = osp.join(out_dir, f'{name}.json')
+    if not osp.isfile(path):
+        return []
+    with open(path) as f:
+        return json.load(f).get('runs', [])
+
+
+def replace_run(entries: list, entry: dict, key) -> list:
+    """``entries`` without those whose settings have ``entry``'s
+    ``key(settings)``, then ``entry``: one entry per setting."""
+    mine = key(entry['settings'])
+    return [e for e in entries if key(e['settings']) != mine] + [entry]
+
+
 def write_json(name: str, payload: dict, out_dir: str) -> str:
     os.makedirs(out_dir, exist_ok=True)
     path = osp.join(out_dir, f'{name}.json')

@@ -27,13 +27,12 @@ rerun) and prints a markdown table;
 ``--report`` prints the table of the results file and exits.
 """
 import argparse
-import json
 import os.path as osp
 import statistics
 import time
 
 import torch
-from _common import STRENGTH_MODELS, write_json
+from _common import STRENGTH_MODELS, read_runs, replace_run, write_json
 from bench_strength import HERE, image_seeds, load, scores
 
 SEA_2023 = ['mask_ce', 'bal_ce', 'js', 'mask_sph']
@@ -270,11 +269,7 @@ def _key(settings):
 
 def main(argv=None):
     args = parse_args(argv)
-    path = osp.join(args.out, 'bench_padam.json')
-    entries = []
-    if osp.isfile(path):
-        with open(path) as f:
-            entries = json.load(f).get('runs', [])
+    entries = read_runs('bench_padam', args.out)
     if args.report:
         print(markdown(entries))
         return
@@ -305,10 +300,8 @@ def main(argv=None):
                 lr_fraction=args.lr_fraction,
                 extra=args.extra,
                 threads=args.threads)
-            entries = [
-                x_ for x_ in entries if _key(x_['settings']) != _key(settings)
-            ]
-            entries.append(
+            entries = replace_run(
+                entries,
                 dict(
                     settings=settings,
                     n_images=int(x.shape[0]),
@@ -316,7 +309,7 @@ def main(argv=None):
                         str(s): r
                         for s, r in runs.items()
                     },
-                    summary=summarise(runs)))
+                    summary=summarise(runs)), _key)
             write_json('bench_padam', dict(runs=entries), args.out)
     print(markdown(entries))
 

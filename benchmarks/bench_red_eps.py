@@ -17,12 +17,12 @@ Writes ``benchmarks/results/bench_red_eps.json`` (an entry per model and
 number of iterations, replaced on a rerun) and prints a markdown table.
 """
 import argparse
-import json
 import os.path as osp
 import time
 
 import torch
-from _common import add_strength_args, sea_noise, write_json
+from _common import (add_strength_args, read_runs, replace_run, sea_noise,
+                     write_json)
 from bench_strength import HERE, image_seeds, load, scores, worst_of
 
 SEA_2023 = ['mask_ce', 'bal_ce', 'js', 'mask_sph']
@@ -108,22 +108,15 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     path = osp.join(args.out, 'bench_red_eps.json')
-    entries = []
-    if osp.isfile(path):
-        with open(path) as f:
-            entries = json.load(f).get('runs', [])
+    entries = read_runs('bench_red_eps', args.out)
     for name in args.models:
         t0 = time.perf_counter()
         entry = dict(
             settings=dict(vars(args), models=[name]),
             **run_model(name, args),
             seconds=time.perf_counter() - t0)
-        entries = [
-            e for e in entries
-            if (e['settings']['models'], e['settings']['n_iter'],
-                e['settings']['images']) != ([name], args.n_iter, args.images)
-        ]
-        entries.append(entry)
+        entries = replace_run(
+            entries, entry, lambda s: (s['models'], s['n_iter'], s['images']))
         write_json('bench_red_eps', dict(runs=entries), args.out)
         print(f'## {name}, {args.n_iter} iterations, {entry["n_images"]} '
               f'images (aAcc %, bold: red-eps at or below)\n')

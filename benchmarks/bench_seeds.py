@@ -22,13 +22,13 @@ Adds (or replaces) the entry of this model, radius, number of iterations,
 images and version in ``benchmarks/results/bench_seeds.json``.
 """
 import argparse
-import json
 import os.path as osp
 import statistics
 
 import torch
 from _authors_sea import authors_sea
-from _common import add_starts_arg, sea_noise, write_json
+from _common import (add_starts_arg, read_runs, replace_run, sea_noise,
+                     write_json)
 from bench_strength import HERE, image_seeds, load, scores
 
 
@@ -121,18 +121,16 @@ def main(argv=None):
     # one file for every (model, radius, iterations) measured: replace this
     # one's entry
     path = osp.join(args.out, 'bench_seeds.json')
-    entries = []
-    if osp.isfile(path):
-        with open(path) as f:
-            entries = json.load(f).get('runs', [])
+    entries = read_runs('bench_seeds', args.out)
 
     def key(settings):
         return (settings['model'], float(settings['eps']),
                 int(settings.get('n_iter', 100)), settings.get('images'),
                 settings.get('version', '2023'), settings.get('starts', 'own'))
 
-    entries = [e for e in entries if key(e['settings']) != key(vars(args))]
-    entries.append(dict(settings=vars(args), runs=runs, means=means))
+    entries = replace_run(entries,
+                          dict(settings=vars(args), runs=runs, means=means),
+                          key)
     write_json('bench_seeds', dict(runs=entries), args.out)
     print(f'wrote {path}')
 

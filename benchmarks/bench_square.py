@@ -21,12 +21,11 @@ radius, seed and images, replaced on a rerun) and prints a markdown table;
 ``--report`` prints the table of the results file and exits.
 """
 import argparse
-import json
 import os.path as osp
 import time
 
 import torch
-from _common import write_json
+from _common import read_runs, replace_run, write_json
 from bench_strength import HERE, image_seeds, load, scores
 
 #: The ablations of ``--ablation``: name -> keyword arguments.
@@ -142,11 +141,7 @@ def markdown(entries):
 
 def main(argv=None):
     args = parse_args(argv)
-    path = osp.join(args.out, 'bench_square.json')
-    entries = []
-    if osp.isfile(path):
-        with open(path) as f:
-            entries = json.load(f).get('runs', [])
+    entries = read_runs('bench_square', args.out)
     if args.report:
         print(markdown(entries))
         return
@@ -165,15 +160,13 @@ def main(argv=None):
                 queries=args.queries,
                 apgd_iter=args.apgd_iter,
                 threads=args.threads)
-            entries = [
-                x_ for x_ in entries if _key(x_['settings']) != _key(settings)
-            ]
-            entries.append(
+            entries = replace_run(
+                entries,
                 dict(
                     settings=settings,
                     n_images=int(x.shape[0]),
                     seconds=time.perf_counter() - t0,
-                    results=results))
+                    results=results), _key)
             write_json('bench_square', dict(runs=entries), args.out)
     print(markdown(entries))
 
