@@ -46,16 +46,18 @@ import time
 import torch
 from _common import ROOT, STRENGTH_MODELS, write_json
 
+from mmseg_robust.attacks import sea_version
+
 HERE = osp.dirname(osp.abspath(__file__))
 CACHE = osp.join(ROOT, 'work_dirs', 'bench', 'preset')
 LOSSES = ('mask_ce', 'bal_ce', 'js', 'mask_sph', 'mask_ce_bal', 'cos')
 #: every single member: red-eps (a bare loss name) and constant radius
 MEMBERS = tuple(LOSSES) + tuple(f'apgd:{loss}' for loss in LOSSES)
 #: the published versions as ensembles of members
-PUBLISHED = {
-    'SEA-2023': ('mask_ce', 'bal_ce', 'js', 'mask_sph'),
-    'SEA-2024': ('mask_ce_bal', 'mask_ce', 'js'),
-}
+PUBLISHED = {v.name: v.attacks for v in map(sea_version, ('2023', '2024'))}
+#: the published versions' losses: each of them, red-eps and constant
+#: radius, is a comparator (issue #20)
+SEA_LOSSES = tuple(dict.fromkeys(a for v in PUBLISHED.values() for a in v))
 
 
 def parse_args(argv=None):
@@ -196,16 +198,6 @@ class Cell:
                 float(stack.min(0).values.double().sum() / label_area.sum()),
                 mIoU=100 * float((inter[present] / union[present]).mean()))
         return self._cache[key]
-
-
-def score(recs, ensemble):
-    """aAcc and mIoU (%) of the per-image worst case over ``ensemble``."""
-    return Cell(recs).score(ensemble)
-
-
-#: the published versions' losses: each of them, red-eps and constant
-#: radius, is a comparator (issue #20)
-SEA_LOSSES = ('mask_ce', 'bal_ce', 'js', 'mask_sph', 'mask_ce_bal')
 
 
 def comparators(members):
