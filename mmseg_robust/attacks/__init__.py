@@ -6,15 +6,16 @@ adapter for MMSeg segmentors lives in :mod:`mmseg_robust.models`.
 """
 from .accelerate import FastModel, accelerate
 from .apgd import apgd, apgd_checkpoints, apgd_red_eps, red_eps_schedule
-from .checks import check_eps
-from .core import (TRACKED_DEFAULTS, AttackResult, Evaluation, Prediction,
-                   StartLike, UniformNoise, default_tracked, derive_seed,
-                   start_noise)
+from .checks import NORMS, check_eot, check_eps, check_norm, check_radius
+from .core import (TRACKED_DEFAULTS, AttackResult, Ball, Evaluation,
+                   Prediction, StartLike, UniformNoise, default_tracked,
+                   derive_seed, start_noise)
 from .host_sync import HostSyncCounter
 from .losses import (LOSS_NAMES, PIXEL_LOSSES, PixelTerms,
                      class_weights_from_counts, pixel_loss)
 from .padam import PADAM_LR, padam
-from .pgd import PAPER_PGD_STEP_SIZES, pgd, pgd_step_size, pgd_train
+from .pgd import (L2_PGD_STEP_RATIO, PAPER_PGD_STEP_SIZES, pgd, pgd_step_size,
+                  pgd_train)
 from .precision import RESULT_PRECISIONS, AmpLike, resolve_amp
 from .sea import (BASELINE_ATTACKS, DEFAULT_SEA_VERSION, RECOMMENDED_ATTACKS,
                   SEA, SEA_LOSSES, SEA_VERSIONS, THOROUGH_ATTACKS, AttackSpec,
@@ -35,5 +36,6 @@ __all__ = [
     'StartLike', 'UniformNoise', 'check_eps', 'start_noise', 'derive_seed',
     'worst_case_miou', 'AmpLike', 'resolve_amp', 'RESULT_PRECISIONS',
     'FastModel', 'accelerate', 'HostSyncCounter', 'padam', 'PADAM_LR',
-    'square_attack', 'square_queries', 'SQUARE_QUERIES'
+    'square_attack', 'square_queries', 'SQUARE_QUERIES', 'NORMS', 'check_norm',
+    'check_radius', 'check_eot', 'Ball', 'L2_PGD_STEP_RATIO'
 ]

@@ -12,9 +12,9 @@ import torch
 from torch import Tensor
 
 from .checks import check_n_iter
-from .core import (_DEFAULT, AttackProblem, AttackResult, Prediction,
+from .core import (_DEFAULT, AttackProblem, AttackResult, Ball, Prediction,
                    StartLike, WorstCase, default_tracked, is_sync_point,
-                   project, run_attack_loop, start_from_legacy, where_rows)
+                   run_attack_loop, start_from_legacy, where_rows)
 from .precision import AmpLike
 
 __all__ = [
@@ -45,8 +45,8 @@ def apgd_checkpoints(n_iter: int) -> Sequence[int]:
     return tuple(points)
 
 
-def apgd_run(problem: AttackProblem, x0: Tensor, lower: Tensor, upper: Tensor,
-             eps: float, n_iter: int) -> Tuple[WorstCase, Tensor, Tensor]:
+def apgd_run(problem: AttackProblem, x0: Tensor, ball: Ball, eps: float,
+             n_iter: int) -> Tuple[WorstCase, Tensor, Tensor]:
     """One APGD run from ``x0`` (already inside the box).
 
     The step-size control (conditions (a) and (b)) and the restart point
@@ -66,7 +66,8 @@ def apgd_run(problem: AttackProblem, x0: Tensor, lower: Tensor, upper: Tensor,
         problem: The attack problem (objective, images to attack, clean
             predictions reported for the others, early stop).
         x0: ``(B, C, H, W)`` starting points.
-        lower, upper: The feasible box.
+        ball: The feasible set (l_inf: sign steps; l_2: steps along the
+            normalised gradient, Croce and Hein 2020).
         eps: Radius of this run (sets the initial step size ``2 * eps``).
         n_iter: Number of iterations.
 
@@ -115,9 +116,9 @@ def apgd_run(problem: AttackProblem, x0: Tensor, lower: Tensor, upper: Tensor,
     for k in range(n_iter):
         a = 1.0 if k == 0 else MOMENTUM
         st = step.view(-1, 1, 1, 1)
-        z = project(x_adv + st * grad.sign(), lower, upper)
-        x_new = project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev),
-                        lower, upper)
+        z = ball.project(x_adv + st * ball.ascent(grad))
+        x_new = ball.project(x_adv + a * (z - x_adv) + (1 - a) *
+                             (x_adv - x_prev))
         del z
         # images that are done stay where they are
         x_new = where_rows(active, x_new, x_adv)
@@ -171,9 +172,9 @@ def apgd_run(problem: AttackProblem, x0: Tensor, lower: Tensor, upper: Tensor,
 
 
 def _apgd_steps(problem: AttackProblem):
-    lower, upper = problem.box(problem.eps)
-    x0 = problem.start_point(problem.eps, lower, upper)
-    return apgd_run(problem, x0, lower, upper, problem.eps, problem.n_iter)
+    ball = problem.ball(problem.eps)
+    return apgd_run(problem, problem.start_point(ball), ball, problem.eps,
+                    problem.n_iter)
 
 
 def _schedule(eps: float, n_iter: int) -> Sequence[Tuple[float, int]]:
@@ -187,12 +188,12 @@ def _red_eps_steps(problem: AttackProblem):
     start = problem.start  # later stages start from the previous best
     best = tracked = None
     for radius, n in _schedule(problem.eps, problem.n_iter):
-        lower, upper = problem.box(radius)
-        x0 = problem.start_point(radius, lower, upper, start)
+        ball = problem.ball(radius)
+        x0 = problem.start_point(ball, start)
         # only the last stage's points count (smaller radius): drop the
         # previous stage's state before this one allocates its own
         start = best = tracked = None
-        best, tracked, it = apgd_run(problem, x0, lower, upper, radius, n)
+        best, tracked, it = apgd_run(problem, x0, ball, radius, n)
         iters += it
         start = best.x
     return best, tracked, iters
@@ -247,15 +248,20 @@ def apgd(model,
          track_loss: Optional[str] = None,
          validate: bool = True,
          result_precision: str = 'fp32',
+         norm: str = 'linf',
+         eot: int = 1,
          **legacy) -> AttackResult:
-    """APGD (l_inf) on a segmentation model with a constant radius.
+    """APGD on a segmentation model with a constant radius, in the l_inf
+    (default) or the l_2 ball (Croce and Hein 2020).
 
     Args:
         model: Callable mapping images ``(B, 3, H, W)`` in [0, 1] to logits
             ``(B, K, H', W')`` at label resolution. Put it in eval mode.
         x (Tensor): Clean images in [0, 1].
         y (Tensor): ``(B, H', W')`` labels (targeted: target labels).
-        eps (float): l_inf radius as a fraction, e.g. ``8/255``.
+        eps (float): Radius: l_inf as a fraction of the pixel range, e.g.
+            ``8/255``; l_2 the norm of the perturbation of the [0, 1] image
+            (e.g. ``0.5``; docs/attacks.md, "The l2 threat model").
         n_iter (int): Iterations (one forward and one input-backward each).
         loss (str): Pixel loss, see :data:`PIXEL_LOSSES`.
         ignore_index (int): Label of ignored pixels.
@@ -287,6 +293,12 @@ def apgd(model,
             returned points are evaluated again in float32, so ``pred`` and
             ``correct`` are float32 predictions; ``'amp'``: as the attack
             saw them.
+        norm (str): ``'linf'`` (sign steps, the paper's) or ``'l2'``
+            (steps along the l_2-normalised gradient; random starts on the
+            sphere of the radius).
+        eot (int): Expectation over transformation for randomised models:
+            each step's gradient (and objective) is the mean over ``eot``
+            forward+backward passes; costs ``eot`` times the passes.
         **legacy: ``seed``, ``random_start``, ``noise``, ``x_init`` of
             earlier releases (deprecated; use ``start``).
 
@@ -315,7 +327,9 @@ def apgd(model,
         targeted=targeted,
         class_weights=class_weights,
         early_stop=early_stop,
-        result_precision=result_precision)
+        result_precision=result_precision,
+        norm=norm,
+        eot=eot)
 
 
 def red_eps_schedule(eps: float, n_iter: int) -> Sequence[Tuple[float, int]]:
@@ -344,6 +358,8 @@ def apgd_red_eps(model,
                  track_loss: Optional[str] = None,
                  validate: bool = True,
                  result_precision: str = 'fp32',
+                 norm: str = 'linf',
+                 eot: int = 1,
                  **legacy) -> AttackResult:
     """APGD with progressive radius reduction (red-eps, docs/attacks.md).
 
@@ -354,7 +370,8 @@ def apgd_red_eps(model,
     ball). The result is the lowest-accuracy point of the last run (inside
     the eps-ball), or ``x`` if the clean image is better.
 
-    Arguments are those of :func:`apgd`; ``n_iter`` must be at least 3.
+    Arguments are those of :func:`apgd` (``norm='l2'``: the same schedule
+    of l_2 radii); ``n_iter`` must be at least 3.
     """
     if validate:
         try:
@@ -386,4 +403,6 @@ def apgd_red_eps(model,
         targeted=targeted,
         class_weights=class_weights,
         early_stop=early_stop,
-        result_precision=result_precision)
+        result_precision=result_precision,
+        norm=norm,
+        eot=eot)

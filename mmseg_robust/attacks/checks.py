@@ -11,7 +11,13 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-__all__ = ['check_eps', 'check_n_iter', 'check_images', 'warn_if_training']
+__all__ = [
+    'check_eps', 'check_radius', 'check_norm', 'check_eot', 'NORMS',
+    'check_n_iter', 'check_images', 'warn_if_training'
+]
+
+#: Threat models: ``'linf'`` (the paper's) and ``'l2'`` (issue #21).
+NORMS = ('linf', 'l2')
 
 
 def check_eps(eps: float, name: str = 'eps') -> float:
@@ -28,6 +34,45 @@ def check_eps(eps: float, name: str = 'eps') -> float:
             f'(= {8 / 255:.4f}). On the command line radii are given in '
             'units of 1/255 (--eps 8).')
     return value
+
+
+def check_norm(norm: str) -> str:
+    """Validate a threat model name (one of :data:`NORMS`)."""
+    if norm not in NORMS:
+        raise ValueError(f'norm must be one of {NORMS} (l_inf or l_2 ball '
+                         f'around the image), got {norm!r}')
+    return norm
+
+
+def check_radius(eps: float, norm: str = 'linf', name: str = 'eps') -> float:
+    """Validate a radius of the ``norm`` ball: an l_inf radius is a
+    fraction of the pixel range in [0, 1] (:func:`check_eps`); an l_2
+    radius is the l_2 norm of the perturbation of the [0, 1] image the
+    model sees (any finite value >= 0; it grows with the square root of
+    the number of pixels, docs/attacks.md, "The l2 threat model")."""
+    if check_norm(norm) == 'linf':
+        return check_eps(eps, name)
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise TypeError(f'{name} must be a number such as 0.5, '
+                        f'got {eps!r}') from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f'{name}={eps!r} is not a valid l2 radius: it must be a finite '
+            'number >= 0, the l2 norm of the perturbation of the [0, 1] '
+            f'image (e.g. {name}=0.5)')
+    return value
+
+
+def check_eot(eot: int) -> int:
+    """Validate the number of samples of expectation over transformation
+    (gradients averaged over ``eot`` forward+backward passes)."""
+    if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
+        raise ValueError(f'eot must be an integer >= 1 (gradient samples '
+                         f'per step, 1 for deterministic models), got '
+                         f'{eot!r}')
+    return eot
 
 
 def check_n_iter(n_iter: int, minimum: int = 1, what: str = 'n_iter') -> int:

@@ -15,7 +15,8 @@ from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .checks import check_eps, check_images, check_n_iter, warn_if_training
+from .checks import (check_eot, check_images, check_n_iter, check_norm,
+                     check_radius, warn_if_training)
 from .losses import (PIXEL_LOSSES, PixelTerms, check_logits_labels,
                      check_loss_name, label_is_max)
 from .precision import (GRAD_EXP, GRAD_EXP_BACKOFF, GRAD_EXP_MAX, GRAD_EXP_MIN,
@@ -31,7 +32,7 @@ __all__ = [
     'AmpLike', 'check_amp', 'resolve_amp', 'amp_name', 'autocast_enabled',
     'autocast_to', 'cpu_autocast_supports', 'RESULT_PRECISIONS', 'GRAD_EXP',
     'GRAD_TARGET_EXP', 'GRAD_EXP_BACKOFF', 'GRAD_EXP_MIN', 'GRAD_EXP_MAX',
-    'scale_logit_grad', 'where_rows', 'SYNC_EVERY', 'is_sync_point'
+    'scale_logit_grad', 'where_rows', 'SYNC_EVERY', 'is_sync_point', 'Ball'
 ]
 
 SeedLike = Union[int, Sequence[int]]
@@ -232,6 +233,10 @@ class Objective:
             ``final=True`` evaluates in float32 whatever ``amp`` says, so
             the points an attack returns are judged in one precision;
             ``'amp'``: in the attack's precision.
+        eot (int): Expectation over transformation for randomised models:
+            every evaluation averages loss, tracked objective, correct
+            pixels and input gradient over ``eot`` forward+backward passes
+            (Athalye et al. 2018); ``1`` for deterministic models.
     """
 
     def __init__(self,
@@ -243,8 +248,10 @@ class Objective:
                  amp: AmpLike = False,
                  class_weights: Optional[Tensor] = None,
                  track: Optional[str] = None,
-                 result_precision: str = 'fp32'):
+                 result_precision: str = 'fp32',
+                 eot: int = 1):
         self.model = model
+        self.eot = check_eot(eot)
         self.y = y.long()
         self.loss_name = check_loss_name(loss)
         if targeted and loss != 'ce':
@@ -347,8 +354,40 @@ class Objective:
             under reduced precision) and correct-pixel counts (``pred`` is
             ``None``).
         """
+        x = x.detach()
+        scaled = need_grad and self.reduced_precision(x.device)
+        loss, tracked, grad, correct = self._sample(x, step, total_steps,
+                                                    need_grad, scaled)
+        if self.eot > 1:
+            # expectation over transformation: sums over the samples (one
+            # gradient scale for all of them, adjusted once below)
+            own = tracked is loss
+            for _ in range(self.eot - 1):
+                more = self._sample(x, step, total_steps, need_grad, scaled)
+                loss = loss + more[0]
+                tracked = tracked + more[1]
+                grad = None if grad is None else grad + more[2]
+                correct = correct + more[3]
+            loss = loss / self.eot
+            tracked = loss if own else tracked / self.eot
+            grad = None if grad is None else grad / self.eot
+            # the mean count, rounded to the nearest integer
+            correct = torch.div(
+                2 * correct + self.eot, 2 * self.eot, rounding_mode='floor')
+        if scaled:
+            grad = self._back_off(grad)
+        self.n_evals += x.shape[0] * self.eot
+        return Evaluation(loss, tracked, grad, None, correct)
+
+    def _sample(
+            self, x: Tensor, step: Optional[int], total_steps: Optional[int],
+            need_grad: bool,
+            scaled: bool) -> Tuple[Tensor, Tensor, Optional[Tensor], Tensor]:
+        """One forward (+ input-backward) pass of :meth:`evaluate`: attacked
+        and tracked objectives, the input gradient (scaled, not yet
+        adjusted by :meth:`_back_off`) and correct-pixel counts."""
         y = self.y
-        x = x.detach().requires_grad_(need_grad)
+        x = x.requires_grad_(need_grad)
         grad_ctx = torch.enable_grad() if need_grad else torch.no_grad()
         with grad_ctx:
             with self._autocast(x.device):
@@ -357,7 +396,6 @@ class Objective:
             det = logits.detach()
             top = det.amax(1)
             self._note_logits(logits, top)
-            scaled = need_grad and self.reduced_precision(x.device)
             if scaled:
                 exp = self.grad_exp
                 logits.register_hook(lambda g: scale_logit_grad(g, exp))
@@ -379,16 +417,13 @@ class Objective:
             if need_grad:
                 # input gradient only: no weight gradients are computed
                 grad, = torch.autograd.grad(loss.sum(), x)
-                if scaled:
-                    grad = self._back_off(grad)
         loss = loss.detach()
         tracked = loss
         if self.track_name is not None:
             with torch.no_grad():
                 tracked = PIXEL_LOSSES[self.track_name](
                     logits, y, **kwargs).flatten(1).mean(1)
-        self.n_evals += x.shape[0]
-        return Evaluation(loss, tracked, grad, None, self._count(hit))
+        return loss, tracked, grad, self._count(hit)
 
     def _back_off(self, grad: Tensor) -> Tensor:
         """Adjust the gradient scaling of each image to the size of its
@@ -556,17 +591,84 @@ def project(z: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
     return torch.maximum(torch.minimum(z, upper), lower)
 
 
-def start_point(x: Tensor, radius: float, lower: Tensor, upper: Tensor,
-                start: StartLike) -> Tensor:
-    """The first iterate of a run at ``radius`` (see :data:`StartLike`),
-    inside the box."""
+def _norms(t: Tensor) -> Tensor:
+    """Per-image l_2 norms of ``t``, shaped to broadcast over it."""
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+class Ball:
+    """The feasible set of one run: the ``norm`` ball of ``radius`` around
+    the clean images ``x``, intersected with [0, 1]; masked-out pixels
+    (padding) stay at their value.
+
+    l_inf: the box ``[max(x - r, 0), min(x + r, 1)]``, the exact projection
+    is clipping, the steepest-ascent direction the gradient's sign. l_2
+    (Croce and Hein 2020, APGD's l_2 version): the projection scales the
+    perturbation into the ball and then clips to [0, 1], which moves every
+    pixel towards ``x`` and so stays inside the ball (not the exact
+    projection onto the intersection, the same as AutoAttack's); the
+    direction is the gradient divided by its l_2 norm.
+
+    Args:
+        x (Tensor): ``(B, C, H, W)`` clean images.
+        radius (float): The radius.
+        mask (Tensor, optional): ``(B, 1, H, W)`` bool, pixels that may
+            change.
+        norm (str): ``'linf'`` or ``'l2'``.
+    """
+
+    def __init__(self,
+                 x: Tensor,
+                 radius: float,
+                 mask: Optional[Tensor] = None,
+                 norm: str = 'linf'):
+        self.x, self.radius, self.mask = x, float(radius), mask
+        self.norm = check_norm(norm)
+        if self.norm == 'linf':
+            self.lower, self.upper = feasible_box(x, radius, mask)
+
+    def _masked(self, t: Tensor) -> Tensor:
+        return t if self.mask is None else torch.where(self.mask, t, 0.0)
+
+    def project(self, z: Tensor) -> Tensor:
+        """``z`` moved into the feasible set."""
+        if self.norm == 'linf':
+            return project(z, self.lower, self.upper)
+        d = self._masked(z - self.x)
+        # the radius divided by the norm, at most 1 (0/0 -> 0: no move)
+        scale = (self.radius / _norms(d).clamp_min(1e-12)).clamp_max(1.0)
+        return (self.x + d * scale).clamp_(0.0, 1.0)
+
+    def ascent(self, grad: Tensor) -> Tensor:
+        """The unit-norm steepest-ascent direction for ``grad`` (zero where
+        the gradient is zero); a positive factor per image does not change
+        it (the gradient scaling under reduced precision)."""
+        if self.norm == 'linf':
+            return grad.sign()
+        g = self._masked(grad)
+        return g / _norms(g).clamp_min(1e-30)
+
+    def random_point(self, noise: Tensor) -> Tensor:
+        """A random start from uniform noise in [-1, 1] (not projected):
+        l_inf ``x + r * noise``; l_2 on the sphere of radius ``r`` in the
+        noise's direction (as AutoAttack's l_2 APGD starts)."""
+        if self.norm == 'linf':
+            return self.x + self.radius * noise
+        d = self._masked(noise)
+        return self.x + self.radius * d / _norms(d).clamp_min(1e-12)
+
+
+def start_point(ball: Ball, start: StartLike) -> Tensor:
+    """The first iterate of a run in ``ball`` (see :data:`StartLike`),
+    inside it."""
+    x = ball.x
     if start is None:
         return x.clone()
     if isinstance(start, Tensor):
-        return project(start.detach().to(x), lower, upper)
+        return ball.project(start.detach().to(x))
     noise = start.noise if isinstance(start, UniformNoise) else start_noise(
         x, start)
-    return project(x + radius * noise, lower, upper)
+    return ball.project(ball.random_point(noise))
 
 
 _LEGACY_START = ('seed', 'random_start', 'noise', 'x_init')
@@ -627,6 +729,7 @@ class AttackProblem:
         clean (Prediction | None): Clean predictions (set by
             :func:`run_attack_loop`).
         active (Tensor | None): ``(B,)`` images to attack.
+        norm (str): The threat model, ``'linf'`` or ``'l2'``.
     """
     obj: 'Objective'
     x: Tensor
@@ -637,6 +740,7 @@ class AttackProblem:
     early_stop: bool = True
     clean: Optional[Prediction] = None
     active: Optional[Tensor] = None
+    norm: str = 'linf'
 
     @classmethod
     def create(cls,
@@ -656,14 +760,16 @@ class AttackProblem:
                track: Optional[str] = None,
                check_iter: bool = True,
                validate: bool = True,
-               result_precision: str = 'fp32') -> 'AttackProblem':
+               result_precision: str = 'fp32',
+               norm: str = 'linf',
+               eot: int = 1) -> 'AttackProblem':
         """Check the inputs (unless ``validate=False``: callers such as
         :class:`~.sea.SEA` check once for all their attacks;
         ``check_iter=False``: the attack checked ``n_iter`` itself) and
         build the objective."""
         if validate:
             warn_if_training(model)
-            eps = check_eps(eps)
+            eps = check_radius(eps, norm)
             if check_iter:
                 n_iter = check_n_iter(n_iter)
             mask = check_images(x, y, mask)
@@ -679,22 +785,30 @@ class AttackProblem:
             amp=amp,
             class_weights=class_weights,
             track=track,
-            result_precision=result_precision)
-        return cls(obj, x, float(eps), int(n_iter), mask, start, early_stop)
+            result_precision=result_precision,
+            eot=eot)
+        return cls(
+            obj,
+            x,
+            float(eps),
+            int(n_iter),
+            mask,
+            start,
+            early_stop,
+            norm=check_norm(norm))
 
     def box(self, radius: float) -> Tuple[Tensor, Tensor]:
-        """The feasible box at ``radius``."""
+        """The feasible l_inf box at ``radius``."""
         return feasible_box(self.x, radius, self.mask)
 
-    def start_point(self,
-                    radius: float,
-                    lower: Tensor,
-                    upper: Tensor,
-                    start: StartLike = _DEFAULT) -> Tensor:
-        """The first iterate at ``radius`` (default: the problem's
+    def ball(self, radius: float) -> Ball:
+        """The feasible set at ``radius`` in the problem's norm."""
+        return Ball(self.x, radius, self.mask, self.norm)
+
+    def start_point(self, ball: Ball, start: StartLike = _DEFAULT) -> Tensor:
+        """The first iterate in ``ball`` (default: the problem's
         start)."""
-        return start_point(self.x, radius, lower, upper,
-                           self.start if start is _DEFAULT else start)
+        return start_point(ball, self.start if start is _DEFAULT else start)
 
     def fallback(self) -> WorstCase:
         """The clean images as the worst case so far."""

@@ -66,8 +66,9 @@ def _padam_steps(problem: AttackProblem, lr: float, betas: Tuple[float, float],
     attacked = active = problem.active
     iters = torch.zeros(B, dtype=torch.long, device=x.device)
     best_loss = torch.full((B, ), float('nan'), device=x.device)
-    lower, upper = problem.box(problem.eps)
-    x_adv = problem.start_point(problem.eps, lower, upper)
+    ball = problem.ball(problem.eps)
+    lower, upper = ball.lower, ball.upper
+    x_adv = problem.start_point(ball)
     # first and second moments and the running maximum of the second
     # (AMSGrad), of the scaled gradient
     m = torch.zeros_like(x_adv)
@@ -131,7 +132,8 @@ def padam(model,
           early_stop: bool = True,
           clean: Optional[Prediction] = None,
           validate: bool = True,
-          result_precision: str = 'fp32') -> AttackResult:
+          result_precision: str = 'fp32',
+          eot: int = 1) -> AttackResult:
     """PAdam (l_inf): Adam with AMSGrad ascending ``loss``, the iterate
     projected onto the eps-ball intersected with [0, 1] after each step.
 
@@ -160,7 +162,7 @@ def padam(model,
 
     Args:
         model, x, y, eps, ignore_index, mask, amp, targeted, class_weights,
-        early_stop, clean, validate, result_precision: As in
+        early_stop, clean, validate, result_precision, eot: As in
             :func:`~.apgd.apgd`.
         n_iter (int): Adam steps (Halmosi et al. use 200).
         loss (str): Pixel loss: ``'ce'`` (PAdam-CE), ``'cos'`` (PAdam-Cos)
@@ -203,4 +205,5 @@ def padam(model,
         targeted=targeted,
         class_weights=class_weights,
         early_stop=early_stop,
-        result_precision=result_precision)
+        result_precision=result_precision,
+        eot=eot)

@@ -1,4 +1,5 @@
-"""Fixed-step l_inf PGD and its segmentation variants (baselines).
+"""Fixed-step PGD (l_inf or l_2) and its segmentation variants
+(baselines).
 
 ``loss='ce'`` is PGD (Madry et al.), ``loss='bal_ce'`` is SegPGD (Gu et al.
 2022) and ``loss='cossim_ce'`` is CosPGD (Agnihotri and Keuper 2023).
@@ -10,13 +11,15 @@ import torch
 from torch import Tensor
 
 from .apgd import _attack
-from .checks import check_eps
+from .checks import check_eps, check_norm, check_radius
 from .core import (_DEFAULT, AttackProblem, AttackResult, Prediction,
-                   StartLike, is_sync_point, project, start_from_legacy,
-                   where_rows)
+                   StartLike, is_sync_point, start_from_legacy, where_rows)
 from .precision import AmpLike
 
-__all__ = ['pgd', 'pgd_train', 'pgd_step_size', 'PAPER_PGD_STEP_SIZES']
+__all__ = [
+    'pgd', 'pgd_train', 'pgd_step_size', 'PAPER_PGD_STEP_SIZES',
+    'L2_PGD_STEP_RATIO'
+]
 
 #: Step sizes the paper's appendix uses for PGD, SegPGD and CosPGD,
 #: keyed by eps in units of 1/255.
@@ -30,14 +33,23 @@ PAPER_PGD_STEP_SIZES = {
     12.0: 6e-3,
 }
 
+#: Default l_2 PGD step size as a fraction of the radius: the ratio of the
+#: paper's l_inf step size to the radius at 8/255 (5e-3 / (8/255), about
+#: 0.16), the radius of its main tables; the paper has no l_2 baselines.
+L2_PGD_STEP_RATIO = 5e-3 / (8 / 255)
 
-def pgd_step_size(eps: float) -> float:
+
+def pgd_step_size(eps: float, norm: str = 'linf') -> float:
     """The paper's PGD step size for ``eps`` (a fraction, e.g. ``4/255``).
 
     Table values are used where they exist; between them the step size is
     interpolated linearly in eps, below the table it scales with eps, and
-    above it the last segment is extended (16/255 -> 7e-3).
+    above it the last segment is extended (16/255 -> 7e-3). For
+    ``norm='l2'`` (steps along the normalised gradient):
+    ``L2_PGD_STEP_RATIO * eps``.
     """
+    if check_norm(norm) == 'l2':
+        return L2_PGD_STEP_RATIO * check_radius(eps, norm)
     eps = check_eps(eps)
     e = eps * 255.0
     keys = sorted(PAPER_PGD_STEP_SIZES)
@@ -65,8 +77,8 @@ def _pgd_steps(problem: AttackProblem, step_size: float):
     attacked = active = problem.active
     iters = torch.zeros(B, dtype=torch.long, device=x.device)
     best_loss = torch.full((B, ), float('nan'), device=x.device)
-    lower, upper = problem.box(problem.eps)
-    x_adv = problem.start_point(problem.eps, lower, upper)
+    ball = problem.ball(problem.eps)
+    x_adv = problem.start_point(ball)
     best = problem.fallback()
     # n_iter gradient steps; the last iterate is only evaluated
     for k in range(n_iter + 1):
@@ -89,7 +101,7 @@ def _pgd_steps(problem: AttackProblem, step_size: float):
         if problem.early_stop:
             active = active & (best.correct > 0)
         if need_grad:
-            x_new = project(x_adv + step_size * ev.grad.sign(), lower, upper)
+            x_new = ball.project(x_adv + step_size * ball.ascent(ev.grad))
             x_adv = where_rows(active, x_new, x_adv)
             iters += active
             if is_sync_point(k) and not obj.check(active):
@@ -114,8 +126,11 @@ def pgd(model,
         clean: Optional[Prediction] = None,
         validate: bool = True,
         result_precision: str = 'fp32',
+        norm: str = 'linf',
+        eot: int = 1,
         **legacy) -> AttackResult:
-    """l_inf PGD: ``x_{k+1} = P(x_k + step_size * sign(grad))``.
+    """PGD: ``x_{k+1} = P(x_k + step_size * sign(grad))`` (l_inf) or
+    ``P(x_k + step_size * grad / ||grad||_2)`` (``norm='l2'``).
 
     ``bal_ce`` uses ``lambda(t)`` with ``t = 1..n_iter``. Like the APGD
     attacks it reports, per image, the lowest-accuracy iterate (never worse
@@ -124,11 +139,12 @@ def pgd(model,
 
     Args:
         model, x, y, eps, ignore_index, mask, amp, targeted, class_weights,
-        early_stop, clean, validate, result_precision: As in
+        early_stop, clean, validate, result_precision, norm, eot: As in
         :func:`apgd`.
         n_iter (int): Number of steps.
-        step_size (float, optional): Step size in [0, 1] units; ``None``
-            takes :func:`pgd_step_size` (the paper's values).
+        step_size (float, optional): Step size in [0, 1] units (l_2: the
+            l_2 length of a step); ``None`` takes :func:`pgd_step_size` (the
+            paper's values).
         loss (str): ``'ce'`` (PGD), ``'bal_ce'`` (SegPGD), ``'cossim_ce'``
             (CosPGD) or any other pixel loss.
         start (StartLike): Where to start; default ``None``, the clean image,
@@ -140,8 +156,8 @@ def pgd(model,
         AttackResult: The lowest-accuracy iterate.
     """
     if step_size is None:
-        step_size = pgd_step_size(eps)
-    step_size = check_eps(step_size, 'step_size')
+        step_size = pgd_step_size(eps, norm)
+    step_size = check_radius(step_size, norm, 'step_size')
     return _attack(
         lambda p: _pgd_steps(p, step_size),
         'pgd',
@@ -163,7 +179,9 @@ def pgd(model,
         targeted=targeted,
         class_weights=class_weights,
         early_stop=early_stop,
-        result_precision=result_precision)
+        result_precision=result_precision,
+        norm=norm,
+        eot=eot)
 
 
 def pgd_train(model,
@@ -177,6 +195,7 @@ def pgd_train(model,
               ignore_index: int = 255,
               mask: Optional[Tensor] = None,
               amp: AmpLike = False,
+              norm: str = 'linf',
               **legacy) -> Tuple[Tensor, List[float]]:
     """PGD for adversarial training (docs/training.md).
 
@@ -185,7 +204,8 @@ def pgd_train(model,
     the cost is exactly ``steps`` forward + input-backward passes.
 
     Args:
-        model, x, y, eps, loss, ignore_index, mask, amp: As in :func:`pgd`.
+        model, x, y, eps, loss, ignore_index, mask, amp, norm: As in
+            :func:`pgd`.
         steps (int): Number of steps ``k`` (AT^k).
         step_size (float, optional): Defaults to ``2.5 * eps / steps``.
         start (StartLike): Default ``None`` (the clean image); a seed starts
@@ -208,17 +228,18 @@ def pgd_train(model,
         start=None if start is _DEFAULT else start,
         ignore_index=ignore_index,
         mask=mask,
-        amp=amp)
+        amp=amp,
+        norm=norm)
     if step_size is None:
         step_size = 2.5 * problem.eps / problem.n_iter
-    lower, upper = problem.box(problem.eps)
-    x_adv = problem.start_point(problem.eps, lower, upper)
+    ball = problem.ball(problem.eps)
+    x_adv = problem.start_point(ball)
     losses = []
     for k in range(problem.n_iter):
         ev = problem.obj.evaluate(
             x_adv, step=k + 1, total_steps=problem.n_iter)
         losses.append(ev.loss.mean())
-        x_adv = project(x_adv + step_size * ev.grad.sign(), lower, upper)
+        x_adv = ball.project(x_adv + step_size * ball.ascent(ev.grad))
     # one read-back for all steps (and the non-finite check)
     problem.obj.check()
     return x_adv, torch.stack(losses).tolist()

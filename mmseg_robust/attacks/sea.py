@@ -9,8 +9,9 @@ import torch
 from torch import Tensor
 
 from .apgd import _schedule, apgd, apgd_red_eps
-from .checks import check_eps, check_images, check_n_iter, warn_if_training
-from .core import (TRACKED_DEFAULTS, AttackResult, Prediction, SeedLike,
+from .checks import (check_eot, check_images, check_n_iter, check_norm,
+                     check_radius, warn_if_training)
+from .core import (TRACKED_DEFAULTS, AttackResult, Ball, Prediction, SeedLike,
                    StartLike, Timer, UniformNoise, WorstCase, derive_seed,
                    start_noise, subset_model, take_rows)
 from .losses import LOSS_NAMES, argmax_classes, check_loss_name
@@ -334,7 +335,9 @@ class SEA:
 
     Args:
         model: Callable ``x -> logits`` at label resolution (eval mode).
-        eps (float): l_inf radius, e.g. ``8/255``.
+        eps (float): Radius: l_inf as a fraction, e.g. ``8/255``; l_2 (with
+            ``norm='l2'``) the norm of the perturbation of the [0, 1] image,
+            e.g. ``0.5``.
         n_iter (int, optional): Iterations per attack (default: the
             version's, 300 as in the paper; fewer than 300 weaken every
             version, docs/attacks.md).
@@ -369,6 +372,13 @@ class SEA:
             training mode or its outputs are not deterministic.
         callback (callable, optional): Called as ``callback(name, result,
             worst_correct)`` after each attack, e.g. to log progress.
+        norm (str): Threat model: ``'linf'`` (default, the paper's) or
+            ``'l2'`` (every APGD and PGD member in its l_2 version; PAdam
+            and the square attack are l_inf only and refused).
+        eot (int): Expectation over transformation for randomised models:
+            gradients of the white-box attacks are averaged over ``eot``
+            forward+backward passes (``eot`` times the cost); the square
+            attack queries once per point.
     """
 
     def __init__(self,
@@ -386,9 +396,13 @@ class SEA:
                  random_start: bool = True,
                  check_model: bool = True,
                  callback: Optional[Callable] = None,
-                 result_precision: str = 'fp32'):
+                 result_precision: str = 'fp32',
+                 norm: str = 'linf',
+                 eot: int = 1):
         self.model = model
-        self.eps = check_eps(eps)
+        self.norm = check_norm(norm)
+        self.eps = check_radius(eps, norm)
+        self.eot = check_eot(eot)
         if version is not None and (attacks is not None or losses is not None):
             raise ValueError(
                 'give either an SEA version or attacks/losses, not both')
@@ -408,6 +422,14 @@ class SEA:
         names = [a.name for a in self.attacks]
         if len(set(names)) != len(names):
             raise ValueError(f'attack names must be unique, got {names}')
+        linf_only = [
+            a.name for a in self.attacks if a.method in ('padam', 'square')
+        ]
+        if self.norm != 'linf' and linf_only:
+            raise ValueError(
+                f'{", ".join(linf_only)}: PAdam and the square attack are '
+                f'l_inf attacks, but norm={self.norm!r}; use APGD, red-eps '
+                'or PGD attacks for l2')
         min_iter = 3 if any(a.method == 'red_eps' for a in self.attacks) else 1
         self.n_iter = check_n_iter(default_iter if n_iter is None else n_iter,
                                    min_iter,
@@ -444,13 +466,14 @@ class SEA:
             again = f'#{a.restart}' if a.restart else ''
             parts.append(f'{a.name if a.method == "pgd" else method + a.loss}'
                          f'{again}{track}')
-        return (f'{self.version}, {self.n_iter} it./attack: ' +
+        norm = '' if self.norm == 'linf' else f' ({self.norm})'
+        return (f'{self.version}{norm}, {self.n_iter} it./attack: ' +
                 ', '.join(parts))
 
     def with_eps(self, eps: float) -> 'SEA':
         """The same ensemble at another radius (shares the model check)."""
         other = _copy(self)
-        other.eps = check_eps(eps)
+        other.eps = check_radius(eps, self.norm)
         return other
 
     def _check_model(self, x: Tensor, logits: Tensor,
@@ -555,6 +578,10 @@ class SEA:
                             take_rows(clean_pred, idx),
                             take_rows(clean_correct, idx)),
                         validate=False)
+                    if spec.method != 'square':
+                        kwargs.update(eot=self.eot)
+                    if spec.method in ('red_eps', 'apgd', 'pgd'):
+                        kwargs.update(norm=self.norm)
                     if spec.method == 'square':
                         kwargs.update(
                             class_weights=self.class_weights,
@@ -564,7 +591,7 @@ class SEA:
                     elif spec.method != 'pgd':
                         kwargs.update(
                             class_weights=self.class_weights,
-                            start=self._start(spec, init, x, seed, idx))
+                            start=self._start(spec, init, x, seed, idx, mask))
                     res = run_attack(spec, subset_model(self.model, rows),
                                      take_rows(x, idx), take_rows(y, idx),
                                      self.eps, self.n_iter, **kwargs)
@@ -611,8 +638,13 @@ class SEA:
             previous.x_adv.to(x), previous.pred.to(x.device),
             previous.correct.to(x.device))
 
-    def _start(self, spec: AttackSpec, init: Optional[WorstCase], x: Tensor,
-               seed: SeedLike, idx: Tensor) -> StartLike:
+    def _start(self,
+               spec: AttackSpec,
+               init: Optional[WorstCase],
+               x: Tensor,
+               seed: SeedLike,
+               idx: Tensor,
+               mask: Optional[Tensor] = None) -> StartLike:
         """Where APGD attack ``spec`` starts on images ``idx``.
 
         Random starts are seeded by the image's seed and the attack's name
@@ -632,7 +664,8 @@ class SEA:
         # where the attack's first run starts (red-eps: its first radius)
         radius = _schedule(self.eps, self.n_iter)[0][0] if \
             spec.method == 'red_eps' else self.eps
-        fresh = x if noise is None else x + radius * noise
+        fresh = x if noise is None else Ball(x, radius, mask,
+                                             self.norm).random_point(noise)
         if spec.restart:
             # a restart starts afresh, or it would repeat the first start's
             # run from the same point (the smaller radius's worst case is
@@ -653,7 +686,7 @@ class SEA:
         Returns:
             list: One :class:`SEAResult` per radius, in increasing order.
         """
-        radii = sorted(check_eps(r) for r in radii)
+        radii = sorted(check_radius(r, self.norm) for r in radii)
         clean = self.clean(x.detach().float(), y.to(x.device).long())
         out: List[SEAResult] = []
         for r in radii:

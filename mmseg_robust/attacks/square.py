@@ -187,12 +187,13 @@ def _square_steps(
     n_queries = problem.n_iter
     active = problem.active
     draws = _Queries(x, seed, n_queries - 1)
-    lower, upper = problem.box(eps)
+    ball = problem.ball(eps)
+    lower, upper = ball.lower, ball.upper
     stripes = project(x + eps * draws.stripes, lower, upper)
     if isinstance(problem.start, str):  # STRIPES
         x_best = stripes
     else:
-        x_best = problem.start_point(eps, lower, upper)
+        x_best = problem.start_point(ball)
         if isinstance(problem.start, Tensor):
             # given points (e.g. the worst case at a smaller radius): an
             # image whose point is the clean image itself starts at the

@@ -90,6 +90,33 @@ def test_trains_on_adversarial_images_within_eps(tmp_path, toy_data):
             assert (g0 is None and g1 is None) or torch.equal(g0, g1)
 
 
+def test_l2_training_stays_in_the_l2_ball(tmp_path, toy_data):
+    """``norm='l2'``: the perturbation of each image (in [0, 1] units) has
+    l2 norm at most eps, and the attack moved it."""
+    store = {}
+    _run(
+        tmp_path,
+        toy_data,
+        dict(
+            type='AdvTrainingHook',
+            eps=0.5,
+            steps=3,
+            norm='l2',
+            random_start=True),
+        max_iters=1,
+        extra_hooks=[Probe('before', store),
+                     Probe('after', store)])
+    for clean, adv in zip(store['before'][0]['inputs'],
+                          store['after'][0]['inputs']):
+        norm = float(((adv - clean) / 255).norm())
+        assert 0 < norm <= 0.5 * (1 + 1e-4)
+        assert adv.min() >= 0 and adv.max() <= 255
+    hook = AdvTrainingHook(eps=2.0, steps=4, norm='l2')
+    assert hook.step_size == pytest.approx(2.5 * 2.0 / 4)
+    with pytest.raises(ValueError, match='norm must be one of'):
+        AdvTrainingHook(norm='l1')
+
+
 def test_logs_attack_loss(tmp_path, toy_data):
     runner = _run(tmp_path, toy_data,
                   dict(type='AdvTrainingHook', eps=EPS, steps=2))

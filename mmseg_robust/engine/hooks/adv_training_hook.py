@@ -8,7 +8,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
-from mmseg_robust.attacks import check_eps, derive_seed, pgd_train
+from mmseg_robust.attacks import (check_norm, check_radius, derive_seed,
+                                  pgd_train)
 from mmseg_robust.attacks.losses import check_loss_name
 from mmseg_robust.errors import ConfigError
 from mmseg_robust.models import AttackBatch, unwrap_segmentor
@@ -27,9 +28,9 @@ class AdvTrainingHook(Hook):
     """Replace each training batch by PGD adversarial images (AT^k).
 
     Before every training iteration the hook attacks the batch with ``steps``
-    steps of l_inf PGD and swaps the images in ``data_batch['inputs']``, so
-    the stock ``train_step`` (decode and auxiliary heads, optimizer, AMP)
-    trains on them. The attack:
+    steps of PGD (l_inf, or l_2 with ``norm='l2'``) and swaps the images in
+    ``data_batch['inputs']``, so the stock ``train_step`` (decode and
+    auxiliary heads, optimizer, AMP) trains on them. The attack:
 
     * perturbs the raw images in [0, 1] units in front of the data
       preprocessor (channel order, mean/std and padding are applied inside
@@ -54,7 +55,9 @@ class AdvTrainingHook(Hook):
     ``decode.acc_seg`` MMSeg already logs, since it trains on that batch.
 
     Args:
-        eps (float): l_inf radius as a fraction (default ``4/255``).
+        eps (float): l_inf radius as a fraction (default ``4/255``); with
+            ``norm='l2'`` the l_2 norm of the perturbation of the [0, 1]
+            image (docs/attacks.md, "The l2 threat model").
         steps (int): PGD steps ``k`` (2 or 5 in the paper).
         step_size (float, optional): Defaults to ``2.5 * eps / steps``.
         random_start (bool): Random start in the eps-ball (default off).
@@ -65,6 +68,9 @@ class AdvTrainingHook(Hook):
         start_iter (int): Train clean before this iteration (warm-up).
         seed (int): Seed of the random start (combined with the iteration
             and the process rank, :meth:`start_seed`).
+        norm (str): ``'linf'`` (default, the paper's) or ``'l2'`` (steps
+            along the l_2-normalised gradient, projection onto the l_2
+            ball).
     """
 
     priority = 'LOW'  # after hooks that may still change the batch
@@ -77,12 +83,14 @@ class AdvTrainingHook(Hook):
                  loss: str = 'ce',
                  adv_ratio: float = 1.0,
                  start_iter: int = 0,
-                 seed: int = 0):
+                 seed: int = 0,
+                 norm: str = 'linf'):
         try:
-            self.eps = check_eps(eps)
+            self.norm = check_norm(norm)
+            self.eps = check_radius(eps, norm)
             self.loss = check_loss_name(loss)
             if step_size is not None:
-                step_size = check_eps(step_size, 'step_size')
+                step_size = check_radius(step_size, norm, 'step_size')
         except (TypeError, ValueError) as err:
             raise ConfigError(f'AdvTrainingHook: {err}') from err
         if not _is_int(steps) or steps < 1:
@@ -105,9 +113,14 @@ class AdvTrainingHook(Hook):
         self.seed = int(seed)
 
     def before_train(self, runner) -> None:
+        if self.norm == 'linf':
+            radius = (f'eps={self.eps * 255:g}/255, step size '
+                      f'{self.step_size * 255:g}/255')
+        else:
+            radius = (f'l2 eps={self.eps:g}, step size {self.step_size:g}')
         print_log(
-            f'AdvTrainingHook: PGD AT^{self.steps}, eps={self.eps * 255:g}/255'
-            f', step size {self.step_size * 255:g}/255, loss {self.loss!r}, '
+            f'AdvTrainingHook: PGD AT^{self.steps}, {radius}, loss '
+            f'{self.loss!r}, '
             f'random start {self.random_start}, {self.adv_ratio:.0%} of each '
             f'batch adversarial from iteration {self.start_iter}',
             logger='current')
@@ -156,7 +169,8 @@ class AdvTrainingHook(Hook):
                     start=self.start_seed(runner.iter, get_rank())
                     if self.random_start else None,
                     ignore_index=batch.ignore_index,
-                    mask=batch.mask)
+                    mask=batch.mask,
+                    norm=self.norm)
         finally:
             segmentor.train(was_training)
         # back to the layout the data preprocessor expects; they stay on the
