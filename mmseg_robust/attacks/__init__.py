@@ -22,6 +22,8 @@ from .sea import (BASELINE_ATTACKS, DEFAULT_SEA_VERSION, RECOMMENDED_ATTACKS,
                   SEAResult, SEAVersion, attack_names_help, parse_attack,
                   run_attack, sea_version, sea_version_names)
 from .square import SQUARE_QUERIES, square_attack, square_queries
+from .trust import (TRUST_BUDGETS, TRUST_LEVELS, TrustBudget, TrustCheck,
+                    TrustReport, trust_checks)
 from .worst_miou import worst_case_miou
 
 __all__ = [
@@ -37,5 +39,6 @@ __all__ = [
     'worst_case_miou', 'AmpLike', 'resolve_amp', 'RESULT_PRECISIONS',
     'FastModel', 'accelerate', 'HostSyncCounter', 'padam', 'PADAM_LR',
     'square_attack', 'square_queries', 'SQUARE_QUERIES', 'NORMS', 'check_norm',
-    'check_radius', 'check_eot', 'Ball', 'L2_PGD_STEP_RATIO'
+    'check_radius', 'check_eot', 'Ball', 'L2_PGD_STEP_RATIO', 'trust_checks',
+    'TrustReport', 'TrustCheck', 'TrustBudget', 'TRUST_BUDGETS', 'TRUST_LEVELS'
 ]
