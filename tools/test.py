@@ -10,6 +10,7 @@ Same command line as MMSegmentation's ``tools/test.py``, plus::
         [--channels-last] [--compile]
         [--resume] [--max-images N] [--no-skip] [--per-class]
         [--table compact|per_radius|wide] [--allow-tiny-eps]
+        [--checks none|fast|full] [--surrogate CONFIG CKPT]
 
 and, for any test, ``--trust-checkpoint PATH``, ``--test-scale LONG SHORT``
 and ``--debug``.
@@ -40,12 +41,14 @@ from mmseg_robust.cli import (ToolError, add_runner_arguments,
 from mmseg_robust.compat.checkpoint import trust_checkpoints
 from mmseg_robust.engine.runner.sea_test_loop import (TTA_PROBLEM,
                                                       dataset_problem)
+from mmseg_robust.models.surrogate import load_surrogate
 
 #: Options of the ``--eval sea`` group (refused without it).
 SEA_OPTIONS = ('eps', 'allow_tiny_eps', 'sea_version', 'n_iter', 'attacks',
                'class_weights', 'seed', 'amp', 'result_precision',
                'channels_last', 'compile', 'resume', 'max_images', 'no_skip',
-               'independent_radii', 'per_class', 'table', 'log_interval')
+               'independent_radii', 'per_class', 'table', 'log_interval',
+               'checks', 'surrogate')
 
 
 def parse_args(argv=None):
@@ -178,6 +181,22 @@ def parse_args(argv=None):
         type=int,
         default=None,
         help='log progress every N batches (default 1)')
+    sea.add_argument(
+        '--checks',
+        choices=['none', 'fast', 'full'],
+        default=None,
+        help='the trust report beside the numbers (docs/evaluation.md, "Can '
+        'I trust this number?"): fast (the default, a few %% of the '
+        'attacks\' cost), full (longer, radius 1.0 too, the black-box '
+        'attack on every image) or none')
+    sea.add_argument(
+        '--surrogate',
+        nargs=2,
+        metavar=('CONFIG', 'CKPT'),
+        default=None,
+        help='another model (config and checkpoint) for the report\'s '
+        'transfer check: adversarial images made on it must not beat the '
+        'white-box attack on this model')
     add_runner_arguments(parser, 'the checkpoint to test')
     return parse_runner_args(parser, argv)
 
@@ -238,6 +257,15 @@ def sea_options(args, work_dir: str) -> dict:
         opts['chain_radii'] = False
     if args.independent_radii:
         opts['chain_radii'] = False
+    if args.checks is not None:
+        opts['checks'] = args.checks
+    if args.surrogate is not None:
+        if args.checks == 'none':
+            raise ToolError('--surrogate is for the transfer check of the '
+                            'trust report, which --checks none turns off: '
+                            'leave out one of them')
+        opts['surrogate'] = dict(
+            config=args.surrogate[0], checkpoint=args.surrogate[1])
     if args.out:
         opts['results_dir'] = args.out
     if args.show_dir:
@@ -421,6 +449,10 @@ def run(args: argparse.Namespace) -> dict:
     # before anything (results of an earlier run included) is touched
     ckpt = read_checkpoint(args.checkpoint)
     cfg.load_from = args.checkpoint
+    if use_sea and args.surrogate:
+        # the surrogate's files and fit, before any work (the loop loads it
+        # again on the model's device)
+        load_surrogate(*args.surrogate)
     check_output_dirs(cfg, args, use_sea)
     setup_cpu_distributed(cfg, args.launcher)
 

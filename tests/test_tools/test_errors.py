@@ -154,6 +154,9 @@ def ctx(trained_tiny, tmp_path_factory):
     c.no_ann_cfg = variant('no_annotations', no_annotations)
     c.no_pack_cfg = variant('no_pack', no_pack)
     c.four_classes_cfg = variant('four_classes', four_classes)
+    c.four_class_model_cfg = variant(
+        'four_class_model',
+        lambda cfg: cfg.model.decode_head.update(num_classes=4))
     return c
 
 
@@ -421,6 +424,26 @@ TEST_CASES = [
         lambda c: _t(c, '--test-scale', '64', '32'),
         lambda c: 'error: --test-scale 64 32: the test pipeline has no '
         'Resize with a scale to change'),
+    Case(
+        'surrogate-checks-none', lambda c: _t(c, *QUICK, '--checks', 'none',
+                                              '--surrogate', c.cfg, c.ckpt),
+        lambda c: 'error: --surrogate is for the transfer check of the '
+        'trust report, which --checks none turns off: leave out one of them'),
+    Case(
+        'surrogate-config-missing', lambda c: _t(
+            c, *QUICK, '--surrogate', str(c.root / 'nope.py'), c.ckpt),
+        lambda c: f"error: --surrogate: config file '{c.root / 'nope.py'}' "
+        'does not exist'),
+    Case(
+        'surrogate-checkpoint-missing',
+        lambda c: _t(c, *QUICK, '--surrogate', c.cfg, str(c.root / 'no.pth')),
+        lambda c: f"error: --surrogate: checkpoint '{c.root / 'no.pth'}' "
+        'does not exist'),
+    Case(
+        'surrogate-does-not-fit',
+        lambda c: _t(c, *QUICK, '--surrogate', c.four_class_model_cfg, c.ckpt),
+        lambda c: (f'error: --surrogate: checkpoint {c.ckpt} does not fit '
+                   'the model of the config', 'shape mismatches')),
 ]
 
 

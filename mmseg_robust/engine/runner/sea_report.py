@@ -98,10 +98,13 @@ def write_summary(results_dir: str,
                   device: str,
                   tables: Dict[str, str],
                   curve_title: str,
-                  precision: Optional[dict] = None) -> str:
+                  precision: Optional[dict] = None,
+                  trust: Optional[dict] = None) -> str:
     """Write ``summary.json``, ``robustness_curve.png`` and, if the
     metrics hold accuracy by object size, ``robustness_by_size.png``;
-    returns the summary's path."""
+    returns the summary's path. ``trust``: the trust report
+    (:meth:`~mmseg_robust.attacks.TrustReport.to_dict`), ``None`` without
+    checks."""
     import mmcv
     import mmengine
     import mmseg
@@ -129,7 +132,8 @@ def write_summary(results_dir: str,
             python=platform.python_version()),
         device=device,
         precision=precision,
-        tables=tables)
+        tables=tables,
+        trust=trust)
     path = osp.join(results_dir, 'summary.json')
     with open(path, 'w', encoding='utf-8') as f:
         json.dump(summary, f, indent=2, default=float)

@@ -7,6 +7,7 @@ one record per image. Records on disk and resuming live in
 the records flow to :class:`SEAMetric`, whose metrics make the tables.
 """
 import copy
+import logging
 import os
 import os.path as osp
 import time
@@ -22,6 +23,8 @@ from mmseg.registry import LOOPS
 
 from mmseg_robust.attacks import SEA, check_eps
 from mmseg_robust.attacks.accelerate import check_compile
+from mmseg_robust.attacks.trust import (TRUST_BUDGETS, TRUST_LEVELS,
+                                        trust_checks)
 from mmseg_robust.errors import ConfigError
 from mmseg_robust.evaluation.class_weights import load_class_weights
 from mmseg_robust.evaluation.dist_guard import fail_together, run_on_main
@@ -115,6 +118,20 @@ class SEATestLoop(TestLoop):
         log_interval (int): Log progress every this many batches.
         ignore_index (int, optional): Label of ignored pixels in attacks and
             metrics; default the decode head's (MMSeg's is 255).
+        checks (str): The trust report (docs/evaluation.md, "Can I trust
+            this number?"): ``'fast'`` (default; a few dozen passes per
+            image, the black-box attack on every fourth image by dataset
+            index), ``'full'`` (longer runs, radius 1.0 too, the black-box
+            attack on every image) or ``'none'``. It runs per batch at the
+            largest radius against SEA's per-image worst case there; its
+            measurements go into each image's record, and the report over
+            the dataset is logged after the tables and written to
+            ``summary.json`` (``trust``). With checks on, the report's
+            determinism check replaces SEA's own warning about stochastic
+            models.
+        surrogate (dict | nn.Module, optional): The transfer check's
+            surrogate: ``dict(config=..., checkpoint=...)`` (built like the
+            evaluated model) or a built segmentor.
     """
 
     def __init__(self,
@@ -138,7 +155,9 @@ class SEATestLoop(TestLoop):
                  ignore_index: Optional[int] = None,
                  result_precision: str = 'fp32',
                  channels_last: bool = False,
-                 compile: Union[bool, dict] = False) -> None:
+                 compile: Union[bool, dict] = False,
+                 checks: str = 'fast',
+                 surrogate: Union[None, dict, torch.nn.Module] = None) -> None:
         if isinstance(eps, (int, float)):
             eps = [eps]
         try:
@@ -165,6 +184,66 @@ class SEATestLoop(TestLoop):
             raise ConfigError(f'SEATestLoop: {err}') from err
         self.channels_last = bool(channels_last)
         self.chain_radii = bool(chain_radii)
+        if checks not in TRUST_LEVELS:
+            raise ConfigError(f'SEATestLoop: checks={checks!r}: use one of '
+                              f'{", ".join(TRUST_LEVELS)}')
+        self.checks = checks
+        if surrogate is not None and checks == 'none':
+            raise ConfigError(
+                'a surrogate model is for the transfer check of the trust '
+                "report, which checks='none' (--checks none) turns off: "
+                'leave out the surrogate or turn the checks on')
+        if isinstance(surrogate,
+                      dict) and not {'config', 'checkpoint'} <= set(surrogate):
+            raise ConfigError('SEATestLoop: surrogate=dict(config=..., '
+                              f'checkpoint=...), got {surrogate!r}')
+        self.surrogate_spec = surrogate
+        self._surrogate = None
+        self.uses_class_weights = any(a.loss == 'mask_ce_bal'
+                                      for a in self.sea.attacks)
+        self.class_weights_spec = class_weights if \
+            self.uses_class_weights else None
+        self.class_weights: Optional[List[float]] = None
+        if max_images is not None and int(max_images) < 1:
+            raise ConfigError(f'max_images must be >= 1, got {max_images}')
+        self.max_images = None if max_images is None else int(max_images)
+        self.resume = bool(resume)
+        self.show_dir = show_dir
+        self.log_interval = max(int(log_interval), 1)
+        if isinstance(dataloader, dict):
+            problem = dataset_problem(dataloader.get('dataset') or {})
+            if problem:
+                raise ConfigError(problem)
+        if isinstance(dataloader, dict) and self.max_images is not None:
+            dataloader = copy.deepcopy(dataloader)
+            dataloader['dataset']['indices'] = self.max_images
+        empty = ConfigError(
+            'the test dataset is empty: check data_root, data_prefix and '
+            'ann_file of test_dataloader.dataset')
+        try:
+            super().__init__(runner, dataloader, evaluator)
+        except ValueError as err:
+            # mmengine's serialisation of an empty data list fails so
+            if 'need at least one array' in str(err):
+                raise empty from err
+            raise
+        except FileNotFoundError as err:
+            raise ConfigError(
+                f'the test dataset could not be built: {err}. Check '
+                'data_root, data_prefix and ann_file of '
+                'test_dataloader.dataset') from err
+        problem = dataset_problem(self.dataloader.dataset)
+        if problem:
+            raise ConfigError(problem)
+        if len(self.dataloader.dataset) == 0:
+            raise empty
+        self.classes = list(self.dataloader.dataset.metainfo['classes'])
+        self.ignore_index = int(
+            getattr(final_decode_head(unwrap_segmentor(runner.model)),
+                    'ignore_index', 255)) if ignore_index is None \
+            else int(ignore_index)
+        self.metric = self._find_metric()
+        self.metric.protocol = self.sea.describe()
         self.uses_class_weights = any(a.loss == 'mask_ce_bal'
                                       for a in self.sea.attacks)
         self.class_weights_spec = class_weights if \
@@ -318,6 +397,7 @@ class SEATestLoop(TestLoop):
         # (fail_together), so no rank waits for one that has failed
         run_on_main(os.makedirs, self.results_dir, exist_ok=True)
         self._prepare_class_weights()
+        self._prepare_surrogate()
         with fail_together('opening the results'):
             self._store = ResultStore(self.results_dir, rank, self.settings())
             self._done = self._store.open(self.resume)
@@ -348,21 +428,47 @@ class SEATestLoop(TestLoop):
         self.runner.call_hook('after_test')
         return metrics
 
+    def _prepare_surrogate(self) -> None:
+        """The transfer check's surrogate segmentor, on the model's device
+        in eval mode (built from its config and checkpoint on every
+        rank)."""
+        spec = self.surrogate_spec
+        if spec is None:
+            return
+        with fail_together('loading the surrogate'):
+            if isinstance(spec, dict):
+                from mmseg_robust.models.surrogate import load_surrogate
+                self._surrogate = load_surrogate(spec['config'],
+                                                 spec['checkpoint'],
+                                                 self._device())
+            else:
+                self._surrogate = unwrap_segmentor(spec).to(
+                    self._device()).eval()
+
     def _write_summary(self, metrics: dict, world_size: int) -> None:
         """``summary.json`` and the robustness curve (on rank 0)."""
         tables = sea_tables(metrics, self.metric.table, self.sea.describe())
+        report = self.metric.trust_report
         write_summary(
-            self.results_dir, metrics, self.sea.describe(), self.settings(),
-            self.runner.cfg.get('load_from'), len(self.dataloader.dataset),
-            world_size, self._progress.elapsed, self._done.values(),
+            self.results_dir,
+            metrics,
+            self.sea.describe(),
+            self.settings(),
+            self.runner.cfg.get('load_from'),
+            len(self.dataloader.dataset),
+            world_size,
+            self._progress.elapsed,
+            self._done.values(),
             self._device(), {
                 k: v
                 for k, v in tables.items() if k != 'title'
-            }, self._curve_title(),
+            },
+            self._curve_title(),
             dict(
                 self.precision(),
                 channels_last=self.channels_last,
-                compile=self.compile))
+                compile=self.compile),
+            trust=None if report is None else report.to_dict())
 
     def _log_settings(self, world_size: int) -> None:
         n = len(self.dataloader.dataset)
@@ -478,6 +584,7 @@ class SEATestLoop(TestLoop):
         ]
         adversarial = {}
         res = None
+        attack_passes = 0
         for eps in self.eps:  # increasing
             res = self._sea(batch.model, eps).run(
                 batch.x,
@@ -496,15 +603,71 @@ class SEATestLoop(TestLoop):
                 rec['worst_attack'][ek] = 'clean' if k == -1 else (
                     'smaller_eps' if k == -2 else self.attack_names[k])
             adversarial[ek] = (res.x_adv, res.pred)
+            attack_passes += sum(r.n_evals for r in res.attacks.values())
         elapsed = time.perf_counter() - t0
         for rec in records:
             rec['time'] = elapsed / len(records)
+        if self.checks != 'none':
+            self._trust(data, batch, keys, seeds, res, records, elapsed,
+                        attack_passes)
         if self.show_dir:
             from mmseg_robust.visualization import save_sea_predictions
             save_sea_predictions(self.show_dir, batch, data['data_samples'],
                                  clean.pred, adversarial,
                                  self.dataloader.dataset.metainfo)
         return records
+
+    def _trust(self, data: dict, batch: AttackBatch, keys: List[int],
+               seeds: List[int], res, records: List[dict],
+               attack_seconds: float, attack_passes: int) -> None:
+        """The trust report's measurements on this batch at the largest
+        radius, against SEA's per-image worst case there (where a masked
+        model's gap to a black-box or one-step attack is largest, and what
+        the headline number is), added to each record as ``trust``."""
+        if getattr(self.sea, 'norm', 'linf') != 'linf':
+            if not getattr(self, '_trust_norm_said', False):
+                self._trust_norm_said = True
+                print_log(
+                    'trust checks: not run, they are l_inf checks and '
+                    f'this evaluation uses norm={self.sea.norm!r}',
+                    logger='current',
+                    level=logging.WARNING)
+            return
+        budget = TRUST_BUDGETS[self.checks]
+        stride = max(int(round(1 / budget.square_share)), 1)
+        surrogate = None
+        if self._surrogate is not None:
+            sur = AttackBatch.from_data(
+                self._surrogate,
+                data,
+                mode='test',
+                ignore_index=self.ignore_index)
+            surrogate = _fit_input(sur.model, tuple(sur.x.shape[-2:]))
+        report = trust_checks(
+            batch.model,
+            batch.x,
+            batch.y,
+            self.eps[-1],
+            level=self.checks,
+            worst=res.correct,
+            ignore_index=self.ignore_index,
+            seed=seeds,
+            amp=self.sea.amp,
+            surrogate=surrogate,
+            mask=batch.mask,
+            square_images=[i for i, k in enumerate(keys) if k % stride == 0])
+        # the batch's passes, shared out per image (the attacks' too, for
+        # the report's relative cost)
+        n = len(records)
+        cost = dict(
+            grad=report.cost['grad'] / n,
+            forward=report.cost['forward'] / n,
+            surrogate=report.cost['surrogate'] / n,
+            seconds=report.cost['seconds'] / n,
+            attack_grad=attack_passes / n,
+            attack_seconds=attack_seconds / n)
+        for rec, m in zip(records, report.images):
+            rec['trust'] = dict(m, eps=eps_key(self.eps[-1]), cost=cost)
 
     def _sea(self, model, eps: float) -> SEA:
         """The loop's ensemble at ``eps`` on this batch's model."""
@@ -513,7 +676,9 @@ class SEATestLoop(TestLoop):
         sea.ignore_index = self.ignore_index
         sea.class_weights = None if self.class_weights is None else \
             torch.tensor(self.class_weights)
-        sea.check_model = not self._model_checked
+        # with the trust report on, its determinism check replaces SEA's
+        # warning about stochastic models
+        sea.check_model = not self._model_checked and self.checks == 'none'
         return sea
 
     def _curve_title(self) -> str:
@@ -524,3 +689,20 @@ class SEATestLoop(TestLoop):
             str(self.runner.experiment_name)
         ckpt = cfg.get('load_from')
         return f'{name} ({osp.basename(ckpt)})' if ckpt else name
+
+
+def _fit_input(model, size: tuple):
+    """``model`` fed images padded or cropped (right and bottom, where
+    the padding is) to ``size``: the surrogate's preprocessor may pad the
+    batch to another size than the evaluated model's."""
+
+    def fitted(x):
+        h, w = size
+        x = x[..., :h, :w]
+        if x.shape[-2:] != (h, w):
+            x = torch.nn.functional.pad(
+                x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
+        return model(x)
+
+    fitted.training = False
+    return fitted

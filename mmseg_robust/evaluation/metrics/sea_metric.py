@@ -1,4 +1,5 @@
 """SEAMetric: clean and robust aAcc / mIoU / mAcc per radius and attack."""
+import logging
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
@@ -10,12 +11,16 @@ from mmseg.registry import METRICS
 from prettytable import PrettyTable
 
 from mmseg_robust.attacks import worst_case_miou
+from mmseg_robust.attacks.trust import TrustReport
 from mmseg_robust.errors import ConfigError
 from ..dist_guard import run_on_main
 from ..object_sizes import REFERENCE_SIZE, SIZE_BUCKETS, SIZE_EDGES
 from ..records import dense_areas, image_miou, sum_areas
 
-__all__ = ['SEAMetric', 'sea_tables', 'size_bucket_text']
+__all__ = [
+    'SEAMetric', 'sea_tables', 'size_bucket_text', 'trust_from_records',
+    'log_trust'
+]
 
 
 def _sorted_eps(keys):
@@ -88,6 +93,9 @@ class SEAMetric(IoUMetric):
         #: set by SEATestLoop: the protocol (SEA version, iterations,
         #: tracked objectives) named in the table title
         self.protocol: Optional[str] = None
+        #: the trust report over the dataset, from the records' ``trust``
+        #: measurements (``None`` without them), set by compute_metrics
+        self.trust_report: Optional[TrustReport] = None
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Collect the per-image records the SEA test loop attaches."""
@@ -283,7 +291,47 @@ class SEAMetric(IoUMetric):
             print_log(
                 'per-class IoU, clean and worst case:\n' + tables['per_class'],
                 logger=logger)
+        self.trust_report = trust_from_records(results)
+        if self.trust_report is not None:
+            log_trust(self.trust_report, logger)
         return metrics
+
+
+def trust_from_records(records: List[dict]) -> Optional[TrustReport]:
+    """The trust report over the records that hold trust measurements
+    (``None`` if none does): the checks summarised over every image, the
+    cost summed, and ``n_unchecked``, the records without measurements
+    (``--checks none``, or resumed from an earlier version)."""
+    images = [r['trust'] for r in records if r.get('trust')]
+    if not images:
+        return None
+    levels = sorted({m.get('level') for m in images})
+    radii = sorted({m.get('eps') for m in images}, key=float)
+    cost: Dict[str, float] = OrderedDict()
+    for m in images:
+        for k, v in m.get('cost', {}).items():
+            cost[k] = cost.get(k, 0) + v
+    cost['n_images'] = len(images)
+    cost['n_unchecked'] = len(records) - len(images)
+    return TrustReport.from_images(images,
+                                   float(radii[-1]) / 255,
+                                   levels[0] if len(levels) == 1 else 'mixed',
+                                   cost)
+
+
+def log_trust(report: TrustReport, logger=None) -> None:
+    """The report's table, then one warning line per flagged check."""
+    text = report.format()
+    missing = report.cost.get('n_unchecked', 0)
+    if missing:
+        text += (f'\n  {missing} image(s) have no trust measurements '
+                 '(evaluated with --checks none or by an earlier version)')
+    print_log(text, logger=logger)
+    for c in report.warnings:
+        print_log(
+            f'trust check {c.name!r} warns: {c.message}',
+            logger=logger,
+            level=logging.WARNING)
 
 
 def _radius(row: str) -> str:
