@@ -49,10 +49,15 @@ def _points(metrics: Dict[str, float], output: str, metric: str):
     return xs, ys
 
 
-def _finish(fig, axes, title: Optional[str], out_file: str, dpi: int) -> str:
+def _finish(fig,
+            axes,
+            title: Optional[str],
+            out_file: str,
+            dpi: int,
+            xlabel: str = 'eps (x 1/255)') -> str:
     """Axis labels, grid and legend of robustness-curve axes; save."""
     for ax in axes:
-        ax.set_xlabel('eps (x 1/255)')
+        ax.set_xlabel(xlabel)
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -66,11 +71,11 @@ def _finish(fig, axes, title: Optional[str], out_file: str, dpi: int) -> str:
     return out_file
 
 
-def plot_robustness_curve(
-        metrics: Dict[str, float],
-        out_file: str,
-        title: Optional[str] = None,
-        extra: Optional[Dict[str, Dict[str, float]]] = None) -> str:
+def plot_robustness_curve(metrics: Dict[str, float],
+                          out_file: str,
+                          title: Optional[str] = None,
+                          extra: Optional[Dict[str, Dict[str, float]]] = None,
+                          xlabel: str = 'eps (x 1/255)') -> str:
     """mIoU and aAcc against eps (in /255), one line per attack, the worst
     case in bold, the clean value at eps 0.
 
@@ -80,6 +85,8 @@ def plot_robustness_curve(
         title (str, optional): Figure title.
         extra (dict, optional): ``{label: metrics}`` of further models drawn
             as worst-case lines (e.g. clean vs adversarially trained).
+        xlabel (str): Label of the radius axis (``'l2 radius'`` for l2
+            results).
 
     Returns:
         str: ``out_file``.
@@ -96,7 +103,8 @@ def plot_robustness_curve(
                 k: ['worst']
                 for k in (extra or {})
             }
-        })
+        },
+        xlabel=xlabel)
 
 
 def plot_robustness_curves(models: Dict[Optional[str], Dict[str, float]],
@@ -104,7 +112,8 @@ def plot_robustness_curves(models: Dict[Optional[str], Dict[str, float]],
                            title: Optional[str] = None,
                            outputs: Optional[Dict] = None,
                            colors: Optional[Dict[str, str]] = None,
-                           dpi: int = 100) -> str:
+                           dpi: int = 100,
+                           xlabel: str = 'eps (x 1/255)') -> str:
     """mIoU and aAcc against eps (in /255) for several models: per model
     the worst case in bold and its other outputs (attacks), the clean value
     at eps 0.
@@ -152,7 +161,7 @@ def plot_robustness_curves(models: Dict[Optional[str], Dict[str, float]],
                     linewidth=2.5 if worst else 1.0,
                     label=text)
         ax.set_ylabel(f'{metric} (%)')
-    return _finish(fig, axes, title, out_file, dpi)
+    return _finish(fig, axes, title, out_file, dpi, xlabel)
 
 
 def has_size_metrics(metrics: Dict[str, float]) -> bool:
@@ -169,7 +178,8 @@ def plot_robustness_by_size(models: Dict[Optional[str], Dict[str, float]],
                             title: Optional[str] = None,
                             colors: Optional[Dict[str, str]] = None,
                             output: str = 'worst',
-                            dpi: int = 100) -> str:
+                            dpi: int = 100,
+                            xlabel: str = 'eps (x 1/255)') -> str:
     """Where models break: against eps (in /255, clean at 0), the pixel
     accuracy of small, medium and large ground-truth objects (and of all
     pixels, thin), and mIoU pooled over the dataset and per image.
@@ -231,7 +241,7 @@ def plot_robustness_by_size(models: Dict[Optional[str], Dict[str, float]],
     acc_ax.set_title('accuracy by object size', fontsize=9)
     iou_ax.set_ylabel('mIoU (%)')
     iou_ax.set_title('mIoU over the dataset and per image', fontsize=9)
-    return _finish(fig, (acc_ax, iou_ax), title, out_file, dpi)
+    return _finish(fig, (acc_ax, iou_ax), title, out_file, dpi, xlabel)
 
 
 def _to_rgb_uint8(x_chw, size, bgr: bool):

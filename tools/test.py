@@ -11,6 +11,7 @@ Same command line as MMSegmentation's ``tools/test.py``, plus::
         [--resume] [--max-images N] [--no-skip] [--per-class]
         [--table compact|per_radius|wide] [--allow-tiny-eps]
         [--checks none|fast|full] [--surrogate CONFIG CKPT]
+        [--norm linf|l2] [--eot N]
 
 and, for any test, ``--trust-checkpoint PATH``, ``--test-scale LONG SHORT``
 and ``--debug``.
@@ -48,7 +49,7 @@ SEA_OPTIONS = ('eps', 'allow_tiny_eps', 'sea_version', 'n_iter', 'attacks',
                'class_weights', 'seed', 'amp', 'result_precision',
                'channels_last', 'compile', 'resume', 'max_images', 'no_skip',
                'independent_radii', 'per_class', 'table', 'log_interval',
-               'checks', 'surrogate')
+               'checks', 'surrogate', 'norm', 'eot')
 
 
 def parse_args(argv=None):
@@ -86,7 +87,8 @@ def parse_args(argv=None):
         nargs='+',
         default=None,
         help='l_inf radii in units of 1/255 (default: 4 8 12 16); radii '
-        'in (0, 1) need --allow-tiny-eps')
+        'in (0, 1) need --allow-tiny-eps. With --norm l2: l2 radii of the '
+        '[0, 1] image, e.g. --eps 0.25 0.5 1 (required)')
     sea.add_argument(
         '--allow-tiny-eps',
         action='store_true',
@@ -182,6 +184,21 @@ def parse_args(argv=None):
         default=None,
         help='log progress every N batches (default 1)')
     sea.add_argument(
+        '--norm',
+        choices=['linf', 'l2'],
+        default=None,
+        help='threat model: linf (the default, the paper\'s) or l2 (every '
+        'APGD and PGD attack in its l2 version; --eps then gives l2 radii; '
+        'docs/attacks.md, "The l2 threat model")')
+    sea.add_argument(
+        '--eot',
+        type=int,
+        default=None,
+        metavar='N',
+        help='expectation over transformation for randomised models: the '
+        'white-box attacks average each gradient over N passes (N times '
+        'the cost; default 1)')
+    sea.add_argument(
         '--checks',
         choices=['none', 'fast', 'full'],
         default=None,
@@ -221,8 +238,17 @@ def trigger_visualization_hook(cfg, args):
 def sea_options(args, work_dir: str) -> dict:
     """SEATestLoop options given on the command line."""
     opts = {}
-    if args.eps is not None:
+    if args.norm == 'l2':
+        opts['norm'] = 'l2'
+        opts['eps'] = _l2_radii(args)
+    elif args.eps is not None:
         opts['eps'] = eps_from_cli(args.eps, allow_tiny=args.allow_tiny_eps)
+    if args.eot is not None:
+        if args.eot < 1:
+            raise ToolError(f'--eot {args.eot}: must be >= 1 (gradient '
+                            'samples per attack step; 1 for deterministic '
+                            'models)')
+        opts['eot'] = args.eot
     for name, minimum in (('n_iter', 1), ('max_images', 1), ('log_interval',
                                                              1)):
         value = getattr(args, name)
@@ -272,6 +298,23 @@ def sea_options(args, work_dir: str) -> dict:
         opts['show_dir'] = args.show_dir if osp.isabs(
             args.show_dir) else osp.join(work_dir, args.show_dir)
     return opts
+
+
+def _l2_radii(args) -> list:
+    """``--eps`` under ``--norm l2``: l2 radii as typed (required)."""
+    if args.eps is None:
+        raise ToolError('--norm l2 needs --eps with l2 radii of the [0, 1] '
+                        'image, e.g. --eps 0.25 0.5 1 (the l_inf defaults '
+                        '4 8 12 16 /255 do not carry over; docs/attacks.md, '
+                        '"The l2 threat model")')
+    if args.allow_tiny_eps:
+        raise ToolError('--allow-tiny-eps is for l_inf radii in units of '
+                        '1/255; l2 radii are taken as typed: leave it out')
+    bad = [v for v in args.eps if not v >= 0 or v == float('inf')]
+    if bad:
+        raise ToolError(f'--eps {bad[0]:g}: an l2 radius must be a finite '
+                        'number >= 0, e.g. --norm l2 --eps 0.5')
+    return list(args.eps)
 
 
 def _check_attacks(names) -> None:

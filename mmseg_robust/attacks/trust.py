@@ -34,6 +34,14 @@ their summary (:meth:`TrustReport.from_images`), so that a report over a
 dataset is the same summary over every image's measurements, whatever the
 batches were.
 
+With ``norm='l2'`` the same checks run in the l2 ball: the one-step
+attack steps along the normalised gradient, the large radii are the l2
+radii of the same root-mean-square change per value (``r sqrt(C H W)``),
+APGD and the transfer attack run in l2, and the square attack (l_inf only)
+searches the l_inf ball of radius ``eps / sqrt(C H W)``, which lies inside
+the l2 ball: its points are feasible l2 perturbations, so beating the
+white-box worst case there still means masking.
+
 Plain PyTorch only: nothing here imports MMSeg or MMEngine.
 """
 import math
@@ -46,9 +54,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .apgd import apgd
-from .checks import check_images
-from .core import (Prediction, SeedLike, derive_seed, feasible_box, project,
-                   subset_model)
+from .checks import check_images, check_norm, check_radius
+from .core import Ball, Prediction, SeedLike, derive_seed, subset_model
 from .sea import SEA
 from .square import square_attack
 
@@ -135,6 +142,11 @@ def _key(radius: float) -> str:
     return f'{round(radius * 255, 6):g}'
 
 
+def _radius_text(eps: float, norm: str) -> str:
+    """The checked radius as printed: ``'8/255'``, ``'l2 0.5'``."""
+    return f'{_key(eps)}/255' if norm == 'linf' else f'l2 {eps:g}'
+
+
 @dataclass
 class TrustCheck:
     """One check of a :class:`TrustReport`.
@@ -167,12 +179,14 @@ class TrustReport:
             ``forward`` (without gradient), ``surrogate`` (passes through
             the surrogate), ``seconds``; and ``n_images``.
         images (list): The per-image measurements the checks summarise.
+        norm (str): The threat model of ``eps`` (``'linf'``, ``'l2'``).
     """
     checks: List[TrustCheck]
     level: str
     eps: float
     cost: Dict[str, float] = field(default_factory=dict)
     images: List[dict] = field(default_factory=list)
+    norm: str = 'linf'
 
     @property
     def flagged(self) -> bool:
@@ -197,7 +211,8 @@ class TrustReport:
             flagged=self.flagged,
             level=self.level,
             eps=self.eps,
-            eps_255=_key(self.eps),
+            eps_255=_key(self.eps) if self.norm == 'linf' else None,
+            norm=self.norm,
             cost=dict(self.cost),
             checks=[asdict(c) for c in self.checks])
         if images:
@@ -209,7 +224,7 @@ class TrustReport:
         """The report :meth:`to_dict` wrote."""
         return cls([TrustCheck(**c) for c in d['checks']],
                    d['level'], d['eps'], dict(d.get('cost', {})),
-                   list(d.get('images', [])))
+                   list(d.get('images', [])), d.get('norm', 'linf'))
 
     def format(self) -> str:
         """A text table: a row per check, then the cost."""
@@ -219,7 +234,8 @@ class TrustReport:
         w0 = max(len(r[0]) for r in rows)
         w1 = max(len(r[1]) for r in rows)
         lines = [
-            f'trust checks ({self.level}) at {_key(self.eps)}/255 on '
+            f'trust checks ({self.level}) at '
+            f'{_radius_text(self.eps, self.norm)} on '
             f'{self.cost.get("n_images", len(self.images))} image(s): ' +
             ('FLAGGED, see the warnings'
              if self.flagged else 'nothing flagged')
@@ -237,21 +253,23 @@ class TrustReport:
                     eps: float,
                     level: str,
                     cost: Optional[Dict[str, float]] = None,
-                    tolerance: float = TOLERANCE) -> 'TrustReport':
+                    tolerance: float = TOLERANCE,
+                    norm: str = 'linf') -> 'TrustReport':
         """Summarise per-image measurements into the checks (the same
         summary for a batch and for a whole evaluation)."""
         images = [m for m in images if m.get('valid', 0) > 0]
+        radius = _radius_text(eps, norm)
         checks = [
-            _single_step(images, eps, tolerance),
-            _large_radius(images),
-            _black_box(images, eps, tolerance),
+            _single_step(images, radius, tolerance),
+            _large_radius(images, norm),
+            _black_box(images, radius, tolerance),
             _deterministic(images),
             _gradient(images),
-            _transfer(images, eps, tolerance),
+            _transfer(images, radius, tolerance),
         ]
         cost = dict(cost or {})
         cost.setdefault('n_images', len(images))
-        return cls(checks, level, float(eps), cost, list(images))
+        return cls(checks, level, float(eps), cost, list(images), norm)
 
 
 def _cost_text(cost: Dict[str, float]) -> str:
@@ -314,12 +332,12 @@ def _beaten_text(numbers: dict) -> str:
             f"{numbers['worst_acc']:.2f}%")
 
 
-def _single_step(images, eps, tolerance) -> TrustCheck:
+def _single_step(images, radius: str, tolerance) -> TrustCheck:
     measured, beaten, n = _versus(images, 'single_step', tolerance)
     if not measured:
         return TrustCheck('single_step', 'skip', n,
                           'skipped: radius 0 or no image with valid pixels')
-    what = f'one-step attack (FGSM, {_key(eps)}/255): ' + _beaten_text(n)
+    what = f'one-step attack (FGSM, {radius}): ' + _beaten_text(n)
     if not beaten:
         return TrustCheck('single_step', 'pass', n, what)
     return TrustCheck(
@@ -329,7 +347,7 @@ def _single_step(images, eps, tolerance) -> TrustCheck:
         'attacks (--attacks ... square) and see the black-box check')
 
 
-def _large_radius(images) -> TrustCheck:
+def _large_radius(images, norm: str = 'linf') -> TrustCheck:
     measured = [m for m in images if m.get('large')]
     if not measured:
         return TrustCheck('large_radius', 'skip', {}, 'skipped: not run')
@@ -343,7 +361,8 @@ def _large_radius(images) -> TrustCheck:
         numbers[f'acc_{r}'] = _pct(sum(m['large'][r] for m in sub), valid)
         numbers[f'n_above_{r}'] = len(above)
         above_any |= bool(above)
-        parts.append(f'{r}/255: aAcc {numbers[f"acc_{r}"]:.2f}%, '
+        where = f'{r}/255' if norm == 'linf' else f'l2 RMS {r}/255'
+        parts.append(f'{where}: aAcc {numbers[f"acc_{r}"]:.2f}%, '
                      f'{len(above)} image(s) above')
     valid = sum(m['valid'] for m in measured)
     numbers['constant_acc'] = _pct(sum(m['majority'] for m in measured), valid)
@@ -359,13 +378,14 @@ def _large_radius(images) -> TrustCheck:
         'do not trust the robust accuracy')
 
 
-def _black_box(images, eps, tolerance) -> TrustCheck:
+def _black_box(images, radius: str, tolerance) -> TrustCheck:
     measured, beaten, n = _versus(images, 'square', tolerance)
     if not measured:
         return TrustCheck(
             'black_box', 'skip', n, 'skipped: no image in the '
             'subset for the square attack, or radius 0')
-    what = (f'square attack (black-box, {_key(eps)}/255, '
+    inside = ', an l_inf ball inside it' if radius.startswith('l2') else ''
+    what = (f'square attack (black-box, {radius}{inside}, '
             f'{measured[0].get("square_queries", "?")} queries): ' +
             _beaten_text(n))
     if not beaten:
@@ -447,13 +467,13 @@ def _gradient(images) -> TrustCheck:
         'check')
 
 
-def _transfer(images, eps, tolerance) -> TrustCheck:
+def _transfer(images, radius: str, tolerance) -> TrustCheck:
     measured, beaten, n = _versus(images, 'transfer', tolerance)
     if not measured:
         return TrustCheck('transfer', 'skip', n,
                           'skipped: no surrogate model given')
     what = (f'APGD (mask_ce) on the surrogate, transferred '
-            f'({_key(eps)}/255): ' + _beaten_text(n))
+            f'({radius}): ' + _beaten_text(n))
     if not beaten:
         return TrustCheck('transfer', 'pass', n, what)
     return TrustCheck(
@@ -524,7 +544,8 @@ def trust_checks(model: Callable[[Tensor], Tensor],
                  mask: Optional[Tensor] = None,
                  square_images: Optional[Sequence[int]] = None,
                  tolerance: float = TOLERANCE,
-                 budget: Optional[TrustBudget] = None) -> TrustReport:
+                 budget: Optional[TrustBudget] = None,
+                 norm: str = 'linf') -> TrustReport:
     """Sanity checks of a robust accuracy on a batch (module docstring).
 
     Args:
@@ -553,6 +574,8 @@ def trust_checks(model: Callable[[Tensor], Tensor],
         tolerance (float): Share of an image's valid pixels by which
             another attack may beat the worst case (:data:`TOLERANCE`).
         budget (TrustBudget, optional): Overrides the level's budget.
+        norm (str): Threat model of ``eps``: ``'linf'`` or ``'l2'`` (the
+            checks in the l2 ball, module docstring).
 
     Returns:
         TrustReport: The checks; ``flagged`` if any warns. ``images``
@@ -564,6 +587,7 @@ def trust_checks(model: Callable[[Tensor], Tensor],
         raise ValueError(f'level must be one of {TRUST_LEVELS[1:]}, got '
                          f'{level!r}')
     budget = budget or TRUST_BUDGETS[level]
+    eps = check_radius(eps, check_norm(norm))
     mask = check_images(x, y, mask)
     x = x.detach().float()
     y = y.to(x.device).long()
@@ -586,8 +610,8 @@ def trust_checks(model: Callable[[Tensor], Tensor],
     grad_zero = (flat == 0).all(1)
     single = None
     if eps > 0:
-        lower, upper = feasible_box(x, eps, mask)
-        x_one = project(x + eps * grad.sign().nan_to_num(0.0), lower, upper)
+        ball = Ball(x, eps, mask, norm)
+        x_one = ball.project(x + eps * ball.ascent(grad.nan_to_num(0.0)))
         with torch.no_grad():
             single = _correct(counted(x_one).float(), y, valid)
 
@@ -612,21 +636,24 @@ def trust_checks(model: Callable[[Tensor], Tensor],
 
     if worst is None:
         worst = _short_whitebox(counted, x, y, eps, budget.whitebox_iter,
-                                ignore_index, seed, amp, mask)
+                                ignore_index, seed, amp, mask, norm)
     worst = torch.as_tensor(worst, device=x.device).long().view(-1)
     if worst.numel() != B:
         raise ValueError(f'worst must hold one count per image ({B}), got '
                          f'{worst.numel()}')
 
     clean_pred = Prediction(ref.argmax(1), clean)
+    # l2: the radius of the same root-mean-square change per value
+    per_value = 1.0 if norm == 'linf' else math.sqrt(x[0].numel())
     large = {}
     for r in budget.large_radii:
         res = apgd(
             counted,
             x,
             y,
-            r,
+            r * per_value,
             budget.large_iter,
+            norm=norm,
             loss='mask_ce',
             ignore_index=ignore_index,
             start=_seeds(seed, f'trust:large:{_key(r)}', B),
@@ -645,7 +672,8 @@ def trust_checks(model: Callable[[Tensor], Tensor],
             subset_model(counted, rows),
             x[idx],
             y[idx],
-            eps,
+            # l2: the l_inf ball inside the l2 ball (module docstring)
+            eps / per_value,
             budget.square_queries,
             seed=_rows(_seeds(seed, 'trust:square', B), rows),
             ignore_index=ignore_index,
@@ -667,7 +695,8 @@ def trust_checks(model: Callable[[Tensor], Tensor],
             ignore_index=ignore_index,
             start=_seeds(seed, 'trust:transfer', B),
             mask=mask,
-            amp=amp)
+            amp=amp,
+            norm=norm)
         with torch.no_grad():
             transfer = _correct(counted(res.x_adv).float(), y, valid)
     seconds = time.perf_counter() - t0
@@ -707,7 +736,7 @@ def trust_checks(model: Callable[[Tensor], Tensor],
         surrogate=sur_counts['grad'] + sur_counts['forward'],
         seconds=seconds,
         n_images=B)
-    return TrustReport.from_images(images, eps, level, cost, tolerance)
+    return TrustReport.from_images(images, eps, level, cost, tolerance, norm)
 
 
 def _ce_gradient(model, x: Tensor, y: Tensor,
@@ -734,8 +763,16 @@ def _saturated(logits: Tensor, y: Tensor, valid: Tensor) -> Tensor:
     return ((other == 0) & hit).flatten(1).sum(1)
 
 
-def _short_whitebox(model, x, y, eps, n_iter, ignore_index, seed, amp,
-                    mask) -> Tensor:
+def _short_whitebox(model,
+                    x,
+                    y,
+                    eps,
+                    n_iter,
+                    ignore_index,
+                    seed,
+                    amp,
+                    mask,
+                    norm='linf') -> Tensor:
     """The worst case of a short SEA run (the default preset)."""
     if eps == 0:
         with torch.no_grad():
@@ -747,6 +784,7 @@ def _short_whitebox(model, x, y, eps, n_iter, ignore_index, seed, amp,
         ignore_index=ignore_index,
         seed=seed,
         amp=amp,
-        check_model=False)
+        check_model=False,
+        norm=norm)
     return sea.run(
         x, y, mask=mask, seed=_seeds(seed, 'trust:sea', x.shape[0])).correct

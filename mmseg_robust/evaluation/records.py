@@ -31,14 +31,26 @@ from torch import Tensor
 from .object_sizes import correct_by_size
 
 __all__ = [
-    'eps_key', 'image_areas', 'dense_areas', 'read_records', 'RecordWriter',
-    'sum_areas', 'image_miou'
+    'eps_key', 'radius_label', 'RADIUS_AXIS', 'image_areas', 'dense_areas',
+    'read_records', 'RecordWriter', 'sum_areas', 'image_miou'
 ]
 
 
-def eps_key(eps: float) -> str:
-    """``4/255 -> '4'``, ``0.5/255 -> '0.5'``: radii in units of 1/255."""
-    return f'{round(eps * 255, 6):g}'
+def eps_key(eps: float, norm: str = 'linf') -> str:
+    """``4/255 -> '4'``, ``0.5/255 -> '0.5'``: l_inf radii in units of
+    1/255; l_2 radii as they are (``0.5 -> '0.5'``; results record the
+    norm in their settings)."""
+    return f'{round(eps * 255 if norm == "linf" else eps, 6):g}'
+
+
+#: The radius axis of tables and plots per threat model.
+RADIUS_AXIS = {'linf': 'eps (x 1/255)', 'l2': 'l2 radius'}
+
+
+def radius_label(key: str, norm: str = 'linf') -> str:
+    """A radius key (:func:`eps_key`) as printed: ``'4/255'``,
+    ``'l2 0.5'``."""
+    return f'{key}/255' if norm == 'linf' else f'l2 {key}'
 
 
 def image_areas(pred: Tensor,

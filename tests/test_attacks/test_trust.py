@@ -280,3 +280,31 @@ def test_radius_zero_and_bad_level(pixelnet):
         trust_checks(net, x, y, EPS, level='none')
     with pytest.raises(ValueError, match='one count per image'):
         trust_checks(net, x, y, EPS, worst=[1, 2])
+
+
+# -- the l2 threat model -----------------------------------------------------
+def test_l2_checks_honest_and_shattered(trained):
+    """``norm='l2'``: the same verdicts in the l2 ball. The checks' points
+    are feasible l2 perturbations (the one-step point on the sphere, the
+    square attack's l_inf ball inside the l2 ball), and the large radius is
+    the l2 radius of an RMS change of 64/255 per value."""
+    net, x, y = trained
+    eps = 1.0  # an RMS change of 1/sqrt(3*24*24) = 6.1/255 per value
+    report = trust_checks(
+        net, x, y, eps, norm='l2', square_images=range(len(x)))
+    assert not report.flagged, report.format()
+    assert report.norm == 'l2' and 'l2 1' in report.format()
+    assert report.to_dict()['norm'] == 'l2'
+    assert TrustReport.from_dict(report.to_dict()).norm == 'l2'
+    assert 'l2 RMS 64/255' in report.check('large_radius').message
+    broken = trust_checks(
+        Shattered(net).eval(),
+        x,
+        y,
+        eps,
+        norm='l2',
+        square_images=range(len(x)))
+    assert broken.check('gradient').status == 'warn'
+    assert broken.check('large_radius').status == 'warn'
+    with pytest.raises(ValueError, match='not a valid l2 radius'):
+        trust_checks(net, x, y, -1.0, norm='l2')

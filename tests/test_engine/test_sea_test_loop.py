@@ -530,3 +530,60 @@ def test_fp32_results_record_amp_as_before(reference):
     assert summary['settings']['amp'] is False
     assert 'result_precision' not in summary['settings']
     assert summary['precision']['attack'] == 'fp32'
+
+
+def test_l2_evaluation_end_to_end(reference, trained_tiny, tmp_path):
+    """``--norm l2 --eps 0.5 2 --eot 2``: l2 radii as typed, monotone worst
+    case below each attack, the norm and eot in settings, protocol, tables,
+    progress and trust report; an l_inf run's results do not resume as
+    l2."""
+    metrics = load_tool('test')([
+        trained_tiny['config'], trained_tiny['ckpt'], '--work-dir',
+        str(tmp_path), '--eval', 'sea', '--norm', 'l2', '--eps', '0.5', '2',
+        '--n-iter', '6', '--attacks', 'mask_ce', 'apgd:js', 'segpgd', '--eot',
+        '2'
+    ])
+    summary = json.loads((tmp_path / 'sea' / 'summary.json').read_text())
+    assert summary['settings']['norm'] == 'l2'
+    # the trust report in the l2 ball, at the largest radius
+    assert summary['trust']['norm'] == 'l2' and summary['trust']['eps'] == 2
+    assert not summary['trust']['flagged']
+    assert summary['settings']['eot'] == 2
+    assert summary['settings']['eps'] == ['0.5', '2']
+    assert summary['protocol'].startswith('custom (l2), 6 it./attack')
+    assert 'l2 0.5' in summary['tables']['summary']
+    assert '/255' not in summary['tables']['summary']
+    acc = [metrics['sea/clean/aAcc']
+           ] + [metrics[f'sea/{k}/worst/aAcc'] for k in ('eps0.5', 'eps2')]
+    assert acc[0] >= acc[1] >= acc[2]
+    assert acc[2] < acc[0]  # a radius of 2 moves a trained tiny model
+    for k in ('eps0.5', 'eps2'):
+        for name in ('mask_ce', 'apgd:js', 'segpgd'):
+            assert metrics[f'sea/{k}/worst/aAcc'] <= \
+                metrics[f'sea/{k}/{name}/aAcc']
+    from mmseg_robust.engine.runner.sea_report import SEAProgress
+    assert 'worst l2 0.5: -' in SEAProgress(['0.5'], 1, 1, norm='l2').line(0)
+    # l_inf records do not resume as an l2 run
+    _, work = reference
+    shutil.copytree(work / 'sea', tmp_path / 'linf' / 'sea')
+    with pytest.raises(SystemExit, match="other settings .*'norm'"):
+        load_tool('test')([
+            trained_tiny['config'], trained_tiny['ckpt'], '--work-dir',
+            str(tmp_path / 'linf'), '--eval', 'sea', '--norm', 'l2', '--eps',
+            '4', '12', '--n-iter', '6', '--resume', '--checks', 'none'
+        ])
+
+
+def test_l2_radii_are_checked_as_l2(trained_tiny):
+    """The loop checks radii in its norm (an l2 radius may exceed 1, not
+    be negative); the protocol names the norm."""
+    cfg = Config.fromfile(trained_tiny['config'])
+    loop_cfg = dict(eps=[0.5], norm='l2', eot=2, n_iter=4, attacks=['mask_ce'])
+    sea = SEA(None, 0.5, norm='l2', eot=2, n_iter=4, attacks=['mask_ce'])
+    assert sea.describe() == 'custom (l2), 4 it./attack: mask_ce (tracks ce)'
+    with pytest.raises(ConfigError, match='not a valid l2 radius'):
+        SEATestLoop(None, cfg.test_dataloader, [dict(type='SEAMetric')],
+                    **dict(loop_cfg, eps=[-1.0]))
+    with pytest.raises(ConfigError, match='l_inf radius'):
+        SEATestLoop(None, cfg.test_dataloader, [dict(type='SEAMetric')],
+                    **dict(loop_cfg, eps=[3.0], norm='linf'))

@@ -207,6 +207,27 @@ TEST_CASES = [
          lambda c: f'error: --eps 300: {UNITS}'),
     Case('eps-nan', lambda c: _t(c, *QUICK, '--eps', 'nan'),
          lambda c: f'error: --eps nan: {UNITS}'),
+    Case(
+        'norm-l2-no-eps', lambda c: _t(c, '--eval', 'sea', '--norm', 'l2'),
+        lambda c: 'error: --norm l2 needs --eps with l2 radii of the [0, 1] '
+        'image, e.g. --eps 0.25 0.5 1 (the l_inf defaults 4 8 12 16 /255 do '
+        'not carry over; docs/attacks.md, "The l2 threat model")'),
+    Case(
+        'norm-l2-negative',
+        lambda c: _t(c, *QUICK, '--norm', 'l2', '--eps', '-0.5'),
+        lambda c: 'error: --eps -0.5: an l2 radius must be a finite number '
+        '>= 0, e.g. --norm l2 --eps 0.5'),
+    Case(
+        'norm-l2-square',
+        lambda c: _t(c, '--eval', 'sea', '--n-iter', '3', '--norm', 'l2',
+                     '--eps', '0.5', '--attacks', 'mask_ce', 'square'),
+        lambda c: "error: SEATestLoop: square: PAdam and the square attack "
+        "are l_inf attacks, but norm='l2'; use APGD, red-eps or PGD attacks "
+        'for l2'),
+    Case(
+        'eot-0', lambda c: _t(c, *QUICK, '--eot', '0'),
+        lambda c: 'error: --eot 0: must be >= 1 (gradient samples per attack '
+        'step; 1 for deterministic models)'),
     Case('max-images-0', lambda c: _t(c, *QUICK, '--max-images', '0'),
          lambda c: 'error: --max-images 0: must be >= 1'),
     Case('n-iter-0', lambda c: _t(c, *QUICK, '--n-iter', '0'),

@@ -11,6 +11,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 from mmengine.logging import print_log
 
+from mmseg_robust.evaluation.records import radius_label
+
 __all__ = ['SEAProgress', 'write_summary', 'fmt_time']
 
 
@@ -31,14 +33,17 @@ class SEAProgress:
         n_images (int): Images of the dataset.
         n_batches (int): Batches of this rank.
         world_size (int): Processes.
+        norm (str): Threat model of the radii (``'linf'``, ``'l2'``).
     """
 
     def __init__(self,
                  radii: Sequence[str],
                  n_images: int,
                  n_batches: int,
-                 world_size: int = 1):
+                 world_size: int = 1,
+                 norm: str = 'linf'):
         self.radii = list(radii)
+        self.norm = norm
         self.n_images = n_images
         self.n_batches = n_batches
         self.world_size = world_size
@@ -72,7 +77,8 @@ class SEAProgress:
         per_batch = elapsed / max(batch_idx + 1, 1)
         eta = per_batch * (self.n_batches - batch_idx - 1) \
             if self.n_new else float('nan')
-        robust = ', '.join(f'{k}/255: {self._acc(k)}' for k in self.radii)
+        robust = ', '.join(f'{radius_label(k, self.norm)}: {self._acc(k)}'
+                           for k in self.radii)
         return (f'SEA [{batch_idx + 1}/{self.n_batches}] images {done}/'
                 f'{self.n_images}, elapsed {fmt_time(elapsed)}, ETA '
                 f'{fmt_time(eta)} | aAcc clean {self._acc("clean")}, worst '
@@ -99,10 +105,12 @@ def write_summary(results_dir: str,
                   tables: Dict[str, str],
                   curve_title: str,
                   precision: Optional[dict] = None,
+                  xlabel: str = 'eps (x 1/255)',
                   trust: Optional[dict] = None) -> str:
     """Write ``summary.json``, ``robustness_curve.png`` and, if the
-    metrics hold accuracy by object size, ``robustness_by_size.png``;
-    returns the summary's path. ``trust``: the trust report
+    metrics hold accuracy by object size, ``robustness_by_size.png``
+    (``xlabel``: their radius axis); returns the summary's path.
+    ``trust``: the trust report
     (:meth:`~mmseg_robust.attacks.TrustReport.to_dict`), ``None`` without
     checks."""
     import mmcv
@@ -143,9 +151,12 @@ def write_summary(results_dir: str,
         from mmseg_robust.visualization import (has_size_metrics,
                                                 plot_robustness_by_size,
                                                 plot_robustness_curve)
-        plot_robustness_curve(metrics, curve, title=curve_title)
+        plot_robustness_curve(metrics, curve, title=curve_title, xlabel=xlabel)
         if has_size_metrics(metrics):
-            plot_robustness_by_size({None: metrics}, by_size, curve_title)
+            plot_robustness_by_size({None: metrics},
+                                    by_size,
+                                    curve_title,
+                                    xlabel=xlabel)
         else:
             by_size = None
     except ImportError as err:  # matplotlib missing

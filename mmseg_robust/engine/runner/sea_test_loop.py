@@ -7,7 +7,6 @@ one record per image. Records on disk and resuming live in
 the records flow to :class:`SEAMetric`, whose metrics make the tables.
 """
 import copy
-import logging
 import os
 import os.path as osp
 import time
@@ -21,7 +20,7 @@ from mmengine.logging import print_log
 from mmengine.runner import TestLoop
 from mmseg.registry import LOOPS
 
-from mmseg_robust.attacks import SEA, check_eps
+from mmseg_robust.attacks import SEA, check_norm, check_radius
 from mmseg_robust.attacks.accelerate import check_compile
 from mmseg_robust.attacks.trust import (TRUST_BUDGETS, TRUST_LEVELS,
                                         trust_checks)
@@ -30,7 +29,8 @@ from mmseg_robust.evaluation.class_weights import load_class_weights
 from mmseg_robust.evaluation.dist_guard import fail_together, run_on_main
 from mmseg_robust.evaluation.metrics import SEAMetric, sea_tables
 from mmseg_robust.evaluation.object_sizes import size_buckets
-from mmseg_robust.evaluation.records import eps_key, image_areas
+from mmseg_robust.evaluation.records import (RADIUS_AXIS, eps_key, image_areas,
+                                             radius_label)
 from mmseg_robust.evaluation.result_store import ResultStore, file_sha256
 from mmseg_robust.models import (AttackBatch, accelerate_segmentor,
                                  final_decode_head, unwrap_segmentor)
@@ -79,7 +79,9 @@ class SEATestLoop(TestLoop):
         dataloader (DataLoader | dict): The test dataloader.
         evaluator (Evaluator | dict | list): Must contain a
             :class:`SEAMetric`.
-        eps (Sequence[float]): Radii as fractions (``4/255``...).
+        eps (Sequence[float]): Radii: l_inf as fractions (``4/255``...);
+            with ``norm='l2'`` l_2 norms of the perturbation of the [0, 1]
+            image (``0.5``...).
         n_iter (int, optional): Iterations per attack (default: the
             version's, 300 as in the paper).
         attacks (Sequence[str], optional): Attack names (see
@@ -132,6 +134,11 @@ class SEATestLoop(TestLoop):
         surrogate (dict | nn.Module, optional): The transfer check's
             surrogate: ``dict(config=..., checkpoint=...)`` (built like the
             evaluated model) or a built segmentor.
+        norm (str): Threat model: ``'linf'`` (default) or ``'l2'``
+            (docs/attacks.md, "The l2 threat model").
+        eot (int): Expectation over transformation for randomised models:
+            the white-box attacks average each gradient over ``eot``
+            passes.
     """
 
     def __init__(self,
@@ -157,11 +164,14 @@ class SEATestLoop(TestLoop):
                  channels_last: bool = False,
                  compile: Union[bool, dict] = False,
                  checks: str = 'fast',
-                 surrogate: Union[None, dict, torch.nn.Module] = None) -> None:
+                 surrogate: Union[None, dict, torch.nn.Module] = None,
+                 norm: str = 'linf',
+                 eot: int = 1) -> None:
         if isinstance(eps, (int, float)):
             eps = [eps]
         try:
-            self.eps = sorted({check_eps(e) for e in eps})
+            self.norm = check_norm(norm)
+            self.eps = sorted({check_radius(e, norm) for e in eps})
         except (TypeError, ValueError) as err:
             raise ConfigError(f'SEATestLoop: {err}') from err
         if not self.eps:
@@ -178,7 +188,9 @@ class SEATestLoop(TestLoop):
                 seed=int(seed),
                 skip_broken=bool(skip_broken),
                 amp=amp,
-                result_precision=result_precision)
+                result_precision=result_precision,
+                norm=self.norm,
+                eot=eot)
             self.compile = check_compile(compile)
         except (TypeError, ValueError) as err:
             raise ConfigError(f'SEATestLoop: {err}') from err
@@ -244,51 +256,7 @@ class SEATestLoop(TestLoop):
             else int(ignore_index)
         self.metric = self._find_metric()
         self.metric.protocol = self.sea.describe()
-        self.uses_class_weights = any(a.loss == 'mask_ce_bal'
-                                      for a in self.sea.attacks)
-        self.class_weights_spec = class_weights if \
-            self.uses_class_weights else None
-        self.class_weights: Optional[List[float]] = None
-        if max_images is not None and int(max_images) < 1:
-            raise ConfigError(f'max_images must be >= 1, got {max_images}')
-        self.max_images = None if max_images is None else int(max_images)
-        self.resume = bool(resume)
-        self.show_dir = show_dir
-        self.log_interval = max(int(log_interval), 1)
-        if isinstance(dataloader, dict):
-            problem = dataset_problem(dataloader.get('dataset') or {})
-            if problem:
-                raise ConfigError(problem)
-        if isinstance(dataloader, dict) and self.max_images is not None:
-            dataloader = copy.deepcopy(dataloader)
-            dataloader['dataset']['indices'] = self.max_images
-        empty = ConfigError(
-            'the test dataset is empty: check data_root, data_prefix and '
-            'ann_file of test_dataloader.dataset')
-        try:
-            super().__init__(runner, dataloader, evaluator)
-        except ValueError as err:
-            # mmengine's serialisation of an empty data list fails so
-            if 'need at least one array' in str(err):
-                raise empty from err
-            raise
-        except FileNotFoundError as err:
-            raise ConfigError(
-                f'the test dataset could not be built: {err}. Check '
-                'data_root, data_prefix and ann_file of '
-                'test_dataloader.dataset') from err
-        problem = dataset_problem(self.dataloader.dataset)
-        if problem:
-            raise ConfigError(problem)
-        if len(self.dataloader.dataset) == 0:
-            raise empty
-        self.classes = list(self.dataloader.dataset.metainfo['classes'])
-        self.ignore_index = int(
-            getattr(final_decode_head(unwrap_segmentor(runner.model)),
-                    'ignore_index', 255)) if ignore_index is None \
-            else int(ignore_index)
-        self.metric = self._find_metric()
-        self.metric.protocol = self.sea.describe()
+        self.metric.norm = self.norm
         self.results_dir = results_dir or osp.join(runner.work_dir, 'sea')
         self._expose_sample_idx()
         self._done: Dict[int, dict] = {}
@@ -327,7 +295,7 @@ class SEATestLoop(TestLoop):
         if not hasattr(self, '_ckpt_digest'):
             self._ckpt_digest = file_sha256(self.runner.cfg.get('load_from'))
         return OrderedDict(
-            eps=[eps_key(e) for e in self.eps],
+            eps=self.eps_keys,
             version=self.sea.version,
             n_iter=self.n_iter,
             attacks=self.attack_names,
@@ -338,7 +306,15 @@ class SEATestLoop(TestLoop):
             **self._precision_settings(),
             skip_broken=self.sea.skip_broken,
             chain_radii=self.chain_radii,
-            checkpoint_sha256=self._ckpt_digest)
+            checkpoint_sha256=self._ckpt_digest,
+            # only where not the default, so that earlier results resume
+            **({} if self.norm == 'linf' else dict(norm=self.norm)),
+            **({} if self.sea.eot == 1 else dict(eot=self.sea.eot)))
+
+    @property
+    def eps_keys(self) -> List[str]:
+        """The radii as results key them (:func:`eps_key`)."""
+        return [eps_key(e, self.norm) for e in self.eps]
 
     def precision(self) -> dict:
         """The precisions on the model's device (``attack``, ``result``;
@@ -402,9 +378,10 @@ class SEATestLoop(TestLoop):
             self._store = ResultStore(self.results_dir, rank, self.settings())
             self._done = self._store.open(self.resume)
         barrier()
-        self._progress = SEAProgress([eps_key(e) for e in self.eps],
+        self._progress = SEAProgress(self.eps_keys,
                                      len(self.dataloader.dataset),
-                                     len(self.dataloader), world_size)
+                                     len(self.dataloader), world_size,
+                                     self.norm)
         # earlier records enter the metric once (on rank 0; the metric
         # deduplicates by dataset index anyway)
         if rank == 0 and self._done:
@@ -447,7 +424,8 @@ class SEATestLoop(TestLoop):
 
     def _write_summary(self, metrics: dict, world_size: int) -> None:
         """``summary.json`` and the robustness curve (on rank 0)."""
-        tables = sea_tables(metrics, self.metric.table, self.sea.describe())
+        tables = sea_tables(
+            metrics, self.metric.table, self.sea.describe(), norm=self.norm)
         report = self.metric.trust_report
         write_summary(
             self.results_dir,
@@ -468,13 +446,14 @@ class SEATestLoop(TestLoop):
                 self.precision(),
                 channels_last=self.channels_last,
                 compile=self.compile),
-            trust=None if report is None else report.to_dict())
+            trust=None if report is None else report.to_dict(),
+            xlabel=RADIUS_AXIS[self.norm])
 
     def _log_settings(self, world_size: int) -> None:
         n = len(self.dataloader.dataset)
         print_log(
             f'SEA evaluation of {n} image(s) on {world_size} process(es): '
-            f'radii {[eps_key(e) for e in self.eps]} /255 '
+            f'radii {[radius_label(k, self.norm) for k in self.eps_keys]} '
             f'({"chained" if self.chain_radii else "independent"}), '
             f'{self.sea.describe()}; seed {self.sea.seed}, precision '
             f'{self._precision_text()}; per-image results in '
@@ -593,7 +572,7 @@ class SEATestLoop(TestLoop):
                 seed=seeds,
                 clean=clean,
                 previous=res if self.chain_radii else None)
-            ek = eps_key(eps)
+            ek = eps_key(eps, self.norm)
             for i, rec in enumerate(records):
                 entry = OrderedDict(worst=areas(res.pred[i], i))
                 for name, r in res.attacks.items():
@@ -624,15 +603,6 @@ class SEATestLoop(TestLoop):
         radius, against SEA's per-image worst case there (where a masked
         model's gap to a black-box or one-step attack is largest, and what
         the headline number is), added to each record as ``trust``."""
-        if getattr(self.sea, 'norm', 'linf') != 'linf':
-            if not getattr(self, '_trust_norm_said', False):
-                self._trust_norm_said = True
-                print_log(
-                    'trust checks: not run, they are l_inf checks and '
-                    f'this evaluation uses norm={self.sea.norm!r}',
-                    logger='current',
-                    level=logging.WARNING)
-            return
         budget = TRUST_BUDGETS[self.checks]
         stride = max(int(round(1 / budget.square_share)), 1)
         surrogate = None
@@ -655,7 +625,8 @@ class SEATestLoop(TestLoop):
             amp=self.sea.amp,
             surrogate=surrogate,
             mask=batch.mask,
-            square_images=[i for i, k in enumerate(keys) if k % stride == 0])
+            square_images=[i for i, k in enumerate(keys) if k % stride == 0],
+            norm=self.norm)
         # the batch's passes, shared out per image (the attacks' too, for
         # the report's relative cost)
         n = len(records)
@@ -667,7 +638,10 @@ class SEATestLoop(TestLoop):
             attack_grad=attack_passes / n,
             attack_seconds=attack_seconds / n)
         for rec, m in zip(records, report.images):
-            rec['trust'] = dict(m, eps=eps_key(self.eps[-1]), cost=cost)
+            rec['trust'] = dict(
+                m, eps=eps_key(self.eps[-1], self.norm), cost=cost)
+            if self.norm != 'linf':
+                rec['trust']['norm'] = self.norm
 
     def _sea(self, model, eps: float) -> SEA:
         """The loop's ensemble at ``eps`` on this batch's model."""

@@ -15,7 +15,7 @@ from mmseg_robust.attacks.trust import TrustReport
 from mmseg_robust.errors import ConfigError
 from ..dist_guard import run_on_main
 from ..object_sizes import REFERENCE_SIZE, SIZE_BUCKETS, SIZE_EDGES
-from ..records import dense_areas, image_miou, sum_areas
+from ..records import dense_areas, image_miou, radius_label, sum_areas
 
 __all__ = [
     'SEAMetric', 'sea_tables', 'size_bucket_text', 'trust_from_records',
@@ -91,8 +91,10 @@ class SEAMetric(IoUMetric):
         self.worst_miou = worst_miou
         self.table = table
         #: set by SEATestLoop: the protocol (SEA version, iterations,
-        #: tracked objectives) named in the table title
+        #: tracked objectives) named in the table title, and the threat
+        #: model of the radii
         self.protocol: Optional[str] = None
+        self.norm = 'linf'
         #: the trust report over the dataset, from the records' ``trust``
         #: measurements (``None`` without them), set by compute_metrics
         self.trust_report: Optional[TrustReport] = None
@@ -282,7 +284,8 @@ class SEAMetric(IoUMetric):
         metrics['n_images'] = len(results)
         metrics['n_no_valid'] = sum(1 for r in results if r['valid'] == 0)
         metrics.update(size_totals or {})
-        tables = sea_tables(metrics, self.table, self.protocol, prefix='')
+        tables = sea_tables(
+            metrics, self.table, self.protocol, prefix='', norm=self.norm)
         logger = MMLogger.get_current_instance()
         print_log(tables['title'] + ':\n' + tables['summary'], logger=logger)
         if 'size' in tables:
@@ -313,10 +316,15 @@ def trust_from_records(records: List[dict]) -> Optional[TrustReport]:
             cost[k] = cost.get(k, 0) + v
     cost['n_images'] = len(images)
     cost['n_unchecked'] = len(records) - len(images)
-    return TrustReport.from_images(images,
-                                   float(radii[-1]) / 255,
-                                   levels[0] if len(levels) == 1 else 'mixed',
-                                   cost)
+    # radii are keyed in units of 1/255 (l_inf) or as they are (l2)
+    norm = images[0].get('norm', 'linf')
+    eps = float(radii[-1]) / (255 if norm == 'linf' else 1)
+    return TrustReport.from_images(
+        images,
+        eps,
+        levels[0] if len(levels) == 1 else 'mixed',
+        cost,
+        norm=norm)
 
 
 def log_trust(report: TrustReport, logger=None) -> None:
@@ -334,14 +342,16 @@ def log_trust(report: TrustReport, logger=None) -> None:
             level=logging.WARNING)
 
 
-def _radius(row: str) -> str:
-    return row if row == 'clean' else row.replace('eps', '') + '/255'
+def _radius(row: str, norm: str = 'linf') -> str:
+    return row if row == 'clean' else radius_label(
+        row.replace('eps', ''), norm)
 
 
 def sea_tables(metrics: Dict[str, float],
                layout: str = 'compact',
                protocol: Optional[str] = None,
-               prefix: str = 'sea') -> Dict[str, str]:
+               prefix: str = 'sea',
+               norm: str = 'linf') -> Dict[str, str]:
     """The tables of an SEA evaluation, made from its metrics.
 
     Args:
@@ -352,6 +362,8 @@ def sea_tables(metrics: Dict[str, float],
             metric).
         protocol (str, optional): The protocol named in the title.
         prefix (str): The metrics' key prefix.
+        norm (str): Threat model of the radii (``'linf'``: in units of
+            1/255; ``'l2'``).
 
     Returns:
         dict: ``title``, ``summary`` (the tables as text), if the metrics
@@ -394,7 +406,7 @@ def sea_tables(metrics: Dict[str, float],
             f'{name} {m}' for name in worst_names + attacks for m in cols
         ]
         for row_name, row in rows.items():
-            line = [_radius(row_name)]
+            line = [_radius(row_name, norm)]
             for name in worst_names + attacks:
                 line += cells(row.get(name, row.get('clean')))
             t.add_row(line)
@@ -402,7 +414,7 @@ def sea_tables(metrics: Dict[str, float],
     elif layout == 'per_radius':
         for row_name, row in rows.items():
             t = PrettyTable()
-            t.title = _radius(row_name)
+            t.title = _radius(row_name, norm)
             t.field_names = ['output'] + cols
             for name, src in row.items():
                 t.add_row([name] + cells(src))
@@ -415,12 +427,12 @@ def sea_tables(metrics: Dict[str, float],
         a.field_names = ['radius'] + [f'{n} aAcc / mIoU' for n in attacks]
         for row_name, row in rows.items():
             src = row.get('worst', row.get('clean'))
-            line = [_radius(row_name)] + cells(src)
+            line = [_radius(row_name, norm)] + cells(src)
             if 'worst_miou' in worst_names:
                 line.append(f'{row.get("worst_miou", src)["mIoU"]:.2f}')
             t.add_row(line)
             if row_name != 'clean':
-                a.add_row([_radius(row_name)] + [
+                a.add_row([_radius(row_name, norm)] + [
                     f'{row[n]["aAcc"]:.2f} / {row[n]["mIoU"]:.2f}'
                     for n in attacks
                 ])
@@ -438,11 +450,11 @@ def sea_tables(metrics: Dict[str, float],
         c.add_column('Class', names)
         for row_name, values in per_class.items():
             c.add_column(
-                'clean IoU'
-                if row_name == 'clean' else f'worst IoU {_radius(row_name)}',
+                'clean IoU' if row_name == 'clean' else
+                f'worst IoU {_radius(row_name, norm)}',
                 [f'{values[n]:.2f}' for n in names])
         tables['per_class'] = c.get_string()
-    size = _size_table(rows, metrics, head)
+    size = _size_table(rows, metrics, head, norm)
     if size:
         tables['size'] = size
     return tables
@@ -463,8 +475,10 @@ def size_bucket_text() -> str:
             f'{REFERENCE_SIZE[1]}, scaled to the image)')
 
 
-def _size_table(rows: dict, metrics: Dict[str, float],
-                head: str) -> Optional[str]:
+def _size_table(rows: dict,
+                metrics: Dict[str, float],
+                head: str,
+                norm: str = 'linf') -> Optional[str]:
     """The worst case's pooled and per-image mIoU and its pixel accuracy
     per object-size bucket, a row per radius (``None`` without them)."""
     outs = [row.get('worst', row.get('clean')) or {} for row in rows.values()]
@@ -474,7 +488,7 @@ def _size_table(rows: dict, metrics: Dict[str, float],
     t = PrettyTable()
     t.field_names = ['radius', 'mIoU', 'mIoU/img', 'aAcc'] + buckets
     for row_name, out in zip(rows, outs):
-        t.add_row([_radius(row_name)] + [
+        t.add_row([_radius(row_name, norm)] + [
             _fmt(out.get(k)) for k in ['mIoU', 'mImgIoU', 'aAcc'] +
             [f'aAcc_{b}' for b in buckets]
         ])
