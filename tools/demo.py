@@ -9,9 +9,11 @@ segmentation on real microscopy images, evaluated with SEA.
    with ``AdvTrainingHook`` (PGD AT^2 at 4/255);
 3. evaluates both with ``tools/test.py --eval sea`` at several radii, with
    SEA and the PGD / SegPGD / CosPGD baselines at the same iteration budget;
-4. prints the comparison and where the models break (per-image mIoU and
-   accuracy by object size), draws the robustness curves, the curves by
-   object size and a Figure-1 style picture (``tools/visualize_attack.py``).
+4. prints the comparison, where the models break (per-image mIoU and
+   accuracy by object size) and the trust report of each SEA evaluation
+   (docs/evaluation.md, "Can I trust this number?"), draws the robustness
+   curves, the curves by object size and a Figure-1 style picture
+   (``tools/visualize_attack.py``).
 
 Trained checkpoints and finished evaluations are reused on a second run.
 """
@@ -25,7 +27,7 @@ import subprocess
 import sys
 import time
 
-from mmseg_robust.attacks import BASELINE_ATTACKS, sea_version
+from mmseg_robust.attacks import BASELINE_ATTACKS, TrustReport, sea_version
 
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
@@ -141,10 +143,14 @@ def train(name, config, work_dir, data_root, args):
 def _eval_dir(name, kind, work_dir, args, ckpt):
     """The folder of one evaluation, named by its settings."""
     attacks = BASELINES if kind == 'baselines' else SEA_ATTACKS
-    settings = json.dumps([
+    settings = [
         args.eps, args.n_iter, attacks, args.max_images,
         osp.getmtime(ckpt), kind, RESULTS_FORMAT
-    ])
+    ]
+    if kind == 'sea':
+        # SEA's evaluation carries the trust report (earlier ones do not)
+        settings.append('trust')
+    settings = json.dumps(settings)
     tag = hashlib.sha1(settings.encode()).hexdigest()[:8]
     return osp.join(work_dir, 'eval', f'{_slug(name)}_{kind}_{tag}')
 
@@ -152,14 +158,17 @@ def _eval_dir(name, kind, work_dir, args, ckpt):
 def _evaluate_once(name, kind, config, ckpt, work_dir, data_root, args):
     """One ``tools/test.py --eval sea`` run; reused if already complete.
     ``kind``: ``'sea'``, ``'sea_independent'`` (every radius from
-    scratch) or ``'baselines'``."""
+    scratch) or ``'baselines'``. Returns the metrics, the seconds and the
+    trust report (``summary.json``'s ``trust``: SEA's evaluation runs the
+    fast checks, the others none)."""
     attacks = BASELINES if kind == 'baselines' else SEA_ATTACKS
     out = _eval_dir(name, kind, work_dir, args, ckpt)
     summary = osp.join(out, 'sea', 'summary.json')
     if osp.isfile(summary):
         print(f'[{name}] reusing {summary}')
         with open(summary) as f:
-            return json.load(f)['metrics'], 0.0
+            done = json.load(f)
+        return done['metrics'], 0.0, done.get('trust')
     cmd = [
         sys.executable, 'tools/test.py', config, ckpt, '--eval', 'sea',
         '--work-dir', out, '--eps'
@@ -174,6 +183,8 @@ def _evaluate_once(name, kind, config, ckpt, work_dir, data_root, args):
         cmd.append('--no-skip')  # standalone numbers for every baseline
     if kind == 'sea_independent':
         cmd.append('--independent-radii')
+    if kind != 'sea':
+        cmd += ['--checks', 'none']  # the report goes with SEA's numbers
     if any(0 < e < 1 for e in args.eps):
         cmd.append('--allow-tiny-eps')  # e.g. --eps 0.5 means 0.5/255
     if args.max_images:
@@ -187,9 +198,9 @@ def _evaluate_once(name, kind, config, ckpt, work_dir, data_root, args):
     print(f'[{name}] {what} with tools/test.py --eval sea ...', flush=True)
     seconds = _run(cmd, osp.join(out, 'test.log'))
     with open(summary) as f:
-        metrics = json.load(f)['metrics']
+        done = json.load(f)
     print(f'[{name}] {what}: {seconds:.0f} s')
-    return metrics, seconds
+    return done['metrics'], seconds, done.get('trust')
 
 
 def _attack_seconds(name, kind, work_dir, args, ckpt):
@@ -204,10 +215,10 @@ def _attack_seconds(name, kind, work_dir, args, ckpt):
 def evaluate(name, config, ckpt, work_dir, data_root, args):
     """SEA (its worst case over its four attacks) and, separately, the
     baselines at the same iteration budget."""
-    sea, t_sea = _evaluate_once(name, 'sea', config, ckpt, work_dir, data_root,
-                                args)
-    base, t_base = _evaluate_once(name, 'baselines', config, ckpt, work_dir,
-                                  data_root, args)
+    sea, t_sea, trust = _evaluate_once(name, 'sea', config, ckpt, work_dir,
+                                       data_root, args)
+    base, t_base, _ = _evaluate_once(name, 'baselines', config, ckpt, work_dir,
+                                     data_root, args)
     metrics = dict(sea)
     metrics.update({
         k: v
@@ -215,12 +226,13 @@ def evaluate(name, config, ckpt, work_dir, data_root, args):
     })
     out = dict(
         metrics=metrics,
+        trust=trust,
         sea_seconds_per_image=_attack_seconds(name, 'sea', work_dir, args,
                                               ckpt))
     t_ind = 0.0
     if args.compare_independent:
-        ind, t_ind = _evaluate_once(name, 'sea_independent', config, ckpt,
-                                    work_dir, data_root, args)
+        ind, t_ind, _ = _evaluate_once(name, 'sea_independent', config, ckpt,
+                                       work_dir, data_root, args)
         out['independent'] = ind
         out['independent_seconds_per_image'] = _attack_seconds(
             name, 'sea_independent', work_dir, args, ckpt)
@@ -337,7 +349,28 @@ def checks(results, eps):
             text += (f', within {TIE:g} points (largest excess: '
                      f'{excess:.2f} points, {where})')
         out.append((excess <= TIE, text))
+    flagged = [
+        n for n, r in results.items()
+        if (r.get('trust') or {}).get('flagged', True)
+    ]
+    out.append(
+        (not flagged, 'the trust report (fast checks) flags neither '
+         'model' +
+         (f' (flagged or missing: {", ".join(flagged)})' if flagged else '')))
     return out
+
+
+def trust_text(results):
+    """The trust report of each model's SEA evaluation, as tables."""
+    lines = []
+    for name, r in results.items():
+        if r.get('trust'):
+            lines.append(f'[{name}] ' +
+                         TrustReport.from_dict(r['trust']).format())
+        else:
+            lines.append(f'[{name}] no trust report (evaluated with '
+                         '--checks none or by an earlier version)')
+    return '\n'.join(lines)
 
 
 def chaining_report(results):
@@ -423,6 +456,8 @@ def main(argv=None):
     print('\nWhere the models break: SEA worst case, per-image mIoU and '
           'pixel accuracy by object size (%).\n' + size_text(results))
     print(sizes)
+    print('\nCan these numbers be trusted? The trust report of each SEA '
+          'evaluation (docs/evaluation.md):\n' + trust_text(results))
 
     curve = plot(results, osp.join(work_dir, 'demo_robustness_curve.png'))
     by_size = plot_by_size(results,
@@ -481,6 +516,11 @@ def _save_docs(args, results, table, claims, pictures, timing, total, sizes):
     ] + _markdown(sizes)
     steps = ', '.join(f'{k} {v:.0f} s' if v else f'{k} reused'
                       for k, v in timing.items())
+    lines += [
+        '', 'The trust report of each SEA evaluation (docs/evaluation.md, '
+        '"Can I trust this number?"):', '', '```',
+        trust_text(results), '```'
+    ]
     lines += ['', f'Whole run: {total:.0f} s ({steps}).']
     with open(osp.join(args.save_docs, 'demo_results.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')

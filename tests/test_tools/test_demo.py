@@ -41,12 +41,24 @@ def _check_claims(first):
             assert m[f'sea/eps4/{attack}/aAcc'] <= m['sea/clean/aAcc']
     claims = dict((text, ok) for ok, text in first['claims'])
     # monotone curves (aAcc, mIoU), AT^2 above clean, SEA vs baselines
-    # (aAcc, mIoU)
-    assert len(claims) == 5
+    # (aAcc, mIoU), the trust report
+    assert len(claims) == 6
     monotone = [t for t in claims if 'never increases with the radius' in t]
     assert len(monotone) == 2 and all(claims[t] for t in monotone)
     at_claim = [t for t in claims if t.startswith('AT^2 worst-case mIoU')]
     assert len(at_claim) == 1 and claims[at_claim[0]]
+    # the trust report's verdict on the honest demo models: neither is
+    # flagged (every check passes; no surrogate, so no transfer check)
+    for name, r in first['results'].items():
+        trust = r['trust']
+        assert trust is not None and not trust['flagged'], (name, trust)
+        assert trust['level'] == 'fast' and trust['eps_255'] == '4'
+        status = {c['name']: c['status'] for c in trust['checks']}
+        assert status.pop('transfer') == 'skip'
+        assert set(status.values()) == {'pass'}, (name, status)
+        assert trust['cost']['n_images'] == 10
+    trust_claim = [t for t in claims if t.startswith('the trust report')]
+    assert len(trust_claim) == 1 and claims[trust_claim[0]]
     # on the clean model SEA is far stronger than any baseline at 4/255
     for b in ('pgd', 'segpgd', 'cospgd'):
         assert clean['sea/eps4/worst/aAcc'] <= clean[f'sea/eps4/{b}/aAcc']
@@ -82,6 +94,7 @@ def _check_outputs(work, docs):
         assert path.is_file() and path.stat().st_size > 10_000, path
     assert '| eps | clean mIoU/img |' in text
     assert 'Where the models break' in text
+    assert 'trust checks (fast) at 4/255 on 10 image(s)' in text
     # the evaluations went through tools/test.py --eval sea
     summaries = list((work / 'eval').glob('*/sea/summary.json'))
     assert len(summaries) == 4
