@@ -75,16 +75,16 @@ def run_model(name, args):
         cells = {'SEA-R1 (l2)': aacc(res.correct, valid)}
         for label, (fn, kw) in SINGLE.items():
             start = seeds if fn != 'pgd' else None
-            r = getattr(A, fn)(
-                model,
-                x,
-                y,
-                eps,
-                args.n_iter,
-                mask=mask,
-                norm='l2',
-                start=start,
-                **kw)
+            r = getattr(A,
+                        fn)(model,
+                            x,
+                            y,
+                            eps,
+                            args.n_iter,
+                            mask=mask,
+                            norm='l2',
+                            start=start,
+                            **kw)
             cells[label] = aacc(r.correct, valid)
         rows[f'{eps:g}'] = cells
         print(name, f'l2 {eps:g}', cells, flush=True)
