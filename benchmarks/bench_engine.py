@@ -33,7 +33,10 @@ Writes ``benchmarks/results/bench_engine.json``.
 3. ``overhead``: SEA-2023 (and APGD ``mask_ce``) time over the floor, the
    same number of bare forward + input-backward passes, on the light
    encoder-decoder (stride-8 features, 21 classes, 96 x 96, batch 4,
-   n = 24); median of paired repeats. ``--convnext``: also UPerNet +
+   n = 24); median of paired repeats; also against the CE floor
+   (forward + fused ``F.cross_entropy`` + input backward, the cheapest
+   pass of a loss-based attack) and that floor against the bare one.
+   ``--convnext``: also UPerNet +
    ConvNeXt-T (random weights, 256 x 256, batch 1, n = 6, 3 repeats).
 4. ``accel``: the same SEA with channels-last weights and inputs and with
    ``torch.compile`` (``FastModel``), as ratios to the eager run and to its
@@ -229,6 +232,13 @@ def _overhead_runs(model, x, y, n, repeats):
         xx = x.clone().requires_grad_(True)
         torch.autograd.grad(model(xx).float().sum(), xx)
 
+    def fb_ce():
+        # the cheapest pass a loss-based attack can make: the fused CE
+        xx = x.clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(
+            model(xx).float(), y, ignore_index=255)
+        torch.autograd.grad(loss, xx)
+
     # the loop builds its ensemble once (the model check runs on the first
     # batch only): time runs after a warm-up run
     sea = SEA(model, 8 / 255, n_iter=n, version='2023')
@@ -239,7 +249,17 @@ def _overhead_runs(model, x, y, n, repeats):
                               lambda: [fb() for _ in range(4 * n)], repeats),
         apgd_mask_ce=_paired_ratio(
             lambda: apgd(model, x, y, 8 / 255, n, loss='mask_ce'),
-            lambda: [fb() for _ in range(n)], repeats))
+            lambda: [fb() for _ in range(n)], repeats),
+        # against the CE floor: n passes of forward + fused CE + input
+        # backward (docs/benchmarks.md, section 7)
+        ce_floor=_paired_ratio(lambda: [fb_ce() for _ in range(n)],
+                               lambda: [fb() for _ in range(n)], repeats),
+        sea2023_ce_floor=_paired_ratio(lambda: sea.run(x, y, seed=seeds),
+                                       lambda: [fb_ce() for _ in range(4 * n)],
+                                       repeats),
+        apgd_mask_ce_ce_floor=_paired_ratio(
+            lambda: apgd(model, x, y, 8 / 255, n, loss='mask_ce'),
+            lambda: [fb_ce() for _ in range(n)], repeats))
 
 
 def part_overhead(args) -> dict:
@@ -442,6 +462,16 @@ def main(argv=None):
                 f'{part} [{name}] done in {time.perf_counter() - t0:.0f} s:'
                 f'\n{json.dumps(results["parts"][part][name], indent=1)}',
                 flush=True)
+    # parts not run this time keep their earlier results (and settings)
+    old = osp.join(args.out, 'bench_engine.json')
+    if osp.isfile(old):
+        with open(old) as f:
+            earlier = json.load(f)
+        for part in args.parts:
+            earlier[f'settings_{part}'] = results['settings']
+        for part, runs in results['parts'].items():
+            earlier['parts'].setdefault(part, {}).update(runs)
+        results = {k: v for k, v in earlier.items() if k != 'machine'}
     path = write_json('bench_engine', results, args.out)
     print(f'wrote {path}')
 
