@@ -67,14 +67,22 @@ def _run(tmp_path,
     return runner
 
 
-def test_trains_on_adversarial_images_within_eps(tmp_path, toy_data):
+def _probed(tmp_path, data_root, hook_cfg, **kwargs) -> dict:
+    """A run with :class:`Probe` hooks around the AT hook: their store."""
     store = {}
     _run(
         tmp_path,
-        toy_data,
-        dict(type='AdvTrainingHook', eps=EPS, steps=3),
+        data_root,
+        hook_cfg,
         extra_hooks=[Probe('before', store),
-                     Probe('after', store)])
+                     Probe('after', store)],
+        **kwargs)
+    return store
+
+
+def test_trains_on_adversarial_images_within_eps(tmp_path, toy_data):
+    store = _probed(tmp_path, toy_data,
+                    dict(type='AdvTrainingHook', eps=EPS, steps=3))
     assert len(store['before']) == len(store['after']) == 2
     for before, after in zip(store['before'], store['after']):
         for clean, adv in zip(before['inputs'], after['inputs']):
@@ -93,8 +101,7 @@ def test_trains_on_adversarial_images_within_eps(tmp_path, toy_data):
 def test_l2_training_stays_in_the_l2_ball(tmp_path, toy_data):
     """``norm='l2'``: the perturbation of each image (in [0, 1] units) has
     l2 norm at most eps, and the attack moved it."""
-    store = {}
-    _run(
+    store = _probed(
         tmp_path,
         toy_data,
         dict(
@@ -103,9 +110,7 @@ def test_l2_training_stays_in_the_l2_ball(tmp_path, toy_data):
             steps=3,
             norm='l2',
             random_start=True),
-        max_iters=1,
-        extra_hooks=[Probe('before', store),
-                     Probe('after', store)])
+        max_iters=1)
     for clean, adv in zip(store['before'][0]['inputs'],
                           store['after'][0]['inputs']):
         norm = float(((adv - clean) / 255).norm())
@@ -126,8 +131,7 @@ def test_logs_attack_loss(tmp_path, toy_data):
 
 
 def test_adv_ratio_and_start_iter(tmp_path, toy_data):
-    store = {}
-    _run(
+    store = _probed(
         tmp_path,
         toy_data,
         dict(
@@ -137,9 +141,7 @@ def test_adv_ratio_and_start_iter(tmp_path, toy_data):
             adv_ratio=0.5,
             start_iter=1),
         max_iters=2,
-        batch_size=4,
-        extra_hooks=[Probe('before', store),
-                     Probe('after', store)])
+        batch_size=4)
     # iteration 0: clean warm-up
     for c, a in zip(store['before'][0]['inputs'], store['after'][0]['inputs']):
         assert torch.equal(c, a)
