@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .apgd import apgd
-from .checks import check_images, check_norm, check_radius
+from .checks import check_eot, check_images, check_norm, check_radius
 from .core import Ball, Prediction, SeedLike, derive_seed, subset_model
 from .sea import SEA
 from .square import square_attack
@@ -416,6 +416,14 @@ def _deterministic(images) -> TrustCheck:
             f'on {n["pred_agreement"]:.2f}% of the pixels)')
     if not differ:
         return TrustCheck('deterministic', 'pass', n, what)
+    eot = min(m.get('eot', 1) for m in measured)
+    n['eot'] = eot
+    if eot > 1:
+        # the remedy is in place: the attacks average over the randomness
+        return TrustCheck(
+            'deterministic', 'pass', n, what + f': a randomised model, '
+            f'attacked with expectation over transformation (eot={eot}); '
+            'if the numbers vary between seeds, raise it')
     return TrustCheck(
         'deterministic', 'warn', n, what + ': the model is randomised '
         '(or in training mode), so one gradient is a sample and the '
@@ -545,7 +553,8 @@ def trust_checks(model: Callable[[Tensor], Tensor],
                  square_images: Optional[Sequence[int]] = None,
                  tolerance: float = TOLERANCE,
                  budget: Optional[TrustBudget] = None,
-                 norm: str = 'linf') -> TrustReport:
+                 norm: str = 'linf',
+                 eot: int = 1) -> TrustReport:
     """Sanity checks of a robust accuracy on a batch (module docstring).
 
     Args:
@@ -576,6 +585,10 @@ def trust_checks(model: Callable[[Tensor], Tensor],
         budget (TrustBudget, optional): Overrides the level's budget.
         norm (str): Threat model of ``eps``: ``'linf'`` or ``'l2'`` (the
             checks in the l2 ball, module docstring).
+        eot (int): Expectation over transformation, as the evaluation's
+            attacks use it: the checks' gradients are means over ``eot``
+            passes, and a randomised model attacked with ``eot > 1``
+            passes the determinism check (its message says so).
 
     Returns:
         TrustReport: The checks; ``flagged`` if any warns. ``images``
@@ -588,6 +601,7 @@ def trust_checks(model: Callable[[Tensor], Tensor],
                          f'{level!r}')
     budget = budget or TRUST_BUDGETS[level]
     eps = check_radius(eps, check_norm(norm))
+    eot = check_eot(eot)
     mask = check_images(x, y, mask)
     x = x.detach().float()
     y = y.to(x.device).long()
@@ -600,7 +614,7 @@ def trust_checks(model: Callable[[Tensor], Tensor],
     t0 = time.perf_counter()
 
     # the gradient, the FGSM step and the saturation share: one pass
-    grad, logits = _ce_gradient(counted, x, y, valid)
+    grad, logits = _ce_gradient(counted, x, y, valid, eot)
     num_classes = logits.shape[1]
     clean = _correct(logits, y, valid)
     saturated = _saturated(logits, y, valid)
@@ -636,7 +650,7 @@ def trust_checks(model: Callable[[Tensor], Tensor],
 
     if worst is None:
         worst = _short_whitebox(counted, x, y, eps, budget.whitebox_iter,
-                                ignore_index, seed, amp, mask, norm)
+                                ignore_index, seed, amp, mask, norm, eot)
     worst = torch.as_tensor(worst, device=x.device).long().view(-1)
     if worst.numel() != B:
         raise ValueError(f'worst must hold one count per image ({B}), got '
@@ -654,6 +668,7 @@ def trust_checks(model: Callable[[Tensor], Tensor],
             r * per_value,
             budget.large_iter,
             norm=norm,
+            eot=eot,
             loss='mask_ce',
             ignore_index=ignore_index,
             start=_seeds(seed, f'trust:large:{_key(r)}', B),
@@ -696,7 +711,8 @@ def trust_checks(model: Callable[[Tensor], Tensor],
             start=_seeds(seed, 'trust:transfer', B),
             mask=mask,
             amp=amp,
-            norm=norm)
+            norm=norm,
+            eot=eot)
         with torch.no_grad():
             transfer = _correct(counted(res.x_adv).float(), y, valid)
     seconds = time.perf_counter() - t0
@@ -728,6 +744,7 @@ def trust_checks(model: Callable[[Tensor], Tensor],
             m['square'] = square[i]
             m['square_queries'] = budget.square_queries
         m['repeats'] = budget.repeats
+        m['eot'] = eot
         m['level'] = level
         images.append(m)
     cost = dict(
@@ -739,17 +756,25 @@ def trust_checks(model: Callable[[Tensor], Tensor],
     return TrustReport.from_images(images, eps, level, cost, tolerance, norm)
 
 
-def _ce_gradient(model, x: Tensor, y: Tensor,
-                 valid: Tensor) -> Tuple[Tensor, Tensor]:
-    """The input gradient of the CE summed over the valid pixels, and the
-    logits (float32, one forward+backward pass)."""
-    xg = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(xg).float()
-        ce = F.cross_entropy(
-            logits, torch.where(valid, y, 0), reduction='none') * valid
-        grad, = torch.autograd.grad(ce.sum(), xg)
-    return grad.detach(), logits.detach()
+def _ce_gradient(model,
+                 x: Tensor,
+                 y: Tensor,
+                 valid: Tensor,
+                 eot: int = 1) -> Tuple[Tensor, Tensor]:
+    """The input gradient of the CE summed over the valid pixels (the mean
+    over ``eot`` forward+backward passes, as the attacks' expectation over
+    transformation takes it), and the first pass's logits (float32)."""
+    total, first = None, None
+    for _ in range(eot):
+        xg = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(xg).float()
+            ce = F.cross_entropy(
+                logits, torch.where(valid, y, 0), reduction='none') * valid
+            grad, = torch.autograd.grad(ce.sum(), xg)
+        total = grad if total is None else total + grad
+        first = logits.detach() if first is None else first
+    return total.detach() / eot, first
 
 
 def _saturated(logits: Tensor, y: Tensor, valid: Tensor) -> Tensor:
@@ -772,7 +797,8 @@ def _short_whitebox(model,
                     seed,
                     amp,
                     mask,
-                    norm='linf') -> Tensor:
+                    norm='linf',
+                    eot=1) -> Tensor:
     """The worst case of a short SEA run (the default preset)."""
     if eps == 0:
         with torch.no_grad():
@@ -785,6 +811,7 @@ def _short_whitebox(model,
         seed=seed,
         amp=amp,
         check_model=False,
-        norm=norm)
+        norm=norm,
+        eot=eot)
     return sea.run(
         x, y, mask=mask, seed=_seeds(seed, 'trust:sea', x.shape[0])).correct

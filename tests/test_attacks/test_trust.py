@@ -308,3 +308,24 @@ def test_l2_checks_honest_and_shattered(trained):
     assert broken.check('large_radius').status == 'warn'
     with pytest.raises(ValueError, match='not a valid l2 radius'):
         trust_checks(net, x, y, -1.0, norm='l2')
+
+
+def test_a_stochastic_model_attacked_with_eot_passes(trained):
+    """With expectation over transformation (the remedy the warning
+    suggests) the determinism check still measures the randomness but
+    passes, saying so; the checks' gradients average ``eot`` passes."""
+    net, x, y = trained
+    torch.manual_seed(0)
+    plain = trust_checks(Stochastic(net).eval(), x, y, EPS, worst=[0] * 4)
+    torch.manual_seed(0)
+    report = trust_checks(
+        Stochastic(net).eval(), x, y, EPS, worst=[0] * 4, eot=3)
+    check = report.check('deterministic')
+    assert check.status == 'pass' and check.numbers['eot'] == 3
+    assert check.numbers['n_differ'] == len(x)
+    assert 'eot=3' in check.message
+    assert plain.check('deterministic').status == 'warn'
+    # the gradient pass and every APGD step: three passes each
+    assert report.cost['grad'] == 3 * plain.cost['grad']
+    with pytest.raises(ValueError, match='eot'):
+        trust_checks(net, x, y, EPS, eot=0)

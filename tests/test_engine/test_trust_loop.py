@@ -164,3 +164,12 @@ def test_a_shattered_model_is_flagged_in_the_log(trained_tiny, tmp_path,
     assert 'trust checks (fast) at 12/255 on 4 image(s): FLAGGED' in log
     for name in flagged:
         assert log.count(f"WARNING - trust check '{name}' warns: ") == 1
+
+
+def test_eot_reaches_the_report(trained_tiny, tmp_path):
+    """``--eot N``: the report's measurements use it too (recorded per
+    image), and on this deterministic model nothing changes its verdict."""
+    _test(trained_tiny, tmp_path, '--eot', '2', '--max-images', '2')
+    summary, records = _outputs(tmp_path)
+    assert all(r['trust']['eot'] == 2 for r in records)
+    assert not summary['trust']['flagged']

@@ -633,7 +633,8 @@ class SEATestLoop(TestLoop):
             surrogate=surrogate,
             mask=batch.mask,
             square_images=[i for i, k in enumerate(keys) if k % stride == 0],
-            norm=self.norm)
+            norm=self.norm,
+            eot=self.sea.eot)
         # the batch's passes, shared out per image (the attacks' too, for
         # the report's relative cost)
         n = len(records)
