@@ -12,9 +12,8 @@ import torch
 from torch import Tensor
 
 from .checks import check_n_iter
-from .core import (_DEFAULT, AttackProblem, AttackResult, Ball, Prediction,
-                   StartLike, WorstCase, default_tracked, is_sync_point,
-                   run_attack_loop, start_from_legacy, where_rows)
+from .core import (DEFAULT, AttackProblem, AttackResult, Ball, Prediction,
+                   StartLike, WorstCase, is_sync_point, run_steps, where_rows)
 from .precision import AmpLike
 
 __all__ = [
@@ -199,38 +198,6 @@ def _red_eps_steps(problem: AttackProblem):
     return best, tracked, iters
 
 
-def _attack(steps,
-            what: str,
-            random_default: bool,
-            model,
-            x,
-            y,
-            eps,
-            n_iter,
-            loss,
-            start,
-            legacy,
-            clean=None,
-            track_loss=None,
-            **kwargs) -> AttackResult:
-    """Resolve ``start`` and the tracked objective, then run ``steps`` in
-    the skeleton (:func:`~.core.run_attack_loop`)."""
-    start = start_from_legacy(start, legacy, random_default, what)
-    if start is _DEFAULT:
-        start = 0 if random_default else None
-    problem = AttackProblem.create(
-        model,
-        x,
-        y,
-        eps,
-        n_iter,
-        loss,
-        start=start,
-        track=default_tracked(loss) if track_loss is None else track_loss,
-        **kwargs)
-    return run_attack_loop(steps, problem, clean)
-
-
 def apgd(model,
          x: Tensor,
          y: Tensor,
@@ -238,7 +205,7 @@ def apgd(model,
          n_iter: int = 100,
          loss: str = 'mask_ce',
          ignore_index: int = 255,
-         start: StartLike = _DEFAULT,
+         start: StartLike = DEFAULT,
          mask: Optional[Tensor] = None,
          amp: AmpLike = False,
          targeted: bool = False,
@@ -306,7 +273,7 @@ def apgd(model,
         AttackResult: The lowest-accuracy point found (or ``x`` if nothing
         beats the clean image); ``loss`` holds the best tracked objective.
     """
-    return _attack(
+    return run_steps(
         _apgd_steps,
         'apgd',
         True,
@@ -348,7 +315,7 @@ def apgd_red_eps(model,
                  n_iter: int = 300,
                  loss: str = 'mask_ce',
                  ignore_index: int = 255,
-                 start: StartLike = _DEFAULT,
+                 start: StartLike = DEFAULT,
                  mask: Optional[Tensor] = None,
                  amp: AmpLike = False,
                  targeted: bool = False,
@@ -381,7 +348,7 @@ def apgd_red_eps(model,
                 f'red-eps APGD splits n_iter over three radii and needs '
                 f'n_iter >= 3, got {n_iter!r}; use apgd() for shorter '
                 'runs') from None
-    return _attack(
+    return run_steps(
         _red_eps_steps,
         'apgd_red_eps',
         True,

@@ -32,7 +32,8 @@ __all__ = [
     'AmpLike', 'check_amp', 'resolve_amp', 'amp_name', 'autocast_enabled',
     'autocast_to', 'cpu_autocast_supports', 'RESULT_PRECISIONS', 'GRAD_EXP',
     'GRAD_TARGET_EXP', 'GRAD_EXP_BACKOFF', 'GRAD_EXP_MIN', 'GRAD_EXP_MAX',
-    'scale_logit_grad', 'where_rows', 'SYNC_EVERY', 'is_sync_point', 'Ball'
+    'scale_logit_grad', 'where_rows', 'SYNC_EVERY', 'is_sync_point', 'Ball',
+    'DEFAULT', 'run_steps'
 ]
 
 SeedLike = Union[int, Sequence[int]]
@@ -685,7 +686,7 @@ def start_from_legacy(start, legacy: dict, random_default: bool,
                         f'{sorted(unknown)}')
     if not legacy:
         return start
-    if start is not _DEFAULT:
+    if start is not DEFAULT:
         raise TypeError(f'{what}(): give start=, not also '
                         f'{"/".join(sorted(legacy))}')
     warnings.warn(
@@ -710,7 +711,7 @@ class _Default:
 
 
 #: marks an argument left at its default (``start`` of the attacks)
-_DEFAULT = _Default()
+DEFAULT = _Default()
 
 
 @dataclass
@@ -805,10 +806,10 @@ class AttackProblem:
         """The feasible set at ``radius`` in the problem's norm."""
         return Ball(self.x, radius, self.mask, self.norm)
 
-    def start_point(self, ball: Ball, start: StartLike = _DEFAULT) -> Tensor:
+    def start_point(self, ball: Ball, start: StartLike = DEFAULT) -> Tensor:
         """The first iterate in ``ball`` (default: the problem's
         start)."""
-        return start_point(ball, self.start if start is _DEFAULT else start)
+        return start_point(ball, self.start if start is DEFAULT else start)
 
     def fallback(self) -> WorstCase:
         """The clean images as the worst case so far."""
@@ -883,6 +884,41 @@ def run_attack_loop(steps: StepLoop,
             precision=amp_name(obj.amp),
             result_precision='fp32'
             if obj.amp is None else obj.result_precision))
+
+
+def run_steps(steps: StepLoop,
+              what: str,
+              random_default: bool,
+              model: Model,
+              x: Tensor,
+              y: Tensor,
+              eps: float,
+              n_iter: int,
+              loss: str,
+              start: StartLike,
+              legacy: dict,
+              clean: Optional[Prediction] = None,
+              track_loss: Optional[str] = None,
+              **kwargs) -> 'AttackResult':
+    """What every public attack function does: resolve ``start`` (a
+    default random start where ``random_default``, the deprecated
+    ``legacy`` keywords of ``what``) and the tracked objective, build the
+    :class:`AttackProblem` (``kwargs``) and run ``steps`` in the skeleton
+    (:func:`run_attack_loop`)."""
+    start = start_from_legacy(start, legacy, random_default, what)
+    if start is DEFAULT:
+        start = 0 if random_default else None
+    problem = AttackProblem.create(
+        model,
+        x,
+        y,
+        eps,
+        n_iter,
+        loss,
+        start=start,
+        track=default_tracked(loss) if track_loss is None else track_loss,
+        **kwargs)
+    return run_attack_loop(steps, problem, clean)
 
 
 class Timer:

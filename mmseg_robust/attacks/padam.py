@@ -14,10 +14,10 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .apgd import _attack
 from .checks import check_eps
-from .core import (_DEFAULT, AmpLike, AttackProblem, AttackResult, Prediction,
-                   StartLike, WorstCase, is_sync_point, project, where_rows)
+from .core import (DEFAULT, AmpLike, AttackProblem, AttackResult, Prediction,
+                   StartLike, WorstCase, is_sync_point, project, run_steps,
+                   where_rows)
 
 __all__ = ['padam', 'PADAM_LR', 'PADAM_BETAS', 'PADAM_EPS']
 
@@ -123,7 +123,7 @@ def padam(model,
           loss: str = 'ce',
           lr: Optional[float] = None,
           betas: Tuple[float, float] = PADAM_BETAS,
-          start: StartLike = _DEFAULT,
+          start: StartLike = DEFAULT,
           ignore_index: int = 255,
           mask: Optional[Tensor] = None,
           amp: AmpLike = False,
@@ -184,7 +184,7 @@ def padam(model,
     b1, b2 = (float(b) for b in betas)
     if not (0 <= b1 < 1 and 0 <= b2 < 1):
         raise ValueError(f'betas must be in [0, 1), got {tuple(betas)}')
-    return _attack(
+    return run_steps(
         lambda p: _padam_steps(p, lr, (b1, b2), PADAM_EPS),
         'padam',
         True,

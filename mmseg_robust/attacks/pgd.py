@@ -10,10 +10,9 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .apgd import _attack
 from .checks import check_eps, check_norm, check_radius
-from .core import (_DEFAULT, AttackProblem, AttackResult, Prediction,
-                   StartLike, is_sync_point, start_from_legacy, where_rows)
+from .core import (DEFAULT, AttackProblem, AttackResult, Prediction, StartLike,
+                   is_sync_point, run_steps, start_from_legacy, where_rows)
 from .precision import AmpLike
 
 __all__ = [
@@ -116,7 +115,7 @@ def pgd(model,
         n_iter: int,
         step_size: Optional[float] = None,
         loss: str = 'ce',
-        start: StartLike = _DEFAULT,
+        start: StartLike = DEFAULT,
         ignore_index: int = 255,
         mask: Optional[Tensor] = None,
         amp: AmpLike = False,
@@ -158,7 +157,7 @@ def pgd(model,
     if step_size is None:
         step_size = pgd_step_size(eps, norm)
     step_size = check_radius(step_size, norm, 'step_size')
-    return _attack(
+    return run_steps(
         lambda p: _pgd_steps(p, step_size),
         'pgd',
         False,
@@ -191,7 +190,7 @@ def pgd_train(model,
               steps: int,
               step_size: Optional[float] = None,
               loss: str = 'ce',
-              start: StartLike = _DEFAULT,
+              start: StartLike = DEFAULT,
               ignore_index: int = 255,
               mask: Optional[Tensor] = None,
               amp: AmpLike = False,
@@ -225,7 +224,7 @@ def pgd_train(model,
         eps,
         steps,
         loss,
-        start=None if start is _DEFAULT else start,
+        start=None if start is DEFAULT else start,
         ignore_index=ignore_index,
         mask=mask,
         amp=amp,

@@ -8,7 +8,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .apgd import _schedule, apgd, apgd_red_eps
+from .apgd import apgd, apgd_red_eps, red_eps_schedule
 from .checks import (check_eot, check_images, check_n_iter, check_norm,
                      check_radius, warn_if_training)
 from .core import (TRACKED_DEFAULTS, AttackResult, Ball, Prediction, SeedLike,
@@ -662,7 +662,7 @@ class SEA:
             return None if noise is None else UniformNoise(
                 take_rows(noise, idx))
         # where the attack's first run starts (red-eps: its first radius)
-        radius = _schedule(self.eps, self.n_iter)[0][0] if \
+        radius = red_eps_schedule(self.eps, self.n_iter)[0][0] if \
             spec.method == 'red_eps' else self.eps
         fresh = x if noise is None else Ball(x, radius, mask,
                                              self.norm).random_point(noise)

@@ -18,11 +18,10 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from .apgd import _attack
 from .checks import check_n_iter
 from .core import (AmpLike, AttackProblem, AttackResult, Objective, Prediction,
                    SeedLike, StartLike, WorstCase, is_sync_point, project,
-                   where_rows)
+                   run_steps, where_rows)
 from .losses import LOSS_NAMES
 
 __all__ = [
@@ -328,7 +327,7 @@ def square_attack(model,
     if isinstance(seed, bool) or not isinstance(seed, int):
         seed = [int(s) for s in seed]
     stats: Dict[str, Tensor] = {}
-    result = _attack(
+    result = run_steps(
         lambda p: _square_steps(p, loss, seed, p_init, stats),
         'square_attack',
         False,
