@@ -173,3 +173,20 @@ def test_eot_reaches_the_report(trained_tiny, tmp_path):
     summary, records = _outputs(tmp_path)
     assert all(r['trust']['eot'] == 2 for r in records)
     assert not summary['trust']['flagged']
+
+
+def test_full_checks(trained_tiny, tmp_path):
+    """``--checks full``: radius 1.0 too and the square attack on every
+    image, and the report says what it cost."""
+    _test(trained_tiny, tmp_path, '--checks', 'full', '--max-images', '2')
+    summary, records = _outputs(tmp_path)
+    trust = summary['trust']
+    assert trust['level'] == 'full' and not trust['flagged'], trust
+    checks = {c['name']: c for c in trust['checks']}
+    assert {'acc_64', 'acc_255'} <= set(checks['large_radius']['numbers'])
+    assert checks['black_box']['numbers']['n_images'] == 2
+    assert checks['deterministic']['numbers']['repeats'] == 8
+    assert all(r['trust']['square_queries'] == 1000 for r in records)
+    # the passes of the full level: far more than the fast one's
+    assert trust['cost']['forward'] / 2 > 1000
+    assert trust['cost']['grad'] / 2 > 100
