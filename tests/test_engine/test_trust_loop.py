@@ -190,3 +190,24 @@ def test_full_checks(trained_tiny, tmp_path):
     # the passes of the full level: far more than the fast one's
     assert trust['cost']['forward'] / 2 > 1000
     assert trust['cost']['grad'] / 2 > 100
+
+
+def test_non_finite_logits_in_a_check_leave_the_images_unchecked(
+        trained_tiny, tmp_path, monkeypatch):
+    """A check that meets NaN logits (say at 64/255) does not end the
+    evaluation: the attack results are kept, the images count as
+    unchecked, the log says why."""
+    import mmseg_robust.engine.runner.sea_test_loop as loop
+
+    def nan_logits(*args, **kwargs):
+        raise FloatingPointError('the model returned NaN or inf logits')
+
+    monkeypatch.setattr(loop, 'trust_checks', nan_logits)
+    metrics = _test(trained_tiny, tmp_path, '--max-images', '2',
+                    '--cfg-options', 'log_level=INFO')
+    assert metrics['sea/n_images'] == 2
+    summary, records = _outputs(tmp_path)
+    assert summary['trust'] is None
+    assert not any('trust' in r for r in records)
+    log = next(Path(tmp_path).glob('*/*.log')).read_text()
+    assert 'trust checks: not run on images [0]: the model returned' in log

@@ -7,6 +7,7 @@ one record per image. Records on disk and resuming live in
 the records flow to :class:`SEAMetric`, whose metrics make the tables.
 """
 import copy
+import logging
 import os
 import os.path as osp
 import time
@@ -620,21 +621,33 @@ class SEATestLoop(TestLoop):
                 mode='test',
                 ignore_index=self.ignore_index)
             surrogate = _fit_input(sur.model, tuple(sur.x.shape[-2:]))
-        report = trust_checks(
-            batch.model,
-            batch.x,
-            batch.y,
-            self.eps[-1],
-            level=self.checks,
-            worst=res.correct,
-            ignore_index=self.ignore_index,
-            seed=seeds,
-            amp=self.sea.amp,
-            surrogate=surrogate,
-            mask=batch.mask,
-            square_images=[i for i, k in enumerate(keys) if k % stride == 0],
-            norm=self.norm,
-            eot=self.sea.eot)
+        try:
+            report = trust_checks(
+                batch.model,
+                batch.x,
+                batch.y,
+                self.eps[-1],
+                level=self.checks,
+                worst=res.correct,
+                ignore_index=self.ignore_index,
+                seed=seeds,
+                amp=self.sea.amp,
+                surrogate=surrogate,
+                mask=batch.mask,
+                square_images=[
+                    i for i, k in enumerate(keys) if k % stride == 0
+                ],
+                norm=self.norm,
+                eot=self.sea.eot)
+        except FloatingPointError as err:
+            # non-finite logits under a check's perturbation (e.g. at the
+            # large radius): the batch's attack results are kept, its
+            # images count as unchecked, and the log says why
+            print_log(
+                f'trust checks: not run on images {keys}: {err}',
+                logger='current',
+                level=logging.WARNING)
+            return
         # the batch's passes, shared out per image (the attacks' too, for
         # the report's relative cost)
         n = len(records)
