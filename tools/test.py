@@ -235,11 +235,23 @@ def trigger_visualization_hook(cfg, args):
     return cfg
 
 
-def sea_options(args, work_dir: str) -> dict:
-    """SEATestLoop options given on the command line."""
+def sea_options(args, work_dir: str, config: Optional[dict] = None) -> dict:
+    """SEATestLoop options given on the command line (``config``: the
+    config's own SEATestLoop settings; ``--eps`` is read in their norm
+    unless ``--norm`` says otherwise)."""
     opts = {}
-    if args.norm == 'l2':
-        opts['norm'] = 'l2'
+    config = config or {}
+    config_norm = config.get('norm', 'linf')
+    norm = args.norm or config_norm
+    if args.norm is not None:
+        if args.norm != config_norm and 'eps' in config and \
+                args.eps is None:
+            raise ToolError(
+                f'--norm {args.norm}: the config\'s SEATestLoop has '
+                f'norm={config_norm!r} and radii in that norm; give --eps '
+                'in the new one too')
+        opts['norm'] = args.norm
+    if norm == 'l2' and (args.eps is not None or args.norm == 'l2'):
         opts['eps'] = _l2_radii(args)
     elif args.eps is not None:
         opts['eps'] = eps_from_cli(args.eps, allow_tiny=args.allow_tiny_eps)
@@ -379,7 +391,7 @@ def configure_sea(cfg, args) -> None:
         base = dict(test_cfg)  # the config's own SEA settings, then the CLI
     else:
         base = dict(type='SEATestLoop')
-    base.update(sea_options(args, cfg.work_dir))
+    base.update(sea_options(args, cfg.work_dir, base))
     _check_attack_options(base, args)
     cfg.test_cfg = base
     evaluator = cfg.get('test_evaluator') or {}

@@ -13,7 +13,7 @@ from torch import Tensor
 
 __all__ = [
     'check_eps', 'check_radius', 'check_norm', 'check_eot', 'NORMS',
-    'check_n_iter', 'check_images', 'warn_if_training'
+    'check_linf_only', 'check_n_iter', 'check_images', 'warn_if_training'
 ]
 
 #: Threat models: ``'linf'`` (the paper's) and ``'l2'`` (issue #21).
@@ -44,6 +44,13 @@ def check_norm(norm: str) -> str:
     return norm
 
 
+def check_linf_only(norm: str, what: str) -> None:
+    """Refuse ``norm='l2'`` for an attack that has only an l_inf version."""
+    if check_norm(norm) != 'linf':
+        raise ValueError(f'{what} is an l_inf attack, but norm={norm!r}; use '
+                         'apgd, apgd_red_eps or pgd for l2')
+
+
 def check_radius(eps: float, norm: str = 'linf', name: str = 'eps') -> float:
     """Validate a radius of the ``norm`` ball: an l_inf radius is a
     fraction of the pixel range in [0, 1] (:func:`check_eps`); an l_2
@@ -68,11 +75,15 @@ def check_radius(eps: float, norm: str = 'linf', name: str = 'eps') -> float:
 def check_eot(eot: int) -> int:
     """Validate the number of samples of expectation over transformation
     (gradients averaged over ``eot`` forward+backward passes)."""
-    if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
+    try:
+        ok = not isinstance(eot, bool) and int(eot) == eot and eot >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise ValueError(f'eot must be an integer >= 1 (gradient samples '
                          f'per step, 1 for deterministic models), got '
                          f'{eot!r}')
-    return eot
+    return int(eot)
 
 
 def check_n_iter(n_iter: int, minimum: int = 1, what: str = 'n_iter') -> int:

@@ -22,7 +22,8 @@ from .losses import (PIXEL_LOSSES, PixelTerms, check_logits_labels,
 from .precision import (GRAD_EXP, GRAD_EXP_BACKOFF, GRAD_EXP_MAX, GRAD_EXP_MIN,
                         GRAD_TARGET_EXP, RESULT_PRECISIONS, AmpLike, amp_name,
                         autocast_enabled, autocast_to, check_amp,
-                        cpu_autocast_supports, resolve_amp, scale_logit_grad)
+                        cpu_autocast_supports, ldexp_rows, logit_grad_shift,
+                        resolve_amp, scale_logit_grad)
 
 __all__ = [
     'AttackResult', 'Prediction', 'Evaluation', 'Objective', 'UniformNoise',
@@ -357,17 +358,28 @@ class Objective:
         """
         x = x.detach()
         scaled = need_grad and self.reduced_precision(x.device)
+        # under scaling each sample's gradient comes with its own power of
+        # two (scale_logit_grad): EOT brings them to a common one
+        shifts = [] if scaled and self.eot > 1 else None
         loss, tracked, grad, correct = self._sample(x, step, total_steps,
-                                                    need_grad, scaled)
+                                                    need_grad, scaled, shifts)
         if self.eot > 1:
             # expectation over transformation: sums over the samples (one
             # gradient scale for all of them, adjusted once below)
             own = tracked is loss
             for _ in range(self.eot - 1):
-                more = self._sample(x, step, total_steps, need_grad, scaled)
+                more = self._sample(x, step, total_steps, need_grad, scaled,
+                                    shifts)
                 loss = loss + more[0]
                 tracked = tracked + more[1]
-                grad = None if grad is None else grad + more[2]
+                if shifts is not None:
+                    # both to the smaller power of two: exact, no overflow
+                    low = torch.minimum(shifts[0], shifts[-1])
+                    grad = ldexp_rows(grad, low - shifts[0]) + ldexp_rows(
+                        more[2], low - shifts[-1])
+                    shifts[:] = [low]
+                elif grad is not None:
+                    grad = grad + more[2]
                 correct = correct + more[3]
             loss = loss / self.eot
             tracked = loss if own else tracked / self.eot
@@ -381,12 +393,19 @@ class Objective:
         return Evaluation(loss, tracked, grad, None, correct)
 
     def _sample(
-            self, x: Tensor, step: Optional[int], total_steps: Optional[int],
-            need_grad: bool,
-            scaled: bool) -> Tuple[Tensor, Tensor, Optional[Tensor], Tensor]:
+        self,
+        x: Tensor,
+        step: Optional[int],
+        total_steps: Optional[int],
+        need_grad: bool,
+        scaled: bool,
+        shifts: Optional[list] = None
+    ) -> Tuple[Tensor, Tensor, Optional[Tensor], Tensor]:
         """One forward (+ input-backward) pass of :meth:`evaluate`: attacked
         and tracked objectives, the input gradient (scaled, not yet
-        adjusted by :meth:`_back_off`) and correct-pixel counts."""
+        adjusted by :meth:`_back_off`) and correct-pixel counts; with
+        ``shifts`` the scaling's power of two per image is appended to
+        it."""
         y = self.y
         x = x.requires_grad_(need_grad)
         grad_ctx = torch.enable_grad() if need_grad else torch.no_grad()
@@ -397,9 +416,17 @@ class Objective:
             det = logits.detach()
             top = det.amax(1)
             self._note_logits(logits, top)
-            if scaled:
+            if scaled and shifts is None:
                 exp = self.grad_exp
                 logits.register_hook(lambda g: scale_logit_grad(g, exp))
+            elif scaled:
+                exp = self.grad_exp
+
+                def scale(g):
+                    shifts.append(logit_grad_shift(g, exp))
+                    return ldexp_rows(g, shifts[-1])
+
+                logits.register_hook(scale)
             hit = label_is_max(det, self.safe_y, top)
             terms = PixelTerms(
                 logits, y, self.ignore_index, correct=hit.float())
@@ -647,6 +674,10 @@ class Ball:
         if self.norm == 'linf':
             return grad.sign()
         g = self._masked(grad)
+        # divided by its largest entry first: the squares of a tiny
+        # gradient (entries below ~1e-19) would underflow in the norm
+        top = g.abs().flatten(1).amax(1).view(-1, *([1] * (g.dim() - 1)))
+        g = g / top.clamp_min(torch.finfo(g.dtype).tiny)
         return g / _norms(g).clamp_min(1e-30)
 
     def random_point(self, noise: Tensor) -> Tensor:

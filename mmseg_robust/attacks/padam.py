@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .checks import check_eps
+from .checks import check_eps, check_linf_only
 from .core import (DEFAULT, AmpLike, AttackProblem, AttackResult, Prediction,
                    StartLike, WorstCase, is_sync_point, project, run_steps,
                    where_rows)
@@ -133,7 +133,8 @@ def padam(model,
           clean: Optional[Prediction] = None,
           validate: bool = True,
           result_precision: str = 'fp32',
-          eot: int = 1) -> AttackResult:
+          eot: int = 1,
+          norm: str = 'linf') -> AttackResult:
     """PAdam (l_inf): Adam with AMSGrad ascending ``loss``, the iterate
     projected onto the eps-ball intersected with [0, 1] after each step.
 
@@ -164,6 +165,8 @@ def padam(model,
         model, x, y, eps, ignore_index, mask, amp, targeted, class_weights,
         early_stop, clean, validate, result_precision, eot: As in
             :func:`~.apgd.apgd`.
+        norm (str): ``'linf'`` only (an l2 PAdam is not implemented; the
+            argument is there to say so clearly).
         n_iter (int): Adam steps (Halmosi et al. use 200).
         loss (str): Pixel loss: ``'ce'`` (PAdam-CE), ``'cos'`` (PAdam-Cos)
             or any other of :data:`~.losses.PIXEL_LOSSES`.
@@ -180,6 +183,7 @@ def padam(model,
         AttackResult: The lowest-accuracy iterate (or ``x`` where the clean
         image is better); ``loss`` holds the best attacked objective.
     """
+    check_linf_only(norm, 'PAdam')
     lr = PADAM_LR if lr is None else check_eps(lr, 'lr')
     b1, b2 = (float(b) for b in betas)
     if not (0 <= b1 < 1 and 0 <= b2 < 1):

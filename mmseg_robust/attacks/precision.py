@@ -15,7 +15,7 @@ __all__ = [
     'AmpLike', 'RESULT_PRECISIONS', 'check_amp', 'resolve_amp',
     'cpu_autocast_supports', 'autocast_to', 'amp_name', 'autocast_enabled',
     'GRAD_EXP', 'GRAD_TARGET_EXP', 'GRAD_EXP_BACKOFF', 'GRAD_EXP_MIN',
-    'GRAD_EXP_MAX', 'scale_logit_grad'
+    'GRAD_EXP_MAX', 'scale_logit_grad', 'logit_grad_shift', 'ldexp_rows'
 ]
 
 #: Precision of the model calls: ``False`` / ``None`` / ``'fp32'`` float32;
@@ -149,14 +149,25 @@ GRAD_EXP_BACKOFF = 4
 GRAD_EXP_MIN, GRAD_EXP_MAX = -24, 16
 
 
+def logit_grad_shift(grad: Tensor,
+                     exp: Union[int, Tensor] = GRAD_EXP) -> Tensor:
+    """``(B,)`` the power of two :func:`scale_logit_grad` multiplies each
+    image's ``grad`` by (0 where it is zero or not finite)."""
+    amax = grad.detach().abs().flatten(1).amax(1)
+    _, e = torch.frexp(amax)
+    ok = torch.isfinite(amax) & (amax > 0)
+    return torch.where(ok, exp - e, torch.zeros_like(e))
+
+
+def ldexp_rows(t: Tensor, shift: Tensor) -> Tensor:
+    """``t * 2**shift`` per image (``shift`` of shape ``(B,)``), exact."""
+    return torch.ldexp(t, shift.view(-1, *([1] * (t.dim() - 1))))
+
+
 def scale_logit_grad(grad: Tensor,
                      exp: Union[int, Tensor] = GRAD_EXP) -> Tensor:
     """``grad * 2**k`` per image with ``k`` such that the largest entry of
     each image lies in ``[2**(exp - 1), 2**exp)`` (``exp`` an int or one
     per image); images whose gradient is zero or not finite are left as
     they are."""
-    amax = grad.detach().abs().flatten(1).amax(1)
-    _, e = torch.frexp(amax)
-    ok = torch.isfinite(amax) & (amax > 0)
-    shift = torch.where(ok, exp - e, torch.zeros_like(e))
-    return torch.ldexp(grad, shift.view(-1, *([1] * (grad.dim() - 1))))
+    return ldexp_rows(grad, logit_grad_shift(grad, exp))

@@ -18,7 +18,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from .checks import check_n_iter
+from .checks import check_linf_only, check_n_iter
 from .core import (AmpLike, AttackProblem, AttackResult, Objective, Prediction,
                    SeedLike, StartLike, WorstCase, is_sync_point, project,
                    run_steps, where_rows)
@@ -256,7 +256,8 @@ def square_attack(model,
                   early_stop: bool = True,
                   clean: Optional[Prediction] = None,
                   validate: bool = True,
-                  result_precision: str = 'fp32') -> AttackResult:
+                  result_precision: str = 'fp32',
+                  norm: str = 'linf') -> AttackResult:
     """Square Attack (l_inf) for segmentation: random search with square
     updates, using the model's logits only.
 
@@ -299,6 +300,8 @@ def square_attack(model,
             the stripes).
         ignore_index, mask, amp, targeted, class_weights, early_stop,
         clean, validate, result_precision: As in :func:`~.apgd.apgd`.
+        norm (str): ``'linf'`` only (the square attack searches the l_inf
+            ball; the argument is there to say so clearly).
 
     Returns:
         AttackResult: The best point found per image (or ``x`` where the
@@ -308,6 +311,7 @@ def square_attack(model,
         budget), ``p_init``, ``loss``, ``start`` and ``accepted`` (``(B,)``
         accepted proposals).
     """
+    check_linf_only(norm, 'the square attack')
     if validate:
         n_queries = check_n_iter(n_queries, what='n_queries')
     p_init = float(p_init)

@@ -243,3 +243,62 @@ def test_eot_on_a_deterministic_model_changes_nothing_but_the_cost():
     assert res.eot == 2
     with pytest.raises(ValueError, match='eot must be an integer'):
         apgd(NET, x, y, 8 / 255, 5, eot=0)
+
+
+class _Alternating(torch.nn.Module):
+    """A randomised model in its simplest form: every other call its logits
+    are 300 times larger (confident, tiny CE gradient)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = PixelNet(seed=6)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.net(x) * (300.0 if self.calls % 2 else 1.0)
+
+
+def _cos(a, b):
+    return torch.nn.functional.cosine_similarity(
+        a.flatten(1).double(), b.flatten(1).double(), dim=1)
+
+
+def test_eot_under_reduced_precision_averages_like_float32():
+    """Under bf16 each sample's gradient is scaled by its own power of two
+    (docs/attacks.md, "Precision"); EOT brings them to a common one before
+    averaging, so the mean follows float32's mean (measured cosine >=
+    0.997; without it the confident sample's tiny gradient weighed as much
+    as the other's: 0.76-0.96)."""
+    x, _ = toy_batch(B=3, H=8, W=8, ignore_some=False)
+    with torch.no_grad():  # labels it predicts: confident pixels
+        y = _Alternating().net(x).argmax(1)
+    grads = {}
+    for amp in (False, 'bf16'):
+        model = _Alternating().eval()
+        grads[amp] = Objective(
+            model, y, loss='ce', eot=2, amp=amp).evaluate(x).grad
+    assert (_cos(grads[False], grads['bf16']) > 0.99).all()
+
+
+def test_l2_direction_of_a_tiny_gradient_is_a_unit_vector():
+    """Entries of 1e-24 square to 0 in float32: the direction is computed
+    from the gradient divided by its largest entry."""
+    grad = torch.full((2, 3, 8, 8), 1e-24)
+    grad[1] = 0
+    d = Ball(torch.rand(2, 3, 8, 8), 1.0, norm='l2').ascent(grad)
+    assert d[0].norm() == pytest.approx(1.0, rel=1e-5)
+    assert torch.equal(d[1], torch.zeros_like(d[1]))
+
+
+def test_linf_only_attacks_say_so_and_eot_accepts_integer_likes():
+    from mmseg_robust.attacks import padam, square_attack
+    x, y = toy_batch()
+    with pytest.raises(ValueError, match='PAdam is an l_inf attack'):
+        padam(NET, x, y, 0.5, 2, norm='l2')
+    with pytest.raises(ValueError, match='the square attack is an l_inf'):
+        square_attack(NET, x, y, 0.5, n_queries=2, norm='l2')
+    import numpy as np
+    assert SEA(NET, 4 / 255, eot=np.int64(2)).eot == 2
+    with pytest.raises(ValueError, match='eot must be an integer'):
+        SEA(NET, 4 / 255, eot=1.5)

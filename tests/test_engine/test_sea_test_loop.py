@@ -587,3 +587,24 @@ def test_l2_radii_are_checked_as_l2(trained_tiny):
     with pytest.raises(ConfigError, match='l_inf radius'):
         SEATestLoop(None, cfg.test_dataloader, [dict(type='SEAMetric')],
                     **dict(loop_cfg, eps=[3.0], norm='linf'))
+
+
+def test_cli_reads_eps_in_the_configs_norm():
+    """A config whose SEATestLoop is l2: ``--eps`` is read as l2 radii;
+    ``--norm linf`` switches to l_inf (its --eps in units of 1/255), and
+    switching the norm without new radii is refused."""
+    import runpy
+    tool = runpy.run_path(str(REPO / 'tools' / 'test.py'), run_name='tool_m')
+    l2_cfg = dict(type='SEATestLoop', norm='l2', eps=[0.5, 1.0])
+
+    def options(*argv, config=l2_cfg):
+        args = tool['parse_args'](['c.py', 'k.pth', '--eval', 'sea', *argv])
+        return tool['sea_options'](args, '/tmp', config)
+
+    assert options('--eps', '1', '2')['eps'] == [1.0, 2.0]
+    assert 'eps' not in options()  # the config's own l2 radii stay
+    linf = options('--norm', 'linf', '--eps', '4', '8')
+    assert linf['norm'] == 'linf' and linf['eps'] == [4 / 255, 8 / 255]
+    with pytest.raises(tool['ToolError'], match='give --eps in the new'):
+        options('--norm', 'linf')
+    assert options('--eps', '4', config={})['eps'] == [4 / 255]
