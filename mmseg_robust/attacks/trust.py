@@ -256,8 +256,11 @@ class TrustReport:
                     tolerance: float = TOLERANCE,
                     norm: str = 'linf') -> 'TrustReport':
         """Summarise per-image measurements into the checks (the same
-        summary for a batch and for a whole evaluation)."""
-        images = [m for m in images if m.get('valid', 0) > 0]
+        summary for a batch and for a whole evaluation). The report keeps
+        every image's measurements, in order (a caller pairs them with its
+        images); the checks summarise those with valid pixels."""
+        every = list(images)
+        images = [m for m in every if m.get('valid', 0) > 0]
         radius = _radius_text(eps, norm)
         checks = [
             _single_step(images, radius, tolerance),
@@ -268,8 +271,8 @@ class TrustReport:
             _transfer(images, radius, tolerance),
         ]
         cost = dict(cost or {})
-        cost.setdefault('n_images', len(images))
-        return cls(checks, level, float(eps), cost, list(images), norm)
+        cost.setdefault('n_images', len(every))
+        return cls(checks, level, float(eps), cost, every, norm)
 
 
 def _cost_text(cost: Dict[str, float]) -> str:
@@ -439,6 +442,11 @@ def _gradient(images) -> TrustCheck:
     alive = [m for m in measured if m['clean'] > 0]
     zero = [m for m in alive if m['grad_zero']]
     nonfinite = [m for m in measured if m['grad_nonfinite']]
+    if not alive and not nonfinite:
+        return TrustCheck(
+            'gradient', 'skip', dict(n_images=0),
+            'skipped: no image with correctly classified pixels (nothing '
+            'left to attack)')
     correct = sum(m['clean'] for m in alive)
     saturated = [
         m for m in alive if m['saturated'] > SATURATED_SHARE * m['clean']
@@ -450,9 +458,11 @@ def _gradient(images) -> TrustCheck:
         saturated_pct=_pct(sum(m['saturated'] for m in alive), correct),
         n_saturated=len(saturated),
         saturated_limit_pct=100 * SATURATED_SHARE)
+    share = '-' if n['saturated_pct'] is None else \
+        f'{n["saturated_pct"]:.2f}%'
     what = (f'input gradient of the CE on {n["n_images"]} image(s) with '
             f'correct pixels: {n["n_zero"]} all zero, {n["n_nonfinite"]} '
-            f'not finite; {n["saturated_pct"]:.2f}% of the correct pixels '
+            f'not finite; {share} of the correct pixels '
             'have a loss gradient that underflowed to 0 (saturated softmax), '
             f'{n["n_saturated"]} image(s) above {SATURATED_SHARE:.0%}')
     if not (zero or nonfinite or saturated):
@@ -562,7 +572,8 @@ def trust_checks(model: Callable[[Tensor], Tensor],
             (as for the attacks; the MMSeg adapter works).
         x (Tensor): ``(B, C, H, W)`` clean images in [0, 1].
         y (Tensor): ``(B, H', W')`` labels.
-        eps (float): The l_inf radius of the robust accuracy (a fraction).
+        eps (float): The radius of the robust accuracy: l_inf as a
+            fraction, l2 (``norm='l2'``) as the l2 norm.
         level (str): ``'fast'`` (a few dozen passes per image, the square
             attack on a quarter of the images) or ``'full'`` (more, and
             radius 1.0); :data:`TRUST_BUDGETS`.

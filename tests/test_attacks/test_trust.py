@@ -329,3 +329,24 @@ def test_a_stochastic_model_attacked_with_eot_passes(trained):
     assert report.cost['grad'] == 3 * plain.cost['grad']
     with pytest.raises(ValueError, match='eot'):
         trust_checks(net, x, y, EPS, eot=0)
+
+
+def test_a_batch_without_correct_pixels_and_one_without_labels(pixelnet):
+    """No image with a correct pixel: the gradient check has nothing to
+    look at and says so (it used to fail formatting a missing share); an
+    image without valid pixels keeps its place among the report's images
+    (a caller pairs them with its own records)."""
+    net, x, y = pixelnet
+    wrong = torch.where(y == 255, y, (y + 1) % 3)
+    report = trust_checks(net, x, wrong, EPS)
+    assert report.check('gradient').status == 'skip'
+    assert 'no image with correctly classified' in \
+        report.check('gradient').message
+    report.format()
+    y = y.clone()
+    y[0] = 255
+    report = trust_checks(net, x, y, EPS)
+    assert [m['valid'] for m in report.images] == \
+        (y != 255).flatten(1).sum(1).tolist()
+    assert report.images[0]['valid'] == 0
+    assert report.check('single_step').numbers['n_images'] == len(x) - 1
