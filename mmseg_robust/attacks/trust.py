@@ -335,19 +335,30 @@ def _beaten_text(numbers: dict) -> str:
             f"{numbers['worst_acc']:.2f}%")
 
 
-def _single_step(images, radius: str, tolerance) -> TrustCheck:
-    measured, beaten, n = _versus(images, 'single_step', tolerance)
+def _against_worst(name: str, key: str, images, tolerance, skipped: str,
+                   what: Callable[[List[dict]], str], why: str) -> TrustCheck:
+    """A check that another attack (measured under ``key``) does not beat
+    the white-box worst case beyond the tolerance: skipped (``skipped``
+    says why) where nothing was measured; ``what(measured)`` names the
+    attack, ``why`` follows a warning."""
+    measured, beaten, n = _versus(images, key, tolerance)
     if not measured:
-        return TrustCheck('single_step', 'skip', n,
-                          'skipped: radius 0 or no image with valid pixels')
-    what = f'one-step attack (FGSM, {radius}): ' + _beaten_text(n)
+        return TrustCheck(name, 'skip', n, 'skipped: ' + skipped)
+    text = what(measured) + _beaten_text(n)
     if not beaten:
-        return TrustCheck('single_step', 'pass', n, what)
-    return TrustCheck(
-        'single_step', 'warn', n, what + ': a single gradient step beats '
-        'the iterative attacks, so their gradients mislead them (gradient '
-        'masking); robust accuracy is overestimated. Add gradient-free '
-        'attacks (--attacks ... square) and see the black-box check')
+        return TrustCheck(name, 'pass', n, text)
+    return TrustCheck(name, 'warn', n, text + why)
+
+
+def _single_step(images, radius: str, tolerance) -> TrustCheck:
+    return _against_worst(
+        'single_step', 'single_step', images, tolerance,
+        'radius 0 or no image with valid pixels',
+        lambda _: f'one-step attack (FGSM, {radius}): ',
+        ': a single gradient step beats the iterative attacks, so their '
+        'gradients mislead them (gradient masking); robust accuracy is '
+        'overestimated. Add gradient-free attacks (--attacks ... square) '
+        'and see the black-box check')
 
 
 def _large_radius(images, norm: str = 'linf') -> TrustCheck:
@@ -382,22 +393,15 @@ def _large_radius(images, norm: str = 'linf') -> TrustCheck:
 
 
 def _black_box(images, radius: str, tolerance) -> TrustCheck:
-    measured, beaten, n = _versus(images, 'square', tolerance)
-    if not measured:
-        return TrustCheck(
-            'black_box', 'skip', n, 'skipped: no image in the '
-            'subset for the square attack, or radius 0')
     inside = ', an l_inf ball inside it' if radius.startswith('l2') else ''
-    what = (f'square attack (black-box, {radius}{inside}, '
-            f'{measured[0].get("square_queries", "?")} queries): ' +
-            _beaten_text(n))
-    if not beaten:
-        return TrustCheck('black_box', 'pass', n, what)
-    return TrustCheck(
-        'black_box', 'warn', n, what + ': an attack without gradients '
-        'beats the white-box ones, so their gradients mislead them '
-        '(masking); report the lower number (--attacks ... square adds the '
-        'square attack to the ensemble)')
+    return _against_worst(
+        'black_box', 'square', images, tolerance,
+        'no image in the subset for the square attack, or radius 0',
+        lambda measured: f'square attack (black-box, {radius}{inside}, '
+        f'{measured[0].get("square_queries", "?")} queries): ',
+        ': an attack without gradients beats the white-box ones, so their '
+        'gradients mislead them (masking); report the lower number '
+        '(--attacks ... square adds the square attack to the ensemble)')
 
 
 def _deterministic(images) -> TrustCheck:
@@ -486,18 +490,12 @@ def _gradient(images) -> TrustCheck:
 
 
 def _transfer(images, radius: str, tolerance) -> TrustCheck:
-    measured, beaten, n = _versus(images, 'transfer', tolerance)
-    if not measured:
-        return TrustCheck('transfer', 'skip', n,
-                          'skipped: no surrogate model given')
-    what = (f'APGD (mask_ce) on the surrogate, transferred '
-            f'({radius}): ' + _beaten_text(n))
-    if not beaten:
-        return TrustCheck('transfer', 'pass', n, what)
-    return TrustCheck(
-        'transfer', 'warn', n, what + ': images made on another model '
-        'beat the white-box attack on this one, so its gradients mislead '
-        'it (masking); report the lower number')
+    return _against_worst(
+        'transfer', 'transfer', images, tolerance, 'no surrogate model given',
+        lambda _: f'APGD (mask_ce) on the surrogate, transferred ({radius}): ',
+        ': images made on another model beat the white-box attack on this '
+        'one, so its gradients mislead it (masking); report the lower '
+        'number')
 
 
 # -- measurements ----------------------------------------------------------
