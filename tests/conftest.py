@@ -56,6 +56,25 @@ def tiny_segmentor():
     return build_tiny_segmentor(seed=0)
 
 
+def interrupt_after(monkeypatch, batches: int, run) -> None:
+    """Run ``run()`` with ``SEATestLoop`` interrupted (KeyboardInterrupt)
+    when it starts batch ``batches + 1``, then restore the loop."""
+    from mmseg_robust.engine import SEATestLoop
+    calls = {'n': 0}
+    original = SEATestLoop.attack_batch
+
+    def interrupted(self, data, keys):
+        calls['n'] += 1
+        if calls['n'] == batches + 1:
+            raise KeyboardInterrupt
+        return original(self, data, keys)
+
+    monkeypatch.setattr(SEATestLoop, 'attack_batch', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(SEATestLoop, 'attack_batch', original)
+
+
 def load_tool(name: str):
     """The ``main`` function of ``tools/<name>.py`` (run in-process)."""
     import runpy

@@ -16,7 +16,7 @@ from mmseg_robust.engine import SEATestLoop
 from mmseg_robust.errors import ConfigError
 from mmseg_robust.evaluation import SIZE_BUCKETS, size_buckets
 from mmseg_robust.models import AttackBatch
-from ..conftest import load_tool
+from ..conftest import interrupt_after, load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 SEA_ARGS = ['--eval', 'sea', '--eps', '4', '12', '--n-iter', '6']
@@ -214,19 +214,8 @@ def test_matches_direct_attack(reference, trained_tiny):
 def test_resume_after_interruption_gives_identical_numbers(
         reference, trained_tiny, tmp_path, monkeypatch):
     ref_metrics, _ = reference
-    calls = {'n': 0}
     original = SEATestLoop.attack_batch
-
-    def interrupted(self, data, keys):
-        calls['n'] += 1
-        if calls['n'] == 3:
-            raise KeyboardInterrupt
-        return original(self, data, keys)
-
-    monkeypatch.setattr(SEATestLoop, 'attack_batch', interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        _test(trained_tiny, tmp_path)
-    monkeypatch.setattr(SEATestLoop, 'attack_batch', original)
+    interrupt_after(monkeypatch, 2, lambda: _test(trained_tiny, tmp_path))
     results = tmp_path / 'sea' / 'rank0.jsonl'
     lines = results.read_text().splitlines()
     assert len(lines) == 1 + 2  # two images done before the interruption

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from mmseg_robust.attacks import TrustReport
-from mmseg_robust.engine import SEATestLoop
 from mmseg_robust.models.attack_adapter import SegmentorAttackModel
-from ..conftest import load_tool
+from ..conftest import interrupt_after, load_tool
 
 SEA_ARGS = ['--eval', 'sea', '--eps', '4', '12', '--n-iter', '6']
 NAMES = [
@@ -101,19 +100,7 @@ def test_resume_keeps_the_measurements(fast_run, trained_tiny, tmp_path,
     """Interrupted after two images, resumed: the same report as the
     uninterrupted run (measurements live in the records; per-image seeds)."""
     _, ref, _ = fast_run
-    calls = {'n': 0}
-    original = SEATestLoop.attack_batch
-
-    def interrupted(self, data, keys):
-        calls['n'] += 1
-        if calls['n'] == 3:
-            raise KeyboardInterrupt
-        return original(self, data, keys)
-
-    monkeypatch.setattr(SEATestLoop, 'attack_batch', interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        _test(trained_tiny, tmp_path)
-    monkeypatch.setattr(SEATestLoop, 'attack_batch', original)
+    interrupt_after(monkeypatch, 2, lambda: _test(trained_tiny, tmp_path))
     _test(trained_tiny, tmp_path, '--resume')
     summary, _ = _outputs(tmp_path)
     assert _verdicts(summary['trust']) == _verdicts(ref['trust'])
