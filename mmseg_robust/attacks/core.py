@@ -829,10 +829,6 @@ class AttackProblem:
             early_stop,
             norm=check_norm(norm))
 
-    def box(self, radius: float) -> Tuple[Tensor, Tensor]:
-        """The feasible l_inf box at ``radius``."""
-        return feasible_box(self.x, radius, self.mask)
-
     def ball(self, radius: float) -> Ball:
         """The feasible set at ``radius`` in the problem's norm."""
         return Ball(self.x, radius, self.mask, self.norm)
