@@ -1,187 +1,32 @@
-"""Bad input to ``tools/test.py`` and ``tools/train.py``: one ``error:``
-line, a non-zero exit, no finished result lost.
+"""Bad input to ``tools/test.py``: one ``error:`` line, a non-zero exit, no
+finished result lost.
 
-Every case of the catalogue in ``docs/errors.md`` is one parameter of
-:func:`test_test_tool_refuses` or :func:`test_train_tool_refuses` (the case
-id is the first column of the catalogue; :func:`test_catalogue_lists_every
-_case` keeps both in step). The tools run in-process through their
-``main()``; a few cases also run as a real process, where exit status and
-stderr matter.
+Every ``tools/test.py`` case of the catalogue in ``docs/errors.md`` is one
+parameter of :func:`test_test_tool_refuses` (the case id is the first
+column of the catalogue; ``test_error_catalogue.py`` keeps both in step).
+The tool runs in-process through its ``main()``; a few cases also run as a
+real process, where exit status and stderr matter. The shared helpers are
+in ``bad_input.py``, the fixtures (``ctx``, ``clean_env``) in
+``conftest.py``.
 """
-import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Callable, List, Tuple, Union
 
 import pytest
 import torch
 from mmengine.config import Config
 
-from mmseg_robust.compat import checkpoint as safe_ckpt
 from mmseg_robust.engine import SEATestLoop
 from mmseg_robust.errors import ConfigError
-from mmseg_robust.testing import tiny_runner_cfg
 from ..conftest import load_tool
+from .bad_input import (LAUNCHER_VARS, QUICK, REPO, Case, check_message,
+                        run_tool, save_config, snapshot)
 
-REPO = Path(__file__).resolve().parents[2]
-LAUNCHER_VARS = ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT',
-                 'SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST',
-                 'OMPI_COMM_WORLD_LOCAL_RANK', 'MMSEG_ROBUST_DEBUG',
-                 safe_ckpt.ENV_TRUST)
-# quick SEA settings (the tiny model attacks a 32x32 image in well under 1s)
-QUICK = ['--eval', 'sea', '--n-iter', '3', '--eps', '4', '--attacks', 'js']
-Expected = Union[str, Tuple[str, ...]]
-
-
-@dataclass
-class Case:
-    """A bad input: ``argv(c)`` for the tool; ``expected(c)`` the whole
-    message, or a tuple whose first item starts it and whose other items
-    it contains."""
-    id: str
-    argv: Callable[[SimpleNamespace], List[str]]
-    expected: Callable[[SimpleNamespace], Expected]
-
-
-def _save_config(cfg, path) -> str:
-    Config(dict(cfg)).dump(str(path))
-    return str(path)
-
-
-@pytest.fixture(scope='module')
-def ctx(trained_tiny, tmp_path_factory):
-    """Bad files, configs and data around the tiny trained model."""
-    root = tmp_path_factory.mktemp('bad_input')
-    c = SimpleNamespace(
-        root=root, cfg=trained_tiny['config'], ckpt=trained_tiny['ckpt'])
-    c.work = str(root / 'work')
-    base = Config.fromfile(c.cfg)
-    data = c.data = trained_tiny['data_root']
-
-    # checkpoints
-    good = Path(c.ckpt).read_bytes()
-    c.empty_ckpt = str(root / 'empty.pth')
-    Path(c.empty_ckpt).write_bytes(b'')
-    c.truncated_ckpt = str(root / 'truncated.pth')
-    Path(c.truncated_ckpt).write_bytes(good[:len(good) // 2])
-    c.random_ckpt = str(root / 'random.pth')
-    Path(c.random_ckpt).write_bytes(b'not a checkpoint at all' * 40)
-    c.unsafe_ckpt = str(root / 'unsafe.pth')
-    state = torch.load(c.ckpt, weights_only=False)
-    state['meta']['args'] = argparse.Namespace(lr=0.1)
-    torch.save(state, c.unsafe_ckpt)
-    # a TorchScript archive: torch.load hands it to torch.jit.load (before
-    # torch 2.6 even with weights_only=True); safe loading refuses it
-    c.script_ckpt = str(root / 'scripted.pt')
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # torch.jit is deprecated in 2.14
-        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), c.script_ckpt)
-    c.afile = str(root / 'a_file')
-    Path(c.afile).write_text('not a directory')
-
-    # data
-    c.empty_data = str(root / 'empty_data')
-    for sub in ('img_dir/val', 'ann_dir/val'):
-        os.makedirs(os.path.join(c.empty_data, sub))
-    c.bad_labels = str(root / 'bad_labels')
-    shutil.copytree(data, c.bad_labels)
-    import cv2
-    label_path = os.path.join(c.bad_labels, 'ann_dir', 'val', 'val_000.png')
-    label = cv2.imread(label_path, cv2.IMREAD_UNCHANGED)
-    label[0, :4] = 7
-    cv2.imwrite(label_path, label)
-    c.bad_label_file = label_path
-
-    # configs
-    def variant(name, change):
-        cfg = Config.fromfile(c.cfg)
-        change(cfg)
-        return _save_config(cfg, root / f'{name}.py')
-
-    test_ds = base.test_dataloader.dataset.to_dict()
-    tta_pipeline = [
-        dict(type='LoadImageFromFile'),
-        dict(
-            type='TestTimeAug',
-            transforms=[[
-                dict(type='RandomFlip', prob=0., direction='horizontal')
-            ], [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]])
-    ]
-
-    def no_test(cfg):
-        for key in ('test_dataloader', 'test_cfg', 'test_evaluator'):
-            cfg.pop(key)
-
-    def concat(cfg):
-        cfg.test_dataloader.dataset = dict(
-            type='ConcatDataset', datasets=[test_ds, test_ds])
-
-    def tta_pipe(cfg):
-        cfg.test_dataloader.dataset.pipeline = tta_pipeline
-
-    def tta_model(cfg):
-        cfg.model = dict(type='SegTTAModel', module=cfg.model)
-
-    def no_annotations(cfg):
-        cfg.test_dataloader.dataset.pipeline = [
-            dict(type='LoadImageFromFile'),
-            dict(type='PackSegInputs')
-        ]
-
-    def no_pack(cfg):
-        cfg.test_dataloader.dataset.pipeline = [
-            dict(type='LoadImageFromFile'),
-            dict(type='LoadAnnotations')
-        ]
-
-    def four_classes(cfg):
-        cfg.test_dataloader.dataset.metainfo = dict(
-            classes=('background', 'stripe', 'blob', 'sky'),
-            palette=[[0, 0, 0], [1, 1, 1], [2, 2, 2], [3, 3, 3]])
-
-    c.no_test_cfg = variant('no_test', no_test)
-    c.concat_cfg = variant('concat', concat)
-    c.tta_pipe_cfg = variant('tta_pipeline', tta_pipe)
-    c.tta_model_cfg = variant('tta_model', tta_model)
-    c.no_ann_cfg = variant('no_annotations', no_annotations)
-    c.no_pack_cfg = variant('no_pack', no_pack)
-    c.four_classes_cfg = variant('four_classes', four_classes)
-    c.four_class_model_cfg = variant(
-        'four_class_model',
-        lambda cfg: cfg.model.decode_head.update(num_classes=4))
-    return c
-
-
-def _run(tool: str, argv: List[str]) -> str:
-    """The message of the SystemExit ``tool`` ends with."""
-    with pytest.raises(SystemExit) as info:
-        load_tool(tool)(argv)
-    return str(info.value.code)
-
-
-def _check(message: str, expected: Expected) -> None:
-    assert message.startswith('error: ')
-    if isinstance(expected, str):
-        assert message == expected
-    else:
-        assert message.startswith(expected[0]), message
-        for part in expected[1:]:
-            assert part in message, (part, message)
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for key in LAUNCHER_VARS:
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setattr(safe_ckpt, '_trusted', set())
+pytestmark = pytest.mark.usefixtures('clean_env')
 
 
 def _t(c, *extra, config=None, ckpt=None, work=True):
@@ -470,183 +315,7 @@ TEST_CASES = [
 
 @pytest.mark.parametrize('case', TEST_CASES, ids=lambda case: case.id)
 def test_test_tool_refuses(case, ctx):
-    _check(_run('test', case.argv(ctx)), case.expected(ctx))
-
-
-# -- tools/train.py with AdvTrainingHook ------------------------------------
-@pytest.fixture(scope='module')
-def tctx(ctx, trained_tiny, tmp_path_factory):
-    """Training configs (1 iteration) and a work dir with a checkpoint."""
-    root = tmp_path_factory.mktemp('bad_train')
-    t = SimpleNamespace(root=root, c=ctx)
-
-    def config(name, hook=None, **extra):
-        hooks = None if hook is None else [
-            dict(dict(type='AdvTrainingHook', steps=1), **hook)
-        ]
-        cfg = tiny_runner_cfg(
-            str(root / name),
-            trained_tiny['data_root'],
-            max_iters=1,
-            checkpoint_interval=1,
-            custom_hooks=hooks,
-            val_interval=10**6)  # never validate
-        cfg.update(extra)
-        return _save_config(cfg, root / f'{name}.py')
-
-    t.cfg = config('at', dict(eps=4 / 255))
-    for name, hook in (('eps_units', dict(eps=8)), ('steps_0',
-                                                    dict(eps=4 / 255,
-                                                         steps=0)),
-                       ('loss', dict(eps=4 / 255, loss='cross_entropy')),
-                       ('ratio', dict(eps=4 / 255, adv_ratio=1.5)),
-                       ('start', dict(eps=4 / 255, start_iter=-1))):
-        setattr(t, name, config(name, dict(hook)))
-    t.load_random = config(
-        'load_random', dict(eps=4 / 255), load_from=ctx.random_ckpt)
-    t.amp = config(
-        'amp',
-        dict(eps=4 / 255),
-        optim_wrapper=dict(
-            type='AmpOptimWrapper', optimizer=dict(type='SGD', lr=0.01)))
-    # a work dir whose latest checkpoint was cut off while being saved
-    t.cut = str(root / 'cut')
-    os.makedirs(t.cut)
-    good = Path(ctx.ckpt).read_bytes()
-    Path(t.cut, 'iter_60.pth').write_bytes(good[:len(good) // 3])
-    Path(t.cut, 'last_checkpoint').write_text(str(Path(t.cut, 'iter_60.pth')))
-    # weights only (no meta / optimizer): fine for load_from, not --resume
-    t.weights = str(root / 'weights.pth')
-    torch.save(
-        {'state_dict': torch.load(ctx.ckpt, weights_only=False)['state_dict']},
-        t.weights)
-    return t
-
-
-def _tr(t, config=None, *extra, work=True):
-    argv = [config or t.cfg]
-    if work:
-        argv += ['--work-dir', str(t.root / 'work')]
-    return argv + list(extra)
-
-
-TRAIN_CASES = [
-    Case(
-        'train-hook-eps-in-255-units', lambda t: _tr(t, t.eps_units),
-        lambda t: 'error: AdvTrainingHook: eps=8 is not a valid l_inf '
-        'radius: it must be in [0, 1] as a fraction of the pixel range, '
-        'e.g. eps=8/255 (= 0.0314). On the command line radii are given in '
-        'units of 1/255 (--eps 8).'),
-    Case(
-        'train-hook-steps-0', lambda t: _tr(t, t.steps_0),
-        lambda t: 'error: AdvTrainingHook: steps must be an integer >= 1 '
-        '(2 or 5 in the paper), got 0'),
-    Case(
-        'train-hook-unknown-loss', lambda t: _tr(t, t.loss),
-        lambda t: "error: AdvTrainingHook: unknown loss 'cross_entropy'; "
-        'valid names are: ce, bal_ce, cossim_ce, mask_ce, js, mask_sph, '
-        'mask_ce_bal, cos'),
-    Case(
-        'train-hook-adv-ratio', lambda t: _tr(t, t.ratio),
-        lambda t: 'error: AdvTrainingHook: adv_ratio must be in [0, 1] (the '
-        'adversarial fraction of each batch), got 1.5'),
-    Case(
-        'train-hook-start-iter', lambda t: _tr(t, t.start),
-        lambda t: 'error: AdvTrainingHook: start_iter must be an integer '
-        '>= 0, got -1'),
-    Case(
-        'train-config-missing', lambda t: _tr(t, str(t.root / 'nope.py')),
-        lambda t: f"error: config file '{t.root / 'nope.py'}' does not "
-        'exist'),
-    Case(
-        'train-launcher-pytorch-without-torchrun',
-        lambda t: _tr(t, None, '--launcher', 'pytorch'), lambda t:
-        ('error: --launcher pytorch needs the environment its '
-         'launcher sets, but RANK, WORLD_SIZE, MASTER_ADDR, '
-         'MASTER_PORT are not set', )),
-    Case(
-        'train-work-dir-is-file',
-        lambda t: _tr(t, None, '--work-dir', t.c.afile, work=False),
-        lambda t: f'error: --work-dir {t.c.afile}: is a file, not a '
-        'directory'),
-    Case(
-        'train-resume-missing',
-        lambda t: _tr(t, None, '--resume', str(t.root / 'nope.pth')),
-        lambda t: f"error: --resume checkpoint '{t.root / 'nope.pth'}' does "
-        'not exist'),
-    Case(
-        'train-resume-empty',
-        lambda t: _tr(t, None, '--resume', t.c.empty_ckpt),
-        lambda t: f'error: --resume: checkpoint {t.c.empty_ckpt} is empty '
-        '(0 bytes): an interrupted download or save? Download or save it '
-        'again'),
-    Case(
-        'train-resume-latest-truncated',
-        lambda t: _tr(t, None, '--resume', '--work-dir', t.cut, work=False),
-        lambda t: (f'error: --resume (the latest checkpoint of the work '
-                   f'dir): checkpoint {t.cut}/iter_60.pth is truncated or '
-                   'corrupt (an incomplete zip archive of ', )),
-    Case(
-        'train-load-from-not-pytorch', lambda t: _tr(t, t.load_random),
-        lambda t: (f'error: load_from: checkpoint {t.c.random_ckpt} is not '
-                   'a PyTorch checkpoint', )),
-    Case(
-        'train-resume-unsafe',
-        lambda t: _tr(t, None, '--resume', t.c.unsafe_ckpt), lambda t:
-        (f'error: checkpoint {t.c.unsafe_ckpt} was not loaded',
-         'argparse.Namespace', '--trust-checkpoint')),
-    Case(
-        'train-resume-weights-only',
-        lambda t: _tr(t, None, '--resume', t.weights),
-        lambda t: f'error: cannot resume from {t.weights}: it holds weights '
-        'but no training state (meta, optimizer, iteration); to start a '
-        'training from these weights use --cfg-options '
-        f'load_from={t.weights} instead of --resume'),
-    Case(
-        'train-data-root-missing',
-        lambda t: _tr(t, None, '--data-root', str(t.root / 'nope')),
-        lambda t: 'error: a dataset (BaseSegDataset) could not be built: '
-        f"[Errno 2] No such file or directory: '{t.root}/nope/img_dir/"
-        "train'. Check its data_root, data_prefix and ann_file (--data-root "
-        'sets every data_root)'),
-    Case(
-        'train-config-data-root-missing',
-        lambda t: _tr(t, None, '--cfg-options',
-                      f'train_dataloader.dataset.data_root={t.root}/nope'),
-        lambda t: 'error: a dataset (BaseSegDataset) could not be built: '
-        f"[Errno 2] No such file or directory: '{t.root}/nope/img_dir/"
-        "train'. Check its data_root, data_prefix and ann_file (--data-root "
-        'sets every data_root)'),
-    Case(
-        'train-amp-on-cpu', lambda t: _tr(t, t.amp),
-        lambda t: 'error: the config trains with mixed precision '
-        '(AmpOptimWrapper), which needs a GPU; on a CPU add --no-amp'),
-    Case('train-crop-size-not-positive',
-         lambda t: _tr(t, None, '--crop-size', '0', '32'),
-         lambda t: 'error: --crop-size 0 32: both must be positive'),
-]
-
-
-@pytest.mark.parametrize('case', TRAIN_CASES, ids=lambda case: case.id)
-def test_train_tool_refuses(case, tctx):
-    if case.id == 'train-amp-on-cpu' and torch.cuda.is_available():
-        pytest.skip('AMP trains on a GPU')
-    _check(_run('train', case.argv(tctx)), case.expected(tctx))
-
-
-#: Catalogue rows checked by the other tests of this module and of
-#: tests/test_engine/test_sea_test_loop.py.
-EXTRA_DOCUMENTED = ('checkpoint-does-not-fit', 'resume-other-settings',
-                    'resume-other-checkpoint')
-
-
-def test_catalogue_lists_every_case():
-    """docs/errors.md has a row for every case, and no stale ones."""
-    text = (REPO / 'docs' / 'errors.md').read_text()
-    documented = set(re.findall(r'^\| `([a-z0-9-]+)` \|', text, re.M))
-    cases = {c.id for c in TEST_CASES + TRAIN_CASES} | set(EXTRA_DOCUMENTED)
-    assert documented == cases
-    assert len(cases) >= 25
+    check_message(run_tool('test', case.argv(ctx)), case.expected(ctx))
 
 
 # -- nothing finished is lost -----------------------------------------------
@@ -668,10 +337,6 @@ def finished(ctx, tmp_path_factory):
     return work / 'sea'
 
 
-def _snapshot(folder: Path) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
 @pytest.mark.parametrize(
     'bad', [('--resume', 'truncated'), ('--resume', 'unsafe'),
             ('--resume', 'n-iter'), ('--resume', 'class-weights'),
@@ -683,7 +348,7 @@ def test_bad_input_keeps_finished_results(bad, ctx, finished, tmp_path):
     are."""
     sea = tmp_path / 'sea'
     shutil.copytree(finished, sea)
-    before = _snapshot(sea)
+    before = snapshot(sea)
     flag, what = bad
     ckpt = {
         'unsafe': ctx.unsafe_ckpt,
@@ -697,7 +362,7 @@ def test_bad_input_keeps_finished_results(bad, ctx, finished, tmp_path):
         argv += ['--n-iter', '4']
     if flag:
         argv.append(flag)
-    message = _run('test', argv)
+    message = run_tool('test', argv)
     changed = {
         'n-iter':
         "{'n_iter': (3, 4)}",
@@ -707,14 +372,14 @@ def test_bad_input_keeps_finished_results(bad, ctx, finished, tmp_path):
         '[1.0, 2.0, 1.0]})}'
     }
     if what in changed:
-        _check(
+        check_message(
             message, f'error: cannot resume from {sea}/rank0.jsonl: it '
             f'was produced with other settings (old, new): {changed[what]}'
             '. Use the same settings, or another --work-dir to start '
             'afresh.')
     else:
-        _check(message, (f'error: checkpoint {ckpt} ', ))
-    assert _snapshot(sea) == before
+        check_message(message, (f'error: checkpoint {ckpt} ', ))
+    assert snapshot(sea) == before
 
 
 def test_error_mid_evaluation_keeps_the_finished_images(ctx, tmp_path):
@@ -730,9 +395,10 @@ def test_error_mid_evaluation_keeps_the_finished_images(ctx, tmp_path):
             str(tmp_path), '--cfg-options',
             f'test_dataloader.dataset.data_root={data}'
         ]
-    _check(
-        _run('test', argv), ('error: labels out of range: the label map of ',
-                             'val_002.png) holds [7]'))
+    check_message(
+        run_tool('test', argv),
+        ('error: labels out of range: the label map of ',
+         'val_002.png) holds [7]'))
     records = (tmp_path / 'sea' / 'rank0.jsonl').read_text().splitlines()
     assert [json.loads(r)['idx'] for r in records[1:]] == [0, 1]
     shutil.copy(
@@ -750,15 +416,6 @@ def test_error_mid_evaluation_keeps_the_finished_images(ctx, tmp_path):
         metrics = load_tool('test')(argv + ['--resume'])
     assert attacked == [2, 3]
     assert metrics['sea/n_images'] == 4
-
-
-def test_train_bad_resume_keeps_the_work_dir(tctx):
-    """A cut-off latest checkpoint stops --resume before the Runner writes
-    anything: the work dir is as it was."""
-    before = _snapshot(Path(tctx.cut))
-    _run('train',
-         _tr(tctx, None, '--resume', '--work-dir', tctx.cut, work=False))
-    assert _snapshot(Path(tctx.cut)) == before
 
 
 # -- --debug, and the exit of a real process --------------------------------
@@ -811,7 +468,7 @@ def test_process_exit(case_id, debug, ctx):
                                'dataset is empty')
     else:
         assert 'Traceback' not in proc.stderr
-        _check(last, case.expected(ctx))
+        check_message(last, case.expected(ctx))
 
 
 # -- --trust-checkpoint, --test-scale, the curve title ----------------------
@@ -830,7 +487,7 @@ def test_test_scale(ctx, tmp_path, monkeypatch):
     cfg = Config.fromfile(ctx.cfg)
     pipeline = cfg.test_dataloader.dataset.pipeline
     pipeline.insert(1, dict(type='Resize', scale=(32, 32), keep_ratio=True))
-    path = _save_config(cfg, tmp_path / 'resize.py')
+    path = save_config(cfg, tmp_path / 'resize.py')
     seen = []
     original = Runner.from_cfg.__func__
 
@@ -878,7 +535,7 @@ def test_class_subset_model_is_not_refused(ctx, tmp_path):
     cfg.model.type = 'ClassSubsetEncoderDecoder'
     cfg.model.drop_classes = [3]
     cfg.model.decode_head.num_classes = 4
-    path = _save_config(cfg, tmp_path / 'subset.py')
+    path = save_config(cfg, tmp_path / 'subset.py')
     state = torch.load(ctx.ckpt, weights_only=False)
     sd = state['state_dict']
     sd['decode_head.conv_seg.weight'] = torch.cat([
