@@ -9,7 +9,7 @@ models, and what it costs beside an ``--eval sea`` run.
 ``verdicts``: SEA (the default preset, ``--n-iter`` iterations, per-image
 seeds) on the benchmarks' texture U-Net and on three broken copies of it
 (the tests' ``Shattered``, ``Stochastic`` and ``Vanishing`` of
-``tests/test_attacks/broken_models.py``), then ``trust_checks`` against
+``tests/tiny_models.py``), then ``trust_checks`` against
 SEA's per-image worst case; prints each report.
 
 ``overhead``: ``tools/test.py CONFIG CKPT --eval sea`` (its defaults unless
@@ -64,8 +64,8 @@ def parse_args(argv=None):
 def _broken_models():
     """The tests' broken models, loaded from their file (the tests are not
     a package on the benchmarks' path)."""
-    path = osp.join(ROOT, 'tests', 'test_attacks', 'broken_models.py')
-    spec = importlib.util.spec_from_file_location('broken_models', path)
+    path = osp.join(ROOT, 'tests', 'tiny_models.py')
+    spec = importlib.util.spec_from_file_location('tiny_models', path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -11,7 +11,8 @@ from mmseg_robust.attacks import (UniformNoise, apgd, apgd_checkpoints,
 from mmseg_robust.attacks import losses as losses_module
 from mmseg_robust.attacks import pixel_loss, red_eps_schedule, start_noise
 from mmseg_robust.attacks.core import WorstCase
-from .helpers import PixelNet, reference_apgd, reference_checkpoints, toy_batch
+from ..apgd_reference import reference_apgd, reference_checkpoints
+from ..tiny_models import PixelNet, toy_batch
 
 EPS = 4 / 255
 
@@ -388,7 +389,7 @@ def test_default_tracked_objective_is_the_specs(net):
     js / mask_ce_bal, the
     loss itself for mask_sph; ``track_loss=None`` means the default."""
     from mmseg_robust.attacks import TRACKED_DEFAULTS, default_tracked
-    from .helpers import SPEC_TRACKED
+    from ..apgd_reference import SPEC_TRACKED
     assert TRACKED_DEFAULTS == SPEC_TRACKED
     assert default_tracked('mask_sph') == 'mask_sph'
     x, y = toy_batch(B=2, seed=11, model=net)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from mmseg_robust.attacks import (RECOMMENDED_ATTACKS, SEA, SEA_VERSIONS,
                                   UniformNoise, apgd_red_eps, derive_seed,
                                   parse_attack, sea_version, start_noise)
-from .helpers import PixelNet, toy_batch
+from ..tiny_models import PixelNet, toy_batch
 
 
 @pytest.fixture(scope='module')

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmseg_robust.attacks import SEA, HostSyncCounter, apgd_red_eps
-from .helpers import PixelNet, toy_batch
+from ..tiny_models import PixelNet, toy_batch
 
 pytestmark = pytest.mark.cuda
 EPS = 8 / 255

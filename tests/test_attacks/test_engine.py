@@ -15,7 +15,7 @@ from mmseg_robust.attacks.core import Objective
 from mmseg_robust.attacks.losses import label_is_max
 from mmseg_robust.attacks.precision import (cpu_autocast_supports,
                                             scale_logit_grad)
-from .helpers import PixelNet, toy_batch
+from ..tiny_models import PixelNet, toy_batch
 
 EPS = 8 / 255
 pytestmark = pytest.mark.usefixtures('one_thread')

@@ -10,7 +10,7 @@ from mmseg_robust.attacks import (L2_PGD_STEP_RATIO, SEA, Ball, apgd,
                                   apgd_red_eps, check_radius, pgd,
                                   pgd_step_size, pgd_train)
 from mmseg_robust.attacks.core import Objective
-from .helpers import PixelNet, toy_batch, train_small_segnet
+from ..tiny_models import PixelNet, toy_batch, train_small_segnet
 
 NET = PixelNet(seed=3).eval()
 SETTINGS = settings(

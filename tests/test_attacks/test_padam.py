@@ -9,7 +9,7 @@ from mmseg_robust.attacks import (PADAM_LR, SEA, AttackSpec, HostSyncCounter,
                                   UniformNoise, derive_seed, padam,
                                   parse_attack, pixel_loss, run_attack,
                                   start_noise)
-from .helpers import PixelNet, toy_batch
+from ..tiny_models import PixelNet, toy_batch
 
 EPS = 8 / 255
 pytestmark = pytest.mark.usefixtures('one_thread')

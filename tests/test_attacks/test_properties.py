@@ -4,7 +4,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mmseg_robust.attacks import SEA, apgd, apgd_red_eps, pgd
-from .helpers import PixelNet
+from ..tiny_models import PixelNet
 
 NET = PixelNet(seed=3).eval()
 

@@ -6,7 +6,7 @@ from mmseg_robust.attacks import (RECOMMENDED_ATTACKS, SEA, SEA_LOSSES,
                                   AttackSpec, UniformNoise, apgd_red_eps,
                                   derive_seed, parse_attack, pgd,
                                   pgd_step_size, run_attack, start_noise)
-from .helpers import PixelNet, toy_batch
+from ..tiny_models import PixelNet, toy_batch
 
 
 @pytest.fixture(scope='module')

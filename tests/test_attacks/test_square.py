@@ -9,7 +9,7 @@ from mmseg_robust.attacks import HostSyncCounter, apgd, pixel_loss
 from mmseg_robust.attacks.square import (QUERIES_PER_ITER, SQUARE_P_INIT,
                                          SQUARE_QUERIES, square_attack,
                                          square_queries, square_side)
-from .helpers import PixelNet, toy_batch, train_small_segnet
+from ..tiny_models import PixelNet, toy_batch, train_small_segnet
 
 EPS = 8 / 255
 pytestmark = pytest.mark.usefixtures('one_thread')

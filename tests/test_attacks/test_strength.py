@@ -4,7 +4,7 @@ import torch
 
 from mmseg_robust.attacks import (SEA, SEA_LOSSES, apgd, apgd_red_eps,
                                   derive_seed, pgd)
-from .helpers import train_small_segnet
+from ..tiny_models import train_small_segnet
 
 
 @pytest.fixture(scope='module')

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from mmseg_robust.attacks import (TRUST_BUDGETS, TrustReport, apgd,
                                   derive_seed, trust_checks)
 from mmseg_robust.attacks.trust import SATURATED_SHARE, TOLERANCE, tolerance_px
-from .broken_models import Shattered, Stochastic, Vanishing
-from .helpers import PixelNet, toy_batch, train_small_segnet
+from ..tiny_models import (PixelNet, Shattered, Stochastic, Vanishing,
+                           toy_batch, train_small_segnet)
 
 EPS = 8 / 255
 pytestmark = [

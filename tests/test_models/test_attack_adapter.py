@@ -15,7 +15,7 @@ from mmseg.registry import MODELS
 from mmseg_robust.models import (AttackBatch, SegmentorAttackModel,
                                  final_decode_head)
 from mmseg_robust.testing import tiny_segmentor_cfg
-from .helpers import make_batch
+from ..tiny_models import make_batch
 
 
 def _build(seed=0,

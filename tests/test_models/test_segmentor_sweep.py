@@ -35,7 +35,7 @@ from mmseg_robust.models.requirements import (MissingRequirementError,
                                               build_segmentor,
                                               check_model_requirements,
                                               model_requirement_problems)
-from .helpers import make_batch
+from ..tiny_models import make_batch
 from .segmentor_families import (FAMILIES, build_tiny, known_gradient_failure,
                                  load_stock_config, requirement_installed)
 

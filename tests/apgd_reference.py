@@ -1,44 +1,12 @@
-"""Small models and a literal single-image APGD reference for the tests."""
+"""A literal single-image APGD reference for the tests, written from
+docs/attacks.md (with :func:`reference_checkpoints`, its step-size
+checkpoints, and :data:`SPEC_TRACKED`, its tracked objectives)."""
 from fractions import Fraction
 from math import ceil
 
-import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from mmseg_robust.attacks import pixel_loss
-from mmseg_robust.testing import _toy_sample
-
-
-class PixelNet(nn.Module):
-    """A small conv net mapping (B, 3, H, W) in [0, 1] to (B, K, H, W)."""
-
-    def __init__(self, num_classes=3, width=8, seed=0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.net = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.Tanh(),
-            nn.Conv2d(width, width, 3, padding=1), nn.Tanh(),
-            nn.Conv2d(width, num_classes, 1))
-
-    def forward(self, x):
-        return self.net(x * 4 - 2)
-
-
-def toy_batch(B=3, H=12, W=12, seed=0, model=None, ignore_some=True):
-    """Images and labels; with ``model`` the labels are its clean
-    predictions (so the clean accuracy is 1) with some noise."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(B, 3, H, W, generator=g)
-    if model is not None:
-        with torch.no_grad():
-            y = model(x).argmax(1)
-    else:
-        y = torch.randint(0, 3, (B, H, W), generator=g)
-    if ignore_some:
-        y[0, :2, :] = 255
-    return x, y
 
 
 def reference_checkpoints(n_iter):
@@ -126,43 +94,3 @@ def reference_apgd(model, x, y, eps, n_iter, loss, x0, ignore=255, track=None):
             reduced_last, f_max_last = reduce, f_max
             increases, last = 0, k + 1
     return x_low, c_low
-
-
-class SmallSegNet(nn.Module):
-    """Three conv layers for the toy dataset's 3 classes (24 x 24 images)."""
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 16, 3, padding=2, dilation=2), nn.ReLU(),
-            nn.Conv2d(16, 3, 1))
-
-    def forward(self, x):
-        return self.body((x - 0.45) / 0.25)
-
-
-def toy_seg_data(n, seed):
-    """``n`` toy images ``(n, 3, 24, 24)`` in [0, 1] and their labels."""
-    rng = np.random.default_rng(seed)
-    imgs, labels = zip(*[_toy_sample(rng, (24, 24)) for _ in range(n)])
-    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255
-    return x, torch.from_numpy(np.stack(labels)).long()
-
-
-def train_small_segnet(n_train, n_iter, n_test):
-    """A :class:`SmallSegNet` trained with Adam on ``n_train`` toy images
-    (seed 0) for ``n_iter`` steps of 16, in eval mode, and ``n_test`` test
-    images (seed 1): ``(model, x_test, y_test)``."""
-    torch.manual_seed(0)
-    model = SmallSegNet()
-    x, y = toy_seg_data(n_train, seed=0)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(n_iter):
-        idx = torch.randint(0, len(x), (16, ))
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    x_test, y_test = toy_seg_data(n_test, seed=1)
-    return model.eval(), x_test, y_test
