@@ -20,6 +20,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader
+from mmengine.utils import digit_version
 from mmseg.registry import MODELS
 
 import mmseg_robust  # noqa: F401  (compat fixes, registration)
@@ -298,6 +299,17 @@ def test_mmseg_scope_resolves_with_the_package_alone():
 # --- two training iterations through a real Runner --------------------------
 
 
+#: torch 2.1's oneDNN (mkldnn) CPU convolutions now and then let uninitialised
+#: memory into a training step of the robust ConvNeXt's ConvStem (NaN weights
+#: after the first AdamW step, in about 1 of 5 runs of the suite with
+#: ``-n 2``). Measured on torch 2.1.2 with the allocator filled with NaN
+#: before each test: 9 of 15 robust-init configs failed over 3 runs with
+#: oneDNN on, 0 of 20 with it off; torch 2.14: 0 of 15 with it on
+#: (README, "Known issues"). Not this package's code: gated to the torch
+#: that shows it.
+ONEDNN_READS_GARBAGE = digit_version(torch.__version__) < digit_version('2.2')
+
+
 def _shrink_pipeline(pipeline: list) -> list:
     """The config's train pipeline at toy size (32x32 crops)."""
     pipeline = copy.deepcopy(pipeline)
@@ -377,7 +389,8 @@ def test_config_trains_two_iterations(path, tmp_path, toy_root):
             load(path).model.backbone.init_cfg, checkpoint=ckpt)
 
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    with torch.backends.mkldnn.flags(enabled=not ONEDNN_READS_GARBAGE):
+        runner.train()
 
     assert runner.iter == 2
     loss = runner.message_hub.get_scalar('train/loss').current()
