@@ -298,7 +298,6 @@ def test_mmseg_scope_resolves_with_the_package_alone():
 
 # --- two training iterations through a real Runner --------------------------
 
-
 #: torch 2.1's oneDNN (mkldnn) CPU convolutions now and then let uninitialised
 #: memory into a training step of the robust ConvNeXt's ConvStem (NaN weights
 #: after the first AdamW step, in about 1 of 5 runs of the suite with
