@@ -10,21 +10,18 @@ from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
 from prettytable import PrettyTable
 
-from mmseg_robust.attacks import worst_case_miou
 from mmseg_robust.attacks.trust import TrustReport
 from mmseg_robust.errors import ConfigError
 from ..dist_guard import run_on_main
 from ..object_sizes import REFERENCE_SIZE, SIZE_BUCKETS, SIZE_EDGES
-from ..records import dense_areas, image_miou, radius_label, sum_areas
+from ..records import radius_label
+from .sea_summary import (output_summary, size_totals, sorted_eps,
+                          worst_miou_choice)
 
 __all__ = [
     'SEAMetric', 'sea_tables', 'size_bucket_text', 'trust_from_records',
     'log_trust'
 ]
-
-
-def _sorted_eps(keys):
-    return sorted(keys, key=float)
 
 
 @METRICS.register_module()
@@ -57,9 +54,15 @@ class SEAMetric(IoUMetric):
     ``sea/n_px_<bucket>``, ``sea/n_objects_<bucket>``) and logs tables like
     the paper's (:func:`sea_tables`, which makes them from the metrics).
     Records of earlier versions, without object sizes, give every metric
-    but those of the buckets. The records
-    hold each image's areas, computed by the loop with its
-    ``ignore_index``; this metric's own ``ignore_index`` is not used.
+    but those of the buckets. The computations are in :mod:`.sea_summary`.
+
+    The records hold each image's areas, computed by the loop. The loop
+    passes each record as ``dict(sea_record=..., sea_protocol=...,
+    sea_norm=...)``: the protocol (SEA version, iterations, tracked
+    objectives) named in the table title and the threat model of the
+    radii come with the data (:attr:`protocol` and :attr:`norm` hold the
+    last ones seen; without them, the title names no protocol and radii
+    are l_inf).
 
     Args:
         per_class (bool): Also report per-class IoU, clean and of the worst
@@ -70,8 +73,14 @@ class SEAMetric(IoUMetric):
             a row per attack) or ``'wide'`` (one table, a column per attack
             and metric).
         prefix (str): Key prefix (default ``'sea'``).
-        **kwargs: Passed to :class:`IoUMetric` (``ignore_index``,
-            ``iou_metrics``, ``nan_to_num``, ``collect_device``...).
+        ignore_index (int, optional): The ignored label. Set, it is the
+            label :class:`SEATestLoop` ignores in its attacks, label checks
+            and areas (a loop given another ``ignore_index`` refuses to
+            start, with a :class:`~mmseg_robust.errors.ConfigError`);
+            ``None`` (default): the loop's (its argument, else the decode
+            head's).
+        **kwargs: Passed to :class:`IoUMetric` (``iou_metrics``,
+            ``nan_to_num``, ``collect_device``...).
     """
 
     default_prefix = 'sea'
@@ -82,17 +91,19 @@ class SEAMetric(IoUMetric):
                  worst_miou: bool = True,
                  table: str = 'compact',
                  prefix: Optional[str] = None,
+                 ignore_index: Optional[int] = None,
                  **kwargs) -> None:
         kwargs.setdefault('iou_metrics', ['mIoU'])
         super().__init__(prefix=prefix, **kwargs)
         if table not in self.TABLES:
             raise ConfigError(f'table={table!r}: use one of {self.TABLES}')
+        self.ignore_index: Optional[int] = None if ignore_index is None \
+            else int(ignore_index)
         self.per_class = per_class
         self.worst_miou = worst_miou
         self.table = table
-        #: set by SEATestLoop: the protocol (SEA version, iterations,
-        #: tracked objectives) named in the table title, and the threat
-        #: model of the radii
+        #: the protocol named in the table title and the threat model of
+        #: the radii, as the processed data samples give them
         self.protocol: Optional[str] = None
         self.norm = 'linf'
         #: the trust report over the dataset, from the records' ``trust``
@@ -100,7 +111,8 @@ class SEAMetric(IoUMetric):
         self.trust_report: Optional[TrustReport] = None
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
-        """Collect the per-image records the SEA test loop attaches."""
+        """Collect the per-image records the SEA test loop attaches (and
+        the protocol and norm that come with them)."""
         for sample in data_samples:
             record = sample.get('sea_record') if isinstance(sample,
                                                             dict) else None
@@ -109,6 +121,8 @@ class SEAMetric(IoUMetric):
                     'SEAMetric expects records from SEATestLoop (data '
                     "samples with 'sea_record'); use test_cfg=dict(type="
                     "'SEATestLoop', ...) or tools/test.py --eval sea")
+            self.protocol = sample.get('sea_protocol', self.protocol)
+            self.norm = sample.get('sea_norm', self.norm)
             self.results.append(record)
 
     def evaluate(self, size: int) -> dict:
@@ -116,16 +130,19 @@ class SEAMetric(IoUMetric):
         sampler padding and resumed images count once) and compute on rank
         0. If computing raises, every rank raises the same error
         (:func:`~mmseg_robust.evaluation.dist_guard.run_on_main`)."""
-        gathered = all_gather_object(self.results)
+        gathered = all_gather_object(
+            dict(records=self.results, protocol=self.protocol, norm=self.norm))
         metrics = run_on_main(self._compute_gathered, gathered)
         self.results.clear()
         return metrics
 
-    def _compute_gathered(self, gathered: List[list]) -> dict:
+    def _compute_gathered(self, gathered: List[dict]) -> dict:
         """The prefixed metrics of every rank's records (on rank 0)."""
         unique = OrderedDict()
         for part in gathered:
-            for rec in part:
+            if part['protocol'] is not None:  # a rank that saw the loop's
+                self.protocol, self.norm = part['protocol'], part['norm']
+            for rec in part['records']:
                 unique.setdefault(rec['idx'], rec)
         records = [unique[k] for k in sorted(unique)]
         if not records:
@@ -138,103 +155,6 @@ class SEAMetric(IoUMetric):
             metrics = {f'{self.prefix}/{k}': v for k, v in metrics.items()}
         return metrics
 
-    # -- computation -------------------------------------------------------
-    def _summary(self,
-                 records: List[dict],
-                 select,
-                 num_classes: int,
-                 correct_of,
-                 sizes: bool = False) -> Dict[str, float]:
-        """One output's metrics (``select(record)``: its areas);
-        ``sizes``: also the accuracy per object-size bucket."""
-        inter, union, pred, label = sum_areas(records, select, num_classes)
-        ret = self.total_area_to_metrics(inter, union, pred, label,
-                                         self.metrics, self.nan_to_num,
-                                         self.beta)
-        out = OrderedDict()
-        for key, val in ret.items():
-            name = key if key == 'aAcc' else 'm' + key
-            with np.errstate(invalid='ignore'):
-                value = np.nanmean(val) if np.size(val) else np.nan
-            out[name] = float(np.round(value * 100, 2))
-        img_acc = [
-            correct_of(r) / r['valid'] for r in records if r['valid'] > 0
-        ]
-        out['mImgAcc'] = float(np.round(np.mean(img_acc) * 100, 2)) \
-            if img_acc else float('nan')
-        img_iou = [image_miou(select(r)) for r in records if r['valid'] > 0]
-        out['mImgIoU'] = float(np.round(np.mean(img_iou) * 100, 2)) \
-            if img_iou else float('nan')
-        if sizes:
-            correct = np.zeros(len(SIZE_BUCKETS), np.int64)
-            valid = np.zeros(len(SIZE_BUCKETS), np.int64)
-            for r in records:
-                correct += select(r)['size_correct']
-                valid += r['size']['valid']
-            for name, c, v in zip(SIZE_BUCKETS, correct, valid):
-                if v > 0:  # no key for a bucket without pixels (no NaN)
-                    out[f'aAcc_{name}'] = float(np.round(100 * c / v, 2))
-        out['_IoU'] = ret.get('IoU')
-        return out
-
-    @staticmethod
-    def _size_totals(results: List[dict]) -> Optional[Dict[str, int]]:
-        """``n_px_<bucket>`` and ``n_objects_<bucket>`` over the dataset;
-        ``None`` (and a warning) if some records lack size buckets
-        (written by a version without them)."""
-        old = sum(1 for r in results if 'size' not in r)
-        if old:
-            print_log(
-                f'{old} of {len(results)} per-image records have no '
-                'object-size buckets (written by an earlier version): '
-                'accuracy by object size is left out; evaluate again '
-                'without --resume for it',
-                logger='current',
-                level=30)
-            return None
-        out: Dict[str, int] = OrderedDict()
-        for key in ('px', 'objects'):
-            field = 'valid' if key == 'px' else 'objects'
-            totals = np.sum([r['size'][field] for r in results], axis=0)
-            for name, n in zip(SIZE_BUCKETS, totals):
-                out[f'n_{key}_{name}'] = int(n)
-        return out
-
-    def _worst_miou(self, results: List[dict], eps_keys: List[str],
-                    names: List[str], num_classes: int) -> Dict[str, list]:
-        """Per radius, the record entry each image contributes to the worst
-        case by mIoU: ``{eps: [(eps_key, name) per image]}``."""
-        n = len(results)
-        cands: List[tuple] = []
-        inter = np.zeros((n, 0, num_classes))
-        union = np.zeros((n, 0, num_classes))
-        prev = None
-        out = {}
-        for e in eps_keys:
-            new = [(e, name) for name in names]
-            block_i = np.zeros((n, len(new), num_classes))
-            block_u = np.zeros((n, len(new), num_classes))
-            for i, rec in enumerate(results):
-                for a, (ek, name) in enumerate(new):
-                    d_i, d_u, _, _ = dense_areas(rec['eps'][ek][name],
-                                                 num_classes)
-                    block_i[i, a], block_u[i, a] = d_i, d_u
-            first_new = len(cands)
-            cands += new
-            inter = np.concatenate([inter, block_i], 1)
-            union = np.concatenate([union, block_u], 1)
-            # starts: the per-image worst case by accuracy, the smaller
-            # radius's selection, and "every image takes attack a" here
-            starts = [np.full(n, first_new + names.index('worst'))]
-            if prev is not None:
-                starts.append(prev)
-            starts += [np.full(n, first_new + a) for a in range(len(new))]
-            found = worst_case_miou(
-                inter, union, starts=starts, uniform_starts=False)
-            prev = found['choice']
-            out[e] = [cands[c] for c in prev]
-        return out
-
     def compute_metrics(self, results: list) -> Dict[str, float]:
         """Metrics from the list of per-image records (and, with
         ``per_class``, per-class IoU as ``clean/IoU/<class>`` and
@@ -244,11 +164,14 @@ class SEAMetric(IoUMetric):
         metrics: Dict[str, float] = OrderedDict()
         if not results:
             return metrics
-        eps_keys = _sorted_eps(results[0]['eps'])
+        eps_keys = sorted_eps(results[0]['eps'])
         attacks = [k for k in results[0]['eps'][eps_keys[0]]
                    if k != 'worst'] if eps_keys else []
 
-        def add(row: str, summ: dict, per_class: bool) -> None:
+        def add(row: str, select, per_class: bool) -> None:
+            summ = output_summary(results, select, num_classes,
+                                  lambda r: select(r)['correct'], self.metrics,
+                                  self.nan_to_num, self.beta, sizes)
             iou = summ.pop('_IoU')
             for k, v in summ.items():
                 metrics[f'{row}/{k}'] = v
@@ -256,13 +179,10 @@ class SEAMetric(IoUMetric):
                 for name, v in zip(classes, np.asarray(iou)):
                     metrics[f'{row}/IoU/{name}'] = float(np.round(v * 100, 2))
 
-        size_totals = self._size_totals(results)
-        sizes = size_totals is not None
-        add(
-            'clean',
-            self._summary(results, lambda r: r['clean'], num_classes,
-                          lambda r: r['clean']['correct'], sizes), True)
-        selected = self._worst_miou(
+        totals = size_totals(results)
+        sizes = totals is not None
+        add('clean', lambda r: r['clean'], True)
+        selected = worst_miou_choice(
             results, eps_keys, ['worst'] +
             attacks, num_classes) if (self.worst_miou and eps_keys) else {}
         for e in eps_keys:
@@ -273,17 +193,17 @@ class SEAMetric(IoUMetric):
                 sources.insert(1, ('worst_miou', lambda r, c=choice: r['eps'][
                     c[r['idx']][0]][c[r['idx']][1]]))
             for name, select in sources:
-                add(
-                    f'eps{e}/{name}',
-                    self._summary(
-                        results,
-                        select,
-                        num_classes,
-                        lambda r, s=select: s(r)['correct'],
-                        sizes), name == 'worst')
+                add(f'eps{e}/{name}', select, name == 'worst')
         metrics['n_images'] = len(results)
         metrics['n_no_valid'] = sum(1 for r in results if r['valid'] == 0)
-        metrics.update(size_totals or {})
+        metrics.update(totals or {})
+        self._log_tables(metrics, results)
+        return metrics
+
+    def _log_tables(self, metrics: Dict[str, float],
+                    results: List[dict]) -> None:
+        """Log the tables and the trust report (kept as
+        :attr:`trust_report`)."""
         tables = sea_tables(
             metrics, self.table, self.protocol, prefix='', norm=self.norm)
         logger = MMLogger.get_current_instance()
@@ -297,7 +217,6 @@ class SEAMetric(IoUMetric):
         self.trust_report = trust_from_records(results)
         if self.trust_report is not None:
             log_trust(self.trust_report, logger)
-        return metrics
 
 
 def trust_from_records(records: List[dict]) -> Optional[TrustReport]:
