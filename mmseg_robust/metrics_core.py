@@ -1,4 +1,10 @@
-"""Worst-case mIoU over an ensemble's outputs (SEA-2024 aggregation).
+"""Dataset metrics in plain NumPy, importable without OpenMMLab: the
+worst-case mIoU over an ensemble's outputs (SEA-2024 aggregation).
+
+It is a metric (``SEAMetric``'s ``worst_miou`` row), but it lives beside
+:mod:`mmseg_robust.evaluation` rather than in it: importing that package
+imports MMSeg (it registers ``SEAMetric``), and users of the plain-PyTorch
+attacks (benchmarks, notebooks) need this search without MMSeg.
 
 The per-image worst case by pixel accuracy is not the worst case by the
 dataset mIoU: mIoU pools intersections and unions over the dataset and

@@ -14,7 +14,7 @@ the configs in ``configs/pir_at/`` and writes
 It prints what it found (model, backbone, stem, number of classes) and the
 matching configs. With ``--config`` it also builds that config's model and
 checks that the converted file loads with no missing, unexpected or
-mis-shaped keys. See :mod:`mmseg_robust.models.pir_at` for the key mapping.
+mis-shaped keys. See :mod:`mmseg_robust.converters.pir_at` for the key mapping.
 """
 import argparse
 import os
@@ -26,7 +26,7 @@ import torch
 from mmengine.runner.checkpoint import _load_checkpoint
 
 import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
-from mmseg_robust.models.pir_at import PIRATConversion, convert_pir_at
+from mmseg_robust.converters import PIRATConversion, convert_pir_at
 
 # which configs in configs/pir_at/ fit a converted model
 _DATASETS = {21: 'voc2012', 151: 'ade20k'}

@@ -24,7 +24,7 @@ import torch
 from mmengine.runner.checkpoint import _load_checkpoint
 
 import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
-from mmseg_robust.models.initializers import convert_robust_convnext
+from mmseg_robust.converters import convert_robust_convnext
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
+from mmseg_robust.adapter import AttackBatch
 from mmseg_robust.attacks import SEA, apgd
 from mmseg_robust.cli import ToolError, eps_from_cli
-from mmseg_robust.models import AttackBatch
 
 
 def parse_args(argv=None):

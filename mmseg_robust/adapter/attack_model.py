@@ -199,7 +199,7 @@ class SegmentorAttackModel(nn.Module):
             device (docs/attacks.md, "Host synchronisation").
         channels_last (bool): Feed the segmentor channels-last inputs
             (pair it with weights in that layout, see
-            :func:`~mmseg_robust.models.accelerate_segmentor`).
+            :func:`~mmseg_robust.adapter.accelerate_segmentor`).
     """
 
     def __init__(self,

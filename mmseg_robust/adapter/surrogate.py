@@ -36,7 +36,8 @@ def load_surrogate(config: str,
     from mmengine.config import Config
 
     from mmseg_robust.cli import checkpoint_mismatch, read_checkpoint
-    from .requirements import MissingRequirementError, build_segmentor
+    from mmseg_robust.models.requirements import (MissingRequirementError,
+                                                  build_segmentor)
     if not osp.isfile(config):
         raise ConfigError(
             f'--surrogate: config file {config!r} does not exist')

@@ -2,8 +2,10 @@
 
 ``model`` is any callable mapping images ``(B, 3, H, W)`` in [0, 1] to logits
 ``(B, K, H', W')`` at label resolution. Nothing here imports MMSeg; the
-adapter for MMSeg segmentors lives in :mod:`mmseg_robust.models`.
+adapter for MMSeg segmentors lives in :mod:`mmseg_robust.adapter`, the
+worst-case mIoU (a metric) in :mod:`mmseg_robust.metrics_core`.
 """
+from mmseg_robust._deprecation import moved_names
 from .accelerate import FastModel, accelerate
 from .apgd import apgd, apgd_checkpoints, apgd_red_eps, red_eps_schedule
 from .checks import NORMS, check_eot, check_eps, check_norm, check_radius
@@ -24,7 +26,6 @@ from .sea import (BASELINE_ATTACKS, DEFAULT_SEA_VERSION, RECOMMENDED_ATTACKS,
 from .square import SQUARE_QUERIES, square_attack, square_queries
 from .trust import (TRUST_BUDGETS, TRUST_LEVELS, TrustBudget, TrustCheck,
                     TrustReport, trust_checks)
-from .worst_miou import worst_case_miou
 
 __all__ = [
     'pixel_loss', 'PIXEL_LOSSES', 'PixelTerms', 'LOSS_NAMES',
@@ -36,9 +37,15 @@ __all__ = [
     'sea_version_names', 'parse_attack', 'run_attack', 'attack_names_help',
     'BASELINE_ATTACKS', 'AttackResult', 'Evaluation', 'Prediction',
     'StartLike', 'UniformNoise', 'check_eps', 'start_noise', 'derive_seed',
-    'worst_case_miou', 'AmpLike', 'resolve_amp', 'RESULT_PRECISIONS',
-    'FastModel', 'accelerate', 'HostSyncCounter', 'padam', 'PADAM_LR',
-    'square_attack', 'square_queries', 'SQUARE_QUERIES', 'NORMS', 'check_norm',
-    'check_radius', 'check_eot', 'Ball', 'L2_PGD_STEP_RATIO', 'trust_checks',
-    'TrustReport', 'TrustCheck', 'TrustBudget', 'TRUST_BUDGETS', 'TRUST_LEVELS'
+    'AmpLike', 'resolve_amp', 'RESULT_PRECISIONS', 'FastModel', 'accelerate',
+    'HostSyncCounter', 'padam', 'PADAM_LR', 'square_attack', 'square_queries',
+    'SQUARE_QUERIES', 'NORMS', 'check_norm', 'check_radius', 'check_eot',
+    'Ball', 'L2_PGD_STEP_RATIO', 'trust_checks', 'TrustReport', 'TrustCheck',
+    'TrustBudget', 'TRUST_BUDGETS', 'TRUST_LEVELS'
 ]
+
+# moved to mmseg_robust.metrics_core; deprecated here (served lazily, so
+# importing the attacks stays free of OpenMMLab)
+__getattr__ = moved_names(
+    __name__, {'worst_case_miou': 'mmseg_robust.metrics_core'},
+    modules=('worst_miou', ))

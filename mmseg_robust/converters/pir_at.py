@@ -21,7 +21,7 @@ the Hugging Face naming::
 
 which becomes MMSeg's ``EncoderDecoder`` with
 :class:`~mmseg_robust.models.RobustConvNeXt` (mmpretrain names, see
-:func:`~mmseg_robust.models.convert_robust_convnext`), ``UPerHead``
+:func:`~mmseg_robust.converters.convert_robust_convnext`), ``UPerHead``
 (``batch_norm`` -> ``bn``, ``classifier`` -> ``conv_seg``) and ``FCNHead``.
 
 **Segmenter ViT-S** (``SegMenter``, after R. Strudel's Segmenter): a ViT
@@ -52,7 +52,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from .initializers.robust_pretrained import convert_robust_convnext
+from .robust_convnext import convert_robust_convnext
 from .state_dicts import count_keys, find_tensors, format_keys, strip_wrappers
 
 __all__ = [

@@ -1,6 +1,7 @@
 """Weights out of other code bases' checkpoint files: what the robust
-ConvNeXt initialiser (:mod:`.initializers.robust_pretrained`) and the
-PIR-AT converter (:mod:`.pir_at`) share."""
+ConvNeXt converter (:mod:`.robust_convnext`, also used by the
+``RobustPretrained`` initialiser) and the PIR-AT converter (:mod:`.pir_at`)
+share."""
 from collections import OrderedDict
 from typing import Any, Dict, Iterable, Mapping
 

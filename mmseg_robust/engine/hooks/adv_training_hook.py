@@ -8,11 +8,11 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
+from mmseg_robust.adapter import AttackBatch, unwrap_segmentor
 from mmseg_robust.attacks import (check_norm, check_radius, derive_seed,
                                   pgd_train)
 from mmseg_robust.attacks.losses import check_loss_name
 from mmseg_robust.errors import ConfigError
-from mmseg_robust.models import AttackBatch, unwrap_segmentor
 
 DATA_BATCH = Optional[dict]
 
