@@ -21,7 +21,7 @@ class ClassSubsetEncoderDecoder(EncoderDecoder):
     auxiliary head still see every class.
 
     ``inference`` (whole or slide, used by ``predict`` and by the attacks'
-    :class:`~mmseg_robust.models.SegmentorAttackModel`) returns the kept
+    :class:`~mmseg_robust.adapter.SegmentorAttackModel`) returns the kept
     classes only, in their original order.
 
     Args:
