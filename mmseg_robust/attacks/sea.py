@@ -22,11 +22,11 @@ from .precision import (RESULT_PRECISIONS, AmpLike, amp_name, autocast_to,
 from .square import SQUARE_LOSSES, STRIPES, square_attack, square_queries
 
 __all__ = [
-    'SEA', 'SEAResult', 'AttackSpec', 'parse_attack', 'run_attack',
-    'SEA_LOSSES', 'SEA_VERSIONS', 'SEAVersion', 'BASELINE_ATTACKS',
-    'ATTACK_METHODS', 'attack_names_help', 'sea_version', 'sea_version_names',
-    'DEFAULT_SEA_VERSION', 'SEA_VERSION_ALIASES', 'RECOMMENDED_ATTACKS',
-    'THOROUGH_ATTACKS'
+    'SEA', 'SEASettings', 'SEAResult', 'run_sea', 'sea_clean', 'sea_curve',
+    'AttackSpec', 'parse_attack', 'run_attack', 'SEA_LOSSES', 'SEA_VERSIONS',
+    'SEAVersion', 'BASELINE_ATTACKS', 'ATTACK_METHODS', 'attack_names_help',
+    'sea_version', 'sea_version_names', 'DEFAULT_SEA_VERSION',
+    'SEA_VERSION_ALIASES', 'RECOMMENDED_ATTACKS', 'THOROUGH_ATTACKS'
 ]
 
 #: The four losses of SEA-2023 (the paper), each run with red-eps APGD.
@@ -323,8 +323,404 @@ class SEAResult:
         return self._acc(self.attacks[name].correct, self.valid)
 
 
+@dataclass(frozen=True)
+class SEASettings:
+    """SEA's settings as one immutable value: everything but the model, the
+    images and the labels, which are arguments of the call (docs/attacks.md,
+    "The Python API"). Build it with :meth:`create` (versions, losses and
+    defaults resolved, every value checked); :func:`dataclasses.replace`
+    and :meth:`with_eps` give changed copies, checked again.
+
+    Attributes:
+        attacks (tuple): The :class:`AttackSpec` of each member, in order.
+        version (str): ``'SEA-R1'``, ``'SEA-T1'``, ``'SEA-2023'``,
+            ``'SEA-2024'`` or ``'custom'``.
+        n_iter (int): Iterations per attack.
+        eps (float): Radius.
+        ignore_index, seed, class_weights, skip_broken, amp,
+        result_precision, random_start, norm, eot: As in :class:`SEA`.
+    """
+    attacks: Tuple[AttackSpec, ...]
+    version: str
+    n_iter: int
+    eps: float
+    ignore_index: int = 255
+    seed: SeedLike = 0
+    class_weights: Optional[Tensor] = field(default=None, compare=False)
+    skip_broken: bool = True
+    amp: AmpLike = False
+    result_precision: str = 'fp32'
+    random_start: bool = True
+    norm: str = 'linf'
+    eot: int = 1
+
+    def __post_init__(self):
+        norm = check_norm(self.norm)
+        fixed = dict(
+            norm=norm,
+            eps=check_radius(self.eps, norm),
+            eot=check_eot(self.eot),
+            attacks=tuple(parse_attack(a) for a in self.attacks))
+        for name, value in fixed.items():
+            object.__setattr__(self, name, value)
+        if not self.attacks:
+            raise ValueError('SEA needs at least one attack')
+        names = self.names
+        if len(set(names)) != len(names):
+            raise ValueError(f'attack names must be unique, got {names}')
+        linf_only = [
+            a.name for a in self.attacks if a.method in ('padam', 'square')
+        ]
+        if norm != 'linf' and linf_only:
+            raise ValueError(
+                f'{", ".join(linf_only)}: PAdam and the square attack are '
+                f'l_inf attacks, but norm={norm!r}; use APGD, red-eps '
+                'or PGD attacks for l2')
+        min_iter = 3 if any(a.method == 'red_eps' for a in self.attacks) else 1
+        object.__setattr__(
+            self, 'n_iter',
+            check_n_iter(self.n_iter, min_iter,
+                         'n_iter (red-eps APGD needs >= 3)'))
+        object.__setattr__(self, 'amp', check_amp(self.amp))
+        if self.result_precision not in RESULT_PRECISIONS:
+            raise ValueError(
+                f'result_precision must be one of {RESULT_PRECISIONS}, got '
+                f'{self.result_precision!r}')
+        if not self.random_start and any(a.restart for a in self.attacks):
+            raise ValueError(
+                'restarts (NAME#K) need random starts: with '
+                'random_start=False they would repeat the first run')
+
+    @classmethod
+    def create(cls,
+               eps: float,
+               n_iter: Optional[int] = None,
+               losses: Optional[Sequence[str]] = None,
+               attacks: Optional[Sequence[Union[str, AttackSpec]]] = None,
+               version: Optional[Union[str, int]] = None,
+               **settings) -> 'SEASettings':
+        """The settings of a version (default: :data:`DEFAULT_SEA_VERSION`)
+        or of the given ``attacks`` / red-eps ``losses``; ``n_iter``
+        defaults to the version's; ``settings`` are the other fields."""
+        check_norm(settings.get('norm', 'linf'))
+        if version is not None and (attacks is not None or losses is not None):
+            raise ValueError(
+                'give either an SEA version or attacks/losses, not both')
+        if attacks is None and losses is None:
+            preset = sea_version(version)
+            attacks, name, default_iter = (preset.attacks, preset.name,
+                                           preset.n_iter)
+        else:
+            if attacks is None:
+                attacks = [check_loss_name(loss) for loss in losses]
+            name, default_iter = 'custom', SEA_VERSIONS['2023'].n_iter
+        return cls(
+            attacks=tuple(attacks),
+            version=name,
+            n_iter=default_iter if n_iter is None else n_iter,
+            eps=eps,
+            **settings)
+
+    @property
+    def names(self) -> List[str]:
+        return [a.name for a in self.attacks]
+
+    def describe(self) -> str:
+        """One line naming the protocol, e.g. for table titles:
+        ``SEA-2023, 300 it./attack: mask_ce (tracks ce), ...``."""
+        parts = []
+        for a in self.attacks:
+            track = f' (tracks {a.track})' if a.track else ''
+            method = '' if a.method == 'red_eps' else f'{a.method}:'
+            again = f'#{a.restart}' if a.restart else ''
+            parts.append(f'{a.name if a.method == "pgd" else method + a.loss}'
+                         f'{again}{track}')
+        norm = '' if self.norm == 'linf' else f' ({self.norm})'
+        return (f'{self.version}{norm}, {self.n_iter} it./attack: ' +
+                ', '.join(parts))
+
+    def with_eps(self, eps: float) -> 'SEASettings':
+        """The same ensemble at another radius."""
+        return replace(self, eps=eps)
+
+    def precision(self, device: Union[str, torch.device]) -> dict:
+        """The precisions on ``device``: ``attack`` (the model calls of the
+        attacks' iterations) and ``result`` (the predictions that enter the
+        reported metrics: clean images and every attack's output)."""
+        attack = resolve_amp(self.amp, device)
+        result = 'fp32' if self.result_precision == 'fp32' else attack
+        return dict(
+            attack=amp_name(attack),
+            result=result if isinstance(result, str) else amp_name(result))
+
+    def clean(self,
+              model,
+              x: Tensor,
+              y: Tensor,
+              check_model: bool = False) -> Prediction:
+        """Clean predictions of a batch in the result precision
+        (``check_model``: warn if ``model`` is in training mode or not
+        deterministic)."""
+        return sea_clean(self, model, x, y, check_model)
+
+    def __call__(self, model, x: Tensor, y: Tensor, **kwargs) -> 'SEAResult':
+        """Attack a batch: :func:`run_sea` (``kwargs``: ``mask``, ``seed``,
+        ``clean``, ``previous``, ``callback``, ``check_model``)."""
+        return run_sea(self, model, x, y, **kwargs)
+
+    def curve(self, model, x: Tensor, y: Tensor, radii: Sequence[float],
+              **kwargs) -> List['SEAResult']:
+        """:func:`sea_curve` at ``radii``."""
+        return sea_curve(self, model, x, y, radii, **kwargs)
+
+
+def check_sea_model(settings: SEASettings, model, x: Tensor, logits: Tensor,
+                    dtype: Optional[torch.dtype]) -> None:
+    """Warn if ``model`` is in training mode or gives other ``logits`` for
+    the same ``x`` (randomised models need EOT, unless ``settings`` use
+    it)."""
+    warn_if_training(model)
+    with torch.no_grad(), autocast_to(x.device, dtype):
+        again = model(x).float()
+    # with eot > 1 the user already attacks a randomised model as such
+    if settings.eot == 1 and not torch.allclose(
+            logits, again, rtol=1e-4, atol=1e-5):
+        warnings.warn(
+            'the model gives different outputs for the same input: '
+            'randomised models need attacks with expectation over '
+            'transformations; SEA results on them are unreliable.',
+            stacklevel=4)
+
+
+@torch.no_grad()
+def sea_clean(settings: SEASettings,
+              model,
+              x: Tensor,
+              y: Tensor,
+              check_model: bool = False) -> Prediction:
+    """Clean predictions of a batch, in the result precision of
+    ``settings`` (see :meth:`SEASettings.clean`)."""
+    dtype = None if settings.result_precision == 'fp32' else resolve_amp(
+        settings.amp, x.device)
+    with autocast_to(x.device, dtype):
+        logits = model(x)
+    logits = logits.float()
+    if check_model:
+        check_sea_model(settings, model, x, logits, dtype)
+    pred = argmax_classes(logits)
+    correct = ((pred == y) & (y != settings.ignore_index)).flatten(1).sum(1)
+    return Prediction(pred, correct)
+
+
+def member_kwargs(settings: SEASettings, spec: AttackSpec, rows: List[int],
+                  x: Tensor, mask: Optional[Tensor], clean: Prediction,
+                  init: Optional[WorstCase], seed: SeedLike) -> dict:
+    """The keyword arguments of member ``spec`` on the images ``rows`` of
+    a batch (:func:`run_attack`)."""
+    idx = torch.tensor(rows, device=x.device)
+    # take_rows: no copies for the whole batch (the usual case for the
+    # first attack)
+    kwargs = dict(
+        ignore_index=settings.ignore_index,
+        amp=settings.amp,
+        result_precision=settings.result_precision,
+        mask=take_rows(mask, idx),
+        clean=Prediction(*(take_rows(t, idx) for t in clean)),
+        validate=False)
+    if spec.method != 'square':
+        kwargs.update(eot=settings.eot)
+    if spec.method in ('red_eps', 'apgd', 'pgd'):
+        kwargs.update(norm=settings.norm)
+    if spec.method == 'square':
+        kwargs.update(
+            class_weights=settings.class_weights,
+            seed=_row_seeds(seed, spec.name, x.shape[0], rows),
+            start=None if init is None else take_rows(init.x, idx))
+    elif spec.method != 'pgd':
+        kwargs.update(
+            class_weights=settings.class_weights,
+            start=sea_start(settings, spec, init, x, seed, idx, mask))
+    return kwargs
+
+
+def run_sea(settings: SEASettings,
+            model,
+            x: Tensor,
+            y: Tensor,
+            mask: Optional[Tensor] = None,
+            seed: Optional[SeedLike] = None,
+            clean: Optional[tuple] = None,
+            previous: Optional['SEAResult'] = None,
+            callback: Optional[Callable] = None,
+            check_model: bool = False) -> 'SEAResult':
+    """Attack a batch with the ensemble ``settings`` (:meth:`SEA.run`).
+
+    Args:
+        settings (SEASettings): The ensemble.
+        model: Callable ``x -> logits`` at label resolution (eval mode).
+        x, y, mask, seed, clean, previous: As in :meth:`SEA.run` (``seed``:
+            default ``settings.seed``).
+        callback (callable, optional): ``callback(name, result,
+            worst_correct)`` after each attack.
+        check_model (bool): Check the model with the clean prediction
+            (when ``clean`` is not given).
+
+    Returns:
+        SEAResult: Worst case and per-attack results.
+    """
+    with Timer(x.device) as timer:
+        mask = check_images(x, y, mask)
+        x = x.detach().float()
+        y = y.to(x.device).long()
+        if clean is None:
+            clean = sea_clean(settings, model, x, y, check_model)
+        clean = Prediction(*(t.to(x.device) for t in clean))
+        valid = (y != settings.ignore_index).flatten(1).sum(1)
+        worst = WorstCase(x, clean.pred, clean.correct)
+        worst_attack = torch.full_like(clean.correct, -1)
+        init = None
+        if previous is not None:
+            init = sea_previous(settings, previous, x)
+            better = worst.update(None, init.x, init.pred, init.correct)
+            worst_attack = torch.where(better, -2, worst_attack)
+        seed = settings.seed if seed is None else seed
+        results: Dict[str, AttackResult] = {}
+        for k, spec in enumerate(settings.attacks):
+            todo = (worst.correct
+                    if settings.skip_broken else clean.correct) > 0
+            # the one read-back per attack: which images it attacks
+            rows = [i for i, t in enumerate(todo.tolist()) if t]
+            pred = worst.pred.clone()
+            correct = worst.correct.clone()
+            res = None
+            if rows and settings.eps > 0:
+                idx = torch.tensor(rows, device=x.device)
+                res = run_attack(
+                    spec, subset_model(model, rows), take_rows(x, idx),
+                    take_rows(y, idx), settings.eps, settings.n_iter,
+                    **member_kwargs(settings, spec, rows, x, mask, clean, init,
+                                    seed))
+                pred[idx] = res.pred
+                correct[idx] = res.correct
+                better = worst.update(idx, res.x_adv, res.pred, res.correct)
+                worst_attack[idx] = torch.where(better, k, worst_attack[idx])
+            elif settings.eps == 0:
+                pred, correct = clean.pred.clone(), clean.correct.clone()
+            results[spec.name] = AttackResult(
+                x_adv=None,
+                pred=pred,
+                correct=correct,
+                valid=valid,
+                n_evals=res.n_evals if res is not None else 0,
+                time=res.time if res is not None else 0.0,
+                extra=dict(ran=todo))
+            if callback is not None:
+                callback(spec.name, results[spec.name], worst.correct)
+    return SEAResult(
+        x_adv=worst.x,
+        pred=worst.pred,
+        correct=worst.correct,
+        valid=valid,
+        clean_pred=clean.pred,
+        clean_correct=clean.correct,
+        attacks=results,
+        worst_attack=worst_attack,
+        eps=settings.eps,
+        time=timer.elapsed)
+
+
+def sea_previous(settings: SEASettings, previous: 'SEAResult',
+                 x: Tensor) -> WorstCase:
+    """The worst case of a smaller radius as a starting point here."""
+    if previous.eps > settings.eps:
+        raise ValueError(
+            f'previous result at eps={previous.eps:.6g} is larger than '
+            f'this radius ({settings.eps:.6g}): radii must increase')
+    if previous.x_adv.shape != x.shape:
+        raise ValueError('previous result is for another batch: x_adv '
+                         f'{tuple(previous.x_adv.shape)} vs x '
+                         f'{tuple(x.shape)}')
+    return WorstCase(
+        previous.x_adv.to(x), previous.pred.to(x.device),
+        previous.correct.to(x.device))
+
+
+def sea_start(settings: SEASettings,
+              spec: AttackSpec,
+              init: Optional[WorstCase],
+              x: Tensor,
+              seed: SeedLike,
+              idx: Tensor,
+              mask: Optional[Tensor] = None) -> StartLike:
+    """Where APGD attack ``spec`` starts on images ``idx``.
+
+    Random starts are seeded by the image's seed and the attack's name
+    (drawn for the whole batch, so an image's start does not depend on
+    which images are still attacked). With a smaller radius's result,
+    the images it moved start from their worst case there, in every
+    attack (stronger than only the first attack, or none:
+    docs/benchmarks.md), except restarts (``NAME#K``), which start at
+    their own random start.
+    """
+    noise = None
+    if settings.random_start:
+        noise = start_noise(x, derive_seed(seed, spec.name))
+    if init is None:
+        return None if noise is None else UniformNoise(take_rows(noise, idx))
+    # where the attack's first run starts (red-eps: its first radius)
+    radius = red_eps_schedule(settings.eps, settings.n_iter)[0][0] if \
+        spec.method == 'red_eps' else settings.eps
+    fresh = x if noise is None else Ball(x, radius, mask,
+                                         settings.norm).random_point(noise)
+    if spec.restart:
+        # a restart starts afresh, or it would repeat the first start's
+        # run from the same point (the smaller radius's worst case is
+        # kept in the worst case anyway)
+        return take_rows(fresh, idx)
+    moved = (init.x != x).flatten(1).any(1).view(-1, 1, 1, 1)
+    return take_rows(torch.where(moved, init.x, fresh), idx)
+
+
+def sea_curve(settings: SEASettings,
+              model,
+              x: Tensor,
+              y: Tensor,
+              radii: Sequence[float],
+              mask: Optional[Tensor] = None,
+              seed: Optional[SeedLike] = None,
+              callback: Optional[Callable] = None,
+              check_model: bool = False) -> List['SEAResult']:
+    """Run the ensemble at increasing radii, each radius starting from
+    the worst case of the one before (monotone by construction).
+
+    Returns:
+        list: One :class:`SEAResult` per radius, in increasing order.
+    """
+    radii = sorted(check_radius(r, settings.norm) for r in radii)
+    clean = sea_clean(settings, model,
+                      x.detach().float(),
+                      y.to(x.device).long(), check_model)
+    out: List[SEAResult] = []
+    for r in radii:
+        out.append(
+            run_sea(
+                settings.with_eps(r),
+                model,
+                x,
+                y,
+                mask=mask,
+                seed=seed,
+                clean=clean,
+                previous=out[-1] if out else None,
+                callback=callback))
+    return out
+
+
 class SEA:
-    """Segmentation Ensemble Attack.
+    """Segmentation Ensemble Attack on one model: the model, its
+    :class:`SEASettings` and the first-run model check (a thin wrapper:
+    ``SEA(model, eps, ...).run(x, y)`` is ``run_sea(settings, model, x,
+    y)``).
 
     Runs the attacks one after the other and keeps, per image, the
     adversarial image with the lowest pixel accuracy. Images already at zero
@@ -362,16 +758,16 @@ class SEA:
         amp (AmpLike): Precision of the attacks' model calls: ``'fp16'``,
             ``'bf16'``, ``True`` (bf16 where the device supports it, else
             fp16) or ``False`` (float32); see docs/attacks.md, "Precision".
-        result_precision (str): ``'fp32'`` (default): clean predictions and
-            each attack's output are evaluated in float32 whatever ``amp``
-            says, so reported numbers do not depend on the attack's
-            precision; ``'amp'``: in ``amp``.
         random_start (bool): Random start of the APGD attacks (PGD
             baselines start at ``x`` as in their papers).
         check_model (bool): On the first run, warn if the model is in
             training mode or its outputs are not deterministic.
         callback (callable, optional): Called as ``callback(name, result,
             worst_correct)`` after each attack, e.g. to log progress.
+        result_precision (str): ``'fp32'`` (default): clean predictions and
+            each attack's output are evaluated in float32 whatever ``amp``
+            says, so reported numbers do not depend on the attack's
+            precision; ``'amp'``: in ``amp``.
         norm (str): Threat model: ``'linf'`` (default, the paper's) or
             ``'l2'`` (every APGD and PGD member in its l_2 version; PAdam
             and the square attack are l_inf only and refused).
@@ -400,121 +796,58 @@ class SEA:
                  norm: str = 'linf',
                  eot: int = 1):
         self.model = model
-        self.norm = check_norm(norm)
-        self.eps = check_radius(eps, norm)
-        self.eot = check_eot(eot)
-        if version is not None and (attacks is not None or losses is not None):
-            raise ValueError(
-                'give either an SEA version or attacks/losses, not both')
-        if attacks is None and losses is None:
-            preset = sea_version(version)
-            attacks = preset.attacks
-            self.version = preset.name
-            default_iter = preset.n_iter
-        else:
-            if attacks is None:
-                attacks = [check_loss_name(loss) for loss in losses]
-            self.version = 'custom'
-            default_iter = SEA_VERSIONS['2023'].n_iter
-        self.attacks: List[AttackSpec] = [parse_attack(a) for a in attacks]
-        if not self.attacks:
-            raise ValueError('SEA needs at least one attack')
-        names = [a.name for a in self.attacks]
-        if len(set(names)) != len(names):
-            raise ValueError(f'attack names must be unique, got {names}')
-        linf_only = [
-            a.name for a in self.attacks if a.method in ('padam', 'square')
-        ]
-        if self.norm != 'linf' and linf_only:
-            raise ValueError(
-                f'{", ".join(linf_only)}: PAdam and the square attack are '
-                f'l_inf attacks, but norm={self.norm!r}; use APGD, red-eps '
-                'or PGD attacks for l2')
-        min_iter = 3 if any(a.method == 'red_eps' for a in self.attacks) else 1
-        self.n_iter = check_n_iter(default_iter if n_iter is None else n_iter,
-                                   min_iter,
-                                   'n_iter (red-eps APGD needs >= 3)')
-        self.ignore_index = ignore_index
-        self.seed = seed
-        self.class_weights = class_weights
-        self.skip_broken = skip_broken
-        self.amp = check_amp(amp)
-        if result_precision not in RESULT_PRECISIONS:
-            raise ValueError(f'result_precision must be one of '
-                             f'{RESULT_PRECISIONS}, got {result_precision!r}')
-        self.result_precision = result_precision
-        if not random_start and any(a.restart for a in self.attacks):
-            raise ValueError(
-                'restarts (NAME#K) need random starts: with '
-                'random_start=False they would repeat the first run')
-        self.random_start = random_start
+        self.settings = SEASettings.create(
+            eps,
+            n_iter,
+            losses,
+            attacks,
+            version,
+            ignore_index=ignore_index,
+            seed=seed,
+            class_weights=class_weights,
+            skip_broken=skip_broken,
+            amp=amp,
+            random_start=random_start,
+            result_precision=result_precision,
+            norm=norm,
+            eot=eot)
         self.check_model = check_model
         self.callback = callback
         self._checked = False
 
-    @property
-    def names(self) -> List[str]:
-        return [a.name for a in self.attacks]
+    #: what reads through to the settings (``sea.eps``, ``sea.describe()``)
+    _READ_THROUGH = frozenset(
+        SEASettings.__dataclass_fields__) | {'names', 'describe', 'precision'}
 
-    def describe(self) -> str:
-        """One line naming the protocol, e.g. for table titles:
-        ``SEA-2023, 300 it./attack: mask_ce (tracks ce), ...``."""
-        parts = []
-        for a in self.attacks:
-            track = f' (tracks {a.track})' if a.track else ''
-            method = '' if a.method == 'red_eps' else f'{a.method}:'
-            again = f'#{a.restart}' if a.restart else ''
-            parts.append(f'{a.name if a.method == "pgd" else method + a.loss}'
-                         f'{again}{track}')
-        norm = '' if self.norm == 'linf' else f' ({self.norm})'
-        return (f'{self.version}{norm}, {self.n_iter} it./attack: ' +
-                ', '.join(parts))
+    def __getattr__(self, name: str):
+        if name in SEA._READ_THROUGH:
+            return getattr(self.settings, name)
+        raise AttributeError(
+            f'{type(self).__name__!r} object has no attribute {name!r}')
+
+    def __setattr__(self, name: str, value) -> None:
+        # settings are values: assigning one replaces the settings
+        if name in SEASettings.__dataclass_fields__:
+            value = replace(self.settings, **{name: value})
+            name = 'settings'
+        object.__setattr__(self, name, value)
 
     def with_eps(self, eps: float) -> 'SEA':
         """The same ensemble at another radius (shares the model check)."""
-        other = _copy(self)
-        other.eps = check_radius(eps, self.norm)
+        other = SEA.__new__(SEA)
+        other.__dict__.update(self.__dict__)
+        other.settings = self.settings.with_eps(eps)
         return other
 
-    def _check_model(self, x: Tensor, logits: Tensor,
-                     dtype: Optional[torch.dtype]) -> None:
-        self._checked = True
-        warn_if_training(self.model)
-        with torch.no_grad(), autocast_to(x.device, dtype):
-            again = self.model(x).float()
-        # with eot > 1 the user already attacks a randomised model as such
-        if self.eot == 1 and not torch.allclose(
-                logits, again, rtol=1e-4, atol=1e-5):
-            warnings.warn(
-                'the model gives different outputs for the same input: '
-                'randomised models need attacks with expectation over '
-                'transformations; SEA results on them are unreliable.',
-                stacklevel=3)
+    def _first_check(self) -> bool:
+        check = self.check_model and not self._checked
+        self._checked = self._checked or check
+        return check
 
-    def precision(self, device: Union[str, torch.device]) -> dict:
-        """The precisions on ``device``: ``attack`` (the model calls of the
-        attacks' iterations) and ``result`` (the predictions that enter the
-        reported metrics: clean images and every attack's output)."""
-        attack = resolve_amp(self.amp, device)
-        result = 'fp32' if self.result_precision == 'fp32' else attack
-        return dict(
-            attack=amp_name(attack),
-            result=result if isinstance(result, str) else amp_name(result))
-
-    @torch.no_grad()
     def clean(self, x: Tensor, y: Tensor) -> Prediction:
         """Clean predictions of a batch, in the result precision (checks
         the model on the first call)."""
-        dtype = None if self.result_precision == 'fp32' else resolve_amp(
-            self.amp, x.device)
-        with autocast_to(x.device, dtype):
-            logits = self.model(x)
-        logits = logits.float()
-        if self.check_model and not self._checked:
-            self._check_model(x, logits, dtype)
-        pred = argmax_classes(logits)
-        correct = ((pred == y) & (y != self.ignore_index)).flatten(1).sum(1)
-        return Prediction(pred, correct)
+        return sea_clean(self.settings, self.model, x, y, self._first_check())
 
     def run(self,
             x: Tensor,
@@ -542,139 +875,17 @@ class SEA:
         Returns:
             SEAResult: Worst case and per-attack results.
         """
-        with Timer(x.device) as timer:
-            mask = check_images(x, y, mask)
-            x = x.detach().float()
-            y = y.to(x.device).long()
-            if clean is None:
-                clean = self.clean(x, y)
-            clean_pred, clean_correct = (t.to(x.device) for t in clean)
-            valid = (y != self.ignore_index).flatten(1).sum(1)
-            worst = WorstCase(x, clean_pred, clean_correct)
-            worst_attack = torch.full_like(clean_correct, -1)
-            init = None
-            if previous is not None:
-                init = self._previous(previous, x)
-                better = worst.update(None, init.x, init.pred, init.correct)
-                worst_attack = torch.where(better, -2, worst_attack)
-            seed = self.seed if seed is None else seed
-            results: Dict[str, AttackResult] = {}
-            for k, spec in enumerate(self.attacks):
-                todo = (worst.correct
-                        if self.skip_broken else clean_correct) > 0
-                # the one read-back per attack: which images it attacks
-                rows = [i for i, t in enumerate(todo.tolist()) if t]
-                pred = worst.pred.clone()
-                correct = worst.correct.clone()
-                res = None
-                if rows and self.eps > 0:
-                    idx = torch.tensor(rows, device=x.device)
-                    # take_rows: no copies for the whole batch (the usual
-                    # case for the first attack)
-                    kwargs = dict(
-                        ignore_index=self.ignore_index,
-                        amp=self.amp,
-                        result_precision=self.result_precision,
-                        mask=take_rows(mask, idx),
-                        clean=Prediction(
-                            take_rows(clean_pred, idx),
-                            take_rows(clean_correct, idx)),
-                        validate=False)
-                    if spec.method != 'square':
-                        kwargs.update(eot=self.eot)
-                    if spec.method in ('red_eps', 'apgd', 'pgd'):
-                        kwargs.update(norm=self.norm)
-                    if spec.method == 'square':
-                        kwargs.update(
-                            class_weights=self.class_weights,
-                            seed=_row_seeds(seed, spec.name, x.shape[0], rows),
-                            start=None if init is None else take_rows(
-                                init.x, idx))
-                    elif spec.method != 'pgd':
-                        kwargs.update(
-                            class_weights=self.class_weights,
-                            start=self._start(spec, init, x, seed, idx, mask))
-                    res = run_attack(spec, subset_model(self.model, rows),
-                                     take_rows(x, idx), take_rows(y, idx),
-                                     self.eps, self.n_iter, **kwargs)
-                    pred[idx] = res.pred
-                    correct[idx] = res.correct
-                    better = worst.update(idx, res.x_adv, res.pred,
-                                          res.correct)
-                    worst_attack[idx] = torch.where(better, k,
-                                                    worst_attack[idx])
-                elif self.eps == 0:
-                    pred, correct = clean_pred.clone(), clean_correct.clone()
-                results[spec.name] = AttackResult(
-                    x_adv=None,
-                    pred=pred,
-                    correct=correct,
-                    valid=valid,
-                    n_evals=res.n_evals if res is not None else 0,
-                    time=res.time if res is not None else 0.0,
-                    extra=dict(ran=todo))
-                if self.callback is not None:
-                    self.callback(spec.name, results[spec.name], worst.correct)
-        return SEAResult(
-            x_adv=worst.x,
-            pred=worst.pred,
-            correct=worst.correct,
-            valid=valid,
-            clean_pred=clean_pred,
-            clean_correct=clean_correct,
-            attacks=results,
-            worst_attack=worst_attack,
-            eps=self.eps,
-            time=timer.elapsed)
-
-    def _previous(self, previous: 'SEAResult', x: Tensor) -> WorstCase:
-        if previous.eps > self.eps:
-            raise ValueError(
-                f'previous result at eps={previous.eps:.6g} is larger than '
-                f'this radius ({self.eps:.6g}): radii must increase')
-        if previous.x_adv.shape != x.shape:
-            raise ValueError('previous result is for another batch: x_adv '
-                             f'{tuple(previous.x_adv.shape)} vs x '
-                             f'{tuple(x.shape)}')
-        return WorstCase(
-            previous.x_adv.to(x), previous.pred.to(x.device),
-            previous.correct.to(x.device))
-
-    def _start(self,
-               spec: AttackSpec,
-               init: Optional[WorstCase],
-               x: Tensor,
-               seed: SeedLike,
-               idx: Tensor,
-               mask: Optional[Tensor] = None) -> StartLike:
-        """Where APGD attack ``spec`` starts on images ``idx``.
-
-        Random starts are seeded by the image's seed and the attack's name
-        (drawn for the whole batch, so an image's start does not depend on
-        which images are still attacked). With a smaller radius's result,
-        the images it moved start from their worst case there, in every
-        attack (stronger than only the first attack, or none:
-        docs/benchmarks.md), except restarts (``NAME#K``), which start at
-        their own random start.
-        """
-        noise = None
-        if self.random_start:
-            noise = start_noise(x, derive_seed(seed, spec.name))
-        if init is None:
-            return None if noise is None else UniformNoise(
-                take_rows(noise, idx))
-        # where the attack's first run starts (red-eps: its first radius)
-        radius = red_eps_schedule(self.eps, self.n_iter)[0][0] if \
-            spec.method == 'red_eps' else self.eps
-        fresh = x if noise is None else Ball(x, radius, mask,
-                                             self.norm).random_point(noise)
-        if spec.restart:
-            # a restart starts afresh, or it would repeat the first start's
-            # run from the same point (the smaller radius's worst case is
-            # kept in the worst case anyway)
-            return take_rows(fresh, idx)
-        moved = (init.x != x).flatten(1).any(1).view(-1, 1, 1, 1)
-        return take_rows(torch.where(moved, init.x, fresh), idx)
+        return run_sea(
+            self.settings,
+            self.model,
+            x,
+            y,
+            mask=mask,
+            seed=seed,
+            clean=clean,
+            previous=previous,
+            callback=self.callback,
+            check_model=clean is None and self._first_check())
 
     def curve(self,
               x: Tensor,
@@ -688,15 +899,16 @@ class SEA:
         Returns:
             list: One :class:`SEAResult` per radius, in increasing order.
         """
-        radii = sorted(check_radius(r, self.norm) for r in radii)
-        clean = self.clean(x.detach().float(), y.to(x.device).long())
-        out: List[SEAResult] = []
-        for r in radii:
-            prev = out[-1] if out else None
-            out.append(
-                self.with_eps(r).run(
-                    x, y, mask=mask, seed=seed, clean=clean, previous=prev))
-        return out
+        return sea_curve(
+            self.settings,
+            self.model,
+            x,
+            y,
+            radii,
+            mask=mask,
+            seed=seed,
+            callback=self.callback,
+            check_model=self._first_check())
 
 
 def _row_seeds(seed: SeedLike, name: str, n: int, rows: List[int]):
@@ -707,9 +919,3 @@ def _row_seeds(seed: SeedLike, name: str, n: int, rows: List[int]):
     if isinstance(seeds, int):
         seeds = [seeds + i for i in range(n)]
     return [seeds[i] for i in rows]
-
-
-def _copy(sea: SEA) -> SEA:
-    other = SEA.__new__(SEA)
-    other.__dict__.update(sea.__dict__)
-    return other
