@@ -1,0 +1,106 @@
+"""The old homes of moved names and modules (issue #22, one home per role)
+still give the same objects for one release, with a DeprecationWarning; the
+new homes do not warn; the attacks (also their deprecated
+``worst_case_miou``), the converters and the metric stay free of OpenMMLab
+(a fresh process, as test_import.test_attacks_need_only_torch)."""
+import importlib
+import sys
+import warnings
+
+import pytest
+
+from .test_import import HEAVY, _finish, _start
+
+ADAPTER = 'mmseg_robust.adapter'
+CONVERTERS = 'mmseg_robust.converters'
+METRICS = 'mmseg_robust.metrics_core'
+
+# (old module under mmseg_robust., name, new module)
+MOVED_NAMES = [
+    ('attacks', 'worst_case_miou', METRICS),
+    ('models', 'SegmentorAttackModel', ADAPTER),
+    ('models', 'AttackBatch', ADAPTER),
+    ('models', 'unwrap_segmentor', ADAPTER),
+    ('models', 'final_decode_head', ADAPTER),
+    ('models', 'accelerate_segmentor', ADAPTER),
+    ('models', 'convert_pir_at', CONVERTERS),
+    ('models', 'PIRATConversion', CONVERTERS),
+    ('models', 'convert_robust_convnext', CONVERTERS),
+    ('models.initializers', 'convert_robust_convnext', CONVERTERS),
+    ('models.initializers', 'ConvNeXtConversion', CONVERTERS),
+    ('models.initializers.robust_pretrained', 'ConvNeXtConversion',
+     CONVERTERS),
+]
+
+# old module -> new module (the old one is a shim that re-exports it)
+MOVED_MODULES = {
+    'mmseg_robust.attacks.worst_miou': METRICS,
+    'mmseg_robust.models.pir_at': f'{CONVERTERS}.pir_at',
+    'mmseg_robust.models.state_dicts': f'{CONVERTERS}.state_dicts',
+    'mmseg_robust.models.attack_adapter': f'{ADAPTER}.attack_model',
+    'mmseg_robust.models.surrogate': f'{ADAPTER}.surrogate',
+}
+
+
+@pytest.mark.parametrize('old,name,new', MOVED_NAMES)
+def test_moved_name_is_the_same_object_and_warns(old, name, new):
+    module = importlib.import_module(f'mmseg_robust.{old}')
+    with pytest.warns(DeprecationWarning, match=f'{new}.{name}'):
+        got = getattr(module, name)
+    assert got is getattr(importlib.import_module(new), name)
+    assert name not in getattr(module, '__all__', ())
+
+
+@pytest.mark.parametrize('old', sorted(MOVED_MODULES))
+def test_moved_module_reexports_and_warns(old, monkeypatch):
+    new = importlib.import_module(MOVED_MODULES[old])
+    # a fresh import of the shim (another test may have imported it)
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    with pytest.warns(DeprecationWarning, match=MOVED_MODULES[old]):
+        shim = importlib.import_module(old)
+    assert shim.__all__ == new.__all__
+    for name in new.__all__:
+        assert getattr(shim, name) is getattr(new, name), name
+
+
+@pytest.mark.parametrize('new', [ADAPTER, CONVERTERS, METRICS])
+def test_new_homes_do_not_warn(new):
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', DeprecationWarning)
+        module = importlib.import_module(new)
+        for name in module.__all__:
+            getattr(module, name)
+
+
+def test_cli_package_keeps_its_exports():
+    import mmseg_robust.cli as cli
+    for name in cli.__all__:
+        assert getattr(cli, name) is not None, name
+    assert len(cli.__all__) == 22
+    # public before the split, not in __all__
+    assert callable(cli.config_from_args) and 'pytorch' in cli.LAUNCHER_ENV
+
+
+def test_unknown_names_still_raise_attribute_error():
+    import mmseg_robust.attacks
+    import mmseg_robust.models
+    for module in (mmseg_robust.attacks, mmseg_robust.models):
+        with pytest.raises(AttributeError, match='no_such_name'):
+            module.no_such_name
+
+
+def test_light_homes_import_no_openmmlab():
+    out = _finish(
+        _start(f"""
+        import sys
+        import warnings
+        import mmseg_robust.attacks
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            mmseg_robust.attacks.worst_case_miou
+        import mmseg_robust.converters
+        import mmseg_robust.metrics_core
+        print(sorted(m for m in sys.modules
+                     if m.split('.')[0] in {HEAVY!r}))
+        """))
+    assert out.strip() == '[]', f'heavy modules imported: {out}'
