@@ -397,12 +397,10 @@ def configure_sea(cfg, args) -> None:
     evaluator = cfg.get('test_evaluator') or {}
     if isinstance(evaluator, (list, tuple)):
         evaluator = evaluator[0] if evaluator else {}
-    # the loop computes each image's areas: the ignored label is its setting
-    if 'ignore_index' in evaluator and 'ignore_index' not in base:
-        base['ignore_index'] = evaluator['ignore_index']
     if evaluator.get('type') != 'SEAMetric':
         metric = dict(type='SEAMetric')
-        for key in ('iou_metrics', 'nan_to_num', 'beta'):
+        # SEAMetric's ignore_index is the loop's too (it checks they agree)
+        for key in ('iou_metrics', 'nan_to_num', 'beta', 'ignore_index'):
             if key in evaluator:
                 metric[key] = evaluator[key]
         evaluator = metric

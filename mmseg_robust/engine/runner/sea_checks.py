@@ -2,16 +2,24 @@
 records anything: one plain dataset, no test-time augmentation, labels
 present and inside the classes, a model with one output per class. Each
 problem is a :class:`~mmseg_robust.errors.ConfigError` (one ``error:``
-line in the tools, docs/errors.md)."""
+line in the tools, docs/errors.md). Also the set-up the checks go with:
+the dataloader config, the dataset index in the metainfo, the metric and
+the ignored label."""
+import copy
+from contextlib import contextmanager
 from typing import Optional, Sequence
 
 import torch
 
 from mmseg_robust.errors import ConfigError
+from mmseg_robust.evaluation.metrics import SEAMetric
+from mmseg_robust.models import final_decode_head, unwrap_segmentor
 
 __all__ = [
     'dataset_problem', 'TTA_PROBLEM', 'DATASET_WRAPPERS', 'check_pipeline',
-    'check_labels', 'check_num_classes'
+    'check_labels', 'check_num_classes', 'check_max_images', 'sea_dataloader',
+    'EMPTY_DATASET', 'dataset_errors', 'check_dataset', 'expose_sample_idx',
+    'find_sea_metric', 'resolve_ignore_index'
 ]
 
 #: Dataset wrappers of MMEngine and MMSeg (their parts' images share
@@ -126,3 +134,99 @@ def check_num_classes(predicted: int, classes: Sequence) -> None:
             'of test_dataloader.dataset (a model trained with an extra '
             'class is evaluated with type=\'ClassSubsetEncoderDecoder\', '
             'drop_classes=[...])')
+
+
+def check_max_images(max_images) -> Optional[int]:
+    """``max_images`` as an int (``None``: every image); refuses < 1."""
+    if max_images is not None and int(max_images) < 1:
+        raise ConfigError(f'max_images must be >= 1, got {max_images}')
+    return None if max_images is None else int(max_images)
+
+
+def sea_dataloader(dataloader, max_images: Optional[int]):
+    """The test dataloader config as the loop builds it: a dataset wrapper
+    refused, with ``max_images`` only the first images (a built dataloader
+    is returned as it is)."""
+    if not isinstance(dataloader, dict):
+        return dataloader
+    problem = dataset_problem(dataloader.get('dataset') or {})
+    if problem:
+        raise ConfigError(problem)
+    if max_images is not None:
+        dataloader = copy.deepcopy(dataloader)
+        dataloader['dataset']['indices'] = max_images
+    return dataloader
+
+
+#: Why an empty test dataset is refused.
+EMPTY_DATASET = ('the test dataset is empty: check data_root, data_prefix '
+                 'and ann_file of test_dataloader.dataset')
+
+
+@contextmanager
+def dataset_errors():
+    """Building the test dataloader: an empty or missing dataset becomes a
+    :class:`ConfigError` that says what to check."""
+    try:
+        yield
+    except ValueError as err:
+        # mmengine's serialisation of an empty data list fails so
+        if 'need at least one array' in str(err):
+            raise ConfigError(EMPTY_DATASET) from err
+        raise
+    except FileNotFoundError as err:
+        raise ConfigError(f'the test dataset could not be built: {err}. Check '
+                          'data_root, data_prefix and ann_file of '
+                          'test_dataloader.dataset') from err
+
+
+def check_dataset(dataset) -> None:
+    """The built test dataset is one plain, non-empty dataset."""
+    problem = dataset_problem(dataset)
+    if problem:
+        raise ConfigError(problem)
+    if len(dataset) == 0:
+        raise ConfigError(EMPTY_DATASET)
+
+
+def expose_sample_idx(dataset) -> None:
+    """Add the dataset index to the packed metainfo: records are keyed by
+    it and random starts are seeded with it."""
+    pipeline = getattr(dataset, 'pipeline', None)
+    for t in check_pipeline(getattr(pipeline, 'transforms', [])):
+        if 'sample_idx' not in t.meta_keys:
+            t.meta_keys = tuple(t.meta_keys) + ('sample_idx', )
+
+
+def find_sea_metric(evaluator):
+    """The evaluator's :class:`SEAMetric` (a ConfigError without one)."""
+    for metric in evaluator.metrics:
+        if isinstance(metric, SEAMetric):
+            return metric
+    raise ConfigError(
+        'SEATestLoop needs test_evaluator=dict(type=\'SEAMetric\'), got '
+        f'{[type(m).__name__ for m in evaluator.metrics]}; '
+        'tools/test.py --eval sea sets both')
+
+
+def resolve_ignore_index(loop_value: Optional[int],
+                         metric_value: Optional[int], model) -> int:
+    """The label the evaluation ignores: the metric's ``ignore_index`` if
+    its config sets one, else the loop's, else the final decode head's
+    (MMSeg's default 255).
+
+    Raises:
+        ConfigError: The loop and the metric are given different ones.
+    """
+    if loop_value is not None and metric_value is not None and \
+            int(loop_value) != int(metric_value):
+        raise ConfigError(
+            f'SEATestLoop has ignore_index={loop_value} but SEAMetric has '
+            f'ignore_index={metric_value}: the attacks and the metric must '
+            'ignore the same label; set it in one place (test_evaluator)')
+    for value in (metric_value, loop_value):
+        if value is not None:
+            return int(value)
+    return int(
+        getattr(
+            final_decode_head(unwrap_segmentor(model)), 'ignore_index', 255))

@@ -11,9 +11,13 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 from mmengine.logging import print_log
 
-from mmseg_robust.evaluation.records import radius_label
+from mmseg_robust.evaluation.metrics import sea_tables
+from mmseg_robust.evaluation.records import RADIUS_AXIS, radius_label
 
-__all__ = ['SEAProgress', 'write_summary', 'fmt_time']
+__all__ = [
+    'SEAProgress', 'write_summary', 'fmt_time', 'curve_title',
+    'write_run_summary'
+]
 
 
 def fmt_time(seconds: float) -> str:
@@ -167,3 +171,47 @@ def write_summary(results_dir: str,
         (f', by object size: {by_size}' if by_size else ''),
         logger='current')
     return path
+
+
+def curve_title(cfg, experiment_name: str) -> str:
+    """The curves' title: the config's name (else the experiment's) and
+    the checkpoint's file name."""
+    path = getattr(cfg, 'filename', None)
+    name = osp.splitext(osp.basename(path))[0] if path else \
+        str(experiment_name)
+    ckpt = cfg.get('load_from')
+    return f'{name} ({osp.basename(ckpt)})' if ckpt else name
+
+
+def write_run_summary(results_dir: str, metrics: dict, metric, options,
+                      settings: dict, cfg, experiment_name: str, n_images: int,
+                      world_size: int, book, device: str) -> str:
+    """:func:`write_summary` of an :class:`SEATestLoop` run: the tables and
+    trust report of its ``metric`` (:class:`SEAMetric`), the protocol,
+    precision and radius axis of its ``options``
+    (:class:`~.sea_options.SEAOptions`), the records and time of its
+    ``book`` (:class:`~.sea_book.SEARecordBook`)."""
+    protocol = options.sea.describe()
+    tables = sea_tables(metrics, metric.table, protocol, norm=options.norm)
+    report = metric.trust_report
+    return write_summary(
+        results_dir,
+        metrics,
+        protocol,
+        settings,
+        cfg.get('load_from'),
+        n_images,
+        world_size,
+        book.progress.elapsed,
+        book.done.values(),
+        device, {
+            k: v
+            for k, v in tables.items() if k != 'title'
+        },
+        curve_title(cfg, experiment_name),
+        dict(
+            options.precision(device),
+            channels_last=options.channels_last,
+            compile=options.compile),
+        trust=None if report is None else report.to_dict(),
+        xlabel=RADIUS_AXIS[options.norm])
