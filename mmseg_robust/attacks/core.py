@@ -26,7 +26,8 @@ from .precision import (GRAD_EXP, GRAD_EXP_BACKOFF, GRAD_EXP_MAX, GRAD_EXP_MIN,
                         resolve_amp, scale_logit_grad)
 
 __all__ = [
-    'AttackResult', 'Prediction', 'Evaluation', 'Objective', 'UniformNoise',
+    'AttackResult', 'Prediction', 'Evaluation', 'Objective', 'AttackHealth',
+    'LogitGradScaler', 'eot_mean', 'check_objective', 'UniformNoise',
     'StartLike', 'SeedLike', 'start_noise', 'derive_seed', 'TRACKED_DEFAULTS',
     'default_tracked', 'WorstCase', 'feasible_box', 'project', 'start_point',
     'AttackProblem', 'run_attack_loop', 'take_rows', 'subset_model', 'Timer',
@@ -207,14 +208,201 @@ class Evaluation(NamedTuple):
     correct: Tensor
 
 
+class LogitGradScaler:
+    """Per-image power-of-two scaling of the logits' gradient under reduced
+    precision (docs/attacks.md, "Precision"): each image's exponent ``e``
+    starts at :data:`GRAD_EXP` and follows the size of its input gradient;
+    an image whose scaled backward overflowed gets a zero gradient for that
+    step and a smaller ``e``, as a loss scaler backs off. Nothing is read
+    on the host.
+
+    Args:
+        batch (int): Images.
+        device (torch.device): Their device.
+
+    Attributes:
+        exp (Tensor): ``(B,)`` int32 exponents.
+        overflows (Tensor): ``(B,)`` int32 overflow counts.
+        last_overflow (Tensor | None): ``(B,)`` whether the last
+            :meth:`back_off` zeroed the image's gradient.
+    """
+
+    def __init__(self, batch: int, device: torch.device):
+        self.exp = torch.full((batch, ),
+                              GRAD_EXP,
+                              dtype=torch.int32,
+                              device=device)
+        self.overflows = torch.zeros(batch, dtype=torch.int32, device=device)
+        self.last_overflow: Optional[Tensor] = None
+
+    def attach(self, logits: Tensor, shifts: Optional[list] = None) -> None:
+        """Scale the gradient that reaches ``logits`` in the backward pass;
+        with ``shifts`` (expectation over transformation) the power of two
+        of each image is appended to it instead of being fixed."""
+        exp = self.exp
+        if shifts is None:
+            logits.register_hook(lambda g: scale_logit_grad(g, exp))
+            return
+
+        def scale(g):
+            shifts.append(logit_grad_shift(g, exp))
+            return ldexp_rows(g, shifts[-1])
+
+        logits.register_hook(scale)
+
+    def back_off(self, grad: Tensor) -> Tensor:
+        """Adjust the scaling of each image to the size of its input
+        gradient; zero the gradient of images where the scaled backward
+        pass overflowed."""
+        amax = grad.flatten(1).abs().amax(1)
+        over = ~torch.isfinite(amax)
+        self.last_overflow = over
+        self.overflows += over
+        # e + floor(log2(2**target / amax)); frexp: amax = m 2**k, m in
+        # [0.5, 1), so floor(log2(amax)) = k - 1
+        _, k = torch.frexp(amax)
+        fit = self.exp + GRAD_TARGET_EXP - (k - 1)
+        fit = torch.where(amax > 0, fit, self.exp)
+        self.exp = torch.where(over, self.exp - GRAD_EXP_BACKOFF,
+                               fit).clamp(GRAD_EXP_MIN, GRAD_EXP_MAX)
+        rows = over.view(-1, *([1] * (grad.dim() - 1)))
+        return torch.where(rows, torch.zeros_like(grad), grad)
+
+
+class AttackHealth:
+    """Per-image device flags of an attack's objective: non-finite logits
+    and all-zero input gradients of images that are not yet broken
+    (possible gradient masking). Recording reads nothing on the host;
+    :meth:`check` reads the flags at the attacks' few read-back points
+    (docs/attacks.md, "Host synchronisation").
+
+    Args:
+        y (Tensor): ``(B, H, W)`` labels.
+        ignore_index (int): Ignored label.
+        loss_name (str): The attacked loss, for the warning.
+    """
+
+    def __init__(self, y: Tensor, ignore_index: int, loss_name: str):
+        self.y = y
+        self.ignore_index = ignore_index
+        self.loss_name = loss_name
+        self.nonfinite = torch.zeros(
+            y.shape[0], dtype=torch.bool, device=y.device)
+        self.zero_grad = torch.zeros_like(self.nonfinite)
+        self.logits_checked = False
+        self.warned_zero_grad = False
+
+    def note_logits(self, logits: Tensor, top: Tensor) -> None:
+        """Check shapes and labels once; flag images whose largest logit
+        per pixel (``top``, ``(B, H, W)``) is NaN or inf (no host read)."""
+        if not self.logits_checked:
+            check_logits_labels(logits, self.y, self.ignore_index)
+            self.logits_checked = True
+        # a NaN propagates through amax
+        self.nonfinite |= ~torch.isfinite(top.flatten(1).amax(1))
+
+    def note_zero_grad(self,
+                       grad: Optional[Tensor],
+                       correct: Tensor,
+                       active: Tensor,
+                       overflow: Optional[Tensor] = None) -> None:
+        """Flag images that are not broken and have an all-zero input
+        gradient (``overflow``: images whose gradient was zeroed on
+        purpose, not flagged)."""
+        if grad is None or self.warned_zero_grad:
+            return
+        zero = (grad.flatten(1).abs().amax(1) == 0) & (correct > 0) & active
+        if overflow is not None:
+            zero &= ~overflow
+        self.zero_grad |= zero
+
+    def check(self, active: Optional[Tensor] = None) -> bool:
+        """Read the device flags (one host synchronisation): raise on
+        non-finite logits, warn once about zero gradients.
+
+        Returns:
+            bool: Whether any image of ``active`` is still running
+            (``True`` without ``active``).
+        """
+        any_active = torch.ones((), dtype=torch.bool, device=self.y.device) \
+            if active is None else active.any()
+        flags = torch.stack(
+            [any_active,
+             self.nonfinite.any(),
+             self.zero_grad.any()]).tolist()
+        if flags[1]:
+            bad = self.nonfinite.nonzero().flatten().tolist()
+            raise FloatingPointError(
+                f'the model returned NaN or inf logits for batch position(s) '
+                f'{bad[:10]}; check the model and its inputs (amp overflow?)')
+        if flags[2] and not self.warned_zero_grad:
+            self.warned_zero_grad = True
+            zero = self.zero_grad.nonzero().flatten().tolist()
+            warnings.warn(
+                f'the input gradient is zero everywhere for batch position(s) '
+                f'{zero[:10]} (loss {self.loss_name!r}) although '
+                'pixels are still correctly classified: possible gradient '
+                'masking (non-differentiable preprocessing, saturated '
+                'outputs, or integer casts). Robust accuracy may be '
+                'overestimated.',
+                stacklevel=5)
+        return bool(flags[0])
+
+
+def eot_mean(sample: Callable[[], tuple], eot: int,
+             shifts: Optional[list]) -> tuple:
+    """Expectation over transformation: the mean of ``eot`` calls of
+    ``sample() -> (loss, tracked, grad, correct)`` (the tracked objective
+    is the loss itself where ``sample`` returns the same tensor for both;
+    counts rounded to the nearest integer). With ``shifts`` the gradients
+    come scaled by per-image powers of two (appended to ``shifts`` by each
+    call) and are brought to a common one, exactly."""
+    loss, tracked, grad, correct = sample()
+    if eot == 1:
+        return loss, tracked, grad, correct
+    # sums over the samples (one gradient scale for all of them)
+    own = tracked is loss
+    for _ in range(eot - 1):
+        more = sample()
+        loss = loss + more[0]
+        tracked = tracked + more[1]
+        if shifts is not None:
+            # both to the smaller power of two: exact, no overflow
+            low = torch.minimum(shifts[0], shifts[-1])
+            grad = ldexp_rows(grad, low - shifts[0]) + ldexp_rows(
+                more[2], low - shifts[-1])
+            shifts[:] = [low]
+        elif grad is not None:
+            grad = grad + more[2]
+        correct = correct + more[3]
+    loss = loss / eot
+    tracked = loss if own else tracked / eot
+    grad = None if grad is None else grad / eot
+    # the mean count, rounded to the nearest integer
+    correct = torch.div(2 * correct + eot, 2 * eot, rounding_mode='floor')
+    return loss, tracked, grad, correct
+
+
+def check_objective(loss: str, targeted: bool, track: Optional[str],
+                    result_precision: str) -> str:
+    """Check an :class:`Objective`'s settings; returns the loss name."""
+    check_loss_name(loss)
+    if targeted and loss != 'ce':
+        raise ValueError("targeted attacks minimise the CE to the target "
+                         f"labels: use loss='ce', got {loss!r}")
+    if track is not None:
+        check_loss_name(track)
+    if result_precision not in RESULT_PRECISIONS:
+        raise ValueError(f'result_precision must be one of '
+                         f'{RESULT_PRECISIONS}, got {result_precision!r}')
+    return loss
+
+
 class Objective:
     """Evaluates the attack objective, predictions and input gradients of a
     batch.
 
-    Nothing here reads device memory on the host per evaluation: non-finite
-    logits and all-zero input gradients are recorded as per-image device
-    flags that :meth:`check` reads at the attacks' few read-back points
-    (docs/attacks.md, "Host synchronisation").
+    Nothing is read on the host per evaluation (:class:`AttackHealth`).
 
     Args:
         model: Callable ``x -> logits`` at label resolution.
@@ -222,11 +410,8 @@ class Objective:
         loss (str): Name in :data:`~.losses.PIXEL_LOSSES`.
         ignore_index (int): Ignored label.
         targeted (bool): Minimise CE to ``y`` instead of maximising ``loss``.
-        amp (AmpLike): Precision of the model calls (:data:`AmpLike`).
-            Losses and bookkeeping stay float32. Under reduced precision
-            (this setting or an autocast context around the attack) the
-            logits' gradient is scaled per image (:func:`scale_logit_grad`)
-            so that it does not underflow in the half-precision backward.
+        amp (AmpLike): Precision of the model calls; losses stay float32,
+            the logits' gradient is scaled (:class:`LogitGradScaler`).
         class_weights (Tensor, optional): For ``mask_ce_bal``.
         track (str, optional): Loss whose pixel mean is the tracked
             objective; ``None`` tracks ``loss`` itself. Targeted attacks
@@ -255,57 +440,37 @@ class Objective:
         self.model = model
         self.eot = check_eot(eot)
         self.y = y.long()
-        self.loss_name = check_loss_name(loss)
-        if targeted and loss != 'ce':
-            raise ValueError("targeted attacks minimise the CE to the target "
-                             f"labels: use loss='ce', got {loss!r}")
+        self.loss_name = check_objective(loss, targeted, track,
+                                         result_precision)
         self.loss_fn = PIXEL_LOSSES[loss]
-        if track is not None:
-            check_loss_name(track)
         self.track_name = None if (targeted or track == loss) else track
         self.ignore_index = ignore_index
         self.targeted = targeted
         self.amp = resolve_amp(amp, self.y.device)
-        if result_precision not in RESULT_PRECISIONS:
-            raise ValueError(f'result_precision must be one of '
-                             f'{RESULT_PRECISIONS}, got {result_precision!r}')
         self.result_precision = result_precision
         self.class_weights = class_weights
         self.valid = (self.y != ignore_index)
         self.safe_y = torch.where(self.valid, self.y, 0)
         self.n_valid = self.valid.flatten(1).sum(1)
         self.n_evals = 0
-        B = self.y.shape[0]
-        # per-image device flags, read by check()
-        self.nonfinite = torch.zeros(B, dtype=torch.bool, device=y.device)
-        self.zero_grad = torch.zeros_like(self.nonfinite)
-        # gradient scaling under reduced precision (scale_logit_grad)
-        self.grad_exp = torch.full((B, ),
-                                   GRAD_EXP,
-                                   dtype=torch.int32,
-                                   device=y.device)
-        self.grad_overflows = torch.zeros(
-            B, dtype=torch.int32, device=y.device)
-        self.last_overflow: Optional[Tensor] = None
-        self._checked = False
-        self._warned_zero_grad = False
+        self.health = AttackHealth(self.y, ignore_index, self.loss_name)
+        # gradient scaling under reduced precision
+        self.scaler = LogitGradScaler(self.y.shape[0], y.device)
 
     @property
-    def reevaluates(self) -> bool:
-        """Whether returned points are evaluated again in float32."""
-        return self.amp is not None and self.result_precision == 'fp32'
+    def grad_exp(self) -> Tensor:
+        """``(B,)`` exponents of the gradient scaling
+        (:class:`~.precision.LogitGradScaler`)."""
+        return self.scaler.exp
 
-    def _autocast(self, device: torch.device, fp32: bool = False):
-        return autocast_to(device, None if fp32 else self.amp)
+    @property
+    def grad_overflows(self) -> Tensor:
+        """``(B,)`` overflows of the scaled backward pass per image."""
+        return self.scaler.overflows
 
-    def _note_logits(self, logits: Tensor, top: Tensor) -> None:
-        """Check shapes and labels once; flag images whose largest logit
-        per pixel (``top``, ``(B, H, W)``) is NaN or inf (no host read)."""
-        if not self._checked:
-            check_logits_labels(logits, self.y, self.ignore_index)
-            self._checked = True
-        # a NaN propagates through amax
-        self.nonfinite |= ~torch.isfinite(top.flatten(1).amax(1))
+    def note_logits(self, logits: Tensor, top: Tensor) -> None:
+        """See :meth:`AttackHealth.note_logits`."""
+        self.health.note_logits(logits, top)
 
     def _count(self, hit: Tensor) -> Tensor:
         """Correct valid pixels per image from ``hit``, the pixels whose
@@ -322,10 +487,10 @@ class Objective:
         result precision (float32 unless ``result_precision='amp'``).
         """
         fp32 = final and self.result_precision == 'fp32'
-        with self._autocast(x.device, fp32):
+        with autocast_to(x.device, None if fp32 else self.amp):
             logits = self.model(x)
         top, pred = logits.float().max(1)
-        self._note_logits(logits, top)
+        self.note_logits(logits, top)
         self.n_evals += x.shape[0]
         return Prediction(pred, self._count(pred == self.y))
 
@@ -361,34 +526,11 @@ class Objective:
         # under scaling each sample's gradient comes with its own power of
         # two (scale_logit_grad): EOT brings them to a common one
         shifts = [] if scaled and self.eot > 1 else None
-        loss, tracked, grad, correct = self._sample(x, step, total_steps,
-                                                    need_grad, scaled, shifts)
-        if self.eot > 1:
-            # expectation over transformation: sums over the samples (one
-            # gradient scale for all of them, adjusted once below)
-            own = tracked is loss
-            for _ in range(self.eot - 1):
-                more = self._sample(x, step, total_steps, need_grad, scaled,
-                                    shifts)
-                loss = loss + more[0]
-                tracked = tracked + more[1]
-                if shifts is not None:
-                    # both to the smaller power of two: exact, no overflow
-                    low = torch.minimum(shifts[0], shifts[-1])
-                    grad = ldexp_rows(grad, low - shifts[0]) + ldexp_rows(
-                        more[2], low - shifts[-1])
-                    shifts[:] = [low]
-                elif grad is not None:
-                    grad = grad + more[2]
-                correct = correct + more[3]
-            loss = loss / self.eot
-            tracked = loss if own else tracked / self.eot
-            grad = None if grad is None else grad / self.eot
-            # the mean count, rounded to the nearest integer
-            correct = torch.div(
-                2 * correct + self.eot, 2 * self.eot, rounding_mode='floor')
+        loss, tracked, grad, correct = eot_mean(
+            lambda: self._sample(x, step, total_steps, need_grad, scaled,
+                                 shifts), self.eot, shifts)
         if scaled:
-            grad = self._back_off(grad)
+            grad = self.scaler.back_off(grad)
         self.n_evals += x.shape[0] * self.eot
         return Evaluation(loss, tracked, grad, None, correct)
 
@@ -410,23 +552,14 @@ class Objective:
         x = x.requires_grad_(need_grad)
         grad_ctx = torch.enable_grad() if need_grad else torch.no_grad()
         with grad_ctx:
-            with self._autocast(x.device):
+            with autocast_to(x.device, self.amp):
                 logits = self.model(x)
             logits = logits.float()
             det = logits.detach()
             top = det.amax(1)
-            self._note_logits(logits, top)
-            if scaled and shifts is None:
-                exp = self.grad_exp
-                logits.register_hook(lambda g: scale_logit_grad(g, exp))
-            elif scaled:
-                exp = self.grad_exp
-
-                def scale(g):
-                    shifts.append(logit_grad_shift(g, exp))
-                    return ldexp_rows(g, shifts[-1])
-
-                logits.register_hook(scale)
+            self.note_logits(logits, top)
+            if scaled:
+                self.scaler.attach(logits, shifts)
             hit = label_is_max(det, self.safe_y, top)
             terms = PixelTerms(
                 logits, y, self.ignore_index, correct=hit.float())
@@ -453,65 +586,16 @@ class Objective:
                     logits, y, **kwargs).flatten(1).mean(1)
         return loss, tracked, grad, self._count(hit)
 
-    def _back_off(self, grad: Tensor) -> Tensor:
-        """Adjust the gradient scaling of each image to the size of its
-        input gradient; zero the gradient of images where the scaled
-        backward pass overflowed (no host read)."""
-        amax = grad.flatten(1).abs().amax(1)
-        over = ~torch.isfinite(amax)
-        self.last_overflow = over
-        self.grad_overflows += over
-        # e + floor(log2(2**target / amax)); frexp: amax = m 2**k, m in
-        # [0.5, 1), so floor(log2(amax)) = k - 1
-        _, k = torch.frexp(amax)
-        fit = self.grad_exp + GRAD_TARGET_EXP - (k - 1)
-        fit = torch.where(amax > 0, fit, self.grad_exp)
-        self.grad_exp = torch.where(over, self.grad_exp - GRAD_EXP_BACKOFF,
-                                    fit).clamp(GRAD_EXP_MIN, GRAD_EXP_MAX)
-        return where_rows(over, torch.zeros_like(grad), grad)
-
     def note_zero_grad(self, grad: Optional[Tensor], correct: Tensor,
                        active: Tensor) -> None:
         """Flag images that are not broken and have an all-zero input
         gradient (possible gradient masking); :meth:`check` warns."""
-        if grad is None or self._warned_zero_grad:
-            return
-        zero = (grad.flatten(1).abs().amax(1) == 0) & (correct > 0) & active
-        if self.last_overflow is not None:  # zeroed by _back_off
-            zero &= ~self.last_overflow
-        self.zero_grad |= zero
+        self.health.note_zero_grad(grad, correct, active,
+                                   self.scaler.last_overflow)
 
     def check(self, active: Optional[Tensor] = None) -> bool:
-        """Read the device flags (one host synchronisation): raise on
-        non-finite logits, warn once about zero gradients.
-
-        Returns:
-            bool: Whether any image of ``active`` is still running
-            (``True`` without ``active``).
-        """
-        any_active = torch.ones((), dtype=torch.bool, device=self.y.device) \
-            if active is None else active.any()
-        flags = torch.stack(
-            [any_active,
-             self.nonfinite.any(),
-             self.zero_grad.any()]).tolist()
-        if flags[1]:
-            bad = self.nonfinite.nonzero().flatten().tolist()
-            raise FloatingPointError(
-                f'the model returned NaN or inf logits for batch position(s) '
-                f'{bad[:10]}; check the model and its inputs (amp overflow?)')
-        if flags[2] and not self._warned_zero_grad:
-            self._warned_zero_grad = True
-            zero = self.zero_grad.nonzero().flatten().tolist()
-            warnings.warn(
-                f'the input gradient is zero everywhere for batch position(s) '
-                f'{zero[:10]} (loss {self.loss_name!r}) although '
-                'pixels are still correctly classified: possible gradient '
-                'masking (non-differentiable preprocessing, saturated '
-                'outputs, or integer casts). Robust accuracy may be '
-                'overestimated.',
-                stacklevel=4)
-        return bool(flags[0])
+        """See :meth:`AttackHealth.check`."""
+        return self.health.check(active)
 
 
 def _rows_mask(mask: Tensor, like: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ from .core import (AmpLike, AttackProblem, AttackResult, Objective, Prediction,
                    SeedLike, StartLike, WorstCase, is_sync_point, project,
                    run_steps, where_rows)
 from .losses import LOSS_NAMES
+from .precision import autocast_to
 
 __all__ = [
     'square_attack', 'square_side', 'square_queries', 'SQUARE_QUERIES',
@@ -142,11 +143,11 @@ def _margin(obj: Objective, x: Tensor) -> Tuple[Tensor, Tensor]:
     elsewhere; so <= 0, rising as pixels near the boundary), and the
     correct valid pixels. One forward pass, no gradient."""
     with torch.no_grad():
-        with obj._autocast(x.device):
+        with autocast_to(x.device, obj.amp):
             logits = obj.model(x)
         logits = logits.float()
         top = logits.amax(1)
-        obj._note_logits(logits, top)
+        obj.note_logits(logits, top)
         label = obj.safe_y.unsqueeze(1)
         own = logits.gather(1, label).squeeze(1)
         hit = own >= top

@@ -639,23 +639,7 @@ def trust_checks(model: Callable[[Tensor], Tensor],
             single = _correct(counted(x_one).float(), y, valid)
 
     # repeated forward passes
-    with torch.no_grad():
-        outs = [counted(x).float() for _ in range(budget.repeats)]
-    ref = outs[0]
-    diff = torch.zeros(B, device=x.device)
-    nondet = torch.zeros(B, dtype=torch.bool, device=x.device)
-    disagree = torch.zeros(B, dtype=torch.long, device=x.device)
-    changed = torch.zeros_like(valid)
-    for other in outs[1:]:
-        # NaN counts as the largest difference (finite: strict JSON)
-        d = (other - ref).abs().nan_to_num(
-            torch.finfo(torch.float32).max,
-            posinf=torch.finfo(torch.float32).max)
-        diff = torch.maximum(diff, d.flatten(1).amax(1))
-        close = d <= ATOL + RTOL * ref.abs()
-        nondet |= ~close.flatten(1).all(1)
-        changed |= other.argmax(1) != ref.argmax(1)
-    disagree = (changed & valid).flatten(1).sum(1)
+    ref, diff, nondet, disagree = _repeats(counted, x, valid, budget.repeats)
 
     if worst is None:
         worst = _short_whitebox(counted, x, y, eps, budget.whitebox_iter,
@@ -741,21 +725,16 @@ def trust_checks(model: Callable[[Tensor], Tensor],
     lists['nondeterministic'] = nondet.tolist()
     lists['grad_zero'] = grad_zero.tolist()
     lists['grad_nonfinite'] = grad_nonfinite.tolist()
-    large_lists = {k: v.tolist() for k, v in large.items()}
-    images = []
-    for i in range(B):
-        m = {
-            k: (None if v is None else v[i])
-            for k, v in lists.items() if v is not None
-        }
-        m['large'] = {k: v[i] for k, v in large_lists.items()}
-        if square is not None and i in square:
-            m['square'] = square[i]
-            m['square_queries'] = budget.square_queries
-        m['repeats'] = budget.repeats
-        m['eot'] = eot
-        m['level'] = level
-        images.append(m)
+    images = _per_image(
+        lists, {
+            k: v.tolist()
+            for k, v in large.items()
+        }, square,
+        dict(
+            square_queries=budget.square_queries,
+            repeats=budget.repeats,
+            eot=eot,
+            level=level))
     cost = dict(
         grad=counts['grad'],
         forward=counts['forward'],
@@ -763,6 +742,47 @@ def trust_checks(model: Callable[[Tensor], Tensor],
         seconds=seconds,
         n_images=B)
     return TrustReport.from_images(images, eps, level, cost, tolerance, norm)
+
+
+def _repeats(model, x: Tensor, valid: Tensor, repeats: int) -> tuple:
+    """``repeats`` forward passes of ``x``: the first one's logits and, per
+    image, the largest logit difference to it, whether any pass differs
+    beyond the tolerance and the valid pixels whose prediction changed."""
+    with torch.no_grad():
+        outs = [model(x).float() for _ in range(repeats)]
+    ref = outs[0]
+    diff = torch.zeros(x.shape[0], device=x.device)
+    nondet = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    changed = torch.zeros_like(valid)
+    for other in outs[1:]:
+        # NaN counts as the largest difference (finite: strict JSON)
+        d = (other - ref).abs().nan_to_num(
+            torch.finfo(torch.float32).max,
+            posinf=torch.finfo(torch.float32).max)
+        diff = torch.maximum(diff, d.flatten(1).amax(1))
+        close = d <= ATOL + RTOL * ref.abs()
+        nondet |= ~close.flatten(1).all(1)
+        changed |= other.argmax(1) != ref.argmax(1)
+    return ref, diff, nondet, (changed & valid).flatten(1).sum(1)
+
+
+def _per_image(lists: dict, large: dict, square: Optional[dict],
+               common: dict) -> List[dict]:
+    """The report's per-image measurements from per-batch lists: ``large``
+    by radius key, ``square`` by batch position (the images it ran on),
+    ``common`` (budget, EOT, level) in every image."""
+    images = []
+    for i in range(len(lists['valid'])):
+        m = {k: v[i] for k, v in lists.items() if v is not None}
+        m['large'] = {k: v[i] for k, v in large.items()}
+        if square is not None and i in square:
+            m['square'] = square[i]
+            m['square_queries'] = common['square_queries']
+        m['repeats'] = common['repeats']
+        m['eot'] = common['eot']
+        m['level'] = common['level']
+        images.append(m)
+    return images
 
 
 def _ce_gradient(model,
