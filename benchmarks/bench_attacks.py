@@ -53,7 +53,7 @@ def parse_args(argv=None):
 def fake_attack_batch(model, batch_size: int, size: int):
     """A fabricated batch of ``size`` x ``size`` images for ``model`` as an
     attack batch."""
-    from mmseg_robust.models import AttackBatch
+    from mmseg_robust.adapter import AttackBatch
     from mmseg_robust.testing import fake_batch
     data = fake_batch(
         batch_size, (size, size), num_classes=model.decode_head.num_classes)

@@ -36,8 +36,8 @@ import torch
 from _common import (CONVNEXT_T, ROOT, build_segmentor, fake_attack_data,
                      write_json)
 
+from mmseg_robust.adapter import AttackBatch, accelerate_segmentor
 from mmseg_robust.attacks import SEA, HostSyncCounter, pgd_train
-from mmseg_robust.models import AttackBatch, accelerate_segmentor
 
 MODES = {
     'fp32': dict(amp=False, channels_last=False, compile=False),

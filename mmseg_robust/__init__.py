@@ -1,26 +1,24 @@
 """mmseg_robust: adversarial robustness evaluation (SEA) and adversarial
 training for MMSegmentation 1.x.
 
-``import mmseg_robust`` is light: it imports neither torch, MMSeg nor
-MMEngine. The attacks (:mod:`mmseg_robust.attacks`) need only torch. As soon
-as MMSeg is imported -- or at once, if it already is -- the package applies
-the compatibility patches it needs (:mod:`mmseg_robust.compat`) and
-registers its modules (``SEATestLoop``, ``SEAMetric``, ``AdvTrainingHook``,
-``RobustConvNeXt``, ``RobustPretrained``, ``ScratchAssayDataset``) into
-MMSeg's registries, so ``custom_imports=dict(imports=['mmseg_robust'])`` in a
-config works as for any plugin (see :mod:`mmseg_robust._plugin`).
+The attacks (:mod:`mmseg_robust.attacks`) need only torch: importing them
+imports no OpenMMLab package and changes nothing. The MMSeg side registers
+explicitly (:func:`register_all_modules`, :mod:`mmseg_robust._plugin`):
+``import mmseg_robust`` does it when MMEngine is already imported, so
+``custom_imports=dict(imports=['mmseg_robust'])`` in a config works as for
+any OpenMMLab plugin; a script that imports the package first calls
+:func:`register_all_modules` before it builds an MMSeg runner. Registering
+applies the compatibility patches (:mod:`mmseg_robust.compat`).
 """
 import importlib
+import sys
 
-from . import _plugin
+from ._plugin import register_all_modules
 from .version import __version__
 
-_plugin.activate()
-
-register_all_modules = _plugin.register_all_modules
-
-_SUBMODULES = ('attacks', 'compat', 'datasets', 'engine', 'evaluation',
-               'models', 'testing', 'cli', 'visualization')
+_SUBMODULES = ('attacks', 'adapter', 'compat', 'converters', 'datasets',
+               'engine', 'evaluation', 'metrics_core', 'models', 'testing',
+               'cli', 'visualization')
 
 __all__ = [
     '__version__', 'register_all_modules', 'attacks', 'models', 'engine',
@@ -34,3 +32,9 @@ def __getattr__(name: str):
     if name in _SUBMODULES:
         return importlib.import_module(f'{__name__}.{name}')
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+if 'mmengine' in sys.modules:
+    # imported inside an OpenMMLab process (a config's custom_imports,
+    # MMSeg's tools): register now, as every plugin does on import
+    register_all_modules()

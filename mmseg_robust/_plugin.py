@@ -1,29 +1,30 @@
-"""When the MMSeg side of mmseg_robust is loaded, and how.
+"""Explicit registration of mmseg_robust's MMSeg side.
 
-``import mmseg_robust`` imports neither MMSeg nor MMEngine (the attacks are
-plain PyTorch). It calls :func:`activate`, which
+:func:`register_all_modules` applies the compatibility patches
+(:func:`mmseg_robust.compat.apply_compat`) and imports the subpackages that
+register modules into MMSeg's and MMEngine's registries (``SEATestLoop``,
+``SEAMetric``, ``AdvTrainingHook``, ``RobustConvNeXt``, ``RobustPretrained``,
+``ScratchAssayDataset`` ...). It runs, explicitly:
 
-1. arranges for the compatibility patches (:mod:`mmseg_robust.compat`) to be
-   applied when the library each one patches is imported, and
-2. arranges for :func:`register_all_modules` to run right after ``mmseg`` is
-   imported -- or at once, if it already is.
+* when ``mmseg_robust`` is imported in a process that already imported
+  MMEngine -- ``custom_imports=dict(imports=['mmseg_robust'])`` in a config,
+  or ``import mmseg_robust`` in a script after MMSeg/MMEngine -- as any
+  OpenMMLab plugin registers by being imported;
+* at the end of each of its MMSeg-side subpackages (``engine``,
+  ``evaluation``, ``datasets``, ``models``), so importing one of them
+  registers all;
+* from the package's own tools, and from user code that calls it.
 
-So every way of using the package with MMSeg registers its modules before
-MMSeg builds anything: ``custom_imports=dict(imports=['mmseg_robust'])``
-(MMSeg is imported before or after the config is read), ``import
-mmseg_robust`` in a script, or importing one of the MMSeg-side subpackages
-(``models``, ``engine``, ``evaluation``, ``datasets``).
-
-Registration imports those four subpackages. If ``mmseg`` is first imported
-by one of them (partly initialised at that moment), registration waits until
-that subpackage has finished, so no subpackage sees a half-imported sibling.
+Nothing waits for imports: a script that imports ``mmseg_robust`` before
+anything of OpenMMLab (the attacks need only torch) and later builds an MMSeg
+runner calls :func:`mmseg_robust.register_all_modules` first, as MMSeg's own
+scripts call ``mmseg.utils.register_all_modules()``.
 """
 import importlib
 import sys
+from typing import Optional
 
-from . import _import_hooks
-
-__all__ = ['activate', 'register_all_modules', 'registered', 'MMSEG_SIDE']
+__all__ = ['register_all_modules', 'registered', 'MMSEG_SIDE']
 
 #: Subpackages that register modules into MMSeg/MMEngine registries, in an
 #: order where each one's imports of the others are complete.
@@ -31,7 +32,6 @@ MMSEG_SIDE = ('mmseg_robust.evaluation', 'mmseg_robust.datasets',
               'mmseg_robust.models', 'mmseg_robust.engine')
 
 _state = 'idle'  # -> 'registering' -> 'done'
-_activated = False
 
 
 def registered() -> bool:
@@ -39,48 +39,38 @@ def registered() -> bool:
     return _state == 'done'
 
 
-def _after_import() -> None:
-    if 'mmseg' in sys.modules:
-        _register()
+def initializing(name: str) -> bool:
+    """Whether module ``name`` is being imported right now (its code has
+    started and not finished)."""
+    module = sys.modules.get(name)
+    spec = getattr(module, '__spec__', None)
+    return bool(getattr(spec, '_initializing', False))
 
 
-def _register() -> None:
+def register_all_modules(caller: Optional[str] = None) -> None:
+    """Apply the compatibility patches and register every mmseg_robust
+    module into MMSeg's registries (once; later calls return at once).
+
+    Args:
+        caller (str, optional): The MMSeg-side subpackage calling at the end
+            of its own import. While another one is still being imported
+            (it imported the caller), registration waits for that one's
+            call, so no subpackage sees a half-imported sibling.
+    """
     global _state
     if _state != 'idle':
         return
-    if any(_import_hooks.executing(name) for name in MMSEG_SIDE):
-        return  # the subpackage's own hook calls again when it has finished
+    if any(initializing(name) for name in MMSEG_SIDE if name != caller):
+        return
     _state = 'registering'
     try:
+        from .compat import apply_compat
+
+        # before MMSeg is imported: mmcv-lite needs the mmcv.ops fallback
+        apply_compat()
         for name in MMSEG_SIDE:
             importlib.import_module(name)
     except BaseException:
         _state = 'idle'
         raise
     _state = 'done'
-
-
-def register_all_modules() -> None:
-    """Import MMSeg and register every mmseg_robust module into its
-    registries now (``import mmseg_robust`` does this by itself as soon as
-    MMSeg is imported; this is for code that wants it explicit)."""
-    activate()
-    importlib.import_module('mmseg')
-    _register()
-
-
-def activate() -> None:
-    """Install the compatibility patches and the registration trigger
-    (once; called by ``import mmseg_robust``)."""
-    global _activated
-    if _activated:
-        return
-    _activated = True
-    from .compat import install_compat
-    install_compat()
-    for name in MMSEG_SIDE:
-        if name not in sys.modules:
-            _import_hooks.when_imported(name, _after_import)
-    # after the compat patches: the mmcv.ops fallback must be in place
-    # before registration imports mmseg.models
-    _import_hooks.when_imported('mmseg', _register)

@@ -6,6 +6,12 @@ import warnings
 import pytest
 import torch
 
+import mmseg_robust
+
+# the suite uses MMSeg: register the plugin (and apply its compatibility
+# patches) explicitly, as a user's script does (mmseg_robust._plugin)
+mmseg_robust.register_all_modules()
+
 # one intra-op thread per pytest-xdist worker: the workers already use the
 # cores, and oversubscription makes small-tensor code several times slower
 if os.environ.get('PYTEST_XDIST_WORKER'):

@@ -25,8 +25,12 @@ from typing import List, Optional
 import torch
 from mmengine.runner.checkpoint import _load_checkpoint
 
-import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
+import mmseg_robust
 from mmseg_robust.converters import PIRATConversion, convert_pir_at
+
+# explicitly, before any config is read: the compatibility patches and the
+# plugin's modules in MMSeg's registries (mmseg_robust._plugin)
+mmseg_robust.register_all_modules()
 
 # which configs in configs/pir_at/ fit a converted model
 _DATASETS = {21: 'voc2012', 151: 'ade20k'}

@@ -23,8 +23,12 @@ from typing import List, Optional
 import torch
 from mmengine.runner.checkpoint import _load_checkpoint
 
-import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
+import mmseg_robust
 from mmseg_robust.converters import convert_robust_convnext
+
+# explicitly, before any config is read: the compatibility patches and the
+# plugin's modules in MMSeg's registries (mmseg_robust._plugin)
+mmseg_robust.register_all_modules()
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -30,7 +30,8 @@ from typing import Optional, Sequence
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
-import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
+import mmseg_robust
+from mmseg_robust.adapter.surrogate import load_surrogate
 from mmseg_robust.attacks import (attack_names_help, parse_attack, sea_version,
                                   sea_version_names)
 from mmseg_robust.cli import (ToolError, add_runner_arguments,
@@ -42,7 +43,10 @@ from mmseg_robust.cli import (ToolError, add_runner_arguments,
 from mmseg_robust.compat.checkpoint import trust_checkpoints
 from mmseg_robust.engine.runner.sea_test_loop import (TTA_PROBLEM,
                                                       dataset_problem)
-from mmseg_robust.models.surrogate import load_surrogate
+
+# explicitly, before any config is read: the compatibility patches and the
+# plugin's modules in MMSeg's registries (mmseg_robust._plugin)
+mmseg_robust.register_all_modules()
 
 #: Options of the ``--eval sea`` group (refused without it).
 SEA_OPTIONS = ('eps', 'allow_tiny_eps', 'sea_version', 'n_iter', 'attacks',

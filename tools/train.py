@@ -24,7 +24,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
-import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
+import mmseg_robust
 from mmseg_robust.cli import (ToolError, add_runner_arguments,
                               check_launcher_env, check_output_dir,
                               checkpoint_file_problem, config_from_args,
@@ -34,6 +34,10 @@ from mmseg_robust.cli import (ToolError, add_runner_arguments,
 from mmseg_robust.compat.checkpoint import (UnsafeCheckpointError,
                                             trust_checkpoints)
 from mmseg_robust.errors import ConfigError
+
+# explicitly, before any config is read: the compatibility patches and the
+# plugin's modules in MMSeg's registries (mmseg_robust._plugin)
+mmseg_robust.register_all_modules()
 
 
 def parse_args(argv=None):

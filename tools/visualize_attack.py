@@ -17,10 +17,14 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
+import mmseg_robust
 from mmseg_robust.adapter import AttackBatch
 from mmseg_robust.attacks import SEA, apgd
 from mmseg_robust.cli import ToolError, eps_from_cli
+
+# explicitly, before any config is read: the compatibility patches and the
+# plugin's modules in MMSeg's registries (mmseg_robust._plugin)
+mmseg_robust.register_all_modules()
 
 
 def parse_args(argv=None):

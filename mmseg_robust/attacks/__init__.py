@@ -5,7 +5,7 @@
 adapter for MMSeg segmentors lives in :mod:`mmseg_robust.adapter`, the
 worst-case mIoU (a metric) in :mod:`mmseg_robust.metrics_core`.
 """
-from mmseg_robust._deprecation import moved_names
+from ..deprecation import moved_names
 from .accelerate import FastModel, accelerate
 from .apgd import apgd, apgd_checkpoints, apgd_red_eps, red_eps_schedule
 from .checks import NORMS, check_eot, check_eps, check_norm, check_radius

@@ -1,24 +1,26 @@
 """Compatibility patches, each narrow, gated, announced once and reversible.
 
-* ``mmcv_ops``: when ``mmseg`` is imported and ``import mmcv.ops`` fails for
-  lack of ``mmcv._ext`` (mmcv-lite), a pure-PyTorch ``mmcv.ops`` with
-  ``point_sample`` and ``sigmoid_focal_loss`` only (:mod:`.mmcv_ops`).
-* ``checkpoint``: when ``mmengine.runner.checkpoint`` is imported (any
-  torch; mmengine < 1.0), mmengine's local-file checkpoint loader unpickles
+* ``mmcv_ops``: where ``import mmcv.ops`` fails for lack of ``mmcv._ext``
+  (mmcv-lite), a pure-PyTorch ``mmcv.ops`` with ``point_sample`` and
+  ``sigmoid_focal_loss`` only (:mod:`.mmcv_ops`).
+* ``checkpoint``: on any torch with mmengine < 1.0, mmengine's local-file
+  checkpoint loader unpickles
   only torch's weights-only types plus an allow-list of exactly the types
   mmengine writes (``weights_only=True`` with it on torch >= 2.5, a
   restricted unpickler on torch 2.1 - 2.4); TorchScript archives and
   anything else need an explicit "I trust this file" (:mod:`.checkpoint`).
-* ``mmseg_scope``: when ``mmengine`` is imported and ``pkg_resources`` is
-  missing (setuptools >= 81), ``mmseg::`` config paths are resolved through
-  :mod:`importlib.metadata` (:mod:`.packages`).
+* ``mmseg_scope``: where ``pkg_resources`` is missing (setuptools >= 81),
+  ``mmseg::`` config paths are resolved through :mod:`importlib.metadata`
+  (:mod:`.packages`).
 
-:func:`install_compat` (called by ``import mmseg_robust``) only arranges for
-each patch to be considered when the library it patches is imported, so
-importing the package costs nothing and the attacks never pull in MMSeg. A
-patch that is not needed changes nothing. Each applied patch says once what
-it did (a :class:`CompatWarning`). ``MMSEG_ROBUST_NO_COMPAT=1`` switches all
-patches off, ``MMSEG_ROBUST_NO_COMPAT=checkpoint,mmcv_ops`` some of them;
+Nothing is patched on import. :func:`apply_compat` applies the patches, at
+once; :func:`mmseg_robust.register_all_modules` calls it before MMSeg is
+imported (the package's tools, a config's ``custom_imports`` and the
+MMSeg-side subpackages register, see :mod:`mmseg_robust._plugin`); the
+attacks never call it. A patch that is not needed changes nothing. Each
+applied patch says once what it did (a :class:`CompatWarning`).
+``MMSEG_ROBUST_NO_COMPAT=1`` switches all patches off,
+``MMSEG_ROBUST_NO_COMPAT=checkpoint,mmcv_ops`` some of them;
 :func:`uninstall_compat` undoes the applied ones; :func:`compat_status`
 tells what happened. Details: ``docs/compat.md``.
 """
@@ -27,11 +29,9 @@ import os
 import warnings
 from typing import Dict, List, Optional, Sequence
 
-from .. import _import_hooks
-
 __all__ = [
-    'CompatWarning', 'PATCHES', 'ENV_DISABLE', 'install_compat',
-    'uninstall_compat', 'compat_status', 'disabled_patches'
+    'CompatWarning', 'PATCHES', 'ENV_DISABLE', 'apply_compat',
+    'install_compat', 'uninstall_compat', 'compat_status', 'disabled_patches'
 ]
 
 #: Environment variable that switches patches off: ``1``/``all`` or names.
@@ -44,11 +44,10 @@ class CompatWarning(UserWarning):
 
 class _Patch:
     """One patch: ``impl`` names a module with ``needed()``, ``apply()`` and
-    ``undo()``; ``trigger`` is the module whose import applies it."""
+    ``undo()``."""
 
-    def __init__(self, name: str, trigger: str, impl: str) -> None:
+    def __init__(self, name: str, impl: str) -> None:
         self.name = name
-        self.trigger = trigger
         self.impl = impl
         self.state = 'not installed'
         self.detail = ''
@@ -56,9 +55,8 @@ class _Patch:
     def module(self):
         return importlib.import_module(self.impl)
 
-    def on_trigger(self) -> None:
-        if self.state != 'pending':
-            return
+    def apply_now(self) -> None:
+        """Apply the patch where it is needed, announcing it once."""
         impl = self.module()
         reason = impl.needed()
         if reason is not None:
@@ -66,7 +64,7 @@ class _Patch:
             return
         self.detail = impl.apply()
         self.state = 'applied'
-        # explicit location: the patch runs from inside an import statement
+        # explicit location: the same for whichever caller applies it
         warnings.warn_explicit(
             f'mmseg_robust compat patch {self.name!r}: {self.detail} '
             f'(docs/compat.md; {ENV_DISABLE}={self.name} turns it off)',
@@ -80,10 +78,9 @@ class _Patch:
 PATCHES: Dict[str, _Patch] = {
     p.name: p
     for p in (
-        _Patch('mmcv_ops', 'mmseg', 'mmseg_robust.compat.mmcv_ops'),
-        _Patch('checkpoint', 'mmengine.runner.checkpoint',
-               'mmseg_robust.compat.checkpoint'),
-        _Patch('mmseg_scope', 'mmengine', 'mmseg_robust.compat.packages'),
+        _Patch('mmcv_ops', 'mmseg_robust.compat.mmcv_ops'),
+        _Patch('checkpoint', 'mmseg_robust.compat.checkpoint'),
+        _Patch('mmseg_scope', 'mmseg_robust.compat.packages'),
     )
 }
 
@@ -111,15 +108,14 @@ def disabled_patches() -> List[str]:
     return [n for n in names if n in PATCHES]
 
 
-def install_compat(names: Optional[Sequence[str]] = None) -> Dict[str, str]:
-    """Arrange for the patches to be applied when their library is imported.
+def apply_compat(names: Optional[Sequence[str]] = None) -> Dict[str, str]:
+    """Apply the patches now, each only where it is needed (idempotent).
 
-    Each patch whose library is already imported is considered at once. A
-    patch switched off by ``MMSEG_ROBUST_NO_COMPAT`` is left alone. Calling
-    this again does nothing for patches already pending or applied.
+    A patch switched off by ``MMSEG_ROBUST_NO_COMPAT`` is left alone; one
+    already applied, or found not needed, is not considered again.
 
     Args:
-        names (Sequence[str], optional): Patches to install; all by default.
+        names (Sequence[str], optional): Patches to apply; all by default.
 
     Returns:
         dict: :func:`compat_status` afterwards.
@@ -127,18 +123,28 @@ def install_compat(names: Optional[Sequence[str]] = None) -> Dict[str, str]:
     disabled = disabled_patches()
     for name in names if names is not None else list(PATCHES):
         patch = PATCHES[name]
-        if patch.state in ('pending', 'applied', 'not needed'):
+        if patch.state in ('applied', 'not needed'):
             continue
         if name in disabled:
             patch.state, patch.detail = 'disabled', f'{ENV_DISABLE} is set'
             continue
-        patch.state, patch.detail = 'pending', f'waits for {patch.trigger}'
-        _import_hooks.when_imported(patch.trigger, patch.on_trigger)
+        patch.apply_now()
     return compat_status()
 
 
+def install_compat(names: Optional[Sequence[str]] = None) -> Dict[str, str]:
+    """Deprecated name of :func:`apply_compat` (patches are no longer
+    deferred until their library is imported: they apply at once)."""
+    warnings.warn(
+        'mmseg_robust.compat.install_compat() is deprecated: use '
+        'apply_compat() (or mmseg_robust.register_all_modules())',
+        DeprecationWarning,
+        stacklevel=2)
+    return apply_compat(names)
+
+
 def uninstall_compat() -> Dict[str, str]:
-    """Undo every applied patch and drop the pending ones.
+    """Undo every applied patch.
 
     Modules that were imported while a patch was active keep what they
     imported then (e.g. an MMSeg module holding the fallback
@@ -151,16 +157,14 @@ def uninstall_compat() -> Dict[str, str]:
     for patch in reversed(list(PATCHES.values())):
         if patch.state == 'applied':
             patch.module().undo()
-        elif patch.state == 'pending':
-            _import_hooks.cancel(patch.trigger, patch.on_trigger)
         patch.state, patch.detail = 'not installed', ''
     return compat_status()
 
 
 def compat_status() -> Dict[str, str]:
     """What each patch did: ``{name: 'applied: ...'}``, ``'not needed:
-    ...'``, ``'pending: waits for ...'``, ``'disabled: ...'`` or ``'not
-    installed'``."""
+    ...'``, ``'disabled: ...'`` or ``'not installed'`` (not applied
+    yet)."""
     return {
         name: f'{p.state}: {p.detail}' if p.detail else p.state
         for name, p in PATCHES.items()

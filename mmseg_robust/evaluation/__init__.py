@@ -1,6 +1,12 @@
 """SEA evaluation: per-image records on disk, the SEAMetric and its
 tables, object-size buckets, SEA-2024's class weights, distributed runs
 that fail together."""
+from mmseg_robust import register_all_modules
+from mmseg_robust.compat import apply_compat
+
+# before MMSeg is imported: with mmcv-lite it needs the mmcv.ops fallback
+apply_compat()
+
 from .dist_guard import (Outcome, RankConfigError, RankFailure, fail_together,
                          run_on_main)
 from .metrics import SEAMetric, sea_tables
@@ -15,3 +21,7 @@ __all__ = [
     'fail_together', 'RankFailure', 'RankConfigError', 'image_miou',
     'size_buckets', 'correct_by_size', 'SIZE_BUCKETS'
 ]
+
+# this subpackage is part of the MMSeg side: importing it registers all of
+# it (mmseg_robust._plugin)
+register_all_modules(__name__)

@@ -6,7 +6,13 @@ The attack adapter for MMSeg segmentors moved to :mod:`mmseg_robust.adapter`
 and the checkpoint converters to :mod:`mmseg_robust.converters`; their old
 names here still work until the next release, with a ``DeprecationWarning``.
 """
-from mmseg_robust._deprecation import moved_names
+from mmseg_robust import register_all_modules
+from mmseg_robust.compat import apply_compat
+
+# before MMSeg is imported: with mmcv-lite it needs the mmcv.ops fallback
+apply_compat()
+
+from mmseg_robust.deprecation import moved_names
 from .backbones import RobustConvNeXt
 from .initializers import RobustPretrained
 from .requirements import (MissingRequirementError, build_segmentor,
@@ -33,3 +39,7 @@ __getattr__ = moved_names(
         'PIRATConversion': _CONVERTERS,
     },
     modules=('attack_adapter', 'surrogate', 'pir_at', 'state_dicts'))
+
+# this subpackage is part of the MMSeg side: importing it registers all of
+# it (mmseg_robust._plugin)
+register_all_modules(__name__)

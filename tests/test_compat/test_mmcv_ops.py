@@ -126,6 +126,7 @@ def test_unrelated_import_errors_are_not_hidden():
         sys.meta_path.insert(0, Block())
         import mmseg_robust
         try:
+            mmseg_robust.register_all_modules()
             import mmseg
         except ModuleNotFoundError as e:
             print('raised', e.name)

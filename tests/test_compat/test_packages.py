@@ -27,6 +27,7 @@ def test_mmseg_scope_resolves_when_pkg_resources_is_missing(tmp_path):
         import sys
         sys.modules['pkg_resources'] = None  # import fails
         import mmseg_robust
+        mmseg_robust.register_all_modules()
         from mmengine.config import Config
         print(Config.fromfile({str(cfg)!r}).default_scope)
         """)

@@ -30,8 +30,9 @@ STATE = """
         import mmengine.utils as mu
         try:
             # with mmcv-lite and the mmcv_ops patch off, registering the
-            # plugin's modules (run as mmseg is imported) fails like
-            # `import mmseg.models` does without the plugin
+            # plugin's modules (explicitly) fails like `import mmseg.models`
+            # does without the plugin
+            mmseg_robust.register_all_modules()
             import mmseg
             import mmseg.models
             models = 'ok'
@@ -60,7 +61,7 @@ def test_on_by_default_each_announced_once():
     state = _parse(
         _run(STATE + """
     import mmseg_robust.compat as c
-    c.install_compat()  # again: nothing new
+    c.apply_compat()  # again: nothing new
     print('again', len([x for x in w if 'compat patch' in str(x.message)]))
     """))
     applied = [n for n, v in eval(state['status']).items() if v == 'applied']

@@ -12,13 +12,13 @@ from typing import Callable, List, Optional, Sequence, Union
 import torch
 from mmengine.structures import PixelData
 
+from mmseg_robust.adapter import (AttackBatch, accelerate_segmentor,
+                                  unwrap_segmentor)
 from mmseg_robust.attacks import SEA
 from mmseg_robust.attacks.trust import trust_checks
 from mmseg_robust.evaluation.dist_guard import fail_together, run_on_main
 from mmseg_robust.evaluation.object_sizes import size_buckets
 from mmseg_robust.evaluation.records import eps_key, image_areas
-from mmseg_robust.models import (AttackBatch, accelerate_segmentor,
-                                 unwrap_segmentor)
 from .sea_checks import check_num_classes
 from .sea_options import SEAOptions
 from .sea_trust import load_surrogate_model, measure_trust

@@ -11,9 +11,9 @@ from typing import Optional, Sequence
 
 import torch
 
+from mmseg_robust.adapter import final_decode_head, unwrap_segmentor
 from mmseg_robust.errors import ConfigError
 from mmseg_robust.evaluation.metrics import SEAMetric
-from mmseg_robust.models import final_decode_head, unwrap_segmentor
 
 __all__ = [
     'dataset_problem', 'TTA_PROBLEM', 'DATASET_WRAPPERS', 'check_pipeline',

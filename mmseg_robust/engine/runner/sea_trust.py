@@ -7,11 +7,11 @@ from typing import Callable, List, Optional, Union
 import torch
 from mmengine.logging import print_log
 
+from mmseg_robust.adapter import AttackBatch, unwrap_segmentor
 from mmseg_robust.attacks.trust import (TRUST_BUDGETS, TRUST_LEVELS,
                                         trust_checks)
 from mmseg_robust.errors import ConfigError
 from mmseg_robust.evaluation.records import eps_key
-from mmseg_robust.models import AttackBatch, unwrap_segmentor
 
 __all__ = [
     'check_trust_options', 'load_surrogate_model', 'fit_input', 'measure_trust'
@@ -58,7 +58,7 @@ def load_surrogate_model(spec: Union[dict, torch.nn.Module],
     """The transfer check's surrogate segmentor on ``device`` in eval mode
     (built from its config and checkpoint, or the given one)."""
     if isinstance(spec, dict):
-        from mmseg_robust.models.surrogate import load_surrogate
+        from mmseg_robust.adapter.surrogate import load_surrogate
         return load_surrogate(spec['config'], spec['checkpoint'], device)
     return unwrap_segmentor(spec).to(device).eval()
 

@@ -38,7 +38,7 @@ class SEAMetric(IoUMetric):
     (``worst_miou``: per image the output, among all attacks' at this and
     smaller radii, chosen by a local search to minimise the dataset mIoU;
     the SEA-2024 aggregation, never above ``worst``'s mIoU nor above the
-    smaller radius's ``worst_miou``; see :func:`~mmseg_robust.attacks.
+    smaller radius's ``worst_miou``; see :func:`~mmseg_robust.metrics_core.
     worst_case_miou`).
 
     ``compute_metrics`` returns a flat dict (keys ``sea/clean/mIoU``,

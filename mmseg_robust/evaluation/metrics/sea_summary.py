@@ -7,7 +7,7 @@ import numpy as np
 from mmengine.logging import print_log
 from mmseg.evaluation.metrics import IoUMetric
 
-from mmseg_robust.attacks import worst_case_miou
+from mmseg_robust.metrics_core import worst_case_miou
 from ..object_sizes import SIZE_BUCKETS
 from ..records import dense_areas, image_miou, sum_areas
 

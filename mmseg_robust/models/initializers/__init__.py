@@ -1,5 +1,5 @@
 """Weight initialisers registered into MMEngine's ``WEIGHT_INITIALIZERS``."""
-from mmseg_robust._deprecation import moved_names
+from mmseg_robust.deprecation import moved_names
 from .robust_pretrained import RobustPretrained
 
 __all__ = ['RobustPretrained']

@@ -16,9 +16,9 @@ from mmengine.model.weight_init import update_init_info
 from mmengine.registry import WEIGHT_INITIALIZERS
 from mmengine.runner.checkpoint import _load_checkpoint
 
-from mmseg_robust._deprecation import moved_names
 from mmseg_robust.converters.robust_convnext import convert_robust_convnext
 from mmseg_robust.converters.state_dicts import count_keys, format_keys
+from mmseg_robust.deprecation import moved_names
 
 __all__ = ['RobustPretrained']
 
