@@ -247,6 +247,13 @@ TEST_CASES = [
         lambda c: 'error: the test dataset is empty: check data_root, '
         'data_prefix and ann_file of test_dataloader.dataset'),
     Case(
+        'ignore-index-disagree', lambda c:
+        _t(c, *QUICK, '--cfg-options', 'test_cfg.type=SEATestLoop',
+           'test_cfg.ignore_index=3', 'test_evaluator.ignore_index=4'),
+        lambda c: 'error: SEATestLoop has ignore_index=3 but SEAMetric has '
+        'ignore_index=4: the attacks and the metric must ignore the same '
+        'label; set it in one place (test_evaluator)'),
+    Case(
         'dataset-concat', lambda c: _t(c, *QUICK, config=c.concat_cfg),
         lambda c: 'error: SEA evaluates one plain dataset, but '
         'test_dataloader.dataset is a ConcatDataset: per-image results are '
