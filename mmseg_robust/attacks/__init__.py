@@ -7,22 +7,23 @@ worst-case mIoU (a metric) in :mod:`mmseg_robust.metrics_core`.
 """
 from ..deprecation import moved_names
 from .accelerate import FastModel, accelerate
-from .apgd import apgd, apgd_checkpoints, apgd_red_eps, red_eps_schedule
+from .apgd import APGD, apgd, apgd_checkpoints, apgd_red_eps, red_eps_schedule
 from .checks import NORMS, check_eot, check_eps, check_norm, check_radius
-from .core import (TRACKED_DEFAULTS, AttackResult, Ball, Evaluation,
-                   Prediction, StartLike, UniformNoise, default_tracked,
-                   derive_seed, start_noise)
+from .core import (TRACKED_DEFAULTS, AttackResult, AttackSettings, Ball,
+                   Evaluation, Prediction, StartLike, UniformNoise,
+                   default_tracked, derive_seed, start_noise)
 from .host_sync import HostSyncCounter
 from .losses import (LOSS_NAMES, PIXEL_LOSSES, PixelTerms,
                      class_weights_from_counts, pixel_loss)
-from .padam import PADAM_LR, padam
-from .pgd import (L2_PGD_STEP_RATIO, PAPER_PGD_STEP_SIZES, pgd, pgd_step_size,
-                  pgd_train)
+from .padam import PADAM_LR, PAdam, padam
+from .pgd import (L2_PGD_STEP_RATIO, PAPER_PGD_STEP_SIZES, PGD, pgd,
+                  pgd_step_size, pgd_train)
 from .precision import RESULT_PRECISIONS, AmpLike, resolve_amp
 from .sea import (BASELINE_ATTACKS, DEFAULT_SEA_VERSION, RECOMMENDED_ATTACKS,
                   SEA, SEA_LOSSES, SEA_VERSIONS, THOROUGH_ATTACKS, AttackSpec,
-                  SEAResult, SEAVersion, attack_names_help, parse_attack,
-                  run_attack, sea_version, sea_version_names)
+                  SEAResult, SEASettings, SEAVersion, attack_names_help,
+                  parse_attack, run_attack, run_sea, sea_version,
+                  sea_version_names)
 from .square import SQUARE_QUERIES, square_attack, square_queries
 from .trust import (TRUST_BUDGETS, TRUST_LEVELS, TrustBudget, TrustCheck,
                     TrustReport, trust_checks)
@@ -41,7 +42,8 @@ __all__ = [
     'HostSyncCounter', 'padam', 'PADAM_LR', 'square_attack', 'square_queries',
     'SQUARE_QUERIES', 'NORMS', 'check_norm', 'check_radius', 'check_eot',
     'Ball', 'L2_PGD_STEP_RATIO', 'trust_checks', 'TrustReport', 'TrustCheck',
-    'TrustBudget', 'TRUST_BUDGETS', 'TRUST_LEVELS'
+    'TrustBudget', 'TRUST_BUDGETS', 'TRUST_LEVELS', 'AttackSettings', 'APGD',
+    'PGD', 'PAdam', 'SEASettings', 'run_sea'
 ]
 
 # moved to mmseg_robust.metrics_core; deprecated here (served lazily, so

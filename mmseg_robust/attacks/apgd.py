@@ -6,19 +6,23 @@ decisions, best points and early stop. Images that are finished are
 dropped from the forward passes, so a batch costs what its unfinished
 images cost.
 """
+from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from .checks import check_n_iter
-from .core import (DEFAULT, AttackProblem, AttackResult, Ball, Prediction,
-                   StartLike, WorstCase, is_sync_point, run_steps, where_rows)
-from .precision import AmpLike
+from .core import (AttackProblem, AttackResult, AttackSettings, Ball,
+                   Prediction, WorstCase, is_sync_point, where_rows)
 
 __all__ = [
-    'apgd', 'apgd_red_eps', 'red_eps_schedule', 'apgd_checkpoints', 'apgd_run'
+    'APGD', 'apgd', 'apgd_red_eps', 'red_eps_schedule', 'apgd_checkpoints',
+    'apgd_run', 'SCHEDULES'
 ]
+
+#: APGD's radius schedules: one radius, or red-eps (docs/attacks.md).
+SCHEDULES = ('constant', 'red_eps')
 
 #: Momentum of APGD after the first step.
 MOMENTUM = 0.75
@@ -198,47 +202,31 @@ def _red_eps_steps(problem: AttackProblem):
     return best, tracked, iters
 
 
-def apgd(model,
-         x: Tensor,
-         y: Tensor,
-         eps: float,
-         n_iter: int = 100,
-         loss: str = 'mask_ce',
-         ignore_index: int = 255,
-         start: StartLike = DEFAULT,
-         mask: Optional[Tensor] = None,
-         amp: AmpLike = False,
-         targeted: bool = False,
-         class_weights: Optional[Tensor] = None,
-         early_stop: bool = True,
-         clean: Optional[Prediction] = None,
-         track_loss: Optional[str] = None,
-         validate: bool = True,
-         result_precision: str = 'fp32',
-         norm: str = 'linf',
-         eot: int = 1,
-         **legacy) -> AttackResult:
-    """APGD on a segmentation model with a constant radius, in the l_inf
-    (default) or the l_2 ball (Croce and Hein 2020).
+@dataclass(frozen=True)
+class APGD(AttackSettings):
+    """APGD on a segmentation model (Croce and Hein 2020) as one immutable
+    value, in the l_inf (default) or the l_2 ball: at a constant radius
+    (``schedule='constant'``) or with progressive radius reduction
+    (``'red_eps'``, docs/attacks.md: three runs at ``2 eps``, ``1.5 eps``
+    and ``eps`` with ``n_iter`` split 3:3:4, each starting from the previous
+    run's lowest-accuracy point projected onto the next ball; the result is
+    the lowest-accuracy point of the last run). Call it as
+    ``APGD(eps, n_iter, loss=...)(model, x, y)``; :func:`apgd` and
+    :func:`apgd_red_eps` are thin wrappers.
 
-    Args:
-        model: Callable mapping images ``(B, 3, H, W)`` in [0, 1] to logits
-            ``(B, K, H', W')`` at label resolution. Put it in eval mode.
-        x (Tensor): Clean images in [0, 1].
-        y (Tensor): ``(B, H', W')`` labels (targeted: target labels).
+    Attributes:
         eps (float): Radius: l_inf as a fraction of the pixel range, e.g.
             ``8/255``; l_2 the norm of the perturbation of the [0, 1] image
             (e.g. ``0.5``; docs/attacks.md, "The l2 threat model").
-        n_iter (int): Iterations (one forward and one input-backward each).
+        n_iter (int): Iterations (one forward and one input-backward each;
+            red-eps: at least 3).
         loss (str): Pixel loss, see :data:`PIXEL_LOSSES`.
-        ignore_index (int): Label of ignored pixels.
         start (StartLike): Where to start: a seed (default 0; or one seed per
             image, independent of batch composition) for a uniform random
-            start in the ball, ``None`` for the clean image,
-            :class:`UniformNoise` or starting points (projected onto the
-            ball).
-        mask (Tensor, optional): ``(B, H, W)`` or ``(B, 1, H, W)`` bool; only
-            pixels where it is True are perturbed (e.g. not padding).
+            start in the ball (red-eps: the ``2 eps`` ball), ``None`` for the
+            clean image, :class:`UniformNoise` or starting points (projected
+            onto the ball).
+        ignore_index (int): Label of ignored pixels.
         amp (AmpLike): Precision of the model calls: ``'fp16'``, ``'bf16'``,
             ``True`` (bf16 where the device supports it, else fp16) or
             ``False`` (float32). The input gradient is scaled so that it
@@ -247,15 +235,11 @@ def apgd(model,
         class_weights (Tensor, optional): For ``loss='mask_ce_bal'``.
         early_stop (bool): Stop an image once all its valid pixels are
             misclassified.
-        clean (Prediction, optional): Precomputed ``(pred, correct)`` at
-            ``x``.
         track_loss (str, optional): Loss whose pixel mean drives the
             step-size control and the restart point (docs/attacks.md);
             ``None`` takes :data:`TRACKED_DEFAULTS` (CE for the masked,
             balanced and JS losses, the loss itself for ``mask_sph``); give
             ``loss``'s own name to track the attacked loss.
-        validate (bool): Check the inputs (callers that checked them already,
-            such as :class:`SEA`, skip it).
         result_precision (str): ``'fp32'`` (default): with ``amp`` the
             returned points are evaluated again in float32, so ``pred`` and
             ``correct`` are float32 predictions; ``'amp'``: as the attack
@@ -266,37 +250,73 @@ def apgd(model,
         eot (int): Expectation over transformation for randomised models:
             each step's gradient (and objective) is the mean over ``eot``
             forward+backward passes; costs ``eot`` times the passes.
-        **legacy: ``seed``, ``random_start``, ``noise``, ``x_init`` of
-            earlier releases (deprecated; use ``start``).
+        schedule (str): ``'constant'`` or ``'red_eps'``.
+    """
+    schedule: str = 'constant'
+
+    @property
+    def what(self) -> str:
+        return 'apgd_red_eps' if self.schedule == 'red_eps' else 'apgd'
+
+    def attack(self, model, x: Tensor, y: Tensor, mask: Optional[Tensor],
+               clean: Optional[Prediction], validate: bool,
+               legacy: dict) -> AttackResult:
+        """See :meth:`~.core.AttackSettings.__call__`."""
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f'schedule must be one of {SCHEDULES}, got '
+                             f'{self.schedule!r}')
+        if self.schedule == 'constant':
+            return self.run(_apgd_steps, model, x, y, mask, clean, validate,
+                            legacy)
+        if validate:
+            try:
+                check_n_iter(self.n_iter, 3)
+            except ValueError:
+                raise ValueError(
+                    f'red-eps APGD splits n_iter over three radii and needs '
+                    f'n_iter >= 3, got {self.n_iter!r}; use apgd() for '
+                    'shorter runs') from None
+        return self.run(
+            _red_eps_steps,
+            model,
+            x,
+            y,
+            mask,
+            clean,
+            validate,
+            legacy,
+            n_iter=int(self.n_iter),
+            check_iter=False)
+
+
+def apgd(model,
+         x: Tensor,
+         y: Tensor,
+         eps: float,
+         n_iter: int = 100,
+         *,
+         mask: Optional[Tensor] = None,
+         clean: Optional[Prediction] = None,
+         validate: bool = True,
+         **options) -> AttackResult:
+    """APGD with a constant radius: a thin wrapper, ``APGD(eps, n_iter,
+    **options)(model, x, y, mask=mask, clean=clean, validate=validate)``.
+
+    Args:
+        model, x, y, mask, clean, validate: As in :meth:`APGD.__call__`.
+        eps, n_iter: As in :class:`APGD`.
+        **options: The other fields of :class:`APGD` (``loss='mask_ce'``,
+            ``start``, ``ignore_index``, ``amp``, ``targeted``,
+            ``class_weights``, ``early_stop``, ``track_loss``,
+            ``result_precision``, ``norm``, ``eot``); ``seed``,
+            ``random_start``, ``noise``, ``x_init`` of earlier releases
+            (deprecated; use ``start``).
 
     Returns:
-        AttackResult: The lowest-accuracy point found (or ``x`` if nothing
-        beats the clean image); ``loss`` holds the best tracked objective.
+        AttackResult: See :meth:`APGD.__call__`.
     """
-    return run_steps(
-        _apgd_steps,
-        'apgd',
-        True,
-        model,
-        x,
-        y,
-        eps,
-        n_iter,
-        loss,
-        start,
-        legacy,
-        validate=validate,
-        clean=clean,
-        track_loss=track_loss,
-        ignore_index=ignore_index,
-        mask=mask,
-        amp=amp,
-        targeted=targeted,
-        class_weights=class_weights,
-        early_stop=early_stop,
-        result_precision=result_precision,
-        norm=norm,
-        eot=eot)
+    settings, legacy = APGD.from_options(dict(options, eps=eps, n_iter=n_iter))
+    return settings(model, x, y, mask, clean, validate, **legacy)
 
 
 def red_eps_schedule(eps: float, n_iter: int) -> Sequence[Tuple[float, int]]:
@@ -313,63 +333,18 @@ def apgd_red_eps(model,
                  y: Tensor,
                  eps: float,
                  n_iter: int = 300,
-                 loss: str = 'mask_ce',
-                 ignore_index: int = 255,
-                 start: StartLike = DEFAULT,
+                 *,
                  mask: Optional[Tensor] = None,
-                 amp: AmpLike = False,
-                 targeted: bool = False,
-                 class_weights: Optional[Tensor] = None,
-                 early_stop: bool = True,
                  clean: Optional[Prediction] = None,
-                 track_loss: Optional[str] = None,
                  validate: bool = True,
-                 result_precision: str = 'fp32',
-                 norm: str = 'linf',
-                 eot: int = 1,
-                 **legacy) -> AttackResult:
-    """APGD with progressive radius reduction (red-eps, docs/attacks.md).
-
-    Three APGD runs at radii ``2 eps``, ``1.5 eps`` and ``eps`` with
-    ``n_iter`` split 3:3:4. Each run starts from the previous run's
-    lowest-accuracy point projected onto the next ball; ``start`` applies
-    to the first run (a random start there is drawn in the ``2 eps``
-    ball). The result is the lowest-accuracy point of the last run (inside
-    the eps-ball), or ``x`` if the clean image is better.
+                 **options) -> AttackResult:
+    """APGD with progressive radius reduction (red-eps, docs/attacks.md): a
+    thin wrapper, ``APGD(eps, n_iter, schedule='red_eps', **options)(model,
+    x, y, mask=mask, clean=clean, validate=validate)``.
 
     Arguments are those of :func:`apgd` (``norm='l2'``: the same schedule
     of l_2 radii); ``n_iter`` must be at least 3.
     """
-    if validate:
-        try:
-            check_n_iter(n_iter, 3)
-        except ValueError:
-            raise ValueError(
-                f'red-eps APGD splits n_iter over three radii and needs '
-                f'n_iter >= 3, got {n_iter!r}; use apgd() for shorter '
-                'runs') from None
-    return run_steps(
-        _red_eps_steps,
-        'apgd_red_eps',
-        True,
-        model,
-        x,
-        y,
-        eps,
-        int(n_iter),
-        loss,
-        start,
-        legacy,
-        check_iter=False,
-        validate=validate,
-        clean=clean,
-        track_loss=track_loss,
-        ignore_index=ignore_index,
-        mask=mask,
-        amp=amp,
-        targeted=targeted,
-        class_weights=class_weights,
-        early_stop=early_stop,
-        result_precision=result_precision,
-        norm=norm,
-        eot=eot)
+    settings, legacy = APGD.from_options(
+        dict(options, eps=eps, n_iter=n_iter, schedule='red_eps'))
+    return settings(model, x, y, mask, clean, validate, **legacy)

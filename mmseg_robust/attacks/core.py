@@ -9,7 +9,7 @@ import math
 import time
 import warnings
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -35,7 +35,7 @@ __all__ = [
     'autocast_to', 'cpu_autocast_supports', 'RESULT_PRECISIONS', 'GRAD_EXP',
     'GRAD_TARGET_EXP', 'GRAD_EXP_BACKOFF', 'GRAD_EXP_MIN', 'GRAD_EXP_MAX',
     'scale_logit_grad', 'where_rows', 'SYNC_EVERY', 'is_sync_point', 'Ball',
-    'DEFAULT', 'run_steps'
+    'DEFAULT', 'run_steps', 'AttackSettings', 'PROBLEM_FIELDS'
 ]
 
 SeedLike = Union[int, Sequence[int]]
@@ -1030,6 +1030,144 @@ def run_steps(steps: StepLoop,
         track=default_tracked(loss) if track_loss is None else track_loss,
         **kwargs)
     return run_attack_loop(steps, problem, clean)
+
+
+#: The settings an :class:`AttackProblem` takes from an attack's settings.
+PROBLEM_FIELDS = ('ignore_index', 'amp', 'targeted', 'class_weights',
+                  'early_stop', 'result_precision', 'norm', 'eot')
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """Everything of a white-box attack but the model, the images and the
+    labels, as one immutable value; the attacks (:class:`~.apgd.APGD`,
+    :class:`~.pgd.PGD`, :class:`~.padam.PAdam`) subclass it and are called
+    as ``settings(model, x, y)``. :func:`dataclasses.replace` gives changed
+    copies; the values are checked when the attack runs.
+
+    Attributes:
+        eps (float): Radius (l_inf: a fraction of the pixel range, e.g.
+            ``8/255``; l_2: the norm of the perturbation).
+        n_iter (int): Iterations.
+        loss (str): Pixel loss (:data:`~.losses.PIXEL_LOSSES`).
+        start (StartLike): Where to start (:data:`StartLike`); ``DEFAULT``:
+            the attack's own default.
+        ignore_index (int): Label of ignored pixels.
+        amp (AmpLike): Precision of the model calls.
+        targeted (bool): Minimise CE to the labels instead.
+        class_weights (Tensor, optional): For ``loss='mask_ce_bal'``.
+        early_stop (bool): Stop an image once none of its valid pixels is
+            correct.
+        track_loss (str, optional): Tracked objective (APGD's step-size
+            control); ``None``: the attack's default.
+        result_precision (str): Precision of the returned predictions.
+        norm (str): ``'linf'`` or ``'l2'``.
+        eot (int): Expectation over transformation (passes per step).
+    """
+    eps: float
+    n_iter: int
+    loss: str = 'mask_ce'
+    start: StartLike = DEFAULT
+    ignore_index: int = 255
+    amp: AmpLike = False
+    targeted: bool = False
+    class_weights: Optional[Tensor] = field(default=None, compare=False)
+    early_stop: bool = True
+    track_loss: Optional[str] = None
+    result_precision: str = 'fp32'
+    norm: str = 'linf'
+    eot: int = 1
+
+    #: the attack's name in messages, and whether its default start is
+    #: random (a seed) or the clean image
+    what = 'attack'
+    random_default = True
+
+    def __call__(self,
+                 model: Model,
+                 x: Tensor,
+                 y: Tensor,
+                 mask: Optional[Tensor] = None,
+                 clean: Optional[Prediction] = None,
+                 validate: bool = True,
+                 **legacy) -> 'AttackResult':
+        """Attack a batch.
+
+        Args:
+            model: Callable mapping images ``(B, 3, H, W)`` in [0, 1] to
+                logits ``(B, K, H', W')`` at label resolution. Put it in
+                eval mode.
+            x (Tensor): Clean images in [0, 1].
+            y (Tensor): ``(B, H', W')`` labels (targeted: target labels).
+            mask (Tensor, optional): ``(B, H, W)`` or ``(B, 1, H, W)`` bool;
+                only pixels where it is True are perturbed (e.g. not
+                padding).
+            clean (Prediction, optional): Precomputed ``(pred, correct)`` at
+                ``x``.
+            validate (bool): Check the inputs (callers that checked them
+                already, such as :class:`~.sea.SEA`, skip it).
+            **legacy: ``seed``, ``random_start``, ``noise``, ``x_init`` of
+                earlier releases (deprecated; use ``start``).
+
+        Returns:
+            AttackResult: Per image the lowest-accuracy point found (or
+            ``x`` where the clean image is better); ``loss`` holds the best
+            tracked objective.
+        """
+        return self.attack(model, x, y, mask, clean, validate, legacy)
+
+    def attack(self, model: Model, x: Tensor, y: Tensor,
+               mask: Optional[Tensor], clean: Optional[Prediction],
+               validate: bool, legacy: dict) -> 'AttackResult':
+        """The attack itself (each kind of attack defines it)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_options(cls, options: dict) -> Tuple['AttackSettings', dict]:
+        """The settings in keyword arguments, and the rest (the start
+        keywords of earlier releases, or unknown ones)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{
+            k: v
+            for k, v in options.items() if k in names
+        }), {
+            k: v
+            for k, v in options.items() if k not in names
+        }
+
+    def run(self,
+            steps: StepLoop,
+            model: Model,
+            x: Tensor,
+            y: Tensor,
+            mask: Optional[Tensor] = None,
+            clean: Optional[Prediction] = None,
+            validate: bool = True,
+            legacy: Optional[dict] = None,
+            **overrides) -> 'AttackResult':
+        """Run the step loop ``steps`` with these settings
+        (:func:`run_steps`); ``overrides``: ``loss``, ``n_iter``,
+        ``track_loss``, ``check_iter`` as the attack needs them."""
+        loss = overrides.pop('loss', self.loss)
+        return run_steps(
+            steps,
+            self.what,
+            self.random_default,
+            model,
+            x,
+            y,
+            self.eps,
+            overrides.pop('n_iter', self.n_iter),
+            loss,
+            self.start,
+            legacy or {},
+            clean=clean,
+            track_loss=overrides.pop('track_loss', self.track_loss),
+            validate=validate,
+            mask=mask,
+            **overrides,
+            **{name: getattr(self, name)
+               for name in PROBLEM_FIELDS})
 
 
 class Timer:

@@ -9,17 +9,17 @@ and radius, with no step-size control or schedule. docs/attacks.md,
 "PAdam", gives the algorithm and what it adds to SEA on this package's
 models.
 """
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .checks import check_eps, check_linf_only
-from .core import (DEFAULT, AmpLike, AttackProblem, AttackResult, Prediction,
-                   StartLike, WorstCase, is_sync_point, project, run_steps,
-                   where_rows)
+from .core import (AttackProblem, AttackResult, AttackSettings, Prediction,
+                   WorstCase, is_sync_point, project, where_rows)
 
-__all__ = ['padam', 'PADAM_LR', 'PADAM_BETAS', 'PADAM_EPS']
+__all__ = ['PAdam', 'padam', 'PADAM_LR', 'PADAM_BETAS', 'PADAM_EPS']
 
 #: Learning rate (in [0, 1] pixel units): Halmosi et al.'s, for every radius.
 PADAM_LR = 2 / 255
@@ -115,26 +115,8 @@ def _padam_steps(problem: AttackProblem, lr: float, betas: Tuple[float, float],
     return best, best_loss, iters
 
 
-def padam(model,
-          x: Tensor,
-          y: Tensor,
-          eps: float,
-          n_iter: int = 200,
-          loss: str = 'ce',
-          lr: Optional[float] = None,
-          betas: Tuple[float, float] = PADAM_BETAS,
-          start: StartLike = DEFAULT,
-          ignore_index: int = 255,
-          mask: Optional[Tensor] = None,
-          amp: AmpLike = False,
-          targeted: bool = False,
-          class_weights: Optional[Tensor] = None,
-          early_stop: bool = True,
-          clean: Optional[Prediction] = None,
-          validate: bool = True,
-          result_precision: str = 'fp32',
-          eot: int = 1,
-          norm: str = 'linf') -> AttackResult:
+@dataclass(frozen=True)
+class PAdam(AttackSettings):
     """PAdam (l_inf): Adam with AMSGrad ascending ``loss``, the iterate
     projected onto the eps-ball intersected with [0, 1] after each step.
 
@@ -161,10 +143,12 @@ def padam(model,
     lowest-accuracy iterate (never worse than the clean image) and stops an
     image once none of its valid pixels is correct.
 
-    Args:
-        model, x, y, eps, ignore_index, mask, amp, targeted, class_weights,
-        early_stop, clean, validate, result_precision, eot: As in
-            :func:`~.apgd.apgd`.
+    Call it as ``PAdam(eps, n_iter)(model, x, y)``; :func:`padam` is a thin
+    wrapper.
+
+    Attributes:
+        eps, ignore_index, amp, targeted, class_weights, early_stop,
+        result_precision, eot: As in :class:`~.apgd.APGD`.
         norm (str): ``'linf'`` only (an l2 PAdam is not implemented; the
             argument is there to say so clearly).
         n_iter (int): Adam steps (Halmosi et al. use 200).
@@ -179,35 +163,53 @@ def padam(model,
             :class:`~.core.UniformNoise`, starting points (as in
             :func:`~.apgd.apgd`).
 
-    Returns:
-        AttackResult: The lowest-accuracy iterate (or ``x`` where the clean
-        image is better); ``loss`` holds the best attacked objective.
     """
-    check_linf_only(norm, 'PAdam')
-    lr = PADAM_LR if lr is None else check_eps(lr, 'lr')
-    b1, b2 = (float(b) for b in betas)
-    if not (0 <= b1 < 1 and 0 <= b2 < 1):
-        raise ValueError(f'betas must be in [0, 1), got {tuple(betas)}')
-    return run_steps(
-        lambda p: _padam_steps(p, lr, (b1, b2), PADAM_EPS),
-        'padam',
-        True,
-        model,
-        x,
-        y,
-        eps,
-        n_iter,
-        loss,
-        start,
-        legacy={},
-        clean=clean,
-        track_loss=loss,
-        validate=validate,
-        ignore_index=ignore_index,
-        mask=mask,
-        amp=amp,
-        targeted=targeted,
-        class_weights=class_weights,
-        early_stop=early_stop,
-        result_precision=result_precision,
-        eot=eot)
+    n_iter: int = 200
+    loss: str = 'ce'
+    lr: Optional[float] = None
+    betas: Tuple[float, float] = PADAM_BETAS
+
+    what = 'padam'
+
+    def attack(self, model, x: Tensor, y: Tensor, mask: Optional[Tensor],
+               clean: Optional[Prediction], validate: bool,
+               legacy: dict) -> AttackResult:
+        """See :meth:`~.core.AttackSettings.__call__`."""
+        if legacy:
+            raise TypeError('padam() got unexpected keyword argument(s) '
+                            f'{sorted(legacy)}')
+        check_linf_only(self.norm, 'PAdam')
+        lr = PADAM_LR if self.lr is None else check_eps(self.lr, 'lr')
+        b1, b2 = (float(b) for b in self.betas)
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(
+                f'betas must be in [0, 1), got {tuple(self.betas)}')
+        return self.run(
+            lambda p: _padam_steps(p, lr, (b1, b2), PADAM_EPS),
+            model,
+            x,
+            y,
+            mask,
+            clean,
+            validate,
+            track_loss=self.loss)
+
+
+def padam(model,
+          x: Tensor,
+          y: Tensor,
+          eps: float,
+          n_iter: int = 200,
+          *,
+          mask: Optional[Tensor] = None,
+          clean: Optional[Prediction] = None,
+          validate: bool = True,
+          **options) -> AttackResult:
+    """PAdam: a thin wrapper, ``PAdam(eps, n_iter, **options)(model, x, y,
+    mask=mask, clean=clean, validate=validate)``; ``options`` are the other
+    fields of :class:`PAdam` (``loss='ce'``, ``lr``, ``betas``, ``start``,
+    ``ignore_index``, ``amp``, ``targeted``, ``class_weights``,
+    ``early_stop``, ``result_precision``, ``eot``, ``norm``)."""
+    settings, unknown = PAdam.from_options(
+        dict(options, eps=eps, n_iter=n_iter))
+    return settings(model, x, y, mask, clean, validate, **unknown)

@@ -5,18 +5,18 @@
 2022) and ``loss='cossim_ce'`` is CosPGD (Agnihotri and Keuper 2023).
 """
 import math
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .checks import check_eps, check_norm, check_radius
-from .core import (DEFAULT, AttackProblem, AttackResult, Prediction, StartLike,
-                   is_sync_point, run_steps, start_from_legacy, where_rows)
-from .precision import AmpLike
+from .core import (DEFAULT, AttackProblem, AttackResult, AttackSettings,
+                   Prediction, is_sync_point, start_from_legacy, where_rows)
 
 __all__ = [
-    'pgd', 'pgd_train', 'pgd_step_size', 'PAPER_PGD_STEP_SIZES',
+    'PGD', 'pgd', 'pgd_train', 'pgd_step_size', 'PAPER_PGD_STEP_SIZES',
     'L2_PGD_STEP_RATIO'
 ]
 
@@ -108,79 +108,87 @@ def _pgd_steps(problem: AttackProblem, step_size: float):
     return best, best_loss, iters
 
 
+@dataclass(frozen=True)
+class PGD(AttackSettings):
+    """PGD as one immutable value: ``x_{k+1} = P(x_k + step_size *
+    sign(grad))`` (l_inf) or ``P(x_k + step_size * grad / ||grad||_2)``
+    (``norm='l2'``); ``loss='ce'`` is PGD, ``'bal_ce'`` SegPGD,
+    ``'cossim_ce'`` CosPGD. Call it as ``PGD(eps, n_iter)(model, x, y)``;
+    :func:`pgd` is a thin wrapper.
+
+    ``bal_ce`` uses ``lambda(t)`` with ``t = 1..n_iter``. Like the APGD
+    attacks it reports, per image, the lowest-accuracy iterate (never worse
+    than the clean image), which can only make the baseline stronger than
+    reporting the last iterate. The tracked objective is the attacked loss
+    (``track_loss`` is not used).
+
+    Attributes:
+        eps, ignore_index, amp, targeted, class_weights, early_stop,
+        result_precision, norm, eot: As in :class:`~.apgd.APGD`.
+        n_iter (int): Number of steps.
+        loss (str): ``'ce'`` (default), ``'bal_ce'``, ``'cossim_ce'`` or any
+            other pixel loss.
+        start (StartLike): Where to start; default the clean image, as in
+            the baselines' papers (a seed starts at random).
+        step_size (float, optional): Step size in [0, 1] units (l_2: the
+            l_2 length of a step); ``None`` takes :func:`pgd_step_size`
+            (the paper's values).
+    """
+    loss: str = 'ce'
+    step_size: Optional[float] = None
+
+    what = 'pgd'
+    random_default = False
+
+    def attack(self, model, x: Tensor, y: Tensor, mask: Optional[Tensor],
+               clean: Optional[Prediction], validate: bool,
+               legacy: dict) -> AttackResult:
+        """See :meth:`~.core.AttackSettings.__call__`."""
+        step_size = self.step_size
+        if step_size is None:
+            step_size = pgd_step_size(self.eps, self.norm)
+        step_size = check_radius(step_size, self.norm, 'step_size')
+        return self.run(
+            lambda p: _pgd_steps(p, step_size),
+            model,
+            x,
+            y,
+            mask,
+            clean,
+            validate,
+            legacy,
+            track_loss=self.loss)
+
+
 def pgd(model,
         x: Tensor,
         y: Tensor,
         eps: float,
         n_iter: int,
-        step_size: Optional[float] = None,
-        loss: str = 'ce',
-        start: StartLike = DEFAULT,
-        ignore_index: int = 255,
+        *,
         mask: Optional[Tensor] = None,
-        amp: AmpLike = False,
-        targeted: bool = False,
-        class_weights: Optional[Tensor] = None,
-        early_stop: bool = True,
         clean: Optional[Prediction] = None,
         validate: bool = True,
-        result_precision: str = 'fp32',
-        norm: str = 'linf',
-        eot: int = 1,
-        **legacy) -> AttackResult:
-    """PGD: ``x_{k+1} = P(x_k + step_size * sign(grad))`` (l_inf) or
-    ``P(x_k + step_size * grad / ||grad||_2)`` (``norm='l2'``).
-
-    ``bal_ce`` uses ``lambda(t)`` with ``t = 1..n_iter``. Like the APGD
-    attacks it reports, per image, the lowest-accuracy iterate (never worse
-    than the clean image), which can only make the baseline stronger than
-    reporting the last iterate.
+        **options) -> AttackResult:
+    """PGD, SegPGD or CosPGD: a thin wrapper, ``PGD(eps, n_iter,
+    **options)(model, x, y, mask=mask, clean=clean, validate=validate)``.
 
     Args:
-        model, x, y, eps, ignore_index, mask, amp, targeted, class_weights,
-        early_stop, clean, validate, result_precision, norm, eot: As in
-        :func:`apgd`.
-        n_iter (int): Number of steps.
-        step_size (float, optional): Step size in [0, 1] units (l_2: the
-            l_2 length of a step); ``None`` takes :func:`pgd_step_size` (the
-            paper's values).
-        loss (str): ``'ce'`` (PGD), ``'bal_ce'`` (SegPGD), ``'cossim_ce'``
-            (CosPGD) or any other pixel loss.
-        start (StartLike): Where to start; default ``None``, the clean image,
-            as in the baselines' papers (a seed starts at random).
-        **legacy: ``seed``, ``random_start``, ``noise``, ``x_init`` of
-            earlier releases (deprecated; use ``start``).
+        model, x, y, mask, clean, validate: As in
+            :meth:`~.apgd.APGD.__call__`.
+        eps, n_iter: As in :class:`PGD`.
+        **options: The other fields of :class:`PGD` (``step_size``,
+            ``loss='ce'``, ``start``, ``ignore_index``, ``amp``,
+            ``targeted``, ``class_weights``, ``early_stop``,
+            ``result_precision``, ``norm``, ``eot``); ``seed``,
+            ``random_start``, ``noise``, ``x_init`` of earlier releases
+            (deprecated; use ``start``).
 
     Returns:
         AttackResult: The lowest-accuracy iterate.
     """
-    if step_size is None:
-        step_size = pgd_step_size(eps, norm)
-    step_size = check_radius(step_size, norm, 'step_size')
-    return run_steps(
-        lambda p: _pgd_steps(p, step_size),
-        'pgd',
-        False,
-        model,
-        x,
-        y,
-        eps,
-        n_iter,
-        loss,
-        start,
-        legacy,
-        clean=clean,
-        track_loss=loss,
-        validate=validate,
-        ignore_index=ignore_index,
-        mask=mask,
-        amp=amp,
-        targeted=targeted,
-        class_weights=class_weights,
-        early_stop=early_stop,
-        result_precision=result_precision,
-        norm=norm,
-        eot=eot)
+    settings, legacy = PGD.from_options(dict(options, eps=eps, n_iter=n_iter))
+    return settings(model, x, y, mask, clean, validate, **legacy)
 
 
 def pgd_train(model,
@@ -188,14 +196,9 @@ def pgd_train(model,
               y: Tensor,
               eps: float,
               steps: int,
-              step_size: Optional[float] = None,
-              loss: str = 'ce',
-              start: StartLike = DEFAULT,
-              ignore_index: int = 255,
+              *,
               mask: Optional[Tensor] = None,
-              amp: AmpLike = False,
-              norm: str = 'linf',
-              **legacy) -> Tuple[Tensor, List[float]]:
+              **options) -> Tuple[Tensor, List[float]]:
     """PGD for adversarial training (docs/training.md).
 
     ``steps`` sign-gradient steps, returning the **last** iterate as
@@ -203,32 +206,34 @@ def pgd_train(model,
     the cost is exactly ``steps`` forward + input-backward passes.
 
     Args:
-        model, x, y, eps, loss, ignore_index, mask, amp, norm: As in
-            :func:`pgd`.
+        model, x, y, eps, mask: As in :func:`pgd`.
         steps (int): Number of steps ``k`` (AT^k).
-        step_size (float, optional): Defaults to ``2.5 * eps / steps``.
-        start (StartLike): Default ``None`` (the clean image); a seed starts
-            uniformly at random in the ball.
-        **legacy: ``seed``, ``random_start`` of earlier releases
-            (deprecated; use ``start``).
+        **options: Fields of :class:`PGD`: ``loss`` (default ``'ce'``),
+            ``ignore_index``, ``amp``, ``norm``, ``step_size`` (default
+            ``2.5 * eps / steps``), ``start`` (default ``None``, the clean
+            image; a seed starts uniformly at random in the ball); ``seed``,
+            ``random_start`` of earlier releases (deprecated; use
+            ``start``).
 
     Returns:
         tuple: ``(x_adv, losses)`` with the per-step mean objective over the
         batch (a list of ``steps`` floats).
     """
-    start = start_from_legacy(start, legacy, False, 'pgd_train')
+    settings, legacy = PGD.from_options(dict(options, eps=eps, n_iter=steps))
+    start = start_from_legacy(settings.start, legacy, False, 'pgd_train')
     problem = AttackProblem.create(
         model,
         x,
         y,
         eps,
         steps,
-        loss,
+        settings.loss,
         start=None if start is DEFAULT else start,
-        ignore_index=ignore_index,
+        ignore_index=settings.ignore_index,
         mask=mask,
-        amp=amp,
-        norm=norm)
+        amp=settings.amp,
+        norm=settings.norm)
+    step_size = settings.step_size
     if step_size is None:
         step_size = 2.5 * problem.eps / problem.n_iter
     ball = problem.ball(problem.eps)
