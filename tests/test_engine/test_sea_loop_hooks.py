@@ -11,7 +11,7 @@ from mmengine.registry import HOOKS
 from mmengine.runner import Runner
 from mmseg.structures import SegDataSample
 
-from mmseg_robust.attacks import SEA
+from mmseg_robust.attacks import SEASettings
 from mmseg_robust.evaluation import image_areas
 from mmseg_robust.testing import tiny_runner_cfg
 
@@ -63,17 +63,17 @@ def sea_run(toy_data, tmp_path, monkeypatch):
     SegVisualizationHook; SEA's results kept per batch (the last call of
     each batch is at the largest radius)."""
     results = []
-    original = SEA.run
+    original = SEASettings.__call__
 
-    def spying(self, x, y, **kwargs):
-        res = original(self, x, y, **kwargs)
+    def spying(self, model, x, y, **kwargs):
+        res = original(self, model, x, y, **kwargs)
         results.append((self.eps, res))
         return res
 
-    monkeypatch.setattr(SEA, 'run', spying)
+    monkeypatch.setattr(SEASettings, '__call__', spying)
     runner = Runner.from_cfg(_cfg(tmp_path / 'work', toy_data))
     metrics = runner.test()
-    monkeypatch.setattr(SEA, 'run', original)
+    monkeypatch.setattr(SEASettings, '__call__', original)
     return runner, metrics, results
 
 
@@ -123,7 +123,7 @@ def test_resumed_images_are_left_out_of_outputs(sea_run, toy_data,
     hook runs over them without error."""
     runner, metrics, _ = sea_run
     attacked = []
-    monkeypatch.setattr(SEA, 'run',
+    monkeypatch.setattr(SEASettings, '__call__',
                         lambda *a, **k: attacked.append(1) or 1 / 0)
     again = Runner.from_cfg(_cfg(runner.work_dir, toy_data, resume=True))
     assert again.test() == pytest.approx(metrics)

@@ -7,6 +7,7 @@ import time
 import warnings
 import zlib
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Callable, List, Optional, Sequence, Union
 
 import torch
@@ -14,7 +15,7 @@ from mmengine.structures import PixelData
 
 from mmseg_robust.adapter import (AttackBatch, accelerate_segmentor,
                                   unwrap_segmentor)
-from mmseg_robust.attacks import SEA
+from mmseg_robust.attacks import SEASettings, sea_clean
 from mmseg_robust.attacks.trust import trust_checks
 from mmseg_robust.evaluation.dist_guard import fail_together, run_on_main
 from mmseg_robust.evaluation.object_sizes import size_buckets
@@ -70,6 +71,8 @@ class SEABatchAttack:
         #: the transfer check's surrogate, once loaded
         self.surrogate: Optional[torch.nn.Module] = None
         self.model_checked = False
+        #: the ensemble's settings for this loop (:meth:`ensemble`)
+        self.settings: Optional[SEASettings] = None
         self.classes_checked = False
 
     def prepare(self, segmentor, cfg, results_dir: str, resume: bool,
@@ -116,18 +119,17 @@ class SEABatchAttack:
         self.classes_checked = True
         check_num_classes(predicted, classes)
 
-    def ensemble(self, model, eps: float) -> SEA:
-        """The loop's ensemble at ``eps`` on this batch's model."""
-        weights = self.options.class_weights
-        sea = self.options.sea.with_eps(eps)
-        sea.model = model
-        sea.ignore_index = self.ignore_index
-        sea.class_weights = None if weights is None else \
-            torch.tensor(weights)
-        # with the trust report on, its determinism check replaces SEA's
-        # warning about stochastic models
-        sea.check_model = not self.model_checked and self.checks == 'none'
-        return sea
+    def ensemble(self, eps: float) -> SEASettings:
+        """The loop's ensemble at ``eps``: its settings with the loop's
+        ignored label and class weights, built once."""
+        if self.settings is None:
+            weights = self.options.class_weights
+            self.settings = replace(
+                self.options.sea,
+                ignore_index=self.ignore_index,
+                class_weights=None
+                if weights is None else torch.tensor(weights))
+        return self.settings.with_eps(eps)
 
     def attack(self,
                segmentor,
@@ -162,7 +164,14 @@ class SEABatchAttack:
 
         seeds = [self.image_seed(k) for k in keys]
         t0 = time.perf_counter()
-        clean = self.ensemble(batch.model, opts.eps[0]).clean(batch.x, batch.y)
+        # with the trust report on, its determinism check replaces SEA's
+        # warning about stochastic models
+        clean = sea_clean(
+            self.ensemble(opts.eps[0]),
+            batch.model,
+            batch.x,
+            batch.y,
+            check_model=not self.model_checked and self.checks == 'none')
         self.model_checked = True
         valid = (batch.y != ignore).flatten(1).sum(1)
         records = [
@@ -180,14 +189,15 @@ class SEABatchAttack:
         res = sea = None
         attack_passes = 0
         for eps in opts.eps:  # increasing
-            sea = self.ensemble(batch.model, eps)
+            sea = self.ensemble(eps)
             with warnings.catch_warnings():
                 if self.checks != 'none':
                     # the report's gradient check measures and explains
                     # zero gradients (docs/evaluation.md)
                     warnings.filterwarnings(
                         'ignore', message='the input gradient is zero')
-                res = sea.run(
+                res = sea(
+                    batch.model,
                     batch.x,
                     batch.y,
                     mask=batch.mask,

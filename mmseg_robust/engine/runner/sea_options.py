@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence, Union
 
 from mmengine.logging import print_log
 
-from mmseg_robust.attacks import SEA, check_norm, check_radius
+from mmseg_robust.attacks import SEASettings, check_norm, check_radius
 from mmseg_robust.attacks.accelerate import check_compile
 from mmseg_robust.errors import ConfigError
 from mmseg_robust.evaluation.class_weights import load_class_weights
@@ -87,11 +87,10 @@ class SEAOptions:
             raise ConfigError(f'SEATestLoop: {err}') from err
         if not self.eps:
             raise ConfigError('SEATestLoop needs at least one radius (eps)')
-        # the ensemble the loop runs (validates version, attacks and
-        # n_iter once); each batch and radius uses a copy with its model
+        # the ensemble's settings, one value (validates version, attacks and
+        # n_iter once); the model and the batch are arguments of its calls
         try:
-            self.sea = SEA(
-                None,
+            self.sea = SEASettings.create(
                 self.eps[0],
                 n_iter=n_iter,
                 attacks=list(attacks) if attacks else None,
