@@ -6,13 +6,18 @@ import os
 import os.path as osp
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from typing import Callable, List
 
 import torch
 
-import mmseg_robust  # noqa: F401  (registration when MMSeg is imported)
+import mmseg_robust
+
+# the benchmarks build MMSeg models and runners: the compatibility patches and
+# the plugin's registration, explicitly (docs/compat.md)
+mmseg_robust.register_all_modules()
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(ROOT, 'work_dirs', 'demo')
@@ -252,3 +257,26 @@ def light_segnet(num_classes: int = 21, seed: int = 0):
 
     torch.manual_seed(seed)
     return LightSegNet().eval()
+
+
+def worker_result(cmd: List[str],
+                  env: dict,
+                  cwd: str,
+                  label: str,
+                  capture_stderr: bool = False) -> dict:
+    """Run a benchmark's worker process and return its ``RESULT {json}``
+    line (``capture_stderr``: its stderr goes into the error, not to the
+    terminal)."""
+    proc = subprocess.run(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if capture_stderr else None,
+        text=True,
+        env=env,
+        cwd=cwd)
+    for line in proc.stdout.splitlines():
+        if line.startswith('RESULT '):
+            return json.loads(line[7:])
+    err = f'\n{proc.stderr[-3000:]}' if capture_stderr else ''
+    raise SystemExit(
+        f'error: {label} failed in {cwd}:\n{proc.stdout[-3000:]}{err}')

@@ -56,7 +56,6 @@ import json
 import os
 import os.path as osp
 import statistics
-import subprocess
 import sys
 import time
 
@@ -433,13 +432,8 @@ def _run(checkout, part, args):
         str(args.amp_images), '--amp-seeds'
     ] + [str(s)
          for s in args.amp_seeds] + (['--convnext'] if args.convnext else [])
-    proc = subprocess.run(
-        cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=checkout)
-    for line in proc.stdout.splitlines():
-        if line.startswith('RESULT '):
-            return json.loads(line[7:])
-    raise SystemExit(f'error: part {part} failed in {checkout}:\n'
-                     f'{proc.stdout[-3000:]}')
+    from _common import worker_result
+    return worker_result(cmd, env, checkout, f'part {part}')
 
 
 def main(argv=None):

@@ -27,14 +27,13 @@ on the CPU. Writes ``benchmarks/results/bench_gpu.json``.
 """
 import argparse
 import os.path as osp
-import statistics
 import sys
 import time
 import warnings
 
 import torch
 from _common import (CONVNEXT_T, ROOT, build_segmentor, fake_attack_data,
-                     write_json)
+                     median_time, write_json)
 
 from mmseg_robust.adapter import AttackBatch, accelerate_segmentor
 from mmseg_robust.attacks import SEA, HostSyncCounter, pgd_train
@@ -70,16 +69,8 @@ def sync(device):
 
 
 def timed(fn, device, repeats=3, warmup=1):
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median wall time of ``fn()`` on ``device`` (:func:`median_time`)."""
+    return median_time(fn, repeats=repeats, warmup=warmup, device=device)
 
 
 def peak_reset(device):

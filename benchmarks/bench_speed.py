@@ -17,7 +17,6 @@ import json
 import os
 import os.path as osp
 import statistics
-import subprocess
 import sys
 
 HERE = osp.dirname(osp.abspath(__file__))
@@ -101,13 +100,8 @@ def _run(checkout, args, model):
         str(args.eps), '--threads',
         str(args.threads), '--demo-dir', args.demo_dir, '--radii'
     ] + [str(r) for r in args.radii]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, env=env, cwd=checkout)
-    for line in proc.stdout.splitlines():
-        if line.startswith('RESULT '):
-            return json.loads(line[7:])
-    raise SystemExit(f'error: worker failed in {checkout}:\n'
-                     f'{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}')
+    from _common import worker_result
+    return worker_result(cmd, env, checkout, 'worker', capture_stderr=True)
 
 
 def main(argv=None):

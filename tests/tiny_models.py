@@ -201,3 +201,9 @@ def make_batch(n: int,
                 data=(label != torch.roll(label, 1, -1)).long())
         samples.append(s)
     return dict(inputs=inputs, data_samples=samples)
+
+
+def correct_pixels(model, x, y, ignore=255):
+    """``(B,)`` correct valid pixels of ``model``'s predictions."""
+    with torch.no_grad():
+        return ((model(x).argmax(1) == y) & (y != ignore)).flatten(1).sum(1)

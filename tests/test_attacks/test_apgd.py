@@ -12,14 +12,9 @@ from mmseg_robust.attacks import losses as losses_module
 from mmseg_robust.attacks import pixel_loss, red_eps_schedule, start_noise
 from mmseg_robust.attacks.core import WorstCase
 from ..apgd_reference import reference_apgd, reference_checkpoints
-from ..tiny_models import PixelNet, toy_batch
+from ..tiny_models import toy_batch
 
 EPS = 4 / 255
-
-
-@pytest.fixture(scope='module')
-def net():
-    return PixelNet().eval()
 
 
 @pytest.mark.parametrize('n', [1, 3, 9, 10, 30, 90, 100, 120, 300])

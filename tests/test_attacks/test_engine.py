@@ -32,11 +32,6 @@ needs_fp16_cpu = pytest.mark.skipif(
 CPU_AMP = 'fp16' if FP16_CPU else 'bf16'
 
 
-@pytest.fixture(scope='module')
-def net():
-    return PixelNet().eval()
-
-
 class Confident(nn.Module):
     """A small stride-4 encoder-decoder with logits scaled by ``T``: at
     T=100 about half of the pixels have p_max > 0.99 (random weights)."""

@@ -9,20 +9,11 @@ from mmseg_robust.attacks import (PADAM_LR, SEA, AttackSpec, HostSyncCounter,
                                   UniformNoise, derive_seed, padam,
                                   parse_attack, pixel_loss, run_attack,
                                   start_noise)
-from ..tiny_models import PixelNet, toy_batch
+from ..tiny_models import correct_pixels as _correct
+from ..tiny_models import toy_batch
 
 EPS = 8 / 255
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-
-@pytest.fixture(scope='module')
-def net():
-    return PixelNet().eval()
-
-
-def _correct(model, x, y, ignore=255):
-    with torch.no_grad():
-        return ((model(x).argmax(1) == y) & (y != ignore)).flatten(1).sum(1)
 
 
 # -- the cosine loss ---------------------------------------------------------

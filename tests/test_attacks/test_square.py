@@ -9,20 +9,12 @@ from mmseg_robust.attacks import HostSyncCounter, apgd, pixel_loss
 from mmseg_robust.attacks.square import (QUERIES_PER_ITER, SQUARE_P_INIT,
                                          SQUARE_QUERIES, square_attack,
                                          square_queries, square_side)
-from ..tiny_models import PixelNet, toy_batch, train_small_segnet
+from ..tiny_models import PixelNet
+from ..tiny_models import correct_pixels as _correct
+from ..tiny_models import toy_batch, train_small_segnet
 
 EPS = 8 / 255
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-
-@pytest.fixture(scope='module')
-def net():
-    return PixelNet().eval()
-
-
-def _correct(model, x, y, ignore=255):
-    with torch.no_grad():
-        return ((model(x).argmax(1) == y) & (y != ignore)).flatten(1).sum(1)
 
 
 def _fragile(x):
