@@ -24,7 +24,7 @@ from .sea import (BASELINE_ATTACKS, DEFAULT_SEA_VERSION, RECOMMENDED_ATTACKS,
                   SEAResult, SEASettings, SEAVersion, attack_names_help,
                   parse_attack, run_attack, run_sea, sea_clean, sea_curve,
                   sea_version, sea_version_names)
-from .square import SQUARE_QUERIES, square_attack, square_queries
+from .square import SQUARE_QUERIES, Square, square_attack, square_queries
 from .trust import (TRUST_BUDGETS, TRUST_LEVELS, TrustBudget, TrustCheck,
                     TrustReport, trust_checks)
 
@@ -43,7 +43,8 @@ __all__ = [
     'SQUARE_QUERIES', 'NORMS', 'check_norm', 'check_radius', 'check_eot',
     'Ball', 'L2_PGD_STEP_RATIO', 'trust_checks', 'TrustReport', 'TrustCheck',
     'TrustBudget', 'TRUST_BUDGETS', 'TRUST_LEVELS', 'AttackSettings', 'APGD',
-    'PGD', 'PAdam', 'SEASettings', 'run_sea', 'sea_clean', 'sea_curve'
+    'PGD', 'PAdam', 'SEASettings', 'run_sea', 'sea_clean', 'sea_curve',
+    'Square'
 ]
 
 # moved to mmseg_robust.metrics_core; deprecated here (served lazily, so

@@ -13,21 +13,23 @@ valid pixels (lower is better), then a pixel loss (higher is better) that
 shows progress before pixels flip.
 """
 import math
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from .checks import check_linf_only, check_n_iter
-from .core import (AmpLike, AttackProblem, AttackResult, Objective, Prediction,
-                   SeedLike, StartLike, WorstCase, is_sync_point, project,
-                   run_steps, where_rows)
+from .core import (AttackProblem, AttackResult, AttackSettings, Objective,
+                   Prediction, SeedLike, StartLike, WorstCase, is_sync_point,
+                   project, where_rows)
 from .losses import LOSS_NAMES
 from .precision import autocast_to
 
 __all__ = [
-    'square_attack', 'square_side', 'square_queries', 'SQUARE_QUERIES',
-    'SQUARE_P_INIT', 'SQUARE_LOSSES', 'STRIPES', 'QUERIES_PER_ITER'
+    'Square', 'square_attack', 'square_side', 'square_queries',
+    'SQUARE_QUERIES', 'SQUARE_P_INIT', 'SQUARE_LOSSES', 'STRIPES',
+    'QUERIES_PER_ITER'
 ]
 
 #: Default query budget per image (the starting point included): about the
@@ -239,26 +241,8 @@ def _square_steps(
     return best, best_loss, iters
 
 
-def square_attack(model,
-                  x: Tensor,
-                  y: Tensor,
-                  eps: float,
-                  n_queries: int = SQUARE_QUERIES,
-                  *,
-                  loss: str = 'mask_ce',
-                  p_init: float = SQUARE_P_INIT,
-                  seed: SeedLike = 0,
-                  start: Union[str, StartLike] = STRIPES,
-                  ignore_index: int = 255,
-                  mask: Optional[Tensor] = None,
-                  amp: AmpLike = False,
-                  targeted: bool = False,
-                  class_weights: Optional[Tensor] = None,
-                  early_stop: bool = True,
-                  clean: Optional[Prediction] = None,
-                  validate: bool = True,
-                  result_precision: str = 'fp32',
-                  norm: str = 'linf') -> AttackResult:
+@dataclass(frozen=True)
+class Square(AttackSettings):
     """Square Attack (l_inf) for segmentation: random search with square
     updates, using the model's logits only.
 
@@ -274,15 +258,14 @@ def square_attack(model,
     pixels is correct. Like the other attacks it never reports more correct
     pixels than the clean image.
 
-    Args:
-        model: Callable mapping images ``(B, 3, H, W)`` in [0, 1] to logits
-            ``(B, K, H', W')`` at label resolution (eval mode). Only called
-            under ``torch.no_grad``.
-        x (Tensor): Clean images in [0, 1].
-        y (Tensor): ``(B, H', W')`` labels (targeted: target labels).
+    Call it as ``Square(eps, n_queries)(model, x, y)`` (the model is only
+    called under ``torch.no_grad``); :func:`square_attack` is a thin
+    wrapper.
+
+    Attributes:
         eps (float): l_inf radius as a fraction, e.g. ``8/255``.
-        n_queries (int): Forward passes per image, the start included (the
-            clean prediction is one more).
+        n_iter (int): The query budget: forward passes per image, the start
+            included (the clean prediction is one more).
         loss (str): The tie-break between points with as many correct
             pixels: ``'mask_ce'`` (CE on the correctly classified pixels,
             the default), ``'margin'`` (their logit margin
@@ -299,74 +282,108 @@ def square_attack(model,
             uniform noise, :class:`~.core.UniformNoise`, starting points;
             an image whose given point is the clean image itself starts at
             the stripes).
-        ignore_index, mask, amp, targeted, class_weights, early_stop,
-        clean, validate, result_precision: As in :func:`~.apgd.apgd`.
+        ignore_index, amp, targeted, class_weights, early_stop,
+        result_precision: As in :class:`~.apgd.APGD`.
         norm (str): ``'linf'`` only (the square attack searches the l_inf
-            ball; the argument is there to say so clearly).
-
-    Returns:
-        AttackResult: The best point found per image (or ``x`` where the
-        clean image is better); ``loss`` holds its objective, ``n_iter``
-        the queries each image used (start included), ``n_evals`` all
-        forward passes counted per image; ``extra`` adds ``queries`` (the
-        budget), ``p_init``, ``loss``, ``start`` and ``accepted`` (``(B,)``
-        accepted proposals).
+            ball; the field is there to say so clearly).
+        eot (int): ``1`` only (one query per point).
     """
-    check_linf_only(norm, 'the square attack')
-    if validate:
-        n_queries = check_n_iter(n_queries, what='n_queries')
-    p_init = float(p_init)
-    if not 0 < p_init <= 1:
-        raise ValueError(f'p_init must be in (0, 1], got {p_init!r}')
-    if loss not in SQUARE_LOSSES:
-        raise ValueError(f'unknown loss {loss!r} for the square attack: use '
-                         f'one of {", ".join(SQUARE_LOSSES)}')
-    if targeted and loss == 'margin':
-        raise ValueError("targeted attacks minimise the CE to the target "
-                         "labels: use loss='ce'")
-    stripes = isinstance(start, str)
-    if stripes and start != STRIPES:
-        raise ValueError(f"start must be 'stripes' or a start of the other "
-                         f'attacks (None, a seed, UniformNoise, points), '
-                         f'got {start!r}')
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        seed = [int(s) for s in seed]
-    stats: Dict[str, Tensor] = {}
-    result = run_steps(
-        lambda p: _square_steps(p, loss, seed, p_init, stats),
-        'square_attack',
-        False,
-        model,
-        x,
-        y,
-        eps,
-        n_queries,
-        # the objective of the named losses; 'margin' is computed here
-        'mask_ce' if loss == 'margin' else loss,
-        start,
-        legacy={},
-        clean=clean,
-        # the tie-break is the only objective (no tracked one to compute)
-        track_loss='mask_ce' if loss == 'margin' else loss,
-        validate=validate,
-        check_iter=False,
-        ignore_index=ignore_index,
-        mask=mask,
-        amp=amp,
-        targeted=targeted,
-        class_weights=class_weights,
-        early_stop=early_stop,
-        result_precision=result_precision)
-    B = result.correct.shape[0]
-    result.extra.update(
-        queries=n_queries,
-        p_init=p_init,
-        loss=loss,
-        start=STRIPES if stripes else _start_name(start),
-        accepted=stats.get(
-            'accepted',
-            torch.zeros(B, dtype=torch.long, device=result.correct.device)))
-    return result
+    n_iter: int = SQUARE_QUERIES
+    start: Union[str, StartLike] = STRIPES
+    p_init: float = SQUARE_P_INIT
+    seed: SeedLike = 0
+
+    what = 'square_attack'
+    random_default = False
+
+    def attack(self, model, x: Tensor, y: Tensor, mask: Optional[Tensor],
+               clean: Optional[Prediction], validate: bool,
+               legacy: dict) -> AttackResult:
+        """See :meth:`~.core.AttackSettings.__call__`.
+
+        Returns:
+            AttackResult: The best point found per image (or ``x`` where the
+            clean image is better); ``loss`` holds its objective, ``n_iter``
+            the queries each image used (start included), ``n_evals`` all
+            forward passes counted per image; ``extra`` adds ``queries`` (the
+            budget), ``p_init``, ``loss``, ``start`` and ``accepted`` (``(B,)``
+            accepted proposals).
+        """
+        if legacy:
+            raise TypeError('square_attack() got unexpected keyword '
+                            f'argument(s) {sorted(legacy)}')
+        loss, start, seed = self.loss, self.start, self.seed
+        check_linf_only(self.norm, 'the square attack')
+        if self.eot != 1:
+            raise ValueError('the square attack queries each point once: '
+                             f'eot must be 1, got {self.eot!r}')
+        n_queries = self.n_iter
+        if validate:
+            n_queries = check_n_iter(n_queries, what='n_queries')
+        p_init = float(self.p_init)
+        if not 0 < p_init <= 1:
+            raise ValueError(f'p_init must be in (0, 1], got {p_init!r}')
+        if loss not in SQUARE_LOSSES:
+            raise ValueError(f'unknown loss {loss!r} for the square attack: '
+                             f'use one of {", ".join(SQUARE_LOSSES)}')
+        if self.targeted and loss == 'margin':
+            raise ValueError("targeted attacks minimise the CE to the target "
+                             "labels: use loss='ce'")
+        stripes = isinstance(start, str)
+        if stripes and start != STRIPES:
+            raise ValueError(f"start must be 'stripes' or a start of the "
+                             f'other attacks (None, a seed, UniformNoise, '
+                             f'points), got {start!r}')
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            seed = [int(s) for s in seed]
+        stats: Dict[str, Tensor] = {}
+        # the objective of the named losses ('margin' is computed in the
+        # step loop); the tie-break is the only objective (none tracked)
+        objective = 'mask_ce' if loss == 'margin' else loss
+        result = self.run(
+            lambda p: _square_steps(p, loss, seed, p_init, stats),
+            model,
+            x,
+            y,
+            mask,
+            clean,
+            validate,
+            loss=objective,
+            track_loss=objective,
+            n_iter=n_queries,
+            check_iter=False)
+        B = result.correct.shape[0]
+        result.extra.update(
+            queries=n_queries,
+            p_init=p_init,
+            loss=loss,
+            start=STRIPES if stripes else _start_name(start),
+            accepted=stats.get(
+                'accepted',
+                torch.zeros(B, dtype=torch.long,
+                            device=result.correct.device)))
+        return result
+
+
+def square_attack(model,
+                  x: Tensor,
+                  y: Tensor,
+                  eps: float,
+                  n_queries: int = SQUARE_QUERIES,
+                  *,
+                  mask: Optional[Tensor] = None,
+                  clean: Optional[Prediction] = None,
+                  validate: bool = True,
+                  **options) -> AttackResult:
+    """The square attack: a thin wrapper, ``Square(eps, n_queries,
+    **options)(model, x, y, mask=mask, clean=clean, validate=validate)``;
+    ``options`` are the other fields of :class:`Square` (``loss``,
+    ``p_init``, ``seed``, ``start``, ``ignore_index``, ``amp``,
+    ``targeted``, ``class_weights``, ``early_stop``, ``result_precision``,
+    ``norm``)."""
+    settings, unknown = Square.from_options(
+        dict(options, eps=eps, n_iter=n_queries))
+    return settings(model, x, y, mask, clean, validate, **unknown)
 
 
 def _start_name(start: StartLike) -> str:
