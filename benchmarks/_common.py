@@ -280,3 +280,12 @@ def worker_result(cmd: List[str],
     err = f'\n{proc.stderr[-3000:]}' if capture_stderr else ''
     raise SystemExit(
         f'error: {label} failed in {cwd}:\n{proc.stdout[-3000:]}{err}')
+
+
+def checkouts(other: str = None) -> dict:
+    """The checkouts a before/after benchmark runs: this one, and
+    ``other`` (a path) where given."""
+    found = {'this': ROOT}
+    if other:
+        found['other'] = osp.abspath(other)
+    return found

@@ -440,10 +440,9 @@ def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return worker(args)
+    from _common import checkouts as find_checkouts
     from _common import write_json
-    checkouts = {'this': ROOT}
-    if args.other:
-        checkouts['other'] = osp.abspath(args.other)
+    checkouts = find_checkouts(args.other)
     results = dict(settings=vars(args), parts={})
     for part in args.parts:
         results['parts'][part] = {}
