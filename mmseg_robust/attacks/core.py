@@ -35,7 +35,8 @@ __all__ = [
     'autocast_to', 'cpu_autocast_supports', 'RESULT_PRECISIONS', 'GRAD_EXP',
     'GRAD_TARGET_EXP', 'GRAD_EXP_BACKOFF', 'GRAD_EXP_MIN', 'GRAD_EXP_MAX',
     'scale_logit_grad', 'where_rows', 'SYNC_EVERY', 'is_sync_point', 'Ball',
-    'DEFAULT', 'run_steps', 'AttackSettings', 'PROBLEM_FIELDS'
+    'DEFAULT', 'run_steps', 'AttackSettings', 'PROBLEM_FIELDS',
+    'fixed_step_iterate', 'run_fixed_steps'
 ]
 
 SeedLike = Union[int, Sequence[int]]
@@ -936,6 +937,73 @@ StepLoop = Callable[[AttackProblem], Tuple[WorstCase, Tensor, Tensor]]
 #: iterations of a run; everything else stays on the device
 #: (docs/attacks.md, "Host synchronisation").
 SYNC_EVERY = 25
+
+
+def fixed_step_iterate(problem: 'AttackProblem', k: int, x_adv: Tensor,
+                       best: WorstCase, best_loss: Tensor, attacked: Tensor,
+                       active: Tensor) -> Tuple['Evaluation', Tensor, Tensor]:
+    """Iterate ``k`` of a fixed-step loop (PGD, PAdam; ``n_iter`` steps, the
+    last iterate only evaluated): evaluate ``x_adv`` (with its gradient
+    unless it is the last), count it into the worst case ``best`` (the
+    start always, even if worse than clean; later iterates where
+    ``active``), keep the highest attacked objective and stop images with
+    no correct pixel left (``early_stop``).
+
+    Returns:
+        tuple: The evaluation, ``best_loss`` and ``active`` afterwards.
+    """
+    obj, n_iter = problem.obj, problem.n_iter
+    ev = obj.evaluate(
+        x_adv,
+        step=min(k + 1, n_iter),
+        total_steps=n_iter,
+        need_grad=k < n_iter)
+    if k == 0:
+        obj.note_zero_grad(ev.grad, ev.correct, attacked)
+        # the starting point counts even if worse than clean
+        best.x = where_rows(attacked, x_adv, best.x)
+        best.correct = torch.where(attacked, ev.correct, best.correct)
+        best.pred = None  # computed for the returned points only
+    else:
+        best.update(None, x_adv, None, ev.correct, where=active)
+    best_loss = torch.where(active, torch.fmax(best_loss, ev.loss), best_loss)
+    if problem.early_stop:
+        active = active & (best.correct > 0)
+    return ev, best_loss, active
+
+
+def run_fixed_steps(problem: 'AttackProblem', ball: 'Ball',
+                    step: Callable[[int, Tensor, Tensor], Tensor]):
+    """The loop of the fixed-step attacks (PGD, PAdam): ``n_iter`` steps
+    ``x_{k+1} = step(k, x_k, grad_k)`` from the problem's start in
+    ``ball`` (each iterate, the start included, evaluated by
+    :func:`fixed_step_iterate`; the last one only evaluated). Finished
+    images keep their point; shapes stay fixed and the host reads back only
+    every :data:`SYNC_EVERY` iterations.
+
+    Returns:
+        tuple: ``(worst case, best attacked objective (B,), iterations
+        (B,))``, as a :data:`StepLoop` returns them.
+    """
+    obj, x = problem.obj, problem.x
+    B, n_iter = x.shape[0], problem.n_iter
+    attacked = active = problem.active
+    iters = torch.zeros(B, dtype=torch.long, device=x.device)
+    best_loss = torch.full((B, ), float('nan'), device=x.device)
+    x_adv = problem.start_point(ball)
+    best = problem.fallback()
+    for k in range(n_iter + 1):
+        ev, best_loss, active = fixed_step_iterate(problem, k, x_adv, best,
+                                                   best_loss, attacked, active)
+        if k < n_iter:
+            grad = ev.grad
+            del ev
+            x_adv = where_rows(active, step(k, x_adv, grad), x_adv)
+            del grad
+            iters += active
+            if is_sync_point(k) and not obj.check(active):
+                break
+    return best, best_loss, iters
 
 
 def is_sync_point(k: int) -> bool:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .checks import check_eps, check_linf_only
 from .core import (AttackProblem, AttackResult, AttackSettings, Prediction,
-                   WorstCase, is_sync_point, project, where_rows)
+                   WorstCase, project, run_fixed_steps)
 
 __all__ = ['PAdam', 'padam', 'PADAM_LR', 'PADAM_BETAS', 'PADAM_EPS']
 
@@ -57,62 +57,36 @@ def _padam_steps(problem: AttackProblem, lr: float, betas: Tuple[float, float],
     read again (``active`` only shrinks), so it is not masked.
     """
     obj, x = problem.obj, problem.x
-    B, n_iter = x.shape[0], problem.n_iter
+    B = x.shape[0]
     beta1, beta2 = betas
     # under reduced precision the gradient comes scaled by a power of two
     # that follows its size (Objective): only its direction per step is
     # known, so each step is normalised
     per_step = obj.reduced_precision(x.device)
-    attacked = active = problem.active
-    iters = torch.zeros(B, dtype=torch.long, device=x.device)
-    best_loss = torch.full((B, ), float('nan'), device=x.device)
     ball = problem.ball(problem.eps)
     lower, upper = ball.lower, ball.upper
-    x_adv = problem.start_point(ball)
     # first and second moments and the running maximum of the second
     # (AMSGrad), of the scaled gradient
-    m = torch.zeros_like(x_adv)
-    v = torch.zeros_like(x_adv)
-    v_max = torch.zeros_like(x_adv)
-    scale = torch.zeros(B, device=x.device)
+    state = dict(
+        m=torch.zeros_like(x),
+        v=torch.zeros_like(x),
+        v_max=torch.zeros_like(x),
+        scale=torch.zeros(B, device=x.device))
     view = (-1, ) + (1, ) * (x.dim() - 1)
-    best = problem.fallback()
+
+    def adam_step(k: int, x_adv: Tensor, grad: Tensor) -> Tensor:
+        state['scale'] = _grad_scale(grad, state['scale'], per_step)
+        g = grad * state['scale'].view(view)
+        t = k + 1
+        m = state['m'].mul_(beta1).add_(g, alpha=1 - beta1)
+        v = state['v'].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        v_max = state['v_max'] = torch.maximum(state['v_max'], v)
+        denom = (v_max / (1 - beta2**t)).sqrt_().add_(adam_eps)
+        step = m.div(denom).mul_(lr / (1 - beta1**t))
+        return project(x_adv + step, lower, upper)
+
     # n_iter Adam steps; the last iterate is only evaluated
-    for k in range(n_iter + 1):
-        need_grad = k < n_iter
-        ev = obj.evaluate(
-            x_adv,
-            step=min(k + 1, n_iter),
-            total_steps=n_iter,
-            need_grad=need_grad)
-        if k == 0:
-            obj.note_zero_grad(ev.grad, ev.correct, attacked)
-            # the starting point counts even if worse than clean
-            best.x = where_rows(attacked, x_adv, best.x)
-            best.correct = torch.where(attacked, ev.correct, best.correct)
-            best.pred = None  # computed for the returned points only
-        else:
-            best.update(None, x_adv, None, ev.correct, where=active)
-        best_loss = torch.where(active, torch.fmax(best_loss, ev.loss),
-                                best_loss)
-        if problem.early_stop:
-            active = active & (best.correct > 0)
-        if need_grad:
-            scale = _grad_scale(ev.grad, scale, per_step)
-            g = ev.grad * scale.view(view)
-            del ev
-            t = k + 1
-            m = m.mul_(beta1).add_(g, alpha=1 - beta1)
-            v = v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            v_max = torch.maximum(v_max, v)
-            denom = (v_max / (1 - beta2**t)).sqrt_().add_(adam_eps)
-            step = m.div(denom).mul_(lr / (1 - beta1**t))
-            x_new = project(x_adv + step, lower, upper)
-            x_adv = where_rows(active, x_new, x_adv)
-            iters += active
-            if is_sync_point(k) and not obj.check(active):
-                break
-    return best, best_loss, iters
+    return run_fixed_steps(problem, ball, adam_step)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .checks import check_eps, check_norm, check_radius
 from .core import (DEFAULT, AttackProblem, AttackResult, AttackSettings,
-                   Prediction, is_sync_point, start_from_legacy, where_rows)
+                   Prediction, run_fixed_steps, start_from_legacy)
 
 __all__ = [
     'PGD', 'pgd', 'pgd_train', 'pgd_step_size', 'PAPER_PGD_STEP_SIZES',
@@ -71,41 +71,10 @@ def _pgd_steps(problem: AttackProblem, step_size: float):
     start included) evaluated, the lowest-accuracy one kept. Shapes stay
     fixed and the host reads back only every
     :data:`~.core.SYNC_EVERY` iterations (see :func:`~.apgd.apgd_run`)."""
-    obj, x = problem.obj, problem.x
-    B, n_iter = x.shape[0], problem.n_iter
-    attacked = active = problem.active
-    iters = torch.zeros(B, dtype=torch.long, device=x.device)
-    best_loss = torch.full((B, ), float('nan'), device=x.device)
     ball = problem.ball(problem.eps)
-    x_adv = problem.start_point(ball)
-    best = problem.fallback()
-    # n_iter gradient steps; the last iterate is only evaluated
-    for k in range(n_iter + 1):
-        need_grad = k < n_iter
-        ev = obj.evaluate(
-            x_adv,
-            step=min(k + 1, n_iter),
-            total_steps=n_iter,
-            need_grad=need_grad)
-        if k == 0:
-            obj.note_zero_grad(ev.grad, ev.correct, attacked)
-            # the starting point counts even if worse than clean
-            best.x = where_rows(attacked, x_adv, best.x)
-            best.correct = torch.where(attacked, ev.correct, best.correct)
-            best.pred = None  # computed for the returned points only
-        else:
-            best.update(None, x_adv, None, ev.correct, where=active)
-        best_loss = torch.where(active, torch.fmax(best_loss, ev.loss),
-                                best_loss)
-        if problem.early_stop:
-            active = active & (best.correct > 0)
-        if need_grad:
-            x_new = ball.project(x_adv + step_size * ball.ascent(ev.grad))
-            x_adv = where_rows(active, x_new, x_adv)
-            iters += active
-            if is_sync_point(k) and not obj.check(active):
-                break
-    return best, best_loss, iters
+    return run_fixed_steps(
+        problem, ball, lambda k, x_adv, grad: ball.project(x_adv + step_size *
+                                                           ball.ascent(grad)))
 
 
 @dataclass(frozen=True)
