@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 
 from mmengine.logging import print_log
 from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
 
 import mmseg_robust
 from mmseg_robust.adapter.surrogate import load_surrogate
@@ -524,7 +525,11 @@ def run(args: argparse.Namespace) -> dict:
             cfg.test_evaluator['output_dir'] = args.out
             cfg.test_evaluator['keep_results'] = True
 
-    runner = Runner.from_cfg(cfg)
+    # as MMSeg's tools/test.py: a config may name its own runner
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
     problem = checkpoint_mismatch(runner.model, ckpt, name=args.checkpoint)
     del ckpt
     if problem:

@@ -512,6 +512,35 @@ def test_test_scale(ctx, tmp_path, monkeypatch):
     assert resize['type'] == 'Resize' and tuple(resize['scale']) == (16, 16)
 
 
+def test_runner_type_is_honoured(ctx, tmp_path):
+    """A config's ``runner_type`` builds that runner, as in MMSeg's tools
+    (and this package's tools/train.py)."""
+    from mmengine.runner import Runner
+    from mmseg.registry import RUNNERS
+
+    built = []
+
+    class RecordingRunner(Runner):
+
+        def __init__(self, *args, **kwargs):
+            built.append(type(self).__name__)
+            super().__init__(*args, **kwargs)
+
+        @classmethod
+        def from_cfg(cls, cfg):
+            built.append('from_cfg')
+            return super().from_cfg(cfg)
+
+    name = f'RecordingRunner{tmp_path.name}'
+    RUNNERS.register_module(name=name, module=RecordingRunner)
+    metrics = load_tool('test')([
+        ctx.cfg, ctx.ckpt, '--work-dir',
+        str(tmp_path), '--cfg-options', f'runner_type={name}'
+    ])
+    assert 'mIoU' in metrics
+    assert built and built[-1] == 'RecordingRunner'
+
+
 def test_tiny_eps_when_asked_and_curve_title(ctx, tmp_path, monkeypatch):
     import mmseg_robust.visualization as vis
     titles = []
