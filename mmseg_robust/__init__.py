@@ -11,6 +11,7 @@ any OpenMMLab plugin; a script that imports the package first calls
 applies the compatibility patches (:mod:`mmseg_robust.compat`).
 """
 import importlib
+import importlib.util
 import sys
 
 from ._plugin import register_all_modules
@@ -34,7 +35,8 @@ def __getattr__(name: str):
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
-if 'mmengine' in sys.modules:
-    # imported inside an OpenMMLab process (a config's custom_imports,
-    # MMSeg's tools): register now, as every plugin does on import
+if 'mmengine' in sys.modules and importlib.util.find_spec('mmseg'):
+    # imported inside an OpenMMLab process with MMSeg (a config's
+    # custom_imports, MMSeg's tools): register now, as every plugin does on
+    # import
     register_all_modules()

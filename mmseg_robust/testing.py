@@ -17,7 +17,7 @@ from mmengine.config import ConfigDict
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
-import mmseg_robust  # noqa: F401  (compat fixes, registration)
+import mmseg_robust
 
 __all__ = [
     'TinyConvBackbone', 'tiny_segmentor_cfg', 'build_tiny_segmentor',
@@ -120,6 +120,10 @@ def tiny_segmentor_cfg(num_classes: int = 3,
 def build_tiny_segmentor(seed: int = 0, **kwargs) -> nn.Module:
     """Build :func:`tiny_segmentor_cfg` in eval mode with a fixed seed."""
     from mmengine.registry import init_default_scope
+
+    # MMSeg's models (mmcv-lite: the mmcv.ops fallback) and the plugin's,
+    # explicitly: importing this module patches nothing
+    mmseg_robust.register_all_modules()
     init_default_scope('mmseg')
     torch.manual_seed(seed)
     return MODELS.build(tiny_segmentor_cfg(**kwargs)).eval()
@@ -227,6 +231,8 @@ def tiny_runner_cfg(work_dir: str,
     dataset, iteration based, single process on the CPU; it validates every
     ``val_interval`` iterations (default: once, at the end; a number above
     ``max_iters``: never)."""
+    # the config names the plugin's modules: registered explicitly
+    mmseg_robust.register_all_modules()
     model = model or tiny_segmentor_cfg()
 
     def loader(split, train):

@@ -315,7 +315,8 @@ def apgd(model,
     Returns:
         AttackResult: See :meth:`APGD.__call__`.
     """
-    settings, legacy = APGD.from_options(dict(options, eps=eps, n_iter=n_iter))
+    settings, legacy = APGD.from_options(
+        options, 'apgd', ('schedule', ), eps=eps, n_iter=n_iter)
     return settings(model, x, y, mask, clean, validate, **legacy)
 
 
@@ -346,5 +347,9 @@ def apgd_red_eps(model,
     of l_2 radii); ``n_iter`` must be at least 3.
     """
     settings, legacy = APGD.from_options(
-        dict(options, eps=eps, n_iter=n_iter, schedule='red_eps'))
+        options,
+        'apgd_red_eps', ('schedule', ),
+        eps=eps,
+        n_iter=n_iter,
+        schedule='red_eps')
     return settings(model, x, y, mask, clean, validate, **legacy)

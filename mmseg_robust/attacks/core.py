@@ -821,9 +821,20 @@ def start_from_legacy(start, legacy: dict, random_default: bool,
 
 
 class _Default:
+    """The one ``DEFAULT`` marker: copies and unpickled copies are the same
+    object, so settings values holding it can be copied and pickled."""
 
     def __repr__(self):
         return 'default'
+
+    def __reduce__(self):
+        return 'DEFAULT'
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
 
 
 #: marks an argument left at its default (``start`` of the attacks)
@@ -1191,9 +1202,20 @@ class AttackSettings:
         raise NotImplementedError
 
     @classmethod
-    def from_options(cls, options: dict) -> Tuple['AttackSettings', dict]:
-        """The settings in keyword arguments, and the rest (the start
-        keywords of earlier releases, or unknown ones)."""
+    def from_options(cls,
+                     options: dict,
+                     what: str = 'attack',
+                     refuse: Sequence[str] = (),
+                     **fixed) -> Tuple['AttackSettings', dict]:
+        """The settings in the keyword arguments ``options`` of function
+        ``what`` plus ``fixed`` (its positional ones), and the rest (the
+        start keywords of earlier releases, or unknown ones). Fields in
+        ``refuse`` (those ``what`` does not take) are a TypeError."""
+        refused = sorted(set(options) & set(refuse))
+        if refused:
+            raise TypeError(f'{what}() got unexpected keyword argument(s) '
+                            f'{refused}')
+        options = dict(options, **fixed)
         names = {f.name for f in fields(cls)}
         return cls(**{
             k: v

@@ -185,5 +185,5 @@ def padam(model,
     ``ignore_index``, ``amp``, ``targeted``, ``class_weights``,
     ``early_stop``, ``result_precision``, ``eot``, ``norm``)."""
     settings, unknown = PAdam.from_options(
-        dict(options, eps=eps, n_iter=n_iter))
+        options, 'padam', ('track_loss', ), eps=eps, n_iter=n_iter)
     return settings(model, x, y, mask, clean, validate, **unknown)

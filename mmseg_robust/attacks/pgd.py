@@ -156,7 +156,8 @@ def pgd(model,
     Returns:
         AttackResult: The lowest-accuracy iterate.
     """
-    settings, legacy = PGD.from_options(dict(options, eps=eps, n_iter=n_iter))
+    settings, legacy = PGD.from_options(
+        options, 'pgd', ('track_loss', ), eps=eps, n_iter=n_iter)
     return settings(model, x, y, mask, clean, validate, **legacy)
 
 
@@ -188,7 +189,12 @@ def pgd_train(model,
         tuple: ``(x_adv, losses)`` with the per-step mean objective over the
         batch (a list of ``steps`` floats).
     """
-    settings, legacy = PGD.from_options(dict(options, eps=eps, n_iter=steps))
+    settings, legacy = PGD.from_options(
+        options,
+        'pgd_train', ('n_iter', 'targeted', 'class_weights', 'early_stop',
+                      'track_loss', 'result_precision', 'eot'),
+        eps=eps,
+        n_iter=steps)
     start = start_from_legacy(settings.start, legacy, False, 'pgd_train')
     problem = AttackProblem.create(
         model,

@@ -689,17 +689,21 @@ def sea_curve(settings: SEASettings,
               mask: Optional[Tensor] = None,
               seed: Optional[SeedLike] = None,
               callback: Optional[Callable] = None,
-              check_model: bool = False) -> List['SEAResult']:
+              check_model: bool = False,
+              clean: Optional[Prediction] = None) -> List['SEAResult']:
     """Run the ensemble at increasing radii, each radius starting from
-    the worst case of the one before (monotone by construction).
+    the worst case of the one before (monotone by construction);
+    ``clean``: precomputed clean predictions (otherwise computed, with the
+    model check where ``check_model``).
 
     Returns:
         list: One :class:`SEAResult` per radius, in increasing order.
     """
     radii = sorted(check_radius(r, settings.norm) for r in radii)
-    clean = sea_clean(settings, model,
-                      x.detach().float(),
-                      y.to(x.device).long(), check_model)
+    if clean is None:
+        clean = sea_clean(settings, model,
+                          x.detach().float(),
+                          y.to(x.device).long(), check_model)
     out: List[SEAResult] = []
     for r in radii:
         out.append(
@@ -827,6 +831,9 @@ class SEA:
 
     def __setattr__(self, name: str, value) -> None:
         # settings are values: assigning one replaces the settings
+        if name in SEA._READ_THROUGH and \
+                name not in SEASettings.__dataclass_fields__:
+            raise AttributeError(f'{name!r} of an SEA is read-only')
         if name in SEASettings.__dataclass_fields__:
             value = replace(self.settings, **{name: value})
             name = 'settings'
@@ -839,15 +846,13 @@ class SEA:
         other.settings = self.settings.with_eps(eps)
         return other
 
-    def _first_check(self) -> bool:
-        check = self.check_model and not self._checked
-        self._checked = self._checked or check
-        return check
-
     def clean(self, x: Tensor, y: Tensor) -> Prediction:
         """Clean predictions of a batch, in the result precision (checks
-        the model on the first call)."""
-        return sea_clean(self.settings, self.model, x, y, self._first_check())
+        the model on the first call that gets that far)."""
+        check = self.check_model and not self._checked
+        pred = sea_clean(self.settings, self.model, x, y, check)
+        self._checked = self._checked or check
+        return pred
 
     def run(self,
             x: Tensor,
@@ -875,6 +880,10 @@ class SEA:
         Returns:
             SEAResult: Worst case and per-attack results.
         """
+        if clean is None:
+            # bad input fails before the model runs (and is checked)
+            check_images(x, y, mask)
+            clean = self.clean(x.detach().float(), y.to(x.device).long())
         return run_sea(
             self.settings,
             self.model,
@@ -884,8 +893,7 @@ class SEA:
             seed=seed,
             clean=clean,
             previous=previous,
-            callback=self.callback,
-            check_model=clean is None and self._first_check())
+            callback=self.callback)
 
     def curve(self,
               x: Tensor,
@@ -899,6 +907,7 @@ class SEA:
         Returns:
             list: One :class:`SEAResult` per radius, in increasing order.
         """
+        radii = [check_radius(r, self.settings.norm) for r in radii]
         return sea_curve(
             self.settings,
             self.model,
@@ -908,7 +917,8 @@ class SEA:
             mask=mask,
             seed=seed,
             callback=self.callback,
-            check_model=self._first_check())
+            clean=self.clean(x.detach().float(),
+                             y.to(x.device).long()))
 
 
 def _row_seeds(seed: SeedLike, name: str, n: int, rows: List[int]):

@@ -382,7 +382,10 @@ def square_attack(model,
     ``targeted``, ``class_weights``, ``early_stop``, ``result_precision``,
     ``norm``)."""
     settings, unknown = Square.from_options(
-        dict(options, eps=eps, n_iter=n_queries))
+        options,
+        'square_attack', ('n_iter', 'track_loss', 'eot'),
+        eps=eps,
+        n_iter=n_queries)
     return settings(model, x, y, mask, clean, validate, **unknown)
 
 

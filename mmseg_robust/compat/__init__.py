@@ -84,6 +84,9 @@ PATCHES: Dict[str, _Patch] = {
     )
 }
 
+#: values of the environment variable already warned about (once each)
+_WARNED_VALUES: set = set()
+
 
 def disabled_patches() -> List[str]:
     """Names switched off by ``MMSEG_ROBUST_NO_COMPAT``.
@@ -99,7 +102,8 @@ def disabled_patches() -> List[str]:
         return list(PATCHES)
     names = [v.strip() for v in value.split(',') if v.strip()]
     unknown = [n for n in names if n not in PATCHES]
-    if unknown:
+    if unknown and value not in _WARNED_VALUES:
+        _WARNED_VALUES.add(value)
         warnings.warn(
             f'{ENV_DISABLE}={value!r}: unknown patch name(s) {unknown}; '
             f'known: {", ".join(PATCHES)} (or 1 for all)',

@@ -71,8 +71,6 @@ class SEABatchAttack:
         #: the transfer check's surrogate, once loaded
         self.surrogate: Optional[torch.nn.Module] = None
         self.model_checked = False
-        #: the ensemble's settings for this loop (:meth:`ensemble`)
-        self.settings: Optional[SEASettings] = None
         self.classes_checked = False
 
     def prepare(self, segmentor, cfg, results_dir: str, resume: bool,
@@ -121,15 +119,13 @@ class SEABatchAttack:
 
     def ensemble(self, eps: float) -> SEASettings:
         """The loop's ensemble at ``eps``: its settings with the loop's
-        ignored label and class weights, built once."""
-        if self.settings is None:
-            weights = self.options.class_weights
-            self.settings = replace(
-                self.options.sea,
-                ignore_index=self.ignore_index,
-                class_weights=None
-                if weights is None else torch.tensor(weights))
-        return self.settings.with_eps(eps)
+        ignored label and (once resolved) class weights."""
+        weights = self.options.class_weights
+        return replace(
+            self.options.sea,
+            eps=eps,
+            ignore_index=self.ignore_index,
+            class_weights=None if weights is None else torch.tensor(weights))
 
     def attack(self,
                segmentor,
