@@ -266,8 +266,7 @@ class LogitGradScaler:
         fit = torch.where(amax > 0, fit, self.exp)
         self.exp = torch.where(over, self.exp - GRAD_EXP_BACKOFF,
                                fit).clamp(GRAD_EXP_MIN, GRAD_EXP_MAX)
-        rows = over.view(-1, *([1] * (grad.dim() - 1)))
-        return torch.where(rows, torch.zeros_like(grad), grad)
+        return where_rows(over, torch.zeros_like(grad), grad)
 
 
 class AttackHealth:
@@ -461,7 +460,7 @@ class Objective:
     @property
     def grad_exp(self) -> Tensor:
         """``(B,)`` exponents of the gradient scaling
-        (:class:`~.precision.LogitGradScaler`)."""
+        (:class:`LogitGradScaler`)."""
         return self.scaler.exp
 
     @property
@@ -1120,7 +1119,8 @@ PROBLEM_FIELDS = ('ignore_index', 'amp', 'targeted', 'class_weights',
 class AttackSettings:
     """Everything of a white-box attack but the model, the images and the
     labels, as one immutable value; the attacks (:class:`~.apgd.APGD`,
-    :class:`~.pgd.PGD`, :class:`~.padam.PAdam`) subclass it and are called
+    :class:`~.pgd.PGD`, :class:`~.padam.PAdam`, :class:`~.square.Square`)
+    subclass it and are called
     as ``settings(model, x, y)``. :func:`dataclasses.replace` gives changed
     copies; the values are checked when the attack runs.
 
