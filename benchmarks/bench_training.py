@@ -20,7 +20,7 @@ import torch
 from _common import CONVNEXT_T, ROOT, build_segmentor, median_time, write_json
 from prettytable import PrettyTable
 
-from mmseg_robust.engine import AdvTrainingHook
+from mmseg_robust.training import AdvTrainingHook
 
 
 def parse_args(argv=None):

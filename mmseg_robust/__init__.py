@@ -19,10 +19,10 @@ from .version import __version__
 
 _SUBMODULES = ('attacks', 'adapter', 'compat', 'converters', 'datasets',
                'engine', 'evaluation', 'metrics_core', 'models', 'testing',
-               'cli', 'visualization')
+               'training', 'cli', 'visualization')
 
 __all__ = [
-    '__version__', 'register_all_modules', 'attacks', 'models', 'engine',
+    '__version__', 'register_all_modules', 'attacks', 'models', 'training',
     'evaluation', 'datasets', 'compat'
 ]
 

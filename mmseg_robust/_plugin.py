@@ -10,7 +10,7 @@ register modules into MMSeg's and MMEngine's registries (``SEATestLoop``,
   MMEngine -- ``custom_imports=dict(imports=['mmseg_robust'])`` in a config,
   or ``import mmseg_robust`` in a script after MMSeg/MMEngine -- as any
   OpenMMLab plugin registers by being imported;
-* at the end of each of its MMSeg-side subpackages (``engine``,
+* at the end of each of its MMSeg-side subpackages (``training``,
   ``evaluation``, ``datasets``, ``models``), so importing one of them
   registers all;
 * from the package's own tools, and from user code that calls it.
@@ -29,7 +29,7 @@ __all__ = ['register_all_modules', 'registered', 'MMSEG_SIDE']
 #: Subpackages that register modules into MMSeg/MMEngine registries, in an
 #: order where each one's imports of the others are complete.
 MMSEG_SIDE = ('mmseg_robust.evaluation', 'mmseg_robust.datasets',
-              'mmseg_robust.models', 'mmseg_robust.engine')
+              'mmseg_robust.models', 'mmseg_robust.training')
 
 _state = 'idle'  # -> 'registering' -> 'done'
 

@@ -65,7 +65,7 @@ def tiny_segmentor():
 def interrupt_after(monkeypatch, batches: int, run) -> None:
     """Run ``run()`` with ``SEATestLoop`` interrupted (KeyboardInterrupt)
     when it starts batch ``batches + 1``, then restore the loop."""
-    from mmseg_robust.engine import SEATestLoop
+    from mmseg_robust.evaluation import SEATestLoop
     calls = {'n': 0}
     original = SEATestLoop.attack_batch
 

@@ -10,7 +10,7 @@ _base_ = [
     './_base_voc.py',
     './_at2.py',
 ]
-from mmseg_robust.engine.schedules import warmup_poly_schedule  # noqa: E402
+from mmseg_robust.training.schedules import warmup_poly_schedule  # noqa: E402
 
 train_cfg, param_scheduler = warmup_poly_schedule(
     epochs=300, warmup_epochs=10, num_images=10582, batch_size=32)

@@ -11,7 +11,7 @@ _base_ = [
     './_base_ade_robust-init.py',
     './_at5.py',
 ]
-from mmseg_robust.engine.schedules import warmup_poly_schedule  # noqa: E402
+from mmseg_robust.training.schedules import warmup_poly_schedule  # noqa: E402
 
 train_cfg, param_scheduler = warmup_poly_schedule(
     epochs=32, warmup_epochs=5, num_images=20210, batch_size=32)

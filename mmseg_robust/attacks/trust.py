@@ -29,7 +29,7 @@ whether it passes or warns:
 (at least one pixel), see :func:`tolerance_px`.
 
 The checks are split into per-image measurements (JSON-able dicts, stored
-by :class:`~mmseg_robust.engine.SEATestLoop` in each image's record) and
+by :class:`~mmseg_robust.evaluation.SEATestLoop` in each image's record) and
 their summary (:meth:`TrustReport.from_images`), so that a report over a
 dataset is the same summary over every image's measurements, whatever the
 batches were.

@@ -1,15 +1,16 @@
-"""Engine parts: the adversarial-training hook and the SEA test loop."""
-from mmseg_robust import register_all_modules
-from mmseg_robust.compat import apply_compat
+"""Deprecated: the test loop moved to :mod:`mmseg_robust.evaluation` and the
+adversarial-training hook and schedules to :mod:`mmseg_robust.training`
+(one home per role); the old names here work until the next release, with a
+``DeprecationWarning``."""
+from mmseg_robust.deprecation import moved_names
 
-# before MMSeg is imported: with mmcv-lite it needs the mmcv.ops fallback
-apply_compat()
+__all__ = []
 
-from .hooks import AdvTrainingHook
-from .runner import DEFAULT_EPS, SEATestLoop
-
-__all__ = ['AdvTrainingHook', 'SEATestLoop', 'DEFAULT_EPS']
-
-# this subpackage is part of the MMSeg side: importing it registers all of
-# it (mmseg_robust._plugin)
-register_all_modules(__name__)
+_EVALUATION = 'mmseg_robust.evaluation'
+__getattr__ = moved_names(
+    __name__, {
+        'SEATestLoop': _EVALUATION,
+        'DEFAULT_EPS': _EVALUATION,
+        'AdvTrainingHook': 'mmseg_robust.training',
+    },
+    modules=('runner', 'hooks', 'schedules'))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from mmengine.runner import Runner
 
-from mmseg_robust.engine.runner.sea_checks import resolve_ignore_index
 from mmseg_robust.errors import ConfigError
 from mmseg_robust.evaluation import SEAMetric
+from mmseg_robust.evaluation.loops.sea_checks import resolve_ignore_index
 from mmseg_robust.testing import (build_tiny_segmentor, make_toy_dataset,
                                   tiny_runner_cfg)
 

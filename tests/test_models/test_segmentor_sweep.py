@@ -29,12 +29,12 @@ from mmengine.logging import MessageHub
 from mmengine.optim import OptimWrapper
 
 from mmseg_robust.attacks import SEA, SEA_LOSSES
-from mmseg_robust.engine import AdvTrainingHook
 from mmseg_robust.models import AttackBatch
 from mmseg_robust.models.requirements import (MissingRequirementError,
                                               build_segmentor,
                                               check_model_requirements,
                                               model_requirement_problems)
+from mmseg_robust.training import AdvTrainingHook
 from ..tiny_models import make_batch
 from .segmentor_families import (FAMILIES, build_tiny, known_gradient_failure,
                                  load_stock_config, requirement_installed)

@@ -14,6 +14,8 @@ from .test_import import HEAVY, _finish, _start
 ADAPTER = 'mmseg_robust.adapter'
 CONVERTERS = 'mmseg_robust.converters'
 METRICS = 'mmseg_robust.metrics_core'
+EVALUATION = 'mmseg_robust.evaluation'
+TRAINING = 'mmseg_robust.training'
 
 # (old module under mmseg_robust., name, new module)
 MOVED_NAMES = [
@@ -30,6 +32,9 @@ MOVED_NAMES = [
     ('models.initializers', 'ConvNeXtConversion', CONVERTERS),
     ('models.initializers.robust_pretrained', 'ConvNeXtConversion',
      CONVERTERS),
+    ('engine', 'SEATestLoop', EVALUATION),
+    ('engine', 'DEFAULT_EPS', EVALUATION),
+    ('engine', 'AdvTrainingHook', TRAINING),
 ]
 
 # old module -> new module (the old one is a shim that re-exports it)
@@ -39,6 +44,13 @@ MOVED_MODULES = {
     'mmseg_robust.models.state_dicts': f'{CONVERTERS}.state_dicts',
     'mmseg_robust.models.attack_adapter': f'{ADAPTER}.attack_model',
     'mmseg_robust.models.surrogate': f'{ADAPTER}.surrogate',
+    'mmseg_robust.engine.runner': f'{EVALUATION}.loops',
+    'mmseg_robust.engine.runner.sea_test_loop':
+    f'{EVALUATION}.loops.sea_test_loop',
+    'mmseg_robust.engine.hooks': f'{TRAINING}.hooks',
+    'mmseg_robust.engine.hooks.adv_training_hook':
+    f'{TRAINING}.hooks.adv_training_hook',
+    'mmseg_robust.engine.schedules': f'{TRAINING}.schedules',
 }
 
 
@@ -63,7 +75,8 @@ def test_moved_module_reexports_and_warns(old, monkeypatch):
         assert getattr(shim, name) is getattr(new, name), name
 
 
-@pytest.mark.parametrize('new', [ADAPTER, CONVERTERS, METRICS])
+@pytest.mark.parametrize('new',
+                         [ADAPTER, CONVERTERS, METRICS, EVALUATION, TRAINING])
 def test_new_homes_do_not_warn(new):
     with warnings.catch_warnings():
         warnings.simplefilter('error', DeprecationWarning)
@@ -83,8 +96,10 @@ def test_cli_package_keeps_its_exports():
 
 def test_unknown_names_still_raise_attribute_error():
     import mmseg_robust.attacks
+    import mmseg_robust.engine
     import mmseg_robust.models
-    for module in (mmseg_robust.attacks, mmseg_robust.models):
+    for module in (mmseg_robust.attacks, mmseg_robust.models,
+                   mmseg_robust.engine):
         with pytest.raises(AttributeError, match='no_such_name'):
             module.no_such_name
 

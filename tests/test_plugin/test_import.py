@@ -69,7 +69,7 @@ REGISTERED = """
 
 # every way in; 'mmseg_robust then mmseg' is a script that imports the package
 # before anything of OpenMMLab and registers explicitly (nothing waits for
-# imports); 'evaluation/engine/models first' start inside one of the
+# imports); 'evaluation/training/models first' start inside one of the
 # package's own MMSeg-side subpackages, where `mmseg` is first imported
 # half-way through
 ORDERS = {
@@ -78,7 +78,7 @@ ORDERS = {
     'mmengine then mmseg_robust': 'import mmengine\nimport mmseg_robust',
     'mmseg then mmseg_robust': 'import mmseg\nimport mmseg_robust',
     'evaluation first': 'from mmseg_robust.evaluation import SEAMetric',
-    'engine first': 'from mmseg_robust.engine import AdvTrainingHook',
+    'training first': 'from mmseg_robust.training import AdvTrainingHook',
     'models first': 'from mmseg_robust.models import SegmentorAttackModel',
     'lazy attribute':
     'import mmseg_robust\nmmseg_robust.models.RobustConvNeXt',

@@ -9,7 +9,7 @@ from .test_test_tool_errors import TEST_CASES
 from .test_train_tool_errors import TRAIN_CASES
 
 #: Catalogue rows checked by the other tests of test_test_tool_errors.py and
-#: of tests/test_engine/test_sea_test_loop.py.
+#: of tests/test_evaluation/test_sea_test_loop.py.
 EXTRA_DOCUMENTED = ('checkpoint-does-not-fit', 'resume-other-settings',
                     'resume-other-checkpoint')
 

@@ -20,8 +20,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmseg_robust.engine import SEATestLoop
 from mmseg_robust.errors import ConfigError
+from mmseg_robust.evaluation import SEATestLoop
 from ..conftest import load_tool
 from .bad_input import (LAUNCHER_VARS, QUICK, REPO, Case, check_message,
                         run_tool, save_config, snapshot)

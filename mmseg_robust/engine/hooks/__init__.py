@@ -1,3 +1,8 @@
-from .adv_training_hook import AdvTrainingHook
+"""Deprecated: moved to
+:mod:`mmseg_robust.training.hooks`;
+this path goes in the next release."""
+from mmseg_robust.deprecation import warn_moved_module
+from mmseg_robust.training.hooks import *  # noqa: F401,F403
+from mmseg_robust.training.hooks import __all__  # noqa: F401
 
-__all__ = ['AdvTrainingHook']
+warn_moved_module(__name__, 'mmseg_robust.training.hooks')

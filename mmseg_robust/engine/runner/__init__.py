@@ -1,3 +1,8 @@
-from .sea_test_loop import DEFAULT_EPS, SEATestLoop
+"""Deprecated: moved to
+:mod:`mmseg_robust.evaluation.loops`;
+this path goes in the next release."""
+from mmseg_robust.deprecation import warn_moved_module
+from mmseg_robust.evaluation.loops import *  # noqa: F401,F403
+from mmseg_robust.evaluation.loops import __all__  # noqa: F401
 
-__all__ = ['SEATestLoop', 'DEFAULT_EPS']
+warn_moved_module(__name__, 'mmseg_robust.evaluation.loops')

@@ -6,9 +6,9 @@ import pytest
 import torch
 from mmengine.optim import AmpOptimWrapper
 
-from mmseg_robust.engine.hooks import AdvTrainingHook
 from mmseg_robust.testing import build_tiny_segmentor, fake_batch
-from .test_adv_training_hook import _fake_runner
+from mmseg_robust.training.hooks import AdvTrainingHook
+from ..test_training.test_adv_training_hook import _fake_runner
 
 pytestmark = pytest.mark.cuda
 

@@ -12,9 +12,8 @@ import torch
 from mmengine.config import Config
 
 from mmseg_robust.attacks import SEA, parse_attack, sea_version
-from mmseg_robust.engine import SEATestLoop
 from mmseg_robust.errors import ConfigError
-from mmseg_robust.evaluation import SIZE_BUCKETS, size_buckets
+from mmseg_robust.evaluation import SIZE_BUCKETS, SEATestLoop, size_buckets
 from mmseg_robust.models import AttackBatch
 from ..conftest import interrupt_after, load_tool
 
@@ -550,7 +549,7 @@ def test_l2_evaluation_end_to_end(reference, trained_tiny, tmp_path):
         for name in ('mask_ce', 'apgd:js', 'segpgd'):
             assert metrics[f'sea/{k}/worst/aAcc'] <= \
                 metrics[f'sea/{k}/{name}/aAcc']
-    from mmseg_robust.engine.runner.sea_report import SEAProgress
+    from mmseg_robust.evaluation.loops.sea_report import SEAProgress
     assert 'worst l2 0.5: -' in SEAProgress(['0.5'], 1, 1, norm='l2').line(0)
     # l_inf records do not resume as an l2 run
     _, work = reference

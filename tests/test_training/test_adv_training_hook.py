@@ -10,10 +10,10 @@ from mmengine.logging import MessageHub
 from mmengine.runner import Runner
 
 from mmseg_robust.attacks import apgd
-from mmseg_robust.engine import AdvTrainingHook
 from mmseg_robust.models import AttackBatch
 from mmseg_robust.testing import (build_tiny_segmentor, fake_batch,
                                   make_toy_dataset, tiny_runner_cfg)
+from mmseg_robust.training import AdvTrainingHook
 
 EPS = 8 / 255
 

@@ -184,7 +184,7 @@ def test_non_finite_logits_in_a_check_leave_the_images_unchecked(
     """A check that meets NaN logits (say at 64/255) does not end the
     evaluation: the attack results are kept, the images count as
     unchecked, the log says why."""
-    import mmseg_robust.engine.runner.sea_test_loop as loop
+    import mmseg_robust.evaluation.loops.sea_test_loop as loop
 
     def nan_logits(*args, **kwargs):
         raise FloatingPointError('the model returned NaN or inf logits')

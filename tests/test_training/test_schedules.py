@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mmengine.config import Config
 
-from mmseg_robust.engine.schedules import warmup_poly_schedule
+from mmseg_robust.training.schedules import warmup_poly_schedule
 
 
 @given(
@@ -62,7 +62,7 @@ def test_a_config_calling_it_holds_only_plain_values(tmp_path):
     cfg_file = tmp_path / 'cfg.py'
     cfg_file.write_text(
         "_base_ = ['./base.py']\n"
-        'from mmseg_robust.engine.schedules import warmup_poly_schedule\n'
+        'from mmseg_robust.training.schedules import warmup_poly_schedule\n'
         'train_cfg, param_scheduler = warmup_poly_schedule(3, 1, 10, 4)\n')
     cfg = Config.fromfile(str(cfg_file))
     assert 'warmup_poly_schedule' not in cfg

@@ -1,0 +1,3 @@
+from .adv_training_hook import AdvTrainingHook
+
+__all__ = ['AdvTrainingHook']
