@@ -8,7 +8,6 @@ that stem as an option, so that a segmentation config only swaps
 Its weights are loaded with the ``RobustPretrained`` initialiser
 (:mod:`mmseg_robust.models.initializers`).
 """
-from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch.nn as nn
@@ -188,31 +187,15 @@ class RobustConvNeXt(ConvNeXt):
         if isinstance(cfgs, dict):
             cfgs = [cfgs]
         loading = [c for c in cfgs or [] if _is_loading_init(c)]
-        if not loading or self._is_init:
+        if not loading or self.is_init:
             super().init_weights()
             return
-        # MMEngine's per-parameter init report ('_params_init_info') is
-        # written and dropped at the end of the top-level init_weights; when
-        # this backbone is the top level, keep it alive until after the load
-        top_level = not hasattr(self, '_params_init_info')
-        if top_level:
-            info = defaultdict(dict)
-            for param in self.parameters():
-                info[param]['init_info'] = ('The value is the same before and '
-                                            'after calling `init_weights` of '
-                                            f'{type(self).__name__}')
-                info[param]['tmp_mean_value'] = param.data.mean().cpu()
-            for module in self.modules():
-                module._params_init_info = info
         original = self.init_cfg
         self.init_cfg = [c for c in cfgs if not _is_loading_init(c)] or None
         try:
             super().init_weights()
         finally:
             self.init_cfg = original
-        # super() marked the module initialised; now load on top
+        # super() marked the module initialised; now load on top (inside a
+        # segmentor the loaders also note the load in MMEngine's init log)
         initialize(self, loading)
-        if top_level:
-            self._dump_init_info()
-            for module in self.modules():
-                del module._params_init_info
