@@ -44,8 +44,8 @@ def test_readme_layout_matches_the_tree():
 
 
 def test_architecture_names_every_subpackage():
-    with open(osp.join(ROOT, 'docs', 'architecture.md'),
-              encoding='utf-8') as f:
+    with open(
+            osp.join(ROOT, 'docs', 'architecture.md'), encoding='utf-8') as f:
         text = f.read()
     subpackages = {p for p in _parts() if p.endswith('/')}
     # the deprecated shims of moved code are named in the README only
