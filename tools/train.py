@@ -23,7 +23,7 @@ from mmseg_robust.cli import (add_runner_arguments, check_launcher_env,
                               check_output_dir, config_from_args,
                               debug_requested, parse_runner_args,
                               setup_cpu_distributed, user_errors)
-from mmseg_robust.cli.training import apply_train_options, guard_runner
+from mmseg_robust.cli.training import apply_train_options, train
 from mmseg_robust.compat.checkpoint import trust_checkpoints
 
 # explicitly, before any config is read: the compatibility patches and the
@@ -96,8 +96,9 @@ def run(args: argparse.Namespace) -> None:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
-    guard_runner(runner, ckpt, bool(cfg.get('resume')))
-    runner.train()
+    # runner.train(), a late user error (missing data, a checkpoint that
+    # does not load) as one error line
+    train(runner, ckpt, bool(cfg.get('resume')))
 
 
 if __name__ == '__main__':

@@ -21,7 +21,7 @@ from .checkpoints import checkpoint_file_problem
 from .config import set_amp, set_crop_size, set_data_root, set_test_scale
 from .errors import ToolError
 
-__all__ = ['apply_train_options', 'guard_runner']
+__all__ = ['apply_train_options', 'train', 'LOAD_ERRORS']
 
 
 def apply_train_options(cfg: Config,
@@ -31,7 +31,7 @@ def apply_train_options(cfg: Config,
     before the Runner writes anything to the work dir).
 
     Returns:
-        str or None: That checkpoint, if any (for :func:`guard_runner`).
+        str or None: That checkpoint, if any (for :func:`train`).
 
     Raises:
         ToolError: An option does not fit the config or the machine, or the
@@ -104,71 +104,87 @@ def _checkpoint_to_load(cfg) -> Optional[str]:
     return cfg.get('load_from')
 
 
-def _guard_dataloaders(runner) -> None:
-    """Turn a dataset whose files are missing into a ConfigError (the
-    Runner builds the dataloaders inside ``train()``; a dataset may create
-    its own data_root, so it is not checked up front)."""
-    build_dataloader = runner.build_dataloader
-
-    def guarded(dataloader, *args, **kwargs):
-        try:
-            return build_dataloader(dataloader, *args, **kwargs)
-        except FileNotFoundError as err:
-            dataset = dataloader.get('dataset', {}) \
-                if isinstance(dataloader, dict) else {}
-            kind = dataset.get('type') if isinstance(dataset, dict) else None
-            raise ConfigError(
-                f'a dataset{f" ({kind})" if kind else ""} could not be '
-                f'built: {err}. Check its data_root, data_prefix and '
-                'ann_file (--data-root sets every data_root)') from err
-
-    runner.build_dataloader = guarded
+def _frame_of(err: BaseException, name: str):
+    """The innermost frame of function ``name`` that ``err`` passed through
+    (None if it did not)."""
+    found, tb = None, err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == name:
+            found = tb.tb_frame
+        tb = tb.tb_next
+    return found
 
 
-def _guard_checkpoint_loading(runner, path: str, resume: bool) -> None:
-    """Turn a checkpoint that cannot be loaded into a ConfigError naming
-    it (``Runner.train`` loads it only after building everything else)."""
-    load_or_resume = runner.load_or_resume
-
-    def guarded():
-        try:
-            return load_or_resume()
-        except UnsafeCheckpointError:
-            raise
-        except (pickle.UnpicklingError, EOFError, RuntimeError, OSError,
-                zipfile.BadZipFile, KeyError, ValueError) as err:
-            if resume and isinstance(err, KeyError) and \
-                    err.args == ('meta', ):
-                raise ConfigError(
-                    f'cannot resume from {path}: it holds weights but no '
-                    'training state (meta, optimizer, iteration); to start '
-                    'a training from these weights use --cfg-options '
-                    f'load_from={path} instead of --resume') from err
-            said = (str(err).strip().splitlines() or [''])[0][:300]
-            how = 'resume from' if resume else 'load'
-            raise ConfigError(
-                f'could not {how} checkpoint {path} ({type(err).__name__}: '
-                f'{said}): is it a checkpoint of this config, and '
-                'complete? (--debug shows the traceback)') from err
-
-    runner.load_or_resume = guarded
+def _dataset_problem(err: FileNotFoundError) -> Optional[ConfigError]:
+    """A dataset whose files are missing, as a ConfigError (the Runner
+    builds the dataloaders inside ``train()``; a dataset may create its own
+    data_root, so it is not checked up front)."""
+    frame = _frame_of(err, 'build_dataloader')
+    if frame is None:
+        return None
+    dataloader = frame.f_locals.get('dataloader')
+    dataset = dataloader.get('dataset', {}) \
+        if isinstance(dataloader, dict) else {}
+    kind = dataset.get('type') if isinstance(dataset, dict) else None
+    return ConfigError(f'a dataset{f" ({kind})" if kind else ""} could not '
+                       f'be built: {err}. Check its data_root, data_prefix '
+                       'and ann_file (--data-root sets every data_root)')
 
 
-def guard_runner(runner, checkpoint: Optional[str], resume: bool) -> None:
-    """Make the Runner's late user errors one ``error:`` line each.
+#: What loading a checkpoint that is not one of this config raises.
+LOAD_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError, OSError,
+               zipfile.BadZipFile, KeyError, ValueError)
+
+
+def _checkpoint_problem(err: Exception, path: str,
+                        resume: bool) -> Optional[ConfigError]:
+    """A checkpoint that cannot be loaded or resumed from, as a
+    ConfigError naming it (``Runner.train`` loads it only after building
+    everything else)."""
+    if _frame_of(err, 'load_or_resume') is None:
+        return None
+    if resume and isinstance(err, KeyError) and err.args == ('meta', ):
+        return ConfigError(
+            f'cannot resume from {path}: it holds weights but no '
+            'training state (meta, optimizer, iteration); to start '
+            'a training from these weights use --cfg-options '
+            f'load_from={path} instead of --resume')
+    said = (str(err).strip().splitlines() or [''])[0][:300]
+    how = 'resume from' if resume else 'load'
+    return ConfigError(
+        f'could not {how} checkpoint {path} ({type(err).__name__}: '
+        f'{said}): is it a checkpoint of this config, and '
+        'complete? (--debug shows the traceback)')
+
+
+def train(runner, checkpoint: Optional[str], resume: bool) -> None:
+    """``runner.train()``, its late user errors made one ``error:`` line
+    each.
 
     ``Runner.train`` builds the dataloaders and loads the checkpoint only
-    after everything else, so their failures cannot be checked up front:
-    this wraps those two methods *of this Runner instance* (nothing else
-    changes) so that a dataset whose files are missing, or a checkpoint
-    that cannot be loaded or resumed from, raises a ConfigError naming it.
+    after everything else, so their failures cannot be checked up front: a
+    dataset whose files are missing (a ``FileNotFoundError`` raised inside
+    ``build_dataloader``), or a checkpoint that cannot be loaded or resumed
+    from (raised inside ``load_or_resume``), becomes a ConfigError naming
+    it. The Runner itself is not changed; every other exception passes
+    through as it is.
 
     Args:
-        runner (Runner): The tool's own Runner, before ``train()``.
+        runner (Runner): The tool's Runner.
         checkpoint (str, optional): What it loads or resumes from
             (:func:`apply_train_options`).
         resume (bool): Whether it resumes.
     """
-    _guard_dataloaders(runner)
-    if checkpoint:
-        _guard_checkpoint_loading(runner, checkpoint, resume)
+    try:
+        runner.train()
+    except UnsafeCheckpointError:
+        raise
+    except LOAD_ERRORS as err:
+        problem = None
+        if isinstance(err, FileNotFoundError):
+            problem = _dataset_problem(err)
+        if problem is None and checkpoint:
+            problem = _checkpoint_problem(err, checkpoint, resume)
+        if problem is None:
+            raise
+        raise problem from err
