@@ -582,7 +582,11 @@ def test_cli_reads_eps_in_the_configs_norm():
     ``--norm linf`` switches to l_inf (its --eps in units of 1/255), and
     switching the norm without new radii is refused."""
     import runpy
+
+    from mmseg_robust.cli import ToolError
+    from mmseg_robust.cli.sea import sea_options
     tool = runpy.run_path(str(REPO / 'tools' / 'test.py'), run_name='tool_m')
+    tool.update(sea_options=sea_options, ToolError=ToolError)  # their home
     l2_cfg = dict(type='SEATestLoop', norm='l2', eps=[0.5, 1.0])
 
     def options(*argv, config=l2_cfg):
