@@ -23,7 +23,7 @@ import sys
 from typing import List, Optional
 
 import torch
-from mmengine.runner.checkpoint import _load_checkpoint
+from mmengine.runner import CheckpointLoader
 
 import mmseg_robust
 from mmseg_robust.converters import PIRATConversion, convert_pir_at
@@ -112,7 +112,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(f'error: source checkpoint {args.src!r} does not exist')
     if args.config is not None and not osp.isfile(args.config):
         sys.exit(f'error: config file {args.config!r} does not exist')
-    checkpoint = _load_checkpoint(args.src, map_location='cpu')
+    checkpoint = CheckpointLoader.load_checkpoint(args.src, map_location='cpu')
     try:
         conv = convert_pir_at(checkpoint)
     except (ValueError, TypeError) as err:

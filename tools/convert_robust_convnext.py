@@ -21,7 +21,7 @@ import sys
 from typing import List, Optional
 
 import torch
-from mmengine.runner.checkpoint import _load_checkpoint
+from mmengine.runner import CheckpointLoader
 
 import mmseg_robust
 from mmseg_robust.converters import convert_robust_convnext
@@ -61,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     is_url = '://' in args.src
     if not is_url and not osp.isfile(args.src):
         sys.exit(f'error: source checkpoint {args.src!r} does not exist')
-    checkpoint = _load_checkpoint(args.src, map_location='cpu')
+    checkpoint = CheckpointLoader.load_checkpoint(args.src, map_location='cpu')
     try:
         conv = convert_robust_convnext(
             checkpoint, prefix=args.src_prefix, return_info=True)

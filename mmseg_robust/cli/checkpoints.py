@@ -74,12 +74,12 @@ def read_checkpoint(path: str) -> dict:
             no state dict.
         UnsafeCheckpointError: Safe loading refused it (not trusted).
     """
-    from mmengine.runner.checkpoint import _load_checkpoint
+    from mmengine.runner import CheckpointLoader
     problem = checkpoint_file_problem(path)
     if problem:
         raise ConfigError(problem)
     try:
-        ckpt = _load_checkpoint(path, map_location='cpu')
+        ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
     except UnsafeCheckpointError:
         raise
     except (pickle.UnpicklingError, EOFError, RuntimeError, OSError,
@@ -117,12 +117,12 @@ def checkpoint_mismatch(model: torch.nn.Module,
         str or None: The mismatch, for an ``error:`` message.
     """
     from mmengine.model import BaseTTAModel, is_model_wrapper
-    from mmengine.runner.checkpoint import _load_checkpoint
+    from mmengine.runner import CheckpointLoader
     if is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
     if isinstance(checkpoint, str):
         label = name or checkpoint
-        ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+        ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
     else:
         label = name or 'the checkpoint'
         ckpt = checkpoint

@@ -14,7 +14,7 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model.weight_init import update_init_info
 from mmengine.registry import WEIGHT_INITIALIZERS
-from mmengine.runner.checkpoint import _load_checkpoint
+from mmengine.runner import CheckpointLoader
 
 from mmseg_robust.converters.robust_convnext import convert_robust_convnext
 from mmseg_robust.converters.state_dicts import count_keys, format_keys
@@ -91,7 +91,7 @@ class RobustPretrained:
         """Load the checkpoint into ``module``."""
         name = type(module).__name__
         try:
-            ckpt = _load_checkpoint(
+            ckpt = CheckpointLoader.load_checkpoint(
                 self.checkpoint, map_location=self.map_location)
         except FileNotFoundError as err:
             raise FileNotFoundError(
