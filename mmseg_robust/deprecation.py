@@ -46,7 +46,14 @@ def moved_names(package: str, names: Dict[str, str], modules=()) -> Callable:
             _warn(f'{package}.{name}', f'{new}.{name}', stacklevel=2)
             return getattr(importlib.import_module(new), name)
         if name in modules:
-            return importlib.import_module(f'{package}.{name}')
+            # the shim's warning names the code that asked for the module
+            # here, not importlib (whose frames the default filters hide)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter('always')
+                module = importlib.import_module(f'{package}.{name}')
+            for warning in caught:
+                warnings.warn(warning.message, warning.category, stacklevel=2)
+            return module
         raise AttributeError(f'module {package!r} has no attribute {name!r}')
 
     return __getattr__

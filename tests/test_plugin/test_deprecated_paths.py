@@ -37,6 +37,9 @@ MOVED_NAMES = [
     ('engine', 'AdvTrainingHook', TRAINING),
 ]
 
+LOOP_MODULES = ('sea_test_loop', 'sea_batch', 'sea_book', 'sea_checks',
+                'sea_options', 'sea_report', 'sea_trust')
+
 # old module -> new module (the old one is a shim that re-exports it)
 MOVED_MODULES = {
     'mmseg_robust.attacks.worst_miou': METRICS,
@@ -45,8 +48,10 @@ MOVED_MODULES = {
     'mmseg_robust.models.attack_adapter': f'{ADAPTER}.attack_model',
     'mmseg_robust.models.surrogate': f'{ADAPTER}.surrogate',
     'mmseg_robust.engine.runner': f'{EVALUATION}.loops',
-    'mmseg_robust.engine.runner.sea_test_loop':
-    f'{EVALUATION}.loops.sea_test_loop',
+    **{
+        f'mmseg_robust.engine.runner.{name}': f'{EVALUATION}.loops.{name}'
+        for name in LOOP_MODULES
+    },
     'mmseg_robust.engine.hooks': f'{TRAINING}.hooks',
     'mmseg_robust.engine.hooks.adv_training_hook':
     f'{TRAINING}.hooks.adv_training_hook',
@@ -119,3 +124,33 @@ def test_light_homes_import_no_openmmlab():
                      if m.split('.')[0] in {HEAVY!r}))
         """))
     assert out.strip() == '[]', f'heavy modules imported: {out}'
+
+
+def test_old_submodule_served_as_attribute_warns_at_the_caller(monkeypatch):
+    """``from mmseg_robust.engine import runner``: the warning points at the
+    line that asked, not at importlib (whose frames are hidden)."""
+    import mmseg_robust.engine as engine
+    monkeypatch.delitem(
+        sys.modules, 'mmseg_robust.engine.runner', raising=False)
+    monkeypatch.delattr(engine, 'runner', raising=False)
+    with pytest.warns(DeprecationWarning, match='evaluation.loops') as record:
+        module = engine.runner
+    assert module.SEATestLoop is importlib.import_module(
+        f'{EVALUATION}.loops').SEATestLoop
+    assert {w.filename for w in record} == {__file__}
+
+
+def test_importing_the_old_engine_package_registers_and_warns():
+    out = _finish(
+        _start("""
+        import warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            import mmseg_robust.engine
+        from mmseg.registry import HOOKS, LOOPS
+        print(LOOPS.get('SEATestLoop') is not None,
+              HOOKS.get('AdvTrainingHook') is not None,
+              any('mmseg_robust.training' in str(w.message)
+                  and w.category is DeprecationWarning for w in caught))
+        """))
+    assert out.strip().splitlines()[-1] == 'True True True'

@@ -79,13 +79,14 @@ ORDERS = {
     'mmseg then mmseg_robust': 'import mmseg\nimport mmseg_robust',
     'evaluation first': 'from mmseg_robust.evaluation import SEAMetric',
     'training first': 'from mmseg_robust.training import AdvTrainingHook',
+    'deprecated engine first': 'import mmseg_robust.engine',
     'models first': 'from mmseg_robust.models import SegmentorAttackModel',
     'lazy attribute':
     'import mmseg_robust\nmmseg_robust.models.RobustConvNeXt',
 }
 
 
-@pytest.mark.slow  # six fresh MMSeg imports: ~1 min on 2 busy cores
+@pytest.mark.slow  # eight fresh MMSeg imports: ~1 min on 2 busy cores
 def test_registration_whatever_the_import_order():
     # started together: each is a few seconds of importing
     procs = {

@@ -1,0 +1,8 @@
+"""Deprecated: moved to
+:mod:`mmseg_robust.evaluation.loops.sea_trust`;
+this path goes in the next release."""
+from mmseg_robust.deprecation import warn_moved_module
+from mmseg_robust.evaluation.loops.sea_trust import *  # noqa: F401,F403
+from mmseg_robust.evaluation.loops.sea_trust import __all__  # noqa: F401
+
+warn_moved_module(__name__, 'mmseg_robust.evaluation.loops.sea_trust')
