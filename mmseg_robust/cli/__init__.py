@@ -17,8 +17,8 @@ Import from here (``from mmseg_robust.cli import X``); the modules are
   distributed runs;
 * :mod:`.arguments`: the options the tools share and ``--eps``;
 * :mod:`.sea` and :mod:`.training`: what ``tools/test.py --eval sea`` and
-  ``tools/train.py`` add to MMSeg's tools (import them from there: they
-  import the MMSeg side).
+  ``tools/train.py`` add to MMSeg's tools (import them from there; ``.sea``
+  imports the MMSeg side).
 """
 from mmseg_robust.errors import ConfigError
 from .arguments import add_runner_arguments, eps_from_cli, parse_runner_args

@@ -586,17 +586,16 @@ def test_cli_reads_eps_in_the_configs_norm():
     from mmseg_robust.cli import ToolError
     from mmseg_robust.cli.sea import sea_options
     tool = runpy.run_path(str(REPO / 'tools' / 'test.py'), run_name='tool_m')
-    tool.update(sea_options=sea_options, ToolError=ToolError)  # their home
     l2_cfg = dict(type='SEATestLoop', norm='l2', eps=[0.5, 1.0])
 
     def options(*argv, config=l2_cfg):
         args = tool['parse_args'](['c.py', 'k.pth', '--eval', 'sea', *argv])
-        return tool['sea_options'](args, '/tmp', config)
+        return sea_options(args, '/tmp', config)
 
     assert options('--eps', '1', '2')['eps'] == [1.0, 2.0]
     assert 'eps' not in options()  # the config's own l2 radii stay
     linf = options('--norm', 'linf', '--eps', '4', '8')
     assert linf['norm'] == 'linf' and linf['eps'] == [4 / 255, 8 / 255]
-    with pytest.raises(tool['ToolError'], match='give --eps in the new'):
+    with pytest.raises(ToolError, match='give --eps in the new'):
         options('--norm', 'linf')
     assert options('--eps', '4', config={})['eps'] == [4 / 255]

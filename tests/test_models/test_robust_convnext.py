@@ -368,6 +368,30 @@ def test_loader_runs_after_other_initialisers(timm_ckpts):
     assert not any(hasattr(m, '_params_init_info') for m in model.modules())
 
 
+def test_log_says_the_loaders_ran_last(timm_ckpts, monkeypatch):
+    """MMEngine prints a standalone backbone's init report before the load:
+    the backbone says that the loaded tensors are what it ends with."""
+    from mmseg_robust.models.backbones import robust_convnext
+    messages = []
+    monkeypatch.setattr(robust_convnext, 'print_log',
+                        lambda msg, **kw: messages.append(msg))
+    load_backbone(
+        timm_ckpts['patch'],
+        init_cfg=[
+            dict(type='TruncNormal', layer=['Conv2d', 'Linear'], std=.02),
+            dict(type='RobustPretrained', checkpoint=timm_ckpts['patch'])
+        ])
+    (msg, ) = messages
+    assert msg.startswith('RobustConvNeXt: the checkpoint loaders '
+                          '(RobustPretrained) ran after the other')
+    # nothing to say without a loader
+    messages.clear()
+    RobustConvNeXt(
+        arch=copy.deepcopy(ARCH),
+        init_cfg=dict(type='TruncNormal', layer='Conv2d')).init_weights()
+    assert messages == []
+
+
 def test_weights_survive_segmentor_init_weights(timm_ckpts):
     init_default_scope('mmseg')
     norm_cfg = dict(type='BN', requires_grad=True)

@@ -11,6 +11,7 @@ Its weights are loaded with the ``RobustPretrained`` initialiser
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch.nn as nn
+from mmengine.logging import print_log
 from mmengine.model.weight_init import initialize
 from mmpretrain.models.backbones import ConvNeXt
 from mmpretrain.models.utils import build_norm_layer
@@ -56,14 +57,22 @@ class ConvStem(nn.Sequential):
         )
 
 
+def _init_type_name(cfg: dict) -> str:
+    """The initialiser's name of an init_cfg entry, without a scope
+    ('mmengine.RobustPretrained' -> 'RobustPretrained')."""
+    kind = cfg.get('type')
+    if isinstance(kind, str):
+        return kind.split('.')[-1]
+    return getattr(kind, '__name__', '')
+
+
 def _is_loading_init(cfg: dict) -> bool:
     """Whether an init_cfg entry loads a checkpoint."""
     kind = cfg.get('type')
     if isinstance(kind, str):
         # accept scoped names such as 'mmengine.RobustPretrained'
-        return kind.split('.')[-1] in _LOADING_INITS
-    return getattr(kind, '__name__',
-                   '') in ('RobustPretrained', 'PretrainedInit')
+        return _init_type_name(cfg) in _LOADING_INITS
+    return _init_type_name(cfg) in ('RobustPretrained', 'PretrainedInit')
 
 
 @MODELS.register_module()
@@ -199,3 +208,12 @@ class RobustConvNeXt(ConvNeXt):
         # super() marked the module initialised; now load on top (inside a
         # segmentor the loaders also note the load in MMEngine's init log)
         initialize(self, loading)
+        # a backbone initialised on its own had MMEngine's init report
+        # printed inside super().init_weights(), before the load
+        print_log(
+            f'{type(self).__name__}: the checkpoint loaders '
+            f'({", ".join(_init_type_name(c) for c in loading)}) ran after '
+            'the other initialisers: the tensors they loaded are final '
+            '(an init report printed above this line lists what ran before '
+            'them)',
+            logger='current')
