@@ -35,7 +35,7 @@ from mmseg_robust.adapter.surrogate import load_surrogate
 from mmseg_robust.cli import (ToolError, add_runner_arguments,
                               checkpoint_mismatch, config_from_args,
                               debug_requested, parse_runner_args,
-                              read_checkpoint, set_test_scale,
+                              read_checkpoint, run_tool, set_test_scale,
                               setup_cpu_distributed, user_errors)
 from mmseg_robust.cli.sea import (add_sea_arguments, check_output_dirs,
                                   check_test_config, configure_sea)
@@ -154,4 +154,6 @@ def run(args: argparse.Namespace) -> dict:
 
 
 if __name__ == '__main__':
-    main()
+    # a distributed run ends without the interpreter's shutdown
+    # (cli.launch.run_tool says why)
+    run_tool(main)

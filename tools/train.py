@@ -21,7 +21,7 @@ from mmseg.registry import RUNNERS
 import mmseg_robust
 from mmseg_robust.cli import (add_runner_arguments, check_launcher_env,
                               check_output_dir, config_from_args,
-                              debug_requested, parse_runner_args,
+                              debug_requested, parse_runner_args, run_tool,
                               setup_cpu_distributed, user_errors)
 from mmseg_robust.cli.training import apply_train_options, train
 from mmseg_robust.compat.checkpoint import trust_checkpoints
@@ -102,4 +102,6 @@ def run(args: argparse.Namespace) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    # a distributed run ends without the interpreter's shutdown
+    # (cli.launch.run_tool says why)
+    run_tool(main)

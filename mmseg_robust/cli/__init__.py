@@ -14,7 +14,7 @@ Import from here (``from mmseg_robust.cli import X``); the modules are
   options;
 * :mod:`.checkpoints`: checking, reading and matching checkpoint files;
 * :mod:`.launch`: the launcher environment, the output directory, CPU-only
-  distributed runs;
+  distributed runs, and how a tool's process ends (:func:`run_tool`);
 * :mod:`.arguments`: the options the tools share and ``--eps``;
 * :mod:`.sea` and :mod:`.training`: what ``tools/test.py --eval sea`` and
   ``tools/train.py`` add to MMSeg's tools (import them from there; ``.sea``
@@ -30,7 +30,8 @@ from .config import (  # noqa: F401 (config_from_args: public, as before)
 from .errors import (DEBUG_ENV, USER_ERRORS, ToolError, debug_requested,
                      user_errors)
 from .launch import (  # noqa: F401 (LAUNCHER_ENV: public, as before)
-    LAUNCHER_ENV, check_launcher_env, check_output_dir, setup_cpu_distributed)
+    LAUNCHER_ENV, check_launcher_env, check_output_dir, run_tool,
+    setup_cpu_distributed)
 
 __all__ = [
     'load_config', 'set_work_dir', 'checkpoint_mismatch', 'eps_from_cli',
@@ -38,5 +39,6 @@ __all__ = [
     'set_test_scale', 'set_data_root', 'AMP_ONLY_KEYS', 'ConfigError',
     'USER_ERRORS', 'DEBUG_ENV', 'debug_requested', 'user_errors',
     'checkpoint_file_problem', 'read_checkpoint', 'check_output_dir',
-    'check_launcher_env', 'add_runner_arguments', 'parse_runner_args'
+    'check_launcher_env', 'add_runner_arguments', 'parse_runner_args',
+    'run_tool'
 ]
