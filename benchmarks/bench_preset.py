@@ -5,7 +5,7 @@
     python benchmarks/bench_preset.py search [--size 4] [--models ...]
         [--candidates ...]
     python benchmarks/bench_preset.py check --preset NAME ... [--models ...]
-        [--name NAME]
+        [--name NAME] [--preset-n-iter N]
 
 ``run`` attacks every image of the strength models (``bench_strength.load``;
 also the held-out ``texture_heldout_clean`` / ``texture_heldout_at``) with
@@ -31,8 +31,13 @@ over seeds of ensemble - comparator in aAcc, and the worst margin (largest
 mean - SE). ``check`` prints that for one preset, and how far its worst
 case is above the per-image worst case over everything measured in the
 cell (all members at all seeds); a restart ``NAME#K`` in a preset is that
-member at another seed. Results: ``benchmarks/results/bench_preset.json``
-(keyed by ``--name``).
+member at another seed; with ``--preset-n-iter N`` the preset's members are
+their runs of N iterations (``run --n-iter N --members ...`` first; SEA-T1
+at ``--n-iter 100`` is SEA-R1's members at 250), scored against the
+comparators and the union at ``--n-iter``. The union gap is given in aAcc
+and in mIoU (the union's images are the runs with the fewest correct
+pixels). Results: ``benchmarks/results/bench_preset.json`` (keyed by
+``--name``).
 """
 import argparse
 import itertools
@@ -77,15 +82,27 @@ def parse_args(argv=None):
         nargs='+',
         help='search: the members ensembles are made of (default: all '
         '--members; the comparators always use all)')
+    p.add_argument(
+        '--preset-n-iter',
+        type=int,
+        help='check: iterations of the preset\'s own runs (default '
+        '--n-iter; SEA-T1 at --n-iter 100: 250), read from that cache; '
+        'the comparators and the union stay at --n-iter')
     p.add_argument('--cache', default=CACHE)
     p.add_argument('--out', default=osp.join(HERE, 'results'))
     return p.parse_args(argv)
 
 
-def _path(args, model, seed, eps, member):
+def _path(args, model, seed, eps, member, n_iter=None):
     safe = member.replace(':', '-')
-    return osp.join(args.cache, f'n{args.n_iter}', model,
+    return osp.join(args.cache, f'n{n_iter or args.n_iter}', model,
                     f'seed{seed}_eps{eps:g}_{safe}.pt')
+
+
+def _longer(member, n_iter):
+    """The name of ``member``'s runs at ``n_iter`` iterations inside a cell
+    of shorter ones (``check --preset-n-iter``)."""
+    return f'{member}/n{n_iter}'
 
 
 def areas(pred, y, num_classes):
@@ -146,20 +163,24 @@ def run(args):
                         flush=True)
 
 
-def _load_cells(args, members):
+def _load_cells(args, members, longer=()):
     """``cells[(model, eps)][seed] = Cell`` for every cell and seed where
-    all ``members`` are cached."""
+    all ``members`` are cached, and the runs ``longer`` (``(member,
+    n_iter)``) as members named :func:`_longer`."""
     cells = {}
+    wanted = [(m, m, None) for m in members] + [
+        (_longer(m, n), m, n) for m, n in longer
+    ]
     for name in args.models:
         for eps in args.eps:
             per_seed = {}
             for seed in args.seeds:
                 recs = {}
-                for m in members:
-                    path = _path(args, name, seed, eps, m)
+                for key, m, n in wanted:
+                    path = _path(args, name, seed, eps, m, n)
                     if osp.isfile(path):
-                        recs[m] = torch.load(path, weights_only=True)
-                if len(recs) == len(members):
+                        recs[key] = torch.load(path, weights_only=True)
+                if len(recs) == len(wanted):
                     per_seed[seed] = Cell(recs)
             if per_seed:
                 cells[(name, eps)] = per_seed
@@ -257,20 +278,31 @@ def search(args):
 
 
 def check(args):
-    first = tuple(m for m, k in _runs(args.preset) if k == 0)
+    preset = tuple(args.preset)
+    first = tuple(m for m, k in _runs(preset) if k == 0)
     members = sorted(set(args.members) | set(first))
-    cells = _load_cells(args, members)
+    longer = ()
+    n = args.preset_n_iter
+    if n and n != args.n_iter:
+        # the preset's runs are longer ones, beside the others' at --n-iter
+        longer = tuple((m, n) for m in first)
+        first = tuple(_longer(m, n) for m in first)
+        preset = tuple(
+            _longer(m, n) + (f'#{k + 1}' if k else '')
+            for m, k in _runs(preset))
+    cells = _load_cells(args, members, longer)
     comps = comparators(members)
     out = {}
     for metric in ('aAcc', 'mIoU'):
         # against the comparators: the preset's first starts (a preset
         # with restarts is scored here without them)
         out[metric] = margins(cells, first, comps, metric)
-    # the union over everything measured: every member asked for and the
-    # preset's own (a cell where the preset's restarts need more seeds than
-    # were measured is left out)
-    everything = sorted(set(args.members) | set(first))
-    out['union'] = union_gap(_load_cells(args, everything), tuple(args.preset))
+    # the union over everything measured at --n-iter: every member asked
+    # for and the preset's own (a cell where the preset's restarts need
+    # more seeds than were measured is left out)
+    everything = sorted(set(args.members) | set(_runs_members(args.preset)))
+    out['union'] = union_gap(
+        _load_cells(args, everything, longer), preset, base=everything)
     for key, row in out['aAcc'].items():
         worst = max(
             row['comparators'].items(),
@@ -278,7 +310,8 @@ def check(args):
         gap = out['union'].get(key)
         union = 'too few seeds for the union' if gap is None else (
             f'above the union of {gap["n_runs"]} runs by '
-            f'{gap["mean_gap"]:.2f} (max {gap["max_gap"]:.2f})')
+            f'{gap["mean_gap"]:.2f} (max {gap["max_gap"]:.2f}) aAcc, '
+            f'{gap["mean_gap_mIoU"]:.2f} (max {gap["max_gap_mIoU"]:.2f}) mIoU')
         print(f'{key:>28}: {args.name} {row["ensemble"]:.2f} aAcc; '
               f'closest comparator {worst[0]} '
               f'{worst[1]["mean"]:+.3f} +- {worst[1]["se"]:.3f}; {union}')
@@ -295,16 +328,40 @@ def _runs(ensemble):
     return out
 
 
-def union_gap(cells, ensemble) -> dict:
-    """Per cell: aAcc of ``ensemble`` minus the per-image worst case over
-    everything measured in the cell (every member at every seed: all
-    members, both schedules, both published versions, several restarts).
+def _runs_members(ensemble):
+    return [m for m, _ in _runs(ensemble)]
+
+
+def _worst_case(runs):
+    """aAcc and mIoU (%) of the per-image worst case over ``runs``, a list
+    of ``(cell, member)``: per image the run with the fewest correct pixels
+    (the first on ties, as in SEA), its areas entering mIoU."""
+    correct = torch.stack([c.correct[c.members[m]] for c, m in runs])
+    pick = correct.argmin(0)  # (B,)
+    b = torch.arange(correct.shape[1])
+    inter = torch.stack([c.inter[c.members[m]] for c, m in runs])[pick, b]
+    pred = torch.stack([c.pred_area[c.members[m]] for c, m in runs])[pick, b]
+    label = runs[0][0].label_area
+    union = pred.sum(0) + label.sum(0) - inter.sum(0)
+    present = union > 0
+    return dict(
+        aAcc=100 * float(correct.amin(0).double().sum() / label.sum()),
+        mIoU=100 * float((inter.sum(0)[present] / union[present]).mean()))
+
+
+def union_gap(cells, ensemble, base=None) -> dict:
+    """Per cell: aAcc and mIoU of ``ensemble`` minus those of the per-image
+    worst case over everything measured in the cell (every member at every
+    seed: all members, both schedules, both published versions, several
+    restarts).
 
     A restart ``NAME#K`` in ``ensemble`` is member NAME from another random
     start: a measured seed's run of NAME (that member with other per-image
     starts). The ensemble is scored on every ordered choice of distinct
-    seeds for its starts; ``mean_gap`` and ``max_gap`` are over those
-    choices."""
+    seeds for its starts; ``mean_gap`` and ``max_gap`` (aAcc) and
+    ``mean_gap_mIoU`` / ``max_gap_mIoU`` are over those choices. ``base``:
+    the members the union is taken over (default: all of the cell's; the
+    preset's longer runs are not in it)."""
     runs = _runs(ensemble)
     n_starts = 1 + max(k for _, k in runs)
     table = {}
@@ -312,21 +369,22 @@ def union_gap(cells, ensemble) -> dict:
         seeds = list(per_seed.values())
         if len(seeds) < n_starts:
             continue
-        everything = torch.stack([c.correct for c in seeds]).amin((0, 1))
-        total = float(seeds[0].label_area.sum())
-        union = 100 * float(everything.double().sum()) / total
-        gaps = []
+        members = list(base or seeds[0].members)
+        union = _worst_case([(c, m) for c in seeds for m in members])
+        gaps = {'aAcc': [], 'mIoU': []}
         for group in itertools.permutations(seeds, n_starts):
-            worst = torch.stack([
-                group[k].correct[group[k].members[m]] for m, k in runs
-            ]).amin(0)
-            gaps.append(100 * float(worst.double().sum()) / total - union)
+            worst = _worst_case([(group[k], m) for m, k in runs])
+            for metric, values in gaps.items():
+                values.append(worst[metric] - union[metric])
         table[f'{name} {eps:g}'] = dict(
-            union=union,
-            mean_gap=statistics.mean(gaps),
-            max_gap=max(gaps),
+            union=union['aAcc'],
+            union_mIoU=union['mIoU'],
+            mean_gap=statistics.mean(gaps['aAcc']),
+            max_gap=max(gaps['aAcc']),
+            mean_gap_mIoU=statistics.mean(gaps['mIoU']),
+            max_gap_mIoU=max(gaps['mIoU']),
             n_seeds=len(seeds),
-            n_runs=len(seeds) * len(seeds[0].members))
+            n_runs=len(seeds) * len(members))
     return table
 
 

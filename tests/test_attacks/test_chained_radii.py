@@ -120,9 +120,10 @@ def test_versions():
 
 
 def test_presets():
-    """SEA-R1 is the default and costs what SEA-2023 costs; SEA-T1 at most
-    2.5 times that; both mix the two schedules and have names and aliases
-    (docs/attacks.md, "Versions and presets")."""
+    """SEA-R1 is the default and costs what SEA-2023 costs; SEA-T1 is
+    SEA-R1's members at 2.5 times the iterations; both mix the two
+    schedules and have names and aliases (docs/attacks.md, "Versions and
+    presets")."""
     net = PixelNet()
     default = SEA(net, 4 / 255)
     assert default.version == 'SEA-R1' == sea_version(None).name
@@ -133,22 +134,52 @@ def test_presets():
     for alias in ('thorough', 'T1', 'SEA-T1'):
         assert sea_version(alias) is SEA_VERSIONS['T1']
     paper = sea_version('2023')
-    passes = {k: len(v.attacks) * v.n_iter for k, v in SEA_VERSIONS.items()}
-    assert passes['R1'] == passes['2023']
-    assert passes['T1'] <= 2.5 * passes['2023']
+    passes = {
+        k: len(v.attacks) * v.iterations()
+        for k, v in SEA_VERSIONS.items()
+    }
+    assert passes['R1'] == passes['2023'] == 1200
+    assert passes['T1'] == 2.5 * passes['2023'] == 3000
     for key in ('R1', 'T1'):
         specs = [parse_attack(a) for a in SEA_VERSIONS[key].attacks]
         assert {s.method for s in specs} == {'red_eps', 'apgd'}, key
-        # each attack (and each restart of it) once
+        # each attack once
         assert len({(s.method, s.loss, s.restart)
                     for s in specs}) == len(specs)
-    thorough = SEA(net, 4 / 255, version='thorough', n_iter=6)
+    thorough = SEA(net, 4 / 255, version='thorough')
     assert thorough.version == 'SEA-T1'
-    # the thorough preset restarts its members from second random starts
-    assert {a.restart for a in thorough.attacks} == {0, 2}
-    assert thorough.describe().startswith('SEA-T1, 6 it./attack: ')
+    assert thorough.names == list(RECOMMENDED_ATTACKS)
+    assert thorough.n_iter == 750
+    assert thorough.describe().startswith('SEA-T1, 750 it./attack: ')
+    # --n-iter N asks for SEA-T1 at SEA-2023's N: 2.5 N per attack, rounded
+    # half up (red-eps APGD needs 3, which n_iter=1 still gives)
+    for asked, runs in ((100, 250), (6, 15), (3, 8), (1, 3)):
+        assert SEA(net, 4 / 255, version='T1', n_iter=asked).n_iter == runs
+    # the factor is only the thorough preset's
+    for key in ('R1', '2023', '2024'):
+        assert SEA(net, 4 / 255, version=key, n_iter=7).n_iter == 7
+    assert SEA(net, 4 / 255, attacks=['mask_ce'], n_iter=7).n_iter == 7
+    with pytest.raises(ValueError, match='n_iter must be an integer'):
+        SEA(net, 4 / 255, version='T1', n_iter=0)
     # the published versions stay as published
     assert paper.attacks == ('mask_ce', 'bal_ce', 'js', 'mask_sph')
+
+
+def test_thorough_runs_the_recommended_attacks_longer(net):
+    """SEA-T1 at ``n_iter=4`` is SEA-R1's attacks at 10 iterations each:
+    the same images, predictions and counts; only the name differs."""
+    x, y = toy_batch(B=2, seed=7, model=net)
+    thorough = SEA(net, 8 / 255, version='thorough', n_iter=4).run(
+        x, y, seed=[3, 4])
+    longer = SEA(
+        net, 8 / 255, attacks=list(RECOMMENDED_ATTACKS), n_iter=10).run(
+            x, y, seed=[3, 4])
+    assert torch.equal(thorough.x_adv, longer.x_adv)
+    assert torch.equal(thorough.pred, longer.pred)
+    assert torch.equal(thorough.correct, longer.correct)
+    assert list(thorough.attacks) == list(RECOMMENDED_ATTACKS)
+    for name, run in thorough.attacks.items():
+        assert run.n_evals == longer.attacks[name].n_evals
 
 
 def test_sea_2024_uses_the_class_weights(net):

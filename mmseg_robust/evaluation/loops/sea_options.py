@@ -25,7 +25,7 @@ class SEAOptions:
             with ``norm='l2'`` l_2 norms of the perturbation of the [0, 1]
             image (``0.5``...).
         n_iter (int, optional): Iterations per attack (default: the
-            version's, 300 as in the paper).
+            version's, 300 as in the paper; SEA-T1 runs 2.5 x this).
         attacks (Sequence[str], optional): Attack names (see
             :func:`~mmseg_robust.attacks.parse_attack`) instead of an SEA
             version.
