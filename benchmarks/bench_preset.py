@@ -168,9 +168,8 @@ def _load_cells(args, members, longer=()):
     all ``members`` are cached, and the runs ``longer`` (``(member,
     n_iter)``) as members named :func:`_longer`."""
     cells = {}
-    wanted = [(m, m, None) for m in members] + [
-        (_longer(m, n), m, n) for m, n in longer
-    ]
+    wanted = [(m, m, None) for m in members] + [(_longer(m, n), m, n)
+                                                for m, n in longer]
     for name in args.models:
         for eps in args.eps:
             per_seed = {}

@@ -773,10 +773,11 @@ class SEA:
             ``'segpgd'``, ``'apgd:ce'``, ``'mask_ce@mask_ce'``).
         version (str, optional): ``'recommended'`` (SEA-R1, the
             default), ``'thorough'`` (SEA-T1: SEA-R1's members at 2.5 x
-            the iterations, for final numbers), ``'2023'`` (the paper's four losses, for comparison
-            with published numbers) or ``'2024'`` (``mask_ce_bal``,
-            ``mask_ce``, ``js``); see :data:`SEA_VERSIONS`. Not combined
-            with ``attacks`` / ``losses``.
+            the iterations, for final numbers), ``'2023'`` (the paper's
+            four losses, for comparison with published numbers) or
+            ``'2024'`` (``mask_ce_bal``, ``mask_ce``, ``js``); see
+            :data:`SEA_VERSIONS`. Not combined with ``attacks`` /
+            ``losses``.
         class_weights (Tensor, optional): ``(K,)`` class weights of
             ``mask_ce_bal`` (SEA-2024: inverse training-label frequencies,
             see :func:`~.losses.class_weights_from_counts`); ``None`` weighs

@@ -51,9 +51,10 @@ def add_sea_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help='SEA version: recommended (SEA-R1, the default: the strongest '
         'at SEA-2023\'s cost), thorough (SEA-T1: SEA-R1\'s attacks at '
-        '2.5x the iterations, for final numbers), 2023 (the paper: mask_ce, bal_ce, js, mask_sph) '
-        'or 2024 (ECCV\'24: mask_ce_bal, mask_ce, js); the published '
-        'versions keep their protocols exactly (docs/attacks.md)')
+        '2.5x the iterations, for final numbers), 2023 (the paper: '
+        'mask_ce, bal_ce, js, mask_sph) or 2024 (ECCV\'24: mask_ce_bal, '
+        'mask_ce, js); the published versions keep their protocols '
+        'exactly (docs/attacks.md)')
     sea.add_argument(
         '--n-iter',
         type=int,

@@ -169,8 +169,9 @@ def test_thorough_runs_the_recommended_attacks_longer(net):
     """SEA-T1 at ``n_iter=4`` is SEA-R1's attacks at 10 iterations each:
     the same images, predictions and counts; only the name differs."""
     x, y = toy_batch(B=2, seed=7, model=net)
-    thorough = SEA(net, 8 / 255, version='thorough', n_iter=4).run(
-        x, y, seed=[3, 4])
+    thorough = SEA(
+        net, 8 / 255, version='thorough', n_iter=4).run(
+            x, y, seed=[3, 4])
     longer = SEA(
         net, 8 / 255, attacks=list(RECOMMENDED_ATTACKS), n_iter=10).run(
             x, y, seed=[3, 4])

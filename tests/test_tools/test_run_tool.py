@@ -104,10 +104,11 @@ def test_without_process_group_it_is_sys_exit():
         run_tool(crash)
 
 
-@pytest.mark.parametrize(
-    'end, status, err',
-    [('return', 0, ''), ('tool_error', 1, 'error: the input was bad\n'),
-     ('exception', 1, 'RuntimeError: unexpected\n'), ('exit3', 3, '')])
+@pytest.mark.parametrize('end, status, err',
+                         [('return', 0, ''),
+                          ('tool_error', 1, 'error: the input was bad\n'),
+                          ('exception', 1, 'RuntimeError: unexpected\n'),
+                          ('exit3', 3, '')])
 def test_after_a_distributed_run_status_output_and_logs_are_kept(
         tmp_path, end, status, err):
     codes, [(out, stderr)] = _run(tmp_path, end)
