@@ -161,11 +161,12 @@ def run_tool(main: Callable[[], object]) -> NoReturn:
         code: object = 0
     except SystemExit as exit_:
         code = exit_.code
-    except BaseException:
+    except BaseException as err:
         if not (dist.is_available() and dist.is_initialized()):
             raise
         traceback.print_exc()
-        code = 1
+        # 130: the shell's status for Ctrl-C
+        code = 130 if isinstance(err, KeyboardInterrupt) else 1
     if not (dist.is_available() and dist.is_initialized()):
         sys.exit(code)
     status = _exit_status(code)

@@ -44,6 +44,8 @@ def main():
         raise RuntimeError('unexpected')
     if how == 'exit3':
         sys.exit(3)
+    if how == 'interrupt':
+        raise KeyboardInterrupt
     return {'returned': 'ignored'}
 
 
@@ -108,14 +110,15 @@ def test_without_process_group_it_is_sys_exit():
                          [('return', 0, ''),
                           ('tool_error', 1, 'error: the input was bad\n'),
                           ('exception', 1, 'RuntimeError: unexpected\n'),
-                          ('exit3', 3, '')])
+                          ('exit3', 3, ''),
+                          ('interrupt', 130, 'KeyboardInterrupt\n')])
 def test_after_a_distributed_run_status_output_and_logs_are_kept(
         tmp_path, end, status, err):
     codes, [(out, stderr)] = _run(tmp_path, end)
     assert codes == [status], stderr
     assert out == 'no newline'
     assert stderr.endswith(err)
-    if end == 'exception':
+    if end in ('exception', 'interrupt'):
         assert 'Traceback (most recent call last)' in stderr
     assert (tmp_path / 'rank0.log').read_text() == \
         'INFO:tool:logged by rank 0\n'
