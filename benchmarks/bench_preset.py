@@ -282,9 +282,13 @@ def check(args):
     members = sorted(set(args.members) | set(first))
     longer = ()
     n = args.preset_n_iter
+    if n is not None and n < 1:
+        raise SystemExit(f'--preset-n-iter {n}: must be >= 1')
     if n and n != args.n_iter:
         # the preset's runs are longer ones, beside the others' at --n-iter
-        longer = tuple((m, n) for m in first)
+        # (every member, also one that is only restarted)
+        longer = tuple(
+            (m, n) for m in dict.fromkeys(_runs_members(args.preset)))
         first = tuple(_longer(m, n) for m in first)
         preset = tuple(
             _longer(m, n) + (f'#{k + 1}' if k else '')

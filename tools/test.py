@@ -3,7 +3,7 @@
 Same command line as MMSegmentation's ``tools/test.py``, plus::
 
     python tools/test.py CONFIG CHECKPOINT --eval sea [--eps 4 8 12 16]
-        [--sea-version recommended|thorough|2023|2024] [--n-iter 300]
+        [--sea-version recommended|thorough|T1|2023|2024] [--n-iter 300]
         [--attacks ...]
         [--class-weights train|image|W1 W2 ...] [--seed 0]
         [--amp [fp16|bf16]] [--result-precision fp32|amp]

@@ -20,11 +20,11 @@ from .pgd import (L2_PGD_STEP_RATIO, PAPER_PGD_STEP_SIZES, PGD, pgd,
                   pgd_step_size, pgd_train)
 from .precision import RESULT_PRECISIONS, AmpLike, resolve_amp
 from .sea import (BASELINE_ATTACKS, DEFAULT_SEA_VERSION, RECOMMENDED_ATTACKS,
-                  SEA, SEA_LOSSES, SEA_VERSIONS, THOROUGH_ATTACKS,
-                  THOROUGH_ITER_FACTOR, AttackSpec, SEAResult, SEASettings,
-                  SEAVersion, attack_names_help, parse_attack, run_attack,
-                  run_sea, sea_clean, sea_curve, sea_version,
-                  sea_version_names)
+                  SEA, SEA_LOSSES, SEA_T1_ATTACKS, SEA_VERSIONS,
+                  THOROUGH_ATTACKS, THOROUGH_ITER_FACTOR, AttackSpec,
+                  SEAResult, SEASettings, SEAVersion, attack_names_help,
+                  parse_attack, run_attack, run_sea, sea_clean, sea_curve,
+                  sea_version, sea_version_names)
 from .square import SQUARE_QUERIES, Square, square_attack, square_queries
 from .trust import (TRUST_BUDGETS, TRUST_LEVELS, TrustBudget, TrustCheck,
                     TrustReport, trust_checks)
@@ -36,16 +36,16 @@ __all__ = [
     'pgd_train', 'pgd_step_size', 'PAPER_PGD_STEP_SIZES', 'SEA', 'SEAResult',
     'SEA_LOSSES', 'SEA_VERSIONS', 'SEAVersion', 'sea_version', 'AttackSpec',
     'DEFAULT_SEA_VERSION', 'RECOMMENDED_ATTACKS', 'THOROUGH_ATTACKS',
-    'THOROUGH_ITER_FACTOR', 'sea_version_names', 'parse_attack', 'run_attack',
-    'attack_names_help', 'BASELINE_ATTACKS', 'AttackResult', 'Evaluation',
-    'Prediction', 'StartLike', 'UniformNoise', 'check_eps', 'start_noise',
-    'derive_seed', 'AmpLike', 'resolve_amp', 'RESULT_PRECISIONS', 'FastModel',
-    'accelerate', 'HostSyncCounter', 'padam', 'PADAM_LR', 'square_attack',
-    'square_queries', 'SQUARE_QUERIES', 'NORMS', 'check_norm', 'check_radius',
-    'check_eot', 'Ball', 'L2_PGD_STEP_RATIO', 'trust_checks', 'TrustReport',
-    'TrustCheck', 'TrustBudget', 'TRUST_BUDGETS', 'TRUST_LEVELS',
-    'AttackSettings', 'APGD', 'PGD', 'PAdam', 'SEASettings', 'run_sea',
-    'sea_clean', 'sea_curve', 'Square'
+    'THOROUGH_ITER_FACTOR', 'SEA_T1_ATTACKS', 'sea_version_names',
+    'parse_attack', 'run_attack', 'attack_names_help', 'BASELINE_ATTACKS',
+    'AttackResult', 'Evaluation', 'Prediction', 'StartLike', 'UniformNoise',
+    'check_eps', 'start_noise', 'derive_seed', 'AmpLike', 'resolve_amp',
+    'RESULT_PRECISIONS', 'FastModel', 'accelerate', 'HostSyncCounter', 'padam',
+    'PADAM_LR', 'square_attack', 'square_queries', 'SQUARE_QUERIES', 'NORMS',
+    'check_norm', 'check_radius', 'check_eot', 'Ball', 'L2_PGD_STEP_RATIO',
+    'trust_checks', 'TrustReport', 'TrustCheck', 'TrustBudget',
+    'TRUST_BUDGETS', 'TRUST_LEVELS', 'AttackSettings', 'APGD', 'PGD', 'PAdam',
+    'SEASettings', 'run_sea', 'sea_clean', 'sea_curve', 'Square'
 ]
 
 # moved to mmseg_robust.metrics_core; deprecated here (served lazily, so

@@ -27,7 +27,7 @@ __all__ = [
     'SEAVersion', 'BASELINE_ATTACKS', 'ATTACK_METHODS', 'attack_names_help',
     'sea_version', 'sea_version_names', 'DEFAULT_SEA_VERSION',
     'SEA_VERSION_ALIASES', 'RECOMMENDED_ATTACKS', 'THOROUGH_ATTACKS',
-    'THOROUGH_ITER_FACTOR'
+    'THOROUGH_ITER_FACTOR', 'SEA_T1_ATTACKS'
 ]
 
 #: The four losses of SEA-2023 (the paper), each run with red-eps APGD.
@@ -49,13 +49,13 @@ class SEAVersion:
 
     Attributes:
         name (str): ``'SEA-2023'``, ``'SEA-2024'``, ``'SEA-R1'``,
-            ``'SEA-T1'``.
+            ``'SEA-T2'``, ``'SEA-T1'``.
         attacks (tuple): Attack names (see :func:`parse_attack`).
         n_iter (int): Iterations per attack at the default budget.
         reference (str): Where it was published or chosen.
         iter_factor (float): Each attack runs ``iter_factor`` times the
             iterations asked for (``n_iter`` or the one given to
-            :class:`SEA` / ``--n-iter``): SEA-T1 spends its 2.5 x passes on
+            :class:`SEA` / ``--n-iter``): SEA-T2 spends its 2.5 x passes on
             longer runs of SEA-R1's members. 1 for the other versions, whose
             ``n_iter`` is the paper's iterations per attack.
     """
@@ -81,29 +81,40 @@ class SEAVersion:
 #: either schedule (docs/attacks.md, "Versions and presets"). No member
 #: needs class weights.
 RECOMMENDED_ATTACKS = ('mask_ce', 'js', 'cos', 'apgd:mask_ce')
-#: SEA-T1, the thorough preset for final numbers, 2.5 x SEA-2023's passes:
-#: SEA-R1's members with 2.5 x the iterations each (750 at the default
-#: 300). Longer runs found more than restarts and more losses at the same
-#: passes (docs/attacks.md, "Versions and presets").
+#: SEA-T2, the thorough preset for final numbers (``thorough``), 2.5 x
+#: SEA-2023's passes: SEA-R1's members with 2.5 x the iterations each (750
+#: at the default 300). Longer runs found more than restarts and more
+#: losses at the same passes (docs/attacks.md, "Versions and presets").
 THOROUGH_ATTACKS = RECOMMENDED_ATTACKS
-#: How many times the iterations asked for SEA-T1's attacks run.
+#: How many times the iterations asked for SEA-T2's attacks run.
 THOROUGH_ITER_FACTOR = 2.5
+#: SEA-T1, the first thorough preset (kept so that its numbers can be
+#: repeated): SEA-R1, SEA-R1 again from second random starts, red-eps
+#: ``mask_sph`` and constant-radius ``cos``, ten runs of ``n_iter``.
+SEA_T1_ATTACKS = RECOMMENDED_ATTACKS + tuple(
+    f'{a}#2' for a in RECOMMENDED_ATTACKS) + ('mask_sph', 'apgd:cos')
 
 #: The versions by key: ``'R1'`` (SEA-R1, recommended, the default),
-#: ``'T1'`` (SEA-T1, thorough), ``'2023'`` (the paper) and ``'2024'`` (the
-#: authors' ECCV'24 version; ``mask_ce_bal`` weighs classes by their
-#: inverse frequency in the training labels). The published ones keep the
-#: papers' protocols exactly.
+#: ``'T2'`` (SEA-T2, thorough), ``'T1'`` (SEA-T1, the first thorough
+#: preset), ``'2023'`` (the paper) and ``'2024'`` (the authors' ECCV'24
+#: version; ``mask_ce_bal`` weighs classes by their inverse frequency in
+#: the training labels). The published ones keep the papers' protocols
+#: exactly; a preset's name never changes what it runs.
 SEA_VERSIONS: Dict[str, SEAVersion] = {
     'R1':
     SEAVersion(
         'SEA-R1', RECOMMENDED_ATTACKS, 300,
         'mmseg_robust, recommended (docs/attacks.md, "Versions and presets")'),
-    'T1':
+    'T2':
     SEAVersion(
-        'SEA-T1', THOROUGH_ATTACKS, 300,
+        'SEA-T2', THOROUGH_ATTACKS, 300,
         'mmseg_robust, thorough (docs/attacks.md, "Versions and presets")',
         THOROUGH_ITER_FACTOR),
+    'T1':
+    SEAVersion(
+        'SEA-T1', SEA_T1_ATTACKS, 300,
+        'mmseg_robust, the first thorough preset (docs/attacks.md, '
+        '"Versions and presets")'),
     '2023':
     SEAVersion('SEA-2023', SEA_LOSSES, 300,
                'Croce, Singh, Hein 2023 (this paper)'),
@@ -112,7 +123,7 @@ SEA_VERSIONS: Dict[str, SEAVersion] = {
                'Croce, Singh, Hein, ECCV 2024'),
 }
 #: Other names of the presets (``--sea-version recommended``).
-SEA_VERSION_ALIASES = {'RECOMMENDED': 'R1', 'THOROUGH': 'T1'}
+SEA_VERSION_ALIASES = {'RECOMMENDED': 'R1', 'THOROUGH': 'T2'}
 #: The version of ``SEA(...)``, ``SEATestLoop`` and ``--eval sea`` when
 #: none is given.
 DEFAULT_SEA_VERSION = 'R1'
@@ -120,13 +131,13 @@ DEFAULT_SEA_VERSION = 'R1'
 
 def sea_version_names() -> str:
     """The accepted version names, for error messages and help."""
-    return ('recommended (R1, the default), thorough (T1), 2023 (the '
-            'paper), 2024')
+    return ('recommended (R1, the default), thorough (T2), T1 (the first '
+            'thorough preset), 2023 (the paper), 2024')
 
 
 def sea_version(version: Union[str, int, None] = None) -> SEAVersion:
     """The :class:`SEAVersion` for ``'recommended'``, ``'R1'``,
-    ``'SEA-T1'``, ``'2023'``, ``'SEA-2024'``, ``2024``... (``None``: the
+    ``'SEA-T2'``, ``'2023'``, ``'SEA-2024'``, ``2024``... (``None``: the
     default, :data:`DEFAULT_SEA_VERSION`)."""
     if version is None:
         return SEA_VERSIONS[DEFAULT_SEA_VERSION]
@@ -349,9 +360,10 @@ class SEASettings:
 
     Attributes:
         attacks (tuple): The :class:`AttackSpec` of each member, in order.
-        version (str): ``'SEA-R1'``, ``'SEA-T1'``, ``'SEA-2023'``,
-            ``'SEA-2024'`` or ``'custom'``.
-        n_iter (int): Iterations per attack.
+        version (str): ``'SEA-R1'``, ``'SEA-T2'``, ``'SEA-T1'``,
+            ``'SEA-2023'``, ``'SEA-2024'`` or ``'custom'``.
+        n_iter (int): Iterations each attack runs (SEA-T2: 2.5 x the
+            ``n_iter`` asked of :meth:`create`).
         eps (float): Radius.
         ignore_index, seed, class_weights, skip_broken, amp,
         result_precision, random_start, norm, eot: As in :class:`SEA`.
@@ -418,7 +430,7 @@ class SEASettings:
         """The settings of a version (default: :data:`DEFAULT_SEA_VERSION`)
         or of the given ``attacks`` / red-eps ``losses``; ``n_iter``
         defaults to the version's and is scaled by its ``iter_factor``
-        (SEA-T1: 2.5); ``settings`` are the other fields."""
+        (SEA-T2: 2.5); ``settings`` are the other fields."""
         check_norm(settings.get('norm', 'linf'))
         if version is not None and (attacks is not None or losses is not None):
             raise ValueError(
@@ -762,7 +774,7 @@ class SEA:
             e.g. ``0.5``.
         n_iter (int, optional): Iterations per attack (default: the
             version's, 300 as in the paper; fewer than 300 weaken every
-            version, docs/attacks.md). SEA-T1 runs 2.5 x this per attack
+            version, docs/attacks.md). SEA-T2 runs 2.5 x this per attack
             (750 by default).
         losses (Sequence[str], optional): Losses of the red-eps APGD runs
             (each with its default tracked objective).
@@ -772,7 +784,7 @@ class SEA:
             instead of a version's; names as in :func:`parse_attack` (e.g.
             ``'segpgd'``, ``'apgd:ce'``, ``'mask_ce@mask_ce'``).
         version (str, optional): ``'recommended'`` (SEA-R1, the
-            default), ``'thorough'`` (SEA-T1: SEA-R1's members at 2.5 x
+            default), ``'thorough'`` (SEA-T2: SEA-R1's members at 2.5 x
             the iterations, for final numbers), ``'2023'`` (the paper's
             four losses, for comparison with published numbers) or
             ``'2024'`` (``mask_ce_bal``, ``mask_ce``, ``js``); see

@@ -1,12 +1,12 @@
 """Before the Runner is built: the launcher's environment, a writable
 output directory, and ``--launcher pytorch`` on machines without GPUs.
 """
+import atexit
 import logging
 import os
 import os.path as osp
 import sys
 import tempfile
-import traceback
 from typing import Callable, NoReturn
 
 import torch
@@ -142,7 +142,8 @@ def run_tool(main: Callable[[], object]) -> NoReturn:
 
     Without a process group this is ``main()`` followed by a normal exit.
     After a distributed run the process ends with ``os._exit`` once its
-    output and logs are flushed, skipping the interpreter's shutdown: a
+    ``atexit`` handlers have run and its output and logs are flushed,
+    skipping the rest of the interpreter's shutdown: a
     process that ran gloo collectives can otherwise abort there
     ("terminate called without an active exception", status -6). A gloo
     worker thread releases the tensors of its last work and needs the GIL
@@ -164,16 +165,22 @@ def run_tool(main: Callable[[], object]) -> NoReturn:
     except BaseException as err:
         if not (dist.is_available() and dist.is_initialized()):
             raise
-        traceback.print_exc()
+        # torch's hook prefixes each line with the rank
+        sys.excepthook(type(err), err, err.__traceback__)
         # 130: the shell's status for Ctrl-C
         code = 130 if isinstance(err, KeyboardInterrupt) else 1
     if not (dist.is_available() and dist.is_initialized()):
         sys.exit(code)
     status = _exit_status(code)
-    for stream in (sys.stdout, sys.stderr):
+    # what the interpreter's shutdown would do before the point where it
+    # aborts: the atexit handlers (loggers' uploads, compile workers,
+    # temporary files), then flushing the streams and log handlers
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
             stream.flush()
         except (AttributeError, OSError, ValueError):
             pass  # closed or replaced: nothing left to write
     logging.shutdown()
-    os._exit(status)
+    # as the OS reads a status: its low 8 bits (os._exit refuses larger)
+    os._exit(status & 0xFF)

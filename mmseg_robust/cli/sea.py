@@ -50,8 +50,9 @@ def add_sea_arguments(parser: argparse.ArgumentParser) -> None:
         '--sea-version',
         default=None,
         help='SEA version: recommended (SEA-R1, the default: the strongest '
-        'at SEA-2023\'s cost), thorough (SEA-T1: SEA-R1\'s attacks at '
-        '2.5x the iterations, for final numbers), 2023 (the paper: '
+        'at SEA-2023\'s cost), thorough (SEA-T2: SEA-R1\'s attacks at '
+        '2.5x the iterations, for final numbers), T1 (the first '
+        'thorough preset, ten runs), 2023 (the paper: '
         'mask_ce, bal_ce, js, mask_sph) or 2024 (ECCV\'24: mask_ce_bal, '
         'mask_ce, js); the published versions keep their protocols '
         'exactly (docs/attacks.md)')
@@ -59,7 +60,7 @@ def add_sea_arguments(parser: argparse.ArgumentParser) -> None:
         '--n-iter',
         type=int,
         default=None,
-        help='iterations per attack (default 300; SEA-T1 runs 2.5x '
+        help='iterations per attack (default 300; SEA-T2 runs 2.5x '
         'this: 750)')
     sea.add_argument(
         '--attacks',
@@ -292,7 +293,7 @@ def _check_attack_options(test_cfg: dict, args) -> None:
             version = sea_version(test_cfg.get('version'))
             attacks = version.attacks
             if n_iter is not None:
-                n_iter = version.iterations(n_iter)  # SEA-T1: 2.5 x
+                n_iter = version.iterations(n_iter)  # SEA-T2: 2.5 x
         specs = [parse_attack(a) for a in attacks]
     except ValueError:
         return  # the test loop names the bad setting

@@ -6,9 +6,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmseg_robust.attacks import (RECOMMENDED_ATTACKS, SEA, SEA_VERSIONS,
-                                  UniformNoise, apgd_red_eps, derive_seed,
-                                  parse_attack, sea_version, start_noise)
+from mmseg_robust.attacks import (RECOMMENDED_ATTACKS, SEA, SEA_T1_ATTACKS,
+                                  SEA_VERSIONS, UniformNoise, apgd_red_eps,
+                                  derive_seed, parse_attack, sea_version,
+                                  start_noise)
 from ..tiny_models import PixelNet, toy_batch
 
 
@@ -120,10 +121,10 @@ def test_versions():
 
 
 def test_presets():
-    """SEA-R1 is the default and costs what SEA-2023 costs; SEA-T1 is
-    SEA-R1's members at 2.5 times the iterations; both mix the two
-    schedules and have names and aliases (docs/attacks.md, "Versions and
-    presets")."""
+    """SEA-R1 is the default and costs what SEA-2023 costs; SEA-T2
+    (thorough) is SEA-R1's members at 2.5 times the iterations; SEA-T1, the
+    first thorough preset, stays as it was; all mix the two schedules and
+    have names and aliases (docs/attacks.md, "Versions and presets")."""
     net = PixelNet()
     default = SEA(net, 4 / 255)
     assert default.version == 'SEA-R1' == sea_version(None).name
@@ -131,7 +132,9 @@ def test_presets():
     assert default.n_iter == 300
     for alias in ('recommended', 'R1', 'sea-r1', 'SEA-R1', ' Recommended '):
         assert sea_version(alias) is SEA_VERSIONS['R1']
-    for alias in ('thorough', 'T1', 'SEA-T1'):
+    for alias in ('thorough', 'T2', 'SEA-T2'):
+        assert sea_version(alias) is SEA_VERSIONS['T2']
+    for alias in ('T1', 'SEA-T1', 'sea-t1'):
         assert sea_version(alias) is SEA_VERSIONS['T1']
     paper = sea_version('2023')
     passes = {
@@ -139,34 +142,40 @@ def test_presets():
         for k, v in SEA_VERSIONS.items()
     }
     assert passes['R1'] == passes['2023'] == 1200
-    assert passes['T1'] == 2.5 * passes['2023'] == 3000
-    for key in ('R1', 'T1'):
+    assert passes['T2'] == passes['T1'] == 2.5 * passes['2023'] == 3000
+    for key in ('R1', 'T2', 'T1'):
         specs = [parse_attack(a) for a in SEA_VERSIONS[key].attacks]
         assert {s.method for s in specs} == {'red_eps', 'apgd'}, key
-        # each attack once
+        # each attack (and each restart of it) once
         assert len({(s.method, s.loss, s.restart)
                     for s in specs}) == len(specs)
     thorough = SEA(net, 4 / 255, version='thorough')
-    assert thorough.version == 'SEA-T1'
+    assert thorough.version == 'SEA-T2'
     assert thorough.names == list(RECOMMENDED_ATTACKS)
     assert thorough.n_iter == 750
-    assert thorough.describe().startswith('SEA-T1, 750 it./attack: ')
-    # --n-iter N asks for SEA-T1 at SEA-2023's N: 2.5 N per attack, rounded
+    assert thorough.describe().startswith('SEA-T2, 750 it./attack: ')
+    # --n-iter N asks for SEA-T2 at SEA-2023's N: 2.5 N per attack, rounded
     # half up (red-eps APGD needs 3, which n_iter=1 still gives)
     for asked, runs in ((100, 250), (6, 15), (3, 8), (1, 3)):
-        assert SEA(net, 4 / 255, version='T1', n_iter=asked).n_iter == runs
-    # the factor is only the thorough preset's
-    for key in ('R1', '2023', '2024'):
+        assert SEA(net, 4 / 255, version='T2', n_iter=asked).n_iter == runs
+    # the factor is only SEA-T2's
+    for key in ('R1', 'T1', '2023', '2024'):
         assert SEA(net, 4 / 255, version=key, n_iter=7).n_iter == 7
     assert SEA(net, 4 / 255, attacks=['mask_ce'], n_iter=7).n_iter == 7
     with pytest.raises(ValueError, match='n_iter must be an integer'):
-        SEA(net, 4 / 255, version='T1', n_iter=0)
+        SEA(net, 4 / 255, version='T2', n_iter=0)
+    # the first thorough preset: SEA-R1, its restarts and two more members
+    first = SEA(net, 4 / 255, version='T1', n_iter=6)
+    assert first.version == 'SEA-T1'
+    assert first.names == list(SEA_T1_ATTACKS)
+    assert {a.restart for a in first.attacks} == {0, 2}
+    assert first.describe().startswith('SEA-T1, 6 it./attack: ')
     # the published versions stay as published
     assert paper.attacks == ('mask_ce', 'bal_ce', 'js', 'mask_sph')
 
 
 def test_thorough_runs_the_recommended_attacks_longer(net):
-    """SEA-T1 at ``n_iter=4`` is SEA-R1's attacks at 10 iterations each:
+    """SEA-T2 at ``n_iter=4`` is SEA-R1's attacks at 10 iterations each:
     the same images, predictions and counts; only the name differs."""
     x, y = toy_batch(B=2, seed=7, model=net)
     thorough = SEA(

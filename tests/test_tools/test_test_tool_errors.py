@@ -107,7 +107,8 @@ TEST_CASES = [
         'version-unknown',
         lambda c: _t(c, '--eval', 'sea', '--sea-version', '2025'),
         lambda c: 'error: --sea-version 2025: use one of recommended (R1, '
-        'the default), thorough (T1), 2023 (the paper), 2024'),
+        'the default), thorough (T2), T1 (the first thorough preset), 2023 '
+        '(the paper), 2024'),
     Case(
         'class-weights-unused',
         lambda c: _t(c, '--eval', 'sea', '--class-weights', '1', '2', '3'),

@@ -25,13 +25,14 @@ class SEAOptions:
             with ``norm='l2'`` l_2 norms of the perturbation of the [0, 1]
             image (``0.5``...).
         n_iter (int, optional): Iterations per attack (default: the
-            version's, 300 as in the paper; SEA-T1 runs 2.5 x this).
+            version's, 300 as in the paper; SEA-T2 runs 2.5 x this).
         attacks (Sequence[str], optional): Attack names (see
             :func:`~mmseg_robust.attacks.parse_attack`) instead of an SEA
             version.
         version (str, optional): SEA version: ``'recommended'`` (SEA-R1,
-            the default), ``'thorough'`` (SEA-T1), ``'2023'`` (the paper) or
-            ``'2024'`` (see :data:`~mmseg_robust.attacks.SEA_VERSIONS`).
+            the default), ``'thorough'`` (SEA-T2), ``'T1'`` (the first
+            thorough preset), ``'2023'`` (the paper) or ``'2024'`` (see
+            :data:`~mmseg_robust.attacks.SEA_VERSIONS`).
         class_weights (str | Sequence[float]): Class weights of the
             ``mask_ce_bal`` attack (SEA-2024): ``'train'`` (inverse
             frequencies of the training labels, counted once and stored in
