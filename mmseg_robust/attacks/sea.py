@@ -773,9 +773,8 @@ class SEA:
             ``norm='l2'``) the norm of the perturbation of the [0, 1] image,
             e.g. ``0.5``.
         n_iter (int, optional): Iterations per attack (default: the
-            version's, 300 as in the paper; fewer than 300 weaken every
-            version, docs/attacks.md). SEA-T2 runs 2.5 x this per attack
-            (750 by default).
+            version's, 300 as in the paper; fewer weaken every version,
+            docs/attacks.md); SEA-T2 runs 2.5 x this (750 by default).
         losses (Sequence[str], optional): Losses of the red-eps APGD runs
             (each with its default tracked objective).
         ignore_index (int): Ignored label.
@@ -784,12 +783,9 @@ class SEA:
             instead of a version's; names as in :func:`parse_attack` (e.g.
             ``'segpgd'``, ``'apgd:ce'``, ``'mask_ce@mask_ce'``).
         version (str, optional): ``'recommended'`` (SEA-R1, the
-            default), ``'thorough'`` (SEA-T2: SEA-R1's members at 2.5 x
-            the iterations, for final numbers), ``'2023'`` (the paper's
-            four losses, for comparison with published numbers) or
-            ``'2024'`` (``mask_ce_bal``, ``mask_ce``, ``js``); see
-            :data:`SEA_VERSIONS`. Not combined with ``attacks`` /
-            ``losses``.
+            default), ``'thorough'`` (SEA-T2: SEA-R1's attacks at 2.5 x
+            the iterations), ``'T1'``, ``'2023'`` (the paper) or ``'2024'``;
+            see :data:`SEA_VERSIONS`. Not with ``attacks`` / ``losses``.
         class_weights (Tensor, optional): ``(K,)`` class weights of
             ``mask_ce_bal`` (SEA-2024: inverse training-label frequencies,
             see :func:`~.losses.class_weights_from_counts`); ``None`` weighs
