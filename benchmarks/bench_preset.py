@@ -32,7 +32,7 @@ mean - SE). ``check`` prints that for one preset, and how far its worst
 case is above the per-image worst case over everything measured in the
 cell (all members at all seeds); a restart ``NAME#K`` in a preset is that
 member at another seed; with ``--preset-n-iter N`` the preset's members are
-their runs of N iterations (``run --n-iter N --members ...`` first; SEA-T1
+their runs of N iterations (``run --n-iter N --members ...`` first; SEA-T2
 at ``--n-iter 100`` is SEA-R1's members at 250), scored against the
 comparators and the union at ``--n-iter``. The union gap is given in aAcc
 and in mIoU (the union's images are the runs with the fewest correct
@@ -86,7 +86,7 @@ def parse_args(argv=None):
         '--preset-n-iter',
         type=int,
         help='check: iterations of the preset\'s own runs (default '
-        '--n-iter; SEA-T1 at --n-iter 100: 250), read from that cache; '
+        '--n-iter; SEA-T2 at --n-iter 100: 250), read from that cache; '
         'the comparators and the union stay at --n-iter')
     p.add_argument('--cache', default=CACHE)
     p.add_argument('--out', default=osp.join(HERE, 'results'))

@@ -67,8 +67,8 @@ class SEAVersion:
 
     def iterations(self, n_iter: Optional[int] = None) -> int:
         """Iterations each attack runs for ``n_iter`` asked (default: the
-        version's), at least 1."""
-        asked = self.n_iter if n_iter is None else n_iter
+        version's; checked before the factor applies, so no 2.5 x 'abc')."""
+        asked = self.n_iter if n_iter is None else check_n_iter(n_iter)
         if self.iter_factor == 1:
             return asked
         return max(1, int(self.iter_factor * asked + 0.5))
@@ -438,9 +438,6 @@ class SEASettings:
         if attacks is None and losses is None:
             preset = sea_version(version)
             attacks, name = preset.attacks, preset.name
-            if n_iter is not None:
-                # the factor applies to a checked count (no 2.5 x 'abc')
-                check_n_iter(n_iter, 1, 'n_iter')
             n_iter = preset.iterations(n_iter)
         else:
             if attacks is None:

@@ -126,6 +126,12 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def _distributed() -> bool:
+    """Whether this process has a torch.distributed process group."""
+    import torch.distributed as dist
+    return dist.is_available() and dist.is_initialized()
+
+
 def _exit_status(code: object) -> int:
     """The exit status ``sys.exit(code)`` gives, printing a message code
     (a :class:`ToolError`'s ``error: ...`` line) to stderr as it does."""
@@ -156,20 +162,19 @@ def run_tool(main: Callable[[], object]) -> NoReturn:
         main (Callable[[], object]): The tool's entry point; its return
             value is ignored.
     """
-    import torch.distributed as dist
     try:
         main()
         code: object = 0
     except SystemExit as exit_:
         code = exit_.code
     except BaseException as err:
-        if not (dist.is_available() and dist.is_initialized()):
+        if not _distributed():
             raise
         # torch's hook prefixes each line with the rank
         sys.excepthook(type(err), err, err.__traceback__)
         # 130: the shell's status for Ctrl-C
         code = 130 if isinstance(err, KeyboardInterrupt) else 1
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _distributed():
         sys.exit(code)
     status = _exit_status(code)
     # what the interpreter's shutdown would do before the point where it
