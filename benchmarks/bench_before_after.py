@@ -3,12 +3,13 @@ release) on the strength benchmark's models, for a before/after table.
 
     python benchmarks/bench_before_after.py --other ../old_checkout
         [--models texture_clean texture_at demo_clean demo_at2]
-        [--eps 4 8 12 16] [--n-iter 100]
+        [--eps 4 8 12 16] [--n-iter 100] [--sea-version 2023]
 
-The other checkout's ``SEA(model, eps, n_iter).run(x, y, seed=...)`` (its
-defaults: its losses, tracking and random starts) runs in a subprocess on
-the images and per-image seeds ``bench_strength.py`` uses, one radius at a
-time. Compare with the ``SEA-2023`` (independent radii) and ``SEA-2023
+The other checkout's ``SEA(model, eps, n_iter, version=...).run(x, y,
+seed=...)`` (its own losses, tracking and random starts for that preset)
+runs in a subprocess on the images and per-image seeds of
+``bench_strength.py``
+uses, one radius at a time. Compare with the ``SEA-2023`` (independent radii) and ``SEA-2023
 chained`` rows of ``bench_strength.py``. With ``--this`` the same runs in
 this checkout too, and every cell says whether the two are bit-identical
 (a SHA-256 of the adversarial images and per-image correct counts) or by
@@ -39,6 +40,11 @@ def parse_args(argv=None):
         action='store_true',
         help='run this checkout too and compare cell by cell')
     add_strength_args(p, osp.join(HERE, 'results'))
+    p.add_argument(
+        '--sea-version',
+        default='2023',
+        help="the SEA preset both checkouts run (default '2023'; the other "
+        'checkout must know it)')
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -66,7 +72,8 @@ def worker(args):
         out[name] = {}
         for e in args.eps:
             res = SEA(
-                model, e / 255, n_iter=args.n_iter, version='2023').run(
+                model, e / 255, n_iter=args.n_iter,
+                version=args.sea_version).run(
                     x, y, mask=mask, seed=seeds)
             out[name][f'{e:g}'] = dict(
                 scores(res.pred, y, len(counts)), sha256=_digest(res))
@@ -110,7 +117,7 @@ def main(argv=None):
             osp.abspath(__file__), '--worker', '--other', checkout, '--n-iter',
             str(args.n_iter), '--seed',
             str(args.seed), '--threads',
-            str(args.threads), '--models'
+            str(args.threads), '--sea-version', args.sea_version, '--models'
         ] + args.models + ['--eps'] + [f'{e:g}' for e in args.eps]
         proc = subprocess.run(
             cmd, stdout=subprocess.PIPE, env=env, cwd=ROOT, text=True)

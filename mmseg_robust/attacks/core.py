@@ -17,8 +17,8 @@ from torch import Tensor
 
 from .checks import (check_eot, check_images, check_n_iter, check_norm,
                      check_radius, warn_if_training)
-from .losses import (PIXEL_LOSSES, PixelTerms, check_logits_labels,
-                     check_loss_name, label_is_max)
+from .logit_grads import LogitBuffer, logit_loss
+from .losses import check_logits_labels, check_loss_name
 from .precision import (GRAD_EXP, GRAD_EXP_BACKOFF, GRAD_EXP_MAX, GRAD_EXP_MIN,
                         GRAD_TARGET_EXP, RESULT_PRECISIONS, AmpLike, amp_name,
                         autocast_enabled, autocast_to, check_amp,
@@ -236,20 +236,13 @@ class LogitGradScaler:
         self.overflows = torch.zeros(batch, dtype=torch.int32, device=device)
         self.last_overflow: Optional[Tensor] = None
 
-    def attach(self, logits: Tensor, shifts: Optional[list] = None) -> None:
-        """Scale the gradient that reaches ``logits`` in the backward pass;
-        with ``shifts`` (expectation over transformation) the power of two
-        of each image is appended to it instead of being fixed."""
-        exp = self.exp
+    def scale(self, grad: Tensor, shifts: Optional[list] = None) -> Tensor:
+        """``grad`` (the logits' gradient) scaled per image; with ``shifts``
+        its power of two is appended to it."""
         if shifts is None:
-            logits.register_hook(lambda g: scale_logit_grad(g, exp))
-            return
-
-        def scale(g):
-            shifts.append(logit_grad_shift(g, exp))
-            return ldexp_rows(g, shifts[-1])
-
-        logits.register_hook(scale)
+            return scale_logit_grad(grad, self.exp)
+        shifts.append(logit_grad_shift(grad, self.exp))
+        return ldexp_rows(grad, shifts[-1])
 
     def back_off(self, grad: Tensor) -> Tensor:
         """Adjust the scaling of each image to the size of its input
@@ -442,8 +435,11 @@ class Objective:
         self.y = y.long()
         self.loss_name = check_objective(loss, targeted, track,
                                          result_precision)
-        self.loss_fn = PIXEL_LOSSES[loss]
         self.track_name = None if (targeted or track == loss) else track
+        # None: the losses' logit gradients in closed form where they have
+        # one (:mod:`.logit_grads`); False: by autograd
+        self.closed_form: Optional[bool] = None
+        self.buffer = LogitBuffer()
         self.ignore_index = ignore_index
         self.targeted = targeted
         self.amp = resolve_amp(amp, self.y.device)
@@ -506,8 +502,11 @@ class Objective:
                  need_grad: bool = True) -> Evaluation:
         """Evaluate images ``x`` (the whole batch).
 
-        The attacked loss and the tracked objective are computed from the
-        same logits and share their terms (:class:`~.losses.PixelTerms`).
+        The attacked loss, the tracked objective and the logits' gradient
+        come from one pass over the logits
+        (:func:`~.logit_grads.logit_loss`: in closed form, or by autograd
+        for a loss without one); the model's backward is the only autograd
+        pass.
 
         Correctness is "the label's logit is maximal"
         (:func:`~.losses.label_is_max`, no argmax per iteration); the
@@ -548,43 +547,39 @@ class Objective:
         adjusted by :meth:`_back_off`) and correct-pixel counts; with
         ``shifts`` the scaling's power of two per image is appended to
         it."""
-        y = self.y
         x = x.requires_grad_(need_grad)
-        grad_ctx = torch.enable_grad() if need_grad else torch.no_grad()
-        with grad_ctx:
+        with torch.enable_grad() if need_grad else torch.no_grad():
             with autocast_to(x.device, self.amp):
                 logits = self.model(x)
             logits = logits.float()
-            det = logits.detach()
-            top = det.amax(1)
-            self.note_logits(logits, top)
-            if scaled:
-                self.scaler.attach(logits, shifts)
-            hit = label_is_max(det, self.safe_y, top)
-            terms = PixelTerms(
-                logits, y, self.ignore_index, correct=hit.float())
-            kwargs = dict(
-                ignore_index=self.ignore_index,
-                step=step,
-                total_steps=total_steps,
-                class_weights=self.class_weights,
-                terms=terms)
-            if self.targeted:
-                lmap = -PIXEL_LOSSES['ce'](logits, y, **kwargs)
-            else:
-                lmap = self.loss_fn(logits, y, **kwargs)
-            loss = lmap.flatten(1).mean(1)
-            grad = None
-            if need_grad:
-                # input gradient only: no weight gradients are computed
-                grad, = torch.autograd.grad(loss.sum(), x)
-        loss = loss.detach()
-        tracked = loss
-        if self.track_name is not None:
-            with torch.no_grad():
-                tracked = PIXEL_LOSSES[self.track_name](
-                    logits, y, **kwargs).flatten(1).mean(1)
-        return loss, tracked, grad, self._count(hit)
+        top = logits.detach().amax(1)
+        self.note_logits(logits, top)  # checks shapes and labels first
+        ev = logit_loss(
+            logits,
+            self.safe_y,
+            self.valid,
+            'ce' if self.targeted else self.loss_name,
+            self.track_name,
+            self.closed_form,
+            ignore_index=self.ignore_index,
+            step=step,
+            total_steps=total_steps,
+            class_weights=self.class_weights,
+            need_grad=need_grad,
+            scale=1.0 / top[0].numel(),  # the pixel mean
+            negate=self.targeted,
+            out=self.buffer.get(logits),
+            top=top)
+        grad = None
+        if need_grad:
+            g = self.scaler.scale(ev.grad, shifts) if scaled else ev.grad
+            # the model's backward, for the input gradient only (no weight
+            # gradients are computed)
+            grad, = torch.autograd.grad(logits, x, grad_outputs=g)
+        loss = ev.loss.flatten(1).mean(1)
+        tracked = loss if ev.tracked is None else ev.tracked.flatten(
+            1).mean(1)
+        return loss, tracked, grad, self._count(ev.hit)
 
     def note_zero_grad(self, grad: Optional[Tensor], correct: Tensor,
                        active: Tensor) -> None:

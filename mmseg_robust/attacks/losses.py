@@ -17,7 +17,7 @@ from torch import Tensor
 __all__ = [
     'PIXEL_LOSSES', 'pixel_loss', 'class_weights_from_counts', 'LOSS_NAMES',
     'PixelTerms', 'check_logits_labels', 'check_loss_name', 'label_is_max',
-    'argmax_classes'
+    'argmax_classes', 'js_of_label_prob', 'cossim_weight', 'label_weights'
 ]
 
 _LOG2 = math.log(2.0)
@@ -160,11 +160,16 @@ def cossim_ce_loss(logits: Tensor,
                    **kwargs) -> Tensor:
     """CosPGD: CE weighted by ``sigmoid(u_y) / ||sigmoid(u)||_2``."""
     t = _terms(logits, labels, ignore_index, kwargs)
-    with torch.no_grad():
-        sig = t.logits.sigmoid()
-        weight = sig.gather(1, t.labels.unsqueeze(1)).squeeze(1) / \
-            sig.norm(p=2, dim=1)
-    return weight * t.ce * t.valid
+    return cossim_weight(t.logits, t.labels) * t.ce * t.valid
+
+
+@torch.no_grad()
+def cossim_weight(logits: Tensor, labels: Tensor) -> Tensor:
+    """CosPGD's detached pixel weight ``sigmoid(u_y) / ||sigmoid(u)||_2``
+    (``labels`` valid class indices)."""
+    sig = logits.float().sigmoid()
+    return sig.gather(1, labels.unsqueeze(1)).squeeze(1) / \
+        sig.norm(p=2, dim=1)
 
 
 def mask_ce_loss(logits: Tensor,
@@ -201,17 +206,28 @@ def js_loss(logits: Tensor,
     """
     t = _terms(logits, labels, ignore_index, kwargs)
     log_q = t.log_p_label
-    q = log_q.exp()
     # d = sum of p_k over k != y, without the cancellation of 1 - q
     d = t.log_probs.exp().scatter(1, t.labels.unsqueeze(1), 0.0).sum(1)
-    js_q = _LOG2 + 0.5 * (q * log_q - (1 + q) * torch.log1p(q))
+    return js_of_label_prob(log_q.exp(), log_q, d).clamp_min(0.0) * t.valid
+
+
+def js_of_label_prob(q: Tensor,
+                     log_q: Tensor,
+                     d: Tensor,
+                     log1p_q: Optional[Tensor] = None) -> Tensor:
+    """The JS divergence of :func:`js_loss` from the label's probability
+    ``q``, its log and ``d = 1 - q`` summed from the other classes (the
+    branch for ``q >= 1/2`` is evaluated in ``d``), before the loss clamps
+    it at 0 (it can round below). ``log1p_q``: ``log1p(q)`` if known."""
+    if log1p_q is None:
+        log1p_q = torch.log1p(q)
+    js_q = _LOG2 + 0.5 * (q * log_q - (1 + q) * log1p_q)
     # clamp: the branch not taken must stay finite (0 * log 0 -> NaN grads)
     d_c = d.clamp(max=0.5)
     js_d = 0.5 * (
         d_c * _LOG2 + (1 - d_c) * torch.log1p(-d_c) -
         (2 - d_c) * torch.log1p(-0.5 * d_c))
-    js = torch.where(q < 0.5, js_q, js_d)
-    return js.clamp_min(0.0) * t.valid
+    return torch.where(q < 0.5, js_q, js_d)
 
 
 def mask_sph_loss(logits: Tensor,
@@ -273,23 +289,30 @@ def mask_ce_bal_loss(logits: Tensor,
     so an image's objective never depends on the rest of the batch.
     """
     t = _terms(logits, labels, ignore_index, kwargs)
-    safe, valid = t.labels, t.valid
-    num_classes = t.logits.shape[1]
+    w = label_weights(t.labels, t.valid, t.logits.shape[1], class_weights)
+    return w * t.correct * t.ce * t.valid
+
+
+def label_weights(safe: Tensor, valid: Tensor, num_classes: int,
+                  class_weights: Optional[Tensor] = None) -> Tensor:
+    """The ``(B, H, W)`` weight ``w_y`` of :func:`mask_ce_bal_loss` per
+    pixel: ``class_weights[y]``, or without them each image's inverse label
+    frequencies (``safe``: labels with ignored pixels set to a valid class;
+    ``valid``: the pixels that count)."""
     if class_weights is None:
-        counts = t.logits.new_zeros(safe.shape[0], num_classes).scatter_add_(
-            1, safe.flatten(1),
-            valid.flatten(1).float())  # (B, K)
+        counts = torch.zeros(
+            safe.shape[0], num_classes,
+            device=safe.device).scatter_add_(1, safe.flatten(1),
+                                             valid.flatten(1).float())
         weights = class_weights_from_counts(counts)  # (B, K)
-        w = weights.gather(1, safe.flatten(1)).view_as(safe)
-    else:
-        class_weights = torch.as_tensor(
-            class_weights, dtype=torch.float32, device=t.logits.device)
-        if class_weights.shape != (num_classes, ):
-            raise ValueError(
-                f'class_weights must have shape ({num_classes},) for '
-                f'{num_classes} classes, got {tuple(class_weights.shape)}')
-        w = class_weights[safe]
-    return w * t.correct * t.ce * valid
+        return weights.gather(1, safe.flatten(1)).view_as(safe)
+    class_weights = torch.as_tensor(
+        class_weights, dtype=torch.float32, device=safe.device)
+    if class_weights.shape != (num_classes, ):
+        raise ValueError(
+            f'class_weights must have shape ({num_classes},) for '
+            f'{num_classes} classes, got {tuple(class_weights.shape)}')
+    return class_weights[safe]
 
 
 def class_weights_from_counts(counts: Tensor) -> Tensor:

@@ -168,7 +168,13 @@ def test_batched_padam_equals_per_image_reference(net, model, loss, eps):
         if clean_c < ref_c:
             ref_x, ref_c = xi, clean_c
         assert int(res.correct[i]) == ref_c, i
-        torch.testing.assert_close(res.x_adv[i:i + 1], ref_x)
+        # the fragile model's CE margins reach 13: 1 - p_y ~ 2e-6, which the
+        # reference's autograd rounds (p_y - 1 in float32, ~3%) and the
+        # attack's closed-form gradient does not (docs/attacks.md, "Closed-
+        # form logit gradients"); Adam's steps follow the magnitudes
+        fragile_ce = (model, loss) == ('fragile', 'ce')
+        tol = dict(atol=2e-4, rtol=0) if fragile_ce else {}
+        torch.testing.assert_close(res.x_adv[i:i + 1], ref_x, **tol)
 
 
 def test_padam_matches_torch_amsgrad(net):
