@@ -30,14 +30,16 @@ Writes ``benchmarks/results/bench_engine.json``.
    after the per-image gradient scaling has adapted), over the elements
    where the float32 value is non-zero; ``zero``: how many of those are 0
    under reduced precision.
-3. ``overhead``: SEA-2023 (and APGD ``mask_ce``) time over the floor, the
+3. ``overhead``: SEA-2023, the default preset (``sea_default``) and APGD
+   ``mask_ce`` time over the floor, the
    same number of bare forward + input-backward passes, on the light
    encoder-decoder (stride-8 features, 21 classes, 96 x 96, batch 4,
-   n = 24); median of paired repeats; also against the CE floor
+   n = 24, ``--overhead-n`` adds longer runs); median of paired repeats;
+   also against the CE floor
    (forward + fused ``F.cross_entropy`` + input backward, the cheapest
    pass of a loss-based attack) and that floor against the bare one.
-   ``--convnext``: also UPerNet +
-   ConvNeXt-T (random weights, 256 x 256, batch 1, n = 6, 3 repeats).
+   ``--convnext``: also UPerNet + ConvNeXt-T (random weights, 256 x 256,
+   batch 1, n = 6, 2 repeats; SEA-2023 only).
 4. ``accel``: the same SEA with channels-last weights and inputs and with
    ``torch.compile`` (``FastModel``), as ratios to the eager run and to its
    own floor; compilation (warm-up run) timed apart.
@@ -73,6 +75,13 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--sync-n-iter', type=int, default=100)
+    p.add_argument(
+        '--overhead-n',
+        type=int,
+        nargs='+',
+        default=[24],
+        help='iterations per attack of the light model in the overhead part '
+        '(the issue: 24; a longer run shows the per-iteration part)')
     p.add_argument('--amp-seeds', type=int, nargs='+', default=[1, 2, 3])
     p.add_argument('--amp-n-iter', type=int, default=20)
     p.add_argument('--amp-images', type=int, default=20)
@@ -221,7 +230,9 @@ def _paired_ratio(fn, floor, repeats):
         floor_seconds=statistics.median(floors))
 
 
-def _overhead_runs(model, x, y, n, repeats):
+def _overhead_runs(model, x, y, n, repeats, only=None):
+    """Paired time ratios of the attacks to their floors (``only``: the
+    names of the ratios to measure; all by default)."""
     import torch
 
     from mmseg_robust.attacks import SEA, apgd
@@ -241,37 +252,51 @@ def _overhead_runs(model, x, y, n, repeats):
     # the loop builds its ensemble once (the model check runs on the first
     # batch only): time runs after a warm-up run
     sea = SEA(model, 8 / 255, n_iter=n, version='2023')
-    sea.run(x, y, seed=seeds)
-    fb()
-    return dict(
-        sea2023=_paired_ratio(lambda: sea.run(x, y, seed=seeds),
-                              lambda: [fb() for _ in range(4 * n)], repeats),
-        apgd_mask_ce=_paired_ratio(
-            lambda: apgd(model, x, y, 8 / 255, n, loss='mask_ce'),
-            lambda: [fb() for _ in range(n)], repeats),
-        # against the CE floor: n passes of forward + fused CE + input
+    # the default preset (SEA-R1 since it exists): also 4 attacks x n
+    default = SEA(model, 8 / 255, n_iter=n)
+
+    def run_apgd():
+        apgd(model, x, y, 8 / 255, n, loss='mask_ce')
+
+    # (attack, floor, passes of the floor)
+    runs = dict(
+        sea2023=(lambda: sea.run(x, y, seed=seeds), fb, 4 * n),
+        sea_default=(lambda: default.run(x, y, seed=seeds), fb, 4 * n),
+        apgd_mask_ce=(run_apgd, fb, n),
+        # against the CE floor: passes of forward + fused CE + input
         # backward (docs/benchmarks.md, section 7)
-        ce_floor=_paired_ratio(lambda: [fb_ce() for _ in range(n)],
-                               lambda: [fb() for _ in range(n)], repeats),
-        sea2023_ce_floor=_paired_ratio(lambda: sea.run(x, y, seed=seeds),
-                                       lambda: [fb_ce() for _ in range(4 * n)],
-                                       repeats),
-        apgd_mask_ce_ce_floor=_paired_ratio(
-            lambda: apgd(model, x, y, 8 / 255, n, loss='mask_ce'),
-            lambda: [fb_ce() for _ in range(n)], repeats))
+        ce_floor=(lambda: [fb_ce() for _ in range(n)], fb, n),
+        sea2023_ce_floor=(lambda: sea.run(x, y, seed=seeds), fb_ce, 4 * n),
+        apgd_mask_ce_ce_floor=(run_apgd, fb_ce, n))
+    out = {}
+    for name, (attack, floor, passes) in runs.items():
+        if only is not None and name not in only:
+            continue
+        # the loop builds its ensemble once (the model check runs on the
+        # first batch only): time runs after a warm-up run
+        attack()
+        floor()
+        out[name] = _paired_ratio(attack,
+                                  lambda: [floor() for _ in range(passes)],
+                                  repeats)
+    return out
 
 
 def part_overhead(args) -> dict:
     model, x, y = _light_batch(4)
-    out = dict(light=_overhead_runs(model, x, y, 24, args.repeats))
-    print(f'[overhead] light: {out["light"]}', file=sys.stderr, flush=True)
+    out = {}
+    for n in args.overhead_n:
+        key = 'light' if n == 24 else f'light_n{n}'
+        out[key] = _overhead_runs(model, x, y, n, args.repeats)
+        print(f'[overhead] {key}: {out[key]}', file=sys.stderr, flush=True)
     if args.convnext:
         import _common
         seg = _common.build_segmentor(
             _common.CONVNEXT_T, 'cpu', crop=256, whole=True).eval()
         data = _common.fake_attack_data(1, 256, 150)
         b = _common.attack_batch(_common.mmseg_robust_models(), seg, data)
-        out['convnext_t'] = _overhead_runs(b.model, b.x, b.y, 6, 3)
+        out['convnext_t'] = _overhead_runs(
+            b.model, b.x, b.y, 6, 2, only=('sea2023', ))
         print(
             f'[overhead] convnext_t: {out["convnext_t"]}',
             file=sys.stderr,
@@ -427,7 +452,9 @@ def _run(checkout, part, args):
         osp.abspath(__file__), '--worker', part, '--threads',
         str(args.threads), '--repeats',
         str(args.repeats), '--sync-n-iter',
-        str(args.sync_n_iter), '--amp-n-iter',
+        str(args.sync_n_iter), '--overhead-n'
+    ] + [str(n) for n in args.overhead_n] + [
+        '--amp-n-iter',
         str(args.amp_n_iter), '--amp-images',
         str(args.amp_images), '--amp-seeds'
     ] + [str(s)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .checks import (check_eot, check_images, check_n_iter, check_norm,
                      check_radius, warn_if_training)
-from .logit_grads import LogitBuffer, logit_loss
+from .logit_grads import LogitBuffer, input_grad, logit_loss
 from .losses import check_logits_labels, check_loss_name
 from .precision import (GRAD_EXP, GRAD_EXP_BACKOFF, GRAD_EXP_MAX, GRAD_EXP_MIN,
                         GRAD_TARGET_EXP, RESULT_PRECISIONS, AmpLike, amp_name,
@@ -237,12 +237,12 @@ class LogitGradScaler:
         self.last_overflow: Optional[Tensor] = None
 
     def scale(self, grad: Tensor, shifts: Optional[list] = None) -> Tensor:
-        """``grad`` (the logits' gradient) scaled per image; with ``shifts``
-        its power of two is appended to it."""
-        if shifts is None:
-            return scale_logit_grad(grad, self.exp)
-        shifts.append(logit_grad_shift(grad, self.exp))
-        return ldexp_rows(grad, shifts[-1])
+        """Scale ``grad`` (the logits' gradient) per image, in place; with
+        ``shifts`` its power of two is appended to it."""
+        shift = logit_grad_shift(grad, self.exp)
+        if shifts is not None:
+            shifts.append(shift)
+        return ldexp_rows(grad, shift, out=grad)
 
     def back_off(self, grad: Tensor) -> Tensor:
         """Adjust the scaling of each image to the size of its input
@@ -417,6 +417,11 @@ class Objective:
             every evaluation averages loss, tracked objective, correct
             pixels and input gradient over ``eot`` forward+backward passes
             (Athalye et al. 2018); ``1`` for deterministic models.
+
+    Attributes:
+        closed_form (bool | None): ``False``: the losses' logit gradients by
+            autograd; ``None``: :func:`~.logit_grads.logit_loss` decides.
+        buffer (LogitBuffer): Reused by the closed form on the CPU.
     """
 
     def __init__(self,
@@ -436,8 +441,6 @@ class Objective:
         self.loss_name = check_objective(loss, targeted, track,
                                          result_precision)
         self.track_name = None if (targeted or track == loss) else track
-        # None: the losses' logit gradients in closed form where they have
-        # one (:mod:`.logit_grads`); False: by autograd
         self.closed_form: Optional[bool] = None
         self.buffer = LogitBuffer()
         self.ignore_index = ignore_index
@@ -502,11 +505,9 @@ class Objective:
                  need_grad: bool = True) -> Evaluation:
         """Evaluate images ``x`` (the whole batch).
 
-        The attacked loss, the tracked objective and the logits' gradient
-        come from one pass over the logits
-        (:func:`~.logit_grads.logit_loss`: in closed form, or by autograd
-        for a loss without one); the model's backward is the only autograd
-        pass.
+        Loss, tracked objective and the logits' gradient come from one
+        pass over the logits (:func:`~.logit_grads.logit_loss`); the
+        model's backward is the only autograd pass.
 
         Correctness is "the label's logit is maximal"
         (:func:`~.losses.label_is_max`, no argmax per iteration); the
@@ -523,7 +524,7 @@ class Objective:
         x = x.detach()
         scaled = need_grad and self.reduced_precision(x.device)
         # under scaling each sample's gradient comes with its own power of
-        # two (scale_logit_grad): EOT brings them to a common one
+        # two (LogitGradScaler.scale): EOT brings them to a common one
         shifts = [] if scaled and self.eot > 1 else None
         loss, tracked, grad, correct = eot_mean(
             lambda: self._sample(x, step, total_steps, need_grad, scaled,
@@ -543,10 +544,9 @@ class Objective:
         shifts: Optional[list] = None
     ) -> Tuple[Tensor, Tensor, Optional[Tensor], Tensor]:
         """One forward (+ input-backward) pass of :meth:`evaluate`: attacked
-        and tracked objectives, the input gradient (scaled, not yet
-        adjusted by :meth:`_back_off`) and correct-pixel counts; with
-        ``shifts`` the scaling's power of two per image is appended to
-        it."""
+        and tracked objectives, the input gradient (scaled, not yet backed
+        off) and correct-pixel counts; with ``shifts`` the scaling's power
+        of two per image is appended to it."""
         x = x.requires_grad_(need_grad)
         with torch.enable_grad() if need_grad else torch.no_grad():
             with autocast_to(x.device, self.amp):
@@ -572,10 +572,9 @@ class Objective:
             top=top)
         grad = None
         if need_grad:
-            g = self.scaler.scale(ev.grad, shifts) if scaled else ev.grad
-            # the model's backward, for the input gradient only (no weight
-            # gradients are computed)
-            grad, = torch.autograd.grad(logits, x, grad_outputs=g)
+            if scaled:
+                self.scaler.scale(ev.grad, shifts)
+            grad = input_grad(logits, x, ev.grad)
         loss = ev.loss.flatten(1).mean(1)
         tracked = loss if ev.tracked is None else ev.tracked.flatten(
             1).mean(1)

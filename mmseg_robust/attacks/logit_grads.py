@@ -10,17 +10,22 @@ forward and backward (docs/benchmarks.md, section 7). All of SEA's losses
 have a simple gradient with respect to the logits: for the CE family it is
 ``c * (p - e_y)`` with a detached per-pixel factor ``c``; JS depends only on
 ``q = p_y``, so its gradient is ``-JS'(q) q (p - e_y)``; the masked spherical
-loss differentiates ``u_y / ||u||``. :func:`closed_form_loss` computes value,
-tracked value and this gradient from one softmax, and the attack hands the
-gradient to autograd at the logits (``torch.autograd.grad(logits, x,
+loss differentiates ``u_y / ||u||`` and ``cos`` ``(1 + r)**(-1/2)``.
+:func:`closed_form_loss` computes value, tracked value and this gradient
+from one ``exp`` of the logits (``cos``, ``mask_sph`` and ``cossim_ce`` add
+one more full-size temporary each), and the attack hands the gradient to
+autograd at the logits (``torch.autograd.grad(logits, x,
 grad_outputs=...)``), so the model's backward is the only autograd pass.
 
-The label component of ``p - e_y`` is ``-(1 - p_y)``, summed from the other
-classes' probabilities: it does not cancel to 0 on confidently correct
-pixels as ``p_y - 1`` does in float32.
-
 Plain PyTorch; values equal :data:`~.losses.PIXEL_LOSSES` to float32
-rounding and gradients equal autograd's (tested).
+rounding, and so do gradients, except where autograd's rounds to 0 and
+this one does not (tested against autograd and a float64 reference):
+
+* the label component of ``p - e_y`` is ``-(1 - p_y)``, summed from the
+  other classes' probabilities: it does not cancel to 0 on confidently
+  correct pixels as ``p_y - 1`` does in float32 (margins beyond ~17);
+* ``cos`` keeps its (tiny) gradient on confidently wrong pixels, where
+  autograd's ``expm1`` backward rounds it to 0 (margins beyond ~17).
 """
 from typing import NamedTuple, Optional
 
@@ -28,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .losses import (PIXEL_LOSSES, PixelTerms, cossim_weight,
+from .losses import (PIXEL_LOSSES, PixelTerms, bal_ce_lambda, cossim_weight,
                      js_of_label_prob, label_weights)
 
 __all__ = [
     'CLOSED_FORM_LOSSES', 'ClosedForm', 'closed_form_loss', 'autograd_loss',
-    'logit_loss', 'LogitBuffer'
+    'logit_loss', 'LogitBuffer', 'input_grad'
 ]
 
 #: Losses (attacked or tracked) with a closed-form logit gradient: all of
@@ -66,16 +71,21 @@ class ClosedForm(NamedTuple):
 
 class LogitBuffer:
     """One float32 buffer of the logits' shape for :func:`closed_form_loss`,
-    reused by every evaluation of an attack (its shapes are fixed; on a CPU
-    a fresh tensor of this size costs page faults)."""
+    reused by every evaluation of an attack on the CPU, where a fresh
+    tensor of this size costs about as much again in page faults (the
+    attacks' shapes are fixed). On other devices the caching allocator
+    serves fresh tensors cheaply, and a buffer kept between evaluations
+    would only add to the peak memory of the forward pass: there
+    :meth:`get` returns ``None``."""
 
     def __init__(self):
         self.buf: Optional[Tensor] = None
 
-    def get(self, like: Tensor) -> Tensor:
-        """The buffer, new if ``like``'s shape or device changed."""
-        if self.buf is None or self.buf.shape != like.shape or \
-                self.buf.device != like.device:
+    def get(self, like: Tensor) -> Optional[Tensor]:
+        """The buffer (CPU only), new if ``like``'s shape changed."""
+        if like.device.type != 'cpu':
+            return None
+        if self.buf is None or self.buf.shape != like.shape:
             self.buf = torch.empty_like(like, dtype=torch.float32)
         return self.buf
 
@@ -108,6 +118,7 @@ class _Softmax:
 
     @property
     def ce(self) -> Tensor:
+        """``-log p_y`` per pixel."""
         return -self.log_q
 
     def ce_family_grad(self, c: Tensor) -> Tensor:
@@ -128,19 +139,16 @@ def _ce_factor(name: str, sm: _Softmax, valid: Tensor, step, total_steps,
     if name == 'mask_ce':
         return hit * v
     if name == 'bal_ce':
-        if step is None or total_steps is None or \
-                not 1 <= step <= total_steps:
-            raise ValueError("loss 'bal_ce' needs step and total_steps "
-                             f'(1 <= step <= total_steps), got {step}, '
-                             f'{total_steps}')
-        lam = (step - 1) / (2 * total_steps)
+        lam = bal_ce_lambda(step, total_steps)
         return ((1 - lam) * hit + lam * (1 - hit)) * v
     if name == 'cossim_ce':
         return cossim_weight(sm.u, sm.label.squeeze(1)) * v
-    # mask_ce_bal
-    w = label_weights(
-        sm.label.squeeze(1), valid, sm.u.shape[1], class_weights)
-    return w * hit * v
+    if name == 'mask_ce_bal':
+        w = label_weights(
+            sm.label.squeeze(1), valid, sm.u.shape[1], class_weights)
+        return w * hit * v
+    raise ValueError(f'no closed form for loss {name!r}; the losses with '
+                     f'one are {CLOSED_FORM_LOSSES}')
 
 
 def _value(name: str, sm: _Softmax, valid: Tensor, factors: dict,
@@ -175,6 +183,9 @@ def _value(name: str, sm: _Softmax, valid: Tensor, factors: dict,
 
 def _grad(name: str, sm: _Softmax, valid: Tensor, factors: dict,
           scale: float) -> Tensor:
+    """``scale`` times the logits' gradient of the sum of ``name``'s map,
+    written into the softmax's buffer (``factors``: what :func:`_value`
+    kept)."""
     if name == 'js':
         q, log1p_q, raw = factors['js']
         # JS'(q) = log(q / (1 + q)) / 2 and dq/du = q (e_y - p); 0 where
@@ -226,8 +237,8 @@ def closed_form_loss(logits: Tensor,
 
     Args:
         logits (Tensor): ``(B, K, H, W)`` float32 logits (not modified).
-        labels (Tensor): ``(B, H, W)`` labels with ignored pixels set to a
-            valid class (they are masked by ``valid``).
+        labels (Tensor): ``(B, H, W)`` int64 labels, ignored pixels set to
+            a valid class (they are masked by ``valid``).
         valid (Tensor): ``(B, H, W)`` bool, the pixels that count.
         loss (str): The attacked loss, one of :data:`CLOSED_FORM_LOSSES`.
         track (str, optional): A second loss whose map is returned as
@@ -278,9 +289,11 @@ def autograd_loss(logits: Tensor,
                   scale: float = 1.0,
                   negate: bool = False,
                   top: Optional[Tensor] = None) -> ClosedForm:
-    """:func:`closed_form_loss` by autograd through
-    :data:`~.losses.PIXEL_LOSSES` (for a loss without a closed form, and as
-    the tests' reference); the same arguments, ``out`` aside."""
+    """The :class:`ClosedForm` of :func:`closed_form_loss`, by autograd
+    through :data:`~.losses.PIXEL_LOSSES` (for a loss without a closed form,
+    and as the tests' reference); the same arguments without ``out``, and
+    ``ignore_index``, the label the losses ignore (ignored pixels are
+    passed to them with it)."""
     u = logits.detach()
     top = u.amax(1) if top is None else top
     label = labels.unsqueeze(1)
@@ -324,3 +337,15 @@ def logit_loss(logits: Tensor,
         return closed_form_loss(logits, labels, valid, loss, track, **kwargs)
     kwargs.pop('out', None)
     return autograd_loss(logits, labels, valid, loss, track, **kwargs)
+
+
+def input_grad(logits: Tensor, x: Tensor, logit_grad: Tensor) -> Tensor:
+    """The model's backward from ``logit_grad`` at ``logits`` to the input
+    ``x`` only (no weight gradients). Never returns ``logit_grad``'s memory
+    (a model that passes its input through would hand back the reused
+    buffer, which the next evaluation overwrites)."""
+    grad, = torch.autograd.grad(logits, x, grad_outputs=logit_grad)
+    if grad.untyped_storage().data_ptr() == \
+            logit_grad.untyped_storage().data_ptr():
+        grad = grad.clone()
+    return grad

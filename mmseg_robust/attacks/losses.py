@@ -17,7 +17,8 @@ from torch import Tensor
 __all__ = [
     'PIXEL_LOSSES', 'pixel_loss', 'class_weights_from_counts', 'LOSS_NAMES',
     'PixelTerms', 'check_logits_labels', 'check_loss_name', 'label_is_max',
-    'argmax_classes', 'js_of_label_prob', 'cossim_weight', 'label_weights'
+    'argmax_classes', 'js_of_label_prob', 'cossim_weight', 'label_weights',
+    'bal_ce_lambda'
 ]
 
 _LOG2 = math.log(2.0)
@@ -142,16 +143,21 @@ def bal_ce_loss(logits: Tensor,
 
     ``step`` counts ``1..total_steps`` within the current attack run.
     """
+    lam = bal_ce_lambda(step, total_steps)
+    t = _terms(logits, labels, ignore_index, kwargs)
+    weight = (1 - lam) * t.correct + lam * (1 - t.correct)
+    return weight * t.ce * t.valid
+
+
+def bal_ce_lambda(step: Optional[int], total_steps: Optional[int]) -> float:
+    """SegPGD's ``lambda = (step - 1) / (2 * total_steps)``, checked."""
     if step is None or total_steps is None:
         raise ValueError("loss 'bal_ce' needs step and total_steps "
                          '(1 <= step <= total_steps)')
     if not 1 <= step <= total_steps:
         raise ValueError(f"loss 'bal_ce': step must be in [1, total_steps="
                          f'{total_steps}], got {step}')
-    lam = (step - 1) / (2 * total_steps)
-    t = _terms(logits, labels, ignore_index, kwargs)
-    weight = (1 - lam) * t.correct + lam * (1 - t.correct)
-    return weight * t.ce * t.valid
+    return (step - 1) / (2 * total_steps)
 
 
 def cossim_ce_loss(logits: Tensor,
@@ -222,8 +228,10 @@ def js_of_label_prob(q: Tensor,
     if log1p_q is None:
         log1p_q = torch.log1p(q)
     js_q = _LOG2 + 0.5 * (q * log_q - (1 + q) * log1p_q)
-    # clamp: the branch not taken must stay finite (0 * log 0 -> NaN grads)
-    d_c = d.clamp(max=0.5)
+    # the branch not taken must stay finite (0 * log 0 -> NaN grads): it
+    # reads d = 0 there (a clamp at 1/2 would also cut the gradient of the
+    # pixels at exactly d = 1/2)
+    d_c = torch.where(q < 0.5, torch.zeros_like(d), d)
     js_d = 0.5 * (
         d_c * _LOG2 + (1 - d_c) * torch.log1p(-d_c) -
         (2 - d_c) * torch.log1p(-0.5 * d_c))

@@ -159,9 +159,12 @@ def logit_grad_shift(grad: Tensor,
     return torch.where(ok, exp - e, torch.zeros_like(e))
 
 
-def ldexp_rows(t: Tensor, shift: Tensor) -> Tensor:
-    """``t * 2**shift`` per image (``shift`` of shape ``(B,)``), exact."""
-    return torch.ldexp(t, shift.view(-1, *([1] * (t.dim() - 1))))
+def ldexp_rows(t: Tensor,
+               shift: Tensor,
+               out: Optional[Tensor] = None) -> Tensor:
+    """``t * 2**shift`` per image (``shift`` of shape ``(B,)``), exact;
+    ``out=t`` scales in place."""
+    return torch.ldexp(t, shift.view(-1, *([1] * (t.dim() - 1))), out=out)
 
 
 def scale_logit_grad(grad: Tensor,

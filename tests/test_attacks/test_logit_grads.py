@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmseg_robust.attacks.core import Objective
-from mmseg_robust.attacks.logit_grads import (CLOSED_FORM_LOSSES,
-                                              closed_form_loss)
+from mmseg_robust.attacks.logit_grads import (CLOSED_FORM_LOSSES, LogitBuffer,
+                                              closed_form_loss, logit_loss)
 from mmseg_robust.attacks.losses import PIXEL_LOSSES
 
 from ..tiny_models import toy_batch
@@ -40,8 +40,7 @@ def test_values_and_gradients_equal_autograd(name, T):
     safe = torch.where(valid, y, 0)
     ref, g_ref = _autograd(name, u, y, **KW)
     for track in (None, 'ce', 'mask_sph', 'js'):
-        cf = closed_form_loss(
-            u, safe, valid, name, track, scale=1 / 42, **KW)
+        cf = closed_form_loss(u, safe, valid, name, track, scale=1 / 42, **KW)
         torch.testing.assert_close(cf.loss, ref, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(
             cf.grad, g_ref, atol=1e-6 * float(g_ref.abs().max()), rtol=1e-4)
@@ -53,8 +52,8 @@ def test_values_and_gradients_equal_autograd(name, T):
                 rtol=1e-5)
     assert (cf.grad[~valid.unsqueeze(1).expand_as(u)] == 0).all()
     assert torch.equal(cf.top, u.amax(1))
-    assert torch.equal(cf.hit, u.gather(1, safe.unsqueeze(1)).squeeze(1)
-                       >= u.amax(1))
+    assert torch.equal(cf.hit,
+                       u.gather(1, safe.unsqueeze(1)).squeeze(1) >= u.amax(1))
 
 
 def test_mask_ce_bal_with_class_weights_and_targeted_sign():
@@ -83,10 +82,65 @@ def test_one_class_gives_zero_cos_and_no_nan():
     assert torch.isfinite(cf.tracked).all()
 
 
-def test_bal_ce_needs_its_step():
+def test_bal_ce_needs_its_step_and_unknown_losses_raise():
     u, y = _logits(1.0)
+    safe, valid = y.clamp(0, 4), y != 255
     with pytest.raises(ValueError, match='step and total_steps'):
-        closed_form_loss(u, y.clamp(0, 4), y != 255, 'bal_ce')
+        closed_form_loss(u, safe, valid, 'bal_ce')
+    with pytest.raises(
+            ValueError, match=r'step must be in \[1, total_steps=5'):
+        closed_form_loss(u, safe, valid, 'bal_ce', step=6, total_steps=5)
+    with pytest.raises(ValueError, match="no closed form for loss 'nope'"):
+        logit_loss(u, safe, valid, 'nope', closed=True)
+
+
+def test_js_at_exactly_one_half_and_cos_on_confidently_wrong_pixels():
+    """Two places where autograd's float32 gradient used to be 0: JS at
+    p_y = 1/2 exactly (the branch select; ``js_loss`` is fixed too) and
+    ``cos`` on confidently wrong pixels (``expm1``'s backward rounds; the
+    closed form keeps the float64 value)."""
+    u = torch.zeros(1, 2, 2, 2)  # p_y = 1/2 everywhere
+    y = torch.zeros(1, 2, 2, dtype=torch.long)
+    valid = torch.ones_like(y, dtype=torch.bool)
+    _, g = _autograd('js', u, y)
+    cf = closed_form_loss(u, y, valid, 'js', scale=1 / 4)
+    assert (g != 0).all()
+    torch.testing.assert_close(cf.grad, g)
+    # cos, label's logit 20 below the other class
+    u = torch.tensor([0.0, 20.0]).view(1, 2, 1, 1).repeat(1, 1, 2, 2)
+    cf = closed_form_loss(u, y, valid, 'cos', scale=1.0)
+    uu = u.double().requires_grad_(True)
+    r = torch.exp(2 * (uu[:, 1] - uu[:, 0]))
+    g64, = torch.autograd.grad((1 - (1 + r)**-0.5).sum(), uu)
+    assert (g64 != 0).all()
+    torch.testing.assert_close(cf.grad.double(), g64, rtol=1e-5, atol=0)
+
+
+def test_buffer_on_the_cpu_only_and_never_handed_back():
+    buf = LogitBuffer()
+    assert buf.get(torch.empty(2, 3, 4, 4, device='meta')) is None
+    a = buf.get(torch.empty(2, 3, 4, 4))
+    assert buf.get(torch.empty(2, 3, 4, 4)) is a
+    assert buf.get(torch.empty(1, 3, 4, 4)).shape == (1, 3, 4, 4)
+    # a model that passes its input through: autograd would return the
+    # buffer as the input gradient; the next evaluation must not change it
+    x, _ = toy_batch(B=2, seed=3)  # 3 channels: 3 "classes"
+    y = torch.randint(
+        0, 3, (2, 12, 12), generator=torch.Generator().manual_seed(0))
+    obj = Objective(lambda t: t * 1.0, y, 'mask_ce')
+    first = obj.evaluate(x).grad
+    kept = first.clone()
+    obj.evaluate(x.flip(-1))
+    assert torch.equal(first, kept)
+    # expectation over transformation sums the samples' gradients
+    noise = iter([0.1, -0.2, 0.05, 0.3])
+    eot = Objective(lambda t: t + next(noise), y, 'js', eot=2)
+    ref = [
+        Objective(lambda t, c=c: t + c, y, 'js').evaluate(x)
+        for c in (0.1, -0.2)
+    ]
+    torch.testing.assert_close(
+        eot.evaluate(x).grad, (ref[0].grad + ref[1].grad) / 2)
 
 
 @pytest.mark.parametrize('name', ['ce', 'mask_ce', 'js'])
@@ -153,7 +207,8 @@ def test_ce_family_gradient_sums_to_zero_over_classes(T, seed, name):
 @pytest.mark.parametrize('amp', [False, 'fp16'])
 def test_objective_closed_form_equals_autograd_path(net, loss, track, amp):
     """Objective.evaluate in closed form equals its autograd path (which
-    serves the losses without one, ``cos``), gradient scaling included."""
+    serves a loss without one; ``closed_form=False`` forces it), gradient
+    scaling included."""
     x, y = toy_batch(B=3, seed=2, model=net)
     out = []
     for closed in (True, False):
