@@ -8,9 +8,9 @@ release) on the strength benchmark's models, for a before/after table.
 The other checkout's ``SEA(model, eps, n_iter, version=...).run(x, y,
 seed=...)`` (its own losses, tracking and random starts for that preset)
 runs in a subprocess on the images and per-image seeds of
-``bench_strength.py``
-uses, one radius at a time. Compare with the ``SEA-2023`` (independent radii) and ``SEA-2023
-chained`` rows of ``bench_strength.py``. With ``--this`` the same runs in
+``bench_strength.py``, one radius at a time. Compare with the
+``SEA-2023`` (independent radii) and ``SEA-2023 chained`` rows of
+``bench_strength.py``. With ``--this`` the same runs in
 this checkout too, and every cell says whether the two are bit-identical
 (a SHA-256 of the adversarial images and per-image correct counts) or by
 how much their aAcc / mIoU differ. Writes

@@ -576,8 +576,7 @@ class Objective:
                 self.scaler.scale(ev.grad, shifts)
             grad = input_grad(logits, x, ev.grad)
         loss = ev.loss.flatten(1).mean(1)
-        tracked = loss if ev.tracked is None else ev.tracked.flatten(
-            1).mean(1)
+        tracked = loss if ev.tracked is None else ev.tracked.flatten(1).mean(1)
         return loss, tracked, grad, self._count(ev.hit)
 
     def note_zero_grad(self, grad: Optional[Tensor], correct: Tensor,

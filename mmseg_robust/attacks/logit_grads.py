@@ -44,8 +44,8 @@ __all__ = [
 #: Losses (attacked or tracked) with a closed-form logit gradient: all of
 #: :data:`~.losses.PIXEL_LOSSES` (a loss added there without one is
 #: differentiated by autograd).
-CLOSED_FORM_LOSSES = ('ce', 'bal_ce', 'cossim_ce', 'mask_ce', 'js',
-                      'mask_sph', 'mask_ce_bal', 'cos')
+CLOSED_FORM_LOSSES = ('ce', 'bal_ce', 'cossim_ce', 'mask_ce', 'js', 'mask_sph',
+                      'mask_ce_bal', 'cos')
 
 
 class ClosedForm(NamedTuple):
@@ -175,8 +175,7 @@ def _value(name: str, sm: _Softmax, valid: Tensor, factors: dict,
         u_y = sm.u.gather(1, sm.label).squeeze(1)
         sumsq = (sm.u * sm.u).sum(1)
         factors['mask_sph'] = (u_y, sumsq)
-        return -(sm.hit & valid).float() * u_y / sumsq.clamp_min(
-            1e-24).sqrt()
+        return -(sm.hit & valid).float() * u_y / sumsq.clamp_min(1e-24).sqrt()
     c = factors[name] = _ce_factor(name, sm, valid, **kw)
     return c * sm.ce
 
@@ -202,8 +201,8 @@ def _grad(name: str, sm: _Softmax, valid: Tensor, factors: dict,
         c = torch.exp(m2 - 1.5 * sp) * v
         g = sm.others.mul_(sm.others).mul_(c.unsqueeze(1))
         sm.others = None
-        return g.scatter_(1, sm.label, (-torch.exp(log_r - 1.5 * sp) *
-                                        v).unsqueeze(1))
+        return g.scatter_(1, sm.label,
+                          (-torch.exp(log_r - 1.5 * sp) * v).unsqueeze(1))
     if name == 'mask_sph':
         # d(u_y / n)/du = e_y / n - u_y u / n**3, n = sqrt(max(|u|^2, 1e-24))
         u_y, sumsq = factors['mask_sph']
@@ -268,8 +267,7 @@ def closed_form_loss(logits: Tensor,
                                                     **kw)
     grad = None
     if need_grad:
-        grad = _grad(loss, sm, valid, factors,
-                     -scale if negate else scale)
+        grad = _grad(loss, sm, valid, factors, -scale if negate else scale)
     if negate:
         lmap = -lmap
     return ClosedForm(lmap, tracked, grad, sm.top, sm.hit)
@@ -310,8 +308,8 @@ def autograd_loss(logits: Tensor,
         lmap = PIXEL_LOSSES[loss](u, y, terms=terms, **kw)
         if negate:
             lmap = -lmap
-        grad = torch.autograd.grad(lmap.sum() * scale,
-                                   u)[0] if need_grad else None
+        grad = torch.autograd.grad(lmap.sum() *
+                                   scale, u)[0] if need_grad else None
     tracked = None
     if track is not None:
         with torch.no_grad():

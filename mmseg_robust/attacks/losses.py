@@ -301,7 +301,9 @@ def mask_ce_bal_loss(logits: Tensor,
     return w * t.correct * t.ce * t.valid
 
 
-def label_weights(safe: Tensor, valid: Tensor, num_classes: int,
+def label_weights(safe: Tensor,
+                  valid: Tensor,
+                  num_classes: int,
                   class_weights: Optional[Tensor] = None) -> Tensor:
     """The ``(B, H, W)`` weight ``w_y`` of :func:`mask_ce_bal_loss` per
     pixel: ``class_weights[y]``, or without them each image's inverse label

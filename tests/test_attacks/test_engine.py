@@ -309,18 +309,20 @@ def test_sea_reports_its_precisions(net):
         SEA(net, EPS, result_precision='fp64')
 
 
-def test_fp32_path_uses_no_scaling(net):
+def test_fp32_path_uses_no_scaling(net, monkeypatch):
     x, y = toy_batch(B=2, seed=9, model=net)
     calls = []
-    orig = core.scale_logit_grad
-    core.scale_logit_grad = lambda g, e: calls.append(1) or orig(g, e)
-    try:
-        apgd(net, x, y, EPS, 3)
-        assert not calls
-        apgd(net, x, y, EPS, 3, amp='bf16')
-        assert calls
-    finally:
-        core.scale_logit_grad = orig
+    orig = core.LogitGradScaler.scale
+
+    def spy(self, grad, shifts=None):
+        calls.append(1)
+        return orig(self, grad, shifts)
+
+    monkeypatch.setattr(core.LogitGradScaler, 'scale', spy)
+    apgd(net, x, y, EPS, 3)
+    assert not calls
+    apgd(net, x, y, EPS, 3, amp='bf16')
+    assert calls
 
 
 # -- faster model calls -----------------------------------------------------

@@ -9,7 +9,6 @@ from mmseg_robust.attacks.core import Objective
 from mmseg_robust.attacks.logit_grads import (CLOSED_FORM_LOSSES, LogitBuffer,
                                               closed_form_loss, logit_loss)
 from mmseg_robust.attacks.losses import PIXEL_LOSSES
-
 from ..tiny_models import toy_batch
 
 
