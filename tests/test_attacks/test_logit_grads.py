@@ -9,6 +9,7 @@ from mmseg_robust.attacks.core import Objective
 from mmseg_robust.attacks.logit_grads import (CLOSED_FORM_LOSSES, LogitBuffer,
                                               closed_form_loss, logit_loss)
 from mmseg_robust.attacks.losses import PIXEL_LOSSES
+from mmseg_robust.attacks.precision import cpu_autocast_supports
 from ..tiny_models import toy_batch
 
 
@@ -203,11 +204,14 @@ def test_ce_family_gradient_sums_to_zero_over_classes(T, seed, name):
 @pytest.mark.parametrize('loss,track', [('mask_ce', 'ce'), ('js', 'ce'),
                                         ('mask_sph', None), ('bal_ce', 'ce'),
                                         ('cos', None), ('mask_ce', 'cos')])
-@pytest.mark.parametrize('amp', [False, 'fp16'])
+@pytest.mark.parametrize('amp', [False, 'fp16', 'bf16'])
 def test_objective_closed_form_equals_autograd_path(net, loss, track, amp):
     """Objective.evaluate in closed form equals its autograd path (which
     serves a loss without one; ``closed_form=False`` forces it), gradient
     scaling included."""
+    if amp == 'fp16' and not cpu_autocast_supports(torch.float16):
+        pytest.skip(
+            f'torch {torch.__version__} autocasts the CPU to bf16 only')
     x, y = toy_batch(B=3, seed=2, model=net)
     out = []
     for closed in (True, False):
