@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .losses import (PIXEL_LOSSES, PixelTerms, bal_ce_lambda, cossim_weight,
-                     js_of_label_prob, label_weights)
+                     js_of_label_prob, label_is_max, label_weights)
 
 __all__ = [
     'CLOSED_FORM_LOSSES', 'ClosedForm', 'closed_form_loss', 'autograd_loss',
@@ -102,7 +102,8 @@ class _Softmax:
         # place in one buffer, which becomes the gradient (a fresh buffer of
         # this size costs as much again on a CPU, in page faults)
         e = torch.sub(u, self.top.unsqueeze(1), out=out).exp_()
-        z_y = u.gather(1, self.label).squeeze(1) - self.top
+        self.u_y = u.gather(1, self.label).squeeze(1)
+        z_y = self.u_y - self.top
         self.hit = z_y >= 0
         e_y = z_y.exp()
         # the other classes' mass, summed without the label's term: 1 - p_y
@@ -168,14 +169,13 @@ def _value(name: str, sm: _Softmax, valid: Tensor, factors: dict,
         log_r = (sm.others * sm.others).sum(1).log() + m2
         sp = F.softplus(log_r)
         factors['cos'] = (m2, log_r, sp)
-        if sm.u.shape[1] == 1:
-            return torch.zeros_like(sp)
+        # one class: log r = -inf, so 0
         return -torch.expm1(-0.5 * sp) * valid
     if name == 'mask_sph':
-        u_y = sm.u.gather(1, sm.label).squeeze(1)
         sumsq = (sm.u * sm.u).sum(1)
-        factors['mask_sph'] = (u_y, sumsq)
-        return -(sm.hit & valid).float() * u_y / sumsq.clamp_min(1e-24).sqrt()
+        factors['mask_sph'] = sumsq
+        return -(sm.hit
+                 & valid).float() * sm.u_y / sumsq.clamp_min(1e-24).sqrt()
     c = factors[name] = _ce_factor(name, sm, valid, **kw)
     return c * sm.ce
 
@@ -205,10 +205,10 @@ def _grad(name: str, sm: _Softmax, valid: Tensor, factors: dict,
                           (-torch.exp(log_r - 1.5 * sp) * v).unsqueeze(1))
     if name == 'mask_sph':
         # d(u_y / n)/du = e_y / n - u_y u / n**3, n = sqrt(max(|u|^2, 1e-24))
-        u_y, sumsq = factors['mask_sph']
+        sumsq = factors['mask_sph']
         m = (sm.hit & valid).float() * scale
         n = sumsq.clamp_min(1e-24).sqrt()
-        b = torch.where(sumsq > 1e-24, m * u_y / (n * n * n),
+        b = torch.where(sumsq > 1e-24, m * sm.u_y / (n * n * n),
                         torch.zeros_like(n))
         g = torch.mul(sm.u, b.unsqueeze(1), out=sm.others)
         sm.others = None
@@ -294,8 +294,7 @@ def autograd_loss(logits: Tensor,
     passed to them with it)."""
     u = logits.detach()
     top = u.amax(1) if top is None else top
-    label = labels.unsqueeze(1)
-    hit = u.gather(1, label).squeeze(1) >= top
+    hit = label_is_max(u, labels, top)
     y = torch.where(valid, labels, torch.full_like(labels, ignore_index))
     kw = dict(
         ignore_index=ignore_index,
